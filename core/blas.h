@@ -1,0 +1,38 @@
+/* blas — the only module that includes cblas.h.
+ *
+ * Row-major matrix products used by the forward and backward passes, plus
+ * thread control. Weights come in their storage dtype (F32/BF16/F16); bf16 and
+ * f16 weights are widened to fp32 (exactly) before multiplying, so every
+ * product is computed in fp32 whatever the storage. Kernels never allocate:
+ * the caller passes scratch where needed.
+ *
+ * Determinism: for a fixed thread count the same inputs give the same bits
+ * (OpenBLAS's sgemm partitions work by thread count). */
+#ifndef UP_BLAS_H
+#define UP_BLAS_H
+
+#include <stddef.h>
+
+#include "tensor.h"
+
+/* Sets the threads used by OpenBLAS and by our own OpenMP kernels. n <= 0 keeps the default. */
+void up_blas_set_threads(int n);
+int up_blas_threads(void);
+
+/* C (M,N) = alpha * A (M,K) @ B(K,N) + beta * C; all fp32 row-major, B optionally transposed
+ * (then B is (N,K)). Thin wrapper over cblas_sgemm. */
+void up_sgemm(int M, int N, int K, float alpha, const float *A, const float *B, int b_transposed,
+              float beta, float *C);
+
+/* y (M,N) = x (M,K) @ W^T, W (N,K) in `dtype` (a Hugging Face Linear weight). If accumulate,
+ * y += instead of =. `scratch` must hold N*K floats when dtype != F32 and M > 1; it may be
+ * NULL otherwise. For M == 1 (decode) a fused widen-and-dot kernel reads W once in its own
+ * dtype, so decode is bound by the storage's bytes, not fp32's. */
+void up_linear(float *y, const float *x, const void *W, up_dtype dtype, int M, int N, int K,
+               int accumulate, float *scratch);
+
+/* dx (M,K) (+)= dy (M,N) @ W, W (N,K) in `dtype`: the activation gradient of up_linear. */
+void up_linear_backward_input(float *dx, const float *dy, const void *W, up_dtype dtype, int M,
+                              int N, int K, int accumulate, float *scratch);
+
+#endif
