@@ -25,14 +25,17 @@ void up_sgemm(int M, int N, int K, float alpha, const float *A, const float *B, 
               float beta, float *C);
 
 /* y (M,N) = x (M,K) @ W^T, W (N,K) in `dtype` (a Hugging Face Linear weight). If accumulate,
- * y += instead of =. `scratch` must hold N*K floats when dtype != F32 and M > 1; it may be
- * NULL otherwise. For M == 1 (decode) a fused widen-and-dot kernel reads W once in its own
- * dtype, so decode is bound by the storage's bytes, not fp32's. */
+ * y += instead of =. For small M (decode, up to UP_LINEAR_FUSED_MAX_M rows) a fused
+ * widen-and-dot kernel reads W once in its own dtype, so decode is bound by the storage's
+ * bytes, not fp32's. Otherwise bf16/f16 weights are widened into `scratch` (capacity
+ * scratch_floats, at least K floats) in blocks of rows and multiplied with sgemm. */
+#define UP_LINEAR_FUSED_MAX_M 8
 void up_linear(float *y, const float *x, const void *W, up_dtype dtype, int M, int N, int K,
-               int accumulate, float *scratch);
+               int accumulate, float *scratch, size_t scratch_floats);
 
-/* dx (M,K) (+)= dy (M,N) @ W, W (N,K) in `dtype`: the activation gradient of up_linear. */
+/* dx (M,K) (+)= dy (M,N) @ W, W (N,K) in `dtype`: the activation gradient of up_linear.
+ * Same scratch contract. */
 void up_linear_backward_input(float *dx, const float *dy, const void *W, up_dtype dtype, int M,
-                              int N, int K, int accumulate, float *scratch);
+                              int N, int K, int accumulate, float *scratch, size_t scratch_floats);
 
 #endif

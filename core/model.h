@@ -73,7 +73,8 @@ typedef struct up_model {
     up_weight lm_head;        /* (V, d); == embed when tied */
     up_weight final_norm;     /* (d) model.norm */
     up_layer_weights *layers; /* (n_layers) */
-    float *norm_f32;          /* all norm vectors widened to fp32, one allocation */
+    float *norm_f32;          /* every norm vector widened to fp32, one allocation; the norm
+                                 up_weights point here with dtype F32 */
     char *dir;                /* the directory it was loaded from (NULL if built in memory) */
     up_dtype storage;         /* dtype of the big matrices, for reporting */
     void *owner;              /* safetensors handle or in-memory weight block */
@@ -92,9 +93,6 @@ up_status up_model_init_random(up_model **out, const up_model_config *cfg, up_dt
                                uint64_t seed, up_error *err);
 
 void up_model_free(up_model *m);
-
-/* Norm weight widened to fp32 (the (1+w) is applied by the kernels, not stored). */
-const float *up_model_norm(const up_model *m, const up_weight *w);
 
 /* Parameter count (tied embeddings counted once) and bytes of weights as stored. */
 int64_t up_model_param_count(const up_model *m);

@@ -1,0 +1,189 @@
+/* upstream.Tensor: float32 arrays handed between core and scripts. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "binding.h"
+#include "cli.h"
+#include "safetensors.h"
+
+up_lua_tensor *up_lua_tensor_new(lua_State *L, int ndim, const int64_t *shape) {
+    up_lua_tensor *t = lua_newuserdatauv(L, sizeof *t, 0);
+    memset(t, 0, sizeof *t);
+    luaL_setmetatable(L, UP_TENSOR_MT);
+    int64_t n = 1;
+    for (int i = 0; i < ndim; i++) n *= t->shape[i] = shape[i];
+    t->ndim = ndim;
+    t->numel = n;
+    t->data = calloc((size_t)(n > 0 ? n : 1), sizeof(float));
+    if (!t->data) luaL_error(L, "out of memory for a tensor of %lld floats", (long long)n);
+    return t;
+}
+
+up_lua_tensor *up_lua_tensor_check(lua_State *L, int idx) {
+    up_lua_tensor *t = luaL_checkudata(L, idx, UP_TENSOR_MT);
+    if (!t->data) luaL_argerror(L, idx, "tensor has been freed");
+    return t;
+}
+
+int32_t *up_lua_check_ids(lua_State *L, int idx, int *n) {
+    luaL_checktype(L, idx, LUA_TTABLE);
+    lua_Integer len = luaL_len(L, idx);
+    if (len <= 0) luaL_argerror(L, idx, "empty list of token ids");
+    int32_t *ids = malloc((size_t)len * sizeof *ids);
+    for (lua_Integer i = 1; i <= len; i++) {
+        lua_geti(L, idx, i);
+        int ok;
+        lua_Integer v = lua_tointegerx(L, -1, &ok);
+        lua_pop(L, 1);
+        if (!ok || v < 0 || v > INT32_MAX) {
+            free(ids);
+            luaL_argerror(L, idx, "token ids must be non-negative integers");
+        }
+        ids[i - 1] = (int32_t)v;
+    }
+    *n = (int)len;
+    return ids;
+}
+
+static int t_gc(lua_State *L) {
+    up_lua_tensor *t = luaL_checkudata(L, 1, UP_TENSOR_MT);
+    free(t->data);
+    t->data = NULL;
+    return 0;
+}
+
+static int t_shape(lua_State *L) {
+    up_lua_tensor *t = up_lua_tensor_check(L, 1);
+    lua_createtable(L, t->ndim, 0);
+    for (int i = 0; i < t->ndim; i++) {
+        lua_pushinteger(L, t->shape[i]);
+        lua_rawseti(L, -2, i + 1);
+    }
+    return 1;
+}
+
+/* Flat offset of 1-based indices at stack positions 2..; raises when out of range. */
+static int64_t t_offset(lua_State *L, up_lua_tensor *t) {
+    int nargs = lua_gettop(L) - 1;
+    if (nargs != t->ndim) luaL_error(L, "tensor has %d dimensions, got %d indices", t->ndim, nargs);
+    int64_t off = 0;
+    for (int i = 0; i < t->ndim; i++) {
+        lua_Integer k = luaL_checkinteger(L, i + 2);
+        if (k < 1 || k > t->shape[i]) luaL_argerror(L, i + 2, "index out of range");
+        off = off * t->shape[i] + (k - 1);
+    }
+    return off;
+}
+
+static int t_at(lua_State *L) {
+    up_lua_tensor *t = up_lua_tensor_check(L, 1);
+    lua_pushnumber(L, t->data[t_offset(L, t)]);
+    return 1;
+}
+
+static int t_set(lua_State *L) {
+    up_lua_tensor *t = up_lua_tensor_check(L, 1);
+    lua_Number v = luaL_checknumber(L, lua_gettop(L));
+    lua_pop(L, 1);
+    t->data[t_offset(L, t)] = (float)v;
+    return 0;
+}
+
+/* Nested Lua tables, outermost dimension first. */
+static void push_table(lua_State *L, const float *p, const int64_t *shape, int ndim) {
+    lua_createtable(L, (int)shape[0], 0);
+    int64_t inner = 1;
+    for (int i = 1; i < ndim; i++) inner *= shape[i];
+    for (int64_t i = 0; i < shape[0]; i++) {
+        if (ndim == 1) lua_pushnumber(L, p[i]);
+        else push_table(L, p + i * inner, shape + 1, ndim - 1);
+        lua_rawseti(L, -2, i + 1);
+    }
+}
+
+static int t_totable(lua_State *L) {
+    up_lua_tensor *t = up_lua_tensor_check(L, 1);
+    if (t->ndim == 0) lua_pushnumber(L, t->data[0]);
+    else push_table(L, t->data, t->shape, t->ndim);
+    return 1;
+}
+
+static int t_len(lua_State *L) {
+    up_lua_tensor *t = up_lua_tensor_check(L, 1);
+    lua_pushinteger(L, t->ndim ? t->shape[0] : 1);
+    return 1;
+}
+
+static int t_tostring(lua_State *L) {
+    up_lua_tensor *t = luaL_checkudata(L, 1, UP_TENSOR_MT);
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    luaL_addstring(&b, "Tensor(");
+    for (int i = 0; i < t->ndim; i++) {
+        lua_pushfstring(L, "%s%I", i ? ", " : "", (lua_Integer)t->shape[i]);
+        luaL_addvalue(&b);
+    }
+    luaL_addstring(&b, t->data ? ")" : ", freed)");
+    luaL_pushresult(&b);
+    return 1;
+}
+
+/* upstream.save_safetensors(path, {name = tensor, ...}[, {key = value} metadata]) */
+static int l_save(lua_State *L) {
+    const char *path = luaL_checkstring(L, 1);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    up_error e = {0};
+    up_safetensors_writer *w = NULL;
+    if (up_safetensors_writer_open(&w, path, &e)) return luaL_error(L, "%s", e.msg);
+    lua_pushnil(L);
+    while (lua_next(L, 2)) {
+        if (lua_type(L, -2) != LUA_TSTRING) {
+            up_safetensors_writer_abort(w);
+            return luaL_argerror(L, 2, "tensor names must be strings");
+        }
+        up_lua_tensor *t = luaL_testudata(L, -1, UP_TENSOR_MT);
+        if (!t || !t->data) {
+            up_safetensors_writer_abort(w);
+            return luaL_argerror(L, 2, "values must be live upstream tensors");
+        }
+        if (up_safetensors_writer_add(w, lua_tostring(L, -2), UP_DTYPE_F32, t->ndim, t->shape, t->data, &e)) {
+            up_safetensors_writer_abort(w);
+            return luaL_error(L, "%s", e.msg);
+        }
+        lua_pop(L, 1);
+    }
+    if (lua_istable(L, 3)) {
+        lua_pushnil(L);
+        while (lua_next(L, 3)) {
+            const char *key = luaL_tolstring(L, -2, NULL);   /* key, value, key string */
+            const char *value = luaL_tolstring(L, -2, NULL); /* ..., value string */
+            if (up_safetensors_writer_metadata(w, key, value, &e)) {
+                up_safetensors_writer_abort(w);
+                return luaL_error(L, "%s", e.msg);
+            }
+            lua_pop(L, 3);
+        }
+    }
+    if (up_safetensors_writer_close(w, &e)) return luaL_error(L, "%s", e.msg);
+    return 0;
+}
+
+void up_lua_register_tensor(lua_State *L) {
+    static const luaL_Reg methods[] = {{"shape", t_shape}, {"at", t_at}, {"set", t_set},
+                                       {"totable", t_totable}, {"free", t_gc}, {NULL, NULL}};
+    if (luaL_newmetatable(L, UP_TENSOR_MT)) {
+        luaL_newlib(L, methods);
+        lua_setfield(L, -2, "__index");
+        lua_pushcfunction(L, t_gc);
+        lua_setfield(L, -2, "__gc");
+        lua_pushcfunction(L, t_gc);
+        lua_setfield(L, -2, "__close");
+        lua_pushcfunction(L, t_len);
+        lua_setfield(L, -2, "__len");
+        lua_pushcfunction(L, t_tostring);
+        lua_setfield(L, -2, "__tostring");
+    }
+    lua_pop(L, 1);
+    lua_pushcfunction(L, l_save);
+    lua_setfield(L, -2, "save_safetensors");
+}
