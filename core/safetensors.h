@@ -52,7 +52,10 @@ const char *up_safetensors_metadata(const up_safetensors *st, const char *key);
 /* --- writer -------------------------------------------------------------
  * Tensors are copied on add and written on close, to PATH.tmp.<pid> first and
  * renamed onto PATH, so a reader never sees a half-written file. Names must be
- * unique. Data offsets are 8-byte aligned (the header is space-padded). */
+ * unique. The data area starts 8-byte aligned (the header is space-padded) and
+ * tensors follow it with no gaps, widest element first, so each starts aligned
+ * to its element size (gaps would make Hugging Face's reader refuse the file).
+ * A reader's up_safetensors_find refuses a tensor that is not so aligned. */
 typedef struct up_safetensors_writer up_safetensors_writer;
 
 up_status up_safetensors_writer_open(up_safetensors_writer **out, const char *path, up_error *err);
