@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs the Debian 12 packages upstream needs to build and test, if any are missing.
+# Run as root, or as a user with sudo. Safe to run again: it installs nothing when all are present.
+set -euo pipefail
+
+packages=(
+  build-essential cmake pkg-config
+  liblua5.4-dev libconfig-dev libopenblas-dev libpng-dev   # the fixed four
+  libjansson-dev libzip-dev                                # JSON (config, safetensors, tokenizer) and npz
+  libcmocka-dev                                            # C unit tests
+  nodejs npm                                               # tokenizer conformance reference (transformers.js port)
+  clang                                                    # libFuzzer for the tokenizer fuzz targets
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "install-deps: all ${#packages[@]} packages present"
+  exit 0
+fi
+echo "install-deps: installing ${missing[*]}"
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
