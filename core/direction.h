@@ -33,3 +33,15 @@ up_status up_direction_candidates(const up_model *m, const up_token_lists *harmf
                                   up_progress_fn progress, void *user, up_error *err);
 
 #endif
+
+/* Reads one direction vector of length d from `spec`:
+ *   FILE.npy                      a float array of shape (d) or (n_pos, n_layers, d)
+ *   FILE.safetensors[:NAME]       tensor NAME (default: "direction", else "candidates", else the
+ *                                 only tensor), of shape (d) or (n_pos, n_layers, d)
+ * For a 3-d array, pos (negative counts from the end) and layer pick the row; for a 1-d array
+ * they are ignored (pass has_index 0). out (d) receives the vector as stored (not normalised). */
+up_status up_direction_load(const char *spec, int d, int has_index, int pos, int layer, float *out,
+                            up_error *err);
+
+/* v /= ‖v‖ (in double). Returns the original norm; 0 leaves v unchanged. */
+double up_direction_normalize(float *v, int d);
