@@ -217,7 +217,7 @@ static up_status header_size(const unsigned char *b, size_t len, size_t *total, 
 up_status up_npy_parse_header(const void *buf, size_t len, up_npy_info *out, up_error *err) {
     const unsigned char *b = buf;
     memset(out, 0, sizeof *out);
-    size_t total;
+    size_t total = 0;
     up_status s = header_size(b, len, &total, err);
     if (s != UP_OK) return s;
     if (len < total)
