@@ -84,6 +84,12 @@ up_hook_point up_hook_point_at(int n_layers, int i) {
     return (up_hook_point){(up_hook_kind)(UP_HOOK_RESID_PRE + (i - 1) % 5), (i - 1) / 5};
 }
 
+int up_hook_point_index(up_hook_point p, int n_layers) {
+    if (p.kind == UP_HOOK_EMBED) return 0;
+    if (p.kind == UP_HOOK_LN_FINAL) return 1 + 5 * n_layers;
+    return 1 + 5 * p.layer + (p.kind - UP_HOOK_RESID_PRE);
+}
+
 /* ---- state ----------------------------------------------------------------- */
 
 up_status up_state_init(up_state **out, const up_model *m, int max_rows, int max_seq, up_error *err) {

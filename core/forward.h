@@ -61,6 +61,8 @@ void up_hook_point_name(up_hook_point p, char *buf, size_t size);
 /* Number of concrete hook points of a model, and the i-th in forward order. */
 int up_hook_point_count(int n_layers);
 up_hook_point up_hook_point_at(int n_layers, int i);
+/* The inverse of up_hook_point_at: p's index in forward order. */
+int up_hook_point_index(up_hook_point p, int n_layers);
 
 typedef struct up_hook_call {
     up_hook_point point;

@@ -25,6 +25,17 @@ up_lua_tensor *up_lua_tensor_new(lua_State *L, int ndim, const int64_t *shape);
 up_lua_tensor *up_lua_tensor_check(lua_State *L, int idx);
 void up_lua_register_tensor(lua_State *L);
 
+struct up_model;
+struct up_sae;
+/* The model and SAE userdata (lua_model.c, lua_attribution.c); raise on misuse. */
+struct up_model *up_lua_check_model(lua_State *L, int idx);
+struct up_sae *up_lua_check_sae(lua_State *L, int idx);
+void up_lua_register_attribution(lua_State *L);
+
+/* A vector argument: an upstream.Tensor or a Lua array of numbers, of length n. Returns a
+ * malloc'd copy; raises on misuse. */
+float *up_lua_check_vector(lua_State *L, int idx, int n);
+
 /* Reads a Lua array of integers (token ids) at idx into a malloc'd buffer; raises on misuse. */
 int32_t *up_lua_check_ids(lua_State *L, int idx, int *n);
 

@@ -8,11 +8,17 @@
 #ifndef UP_CLI_H
 #define UP_CLI_H
 
+#include <stdint.h>
+
 struct lua_State;
+struct up_model;
+struct up_tokenizer;
 
 int up_cmd_info(int argc, char **argv);
 int up_cmd_dump(int argc, char **argv);
 int up_cmd_generate(int argc, char **argv);
+int up_cmd_attribute(int argc, char **argv);
+int up_cmd_directions(int argc, char **argv);
 int up_cmd_tokenize(int argc, char **argv);
 int up_cmd_detokenize(int argc, char **argv);
 int up_cmd_run_lua(int argc, char **argv); /* argv[0] is the script path */
@@ -29,5 +35,24 @@ int up_cli_flag(char **argv, int i, const char *name);
 /* "2,106,3" -> ids; returns count or -1 on a malformed list (message on stderr). *ids is
  * malloc'd. */
 int up_cli_parse_ids(const char *text, int **ids);
+
+/* Options shared by every command that runs a model on one prompt. */
+typedef struct up_cli_input {
+    const char *model_dir;
+    const char *ids;    /* --ids 2,106,... */
+    const char *prompt; /* --prompt TEXT */
+    int chat;           /* --chat: apply the Gemma chat template */
+    int threads;        /* --threads N (0: default) */
+} up_cli_input;
+
+/* Consumes --model/--ids/--prompt/--chat/--threads; returns 1 if argv[*i] was one of them. */
+int up_cli_input_opt(int argc, char **argv, int *i, up_cli_input *o, int *bad);
+/* Turns --ids/--prompt into token ids (loading the tokenizer into *tok only for text) and checks
+ * them against the vocabulary. Returns 0, or an exit status after printing the error. */
+int up_cli_resolve_ids(const char *cmd, const up_cli_input *o, const struct up_model *m,
+                       struct up_tokenizer **tok, int32_t **ids, int *n);
+/* Encodes text with BOS (plain) or through the chat template (chat != 0). 0 or exit status. */
+int up_cli_encode_text(const char *cmd, const struct up_tokenizer *tok, const struct up_model *m,
+                       const char *text, int chat, int32_t **ids, int *n);
 
 #endif

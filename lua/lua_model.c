@@ -14,7 +14,7 @@ typedef struct lua_model {
     up_model *m;
 } lua_model;
 
-static up_model *check_model(lua_State *L, int idx) {
+up_model *up_lua_check_model(lua_State *L, int idx) {
     lua_model *lm = luaL_checkudata(L, idx, MODEL_MT);
     if (!lm->m) luaL_argerror(L, idx, "model has been closed");
     return lm->m;
@@ -38,7 +38,7 @@ static int m_gc(lua_State *L) {
 }
 
 static int m_config(lua_State *L) {
-    const up_model_config *c = &check_model(L, 1)->cfg;
+    const up_model_config *c = &up_lua_check_model(L, 1)->cfg;
     lua_newtable(L);
 #define SETI(name, v) (lua_pushinteger(L, (v)), lua_setfield(L, -2, name))
 #define SETN(name, v) (lua_pushnumber(L, (v)), lua_setfield(L, -2, name))
@@ -77,7 +77,7 @@ static int capture_hook(const up_hook_call *call, void *user) {
 /* model:run(ids, {hooks = {names...}, logits = "last"|"all"|"none"})
  *   -> table name -> Tensor(T, d), plus .logits (Tensor(V) or (T, V)) */
 static int m_run(lua_State *L) {
-    up_model *m = check_model(L, 1);
+    up_model *m = up_lua_check_model(L, 1);
     const up_model_config *c = &m->cfg;
     lua_settop(L, 3);
     const char *logits_arg = "last";
@@ -138,7 +138,7 @@ static int m_run(lua_State *L) {
 
 /* model:generate(ids, {max_new_tokens = 32, stop = {ids...}}) -> table of new ids */
 static int m_generate(lua_State *L) {
-    up_model *m = check_model(L, 1);
+    up_model *m = up_lua_check_model(L, 1);
     int T;
     int32_t *ids = up_lua_check_ids(L, 2, &T);
     int max_new = 32, n_stop = 0;
@@ -201,4 +201,5 @@ void up_lua_register_model(lua_State *L) {
     lua_pushcfunction(L, l_model);
     lua_setfield(L, -2, "model");
     up_lua_register_tensor(L);
+    up_lua_register_attribution(L);
 }

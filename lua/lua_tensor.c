@@ -45,6 +45,34 @@ int32_t *up_lua_check_ids(lua_State *L, int idx, int *n) {
     return ids;
 }
 
+float *up_lua_check_vector(lua_State *L, int idx, int n) {
+    float *v = malloc((size_t)n * sizeof *v);
+    up_lua_tensor *t = luaL_testudata(L, idx, UP_TENSOR_MT);
+    if (t) {
+        if (!t->data || t->numel != n) {
+            free(v);
+            luaL_argerror(L, idx, lua_pushfstring(L, "expected a vector of %d values", n));
+        }
+        memcpy(v, t->data, (size_t)n * sizeof *v);
+        return v;
+    }
+    if (!lua_istable(L, idx) || luaL_len(L, idx) != n) {
+        free(v);
+        luaL_argerror(L, idx, lua_pushfstring(L, "expected a tensor or a table of %d numbers", n));
+    }
+    for (int i = 0; i < n; i++) {
+        lua_geti(L, idx, i + 1);
+        int ok;
+        v[i] = (float)lua_tonumberx(L, -1, &ok);
+        lua_pop(L, 1);
+        if (!ok) {
+            free(v);
+            luaL_argerror(L, idx, "vector entries must be numbers");
+        }
+    }
+    return v;
+}
+
 static int t_gc(lua_State *L) {
     up_lua_tensor *t = luaL_checkudata(L, 1, UP_TENSOR_MT);
     free(t->data);

@@ -13,6 +13,8 @@ static const struct {
     {"info", up_cmd_info, "print a checkpoint's architecture, size and dtypes"},
     {"dump", up_cmd_dump, "run a prompt and write hook activations and logits to safetensors"},
     {"generate", up_cmd_generate, "greedy completion of a prompt"},
+    {"attribute", up_cmd_attribute, "rank SAE latents by the gradient of a direction's projection"},
+    {"directions", up_cmd_directions, "difference-in-means refusal direction candidates"},
     {"tokenize", up_cmd_tokenize, "text -> token ids and pieces"},
     {"detokenize", up_cmd_detokenize, "token ids -> text"},
     {"run", up_cmd_run_lua, "run a Lua script (same as `upstream FILE.lua`)"},

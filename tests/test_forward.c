@@ -280,6 +280,7 @@ static void test_hook_names(void **state) {
         assert_int_equal(up_hook_point_parse(buf, 3, &p), 0);
         assert_int_equal(p.kind, q.kind);
         assert_int_equal(p.layer, q.layer);
+        assert_int_equal(up_hook_point_index(q, 3), i);
     }
     assert_int_equal(up_hook_point_parse("blocks.3.hook_resid_post", 3, &p), -1);
     assert_int_equal(up_hook_point_parse("blocks.x.hook_resid_post", 3, &p), -1);

@@ -1,0 +1,369 @@
+/* Lua bindings of the seed method: SAEs, the refusal gradient, latent scores, directions.
+ *
+ *   upstream.sae(path[, "decoder"|"all"])      -> Sae  (:info(), :encode(T), :decode(T),
+ *                                                       :decoder_row(k), :stats(T), :close())
+ *   model:gradient(ids, opts)                  -> Tensor(T, d), R
+ *        opts = {source = l, target = L, direction = vec, positions = {..}}
+ *   model:attribute(ids, sae, opts)            -> {scores = Tensor(d_sae), rg = Tensor(T, d_sae),
+ *                                                  acts = Tensor|nil, grad = Tensor(T, d), R = number,
+ *                                                  include = {bool...}}
+ *        opts as gradient plus score = "gradient"|"cosine"|"activation", include_bos = false
+ *   upstream.rank(scores, k[, "top"|"bottom"]) -> {{latent = k0, score = s}, ...} (0-based latents)
+ *   model:directions(harmful, harmless[, {positions = 5, batch = 8}])  (lists of id lists)
+ *                                              -> Tensor(n_pos, n_layers, d)
+ *   upstream.load_direction(spec, d[, pos, layer]) -> Tensor(d)
+ *   upstream.normalize(vec)                    -> Tensor(d) (unit), norm
+ *   upstream.prompts(path)                     -> {strings}
+ * Misuse raises with luaL_argerror; failures raise with the core's message. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "attribution.h"
+#include "binding.h"
+#include "cli.h"
+#include "direction.h"
+#include "model.h"
+#include "prompts.h"
+#include "sae.h"
+
+#define SAE_MT "upstream.Sae"
+
+typedef struct lua_sae {
+    up_sae *sae;
+} lua_sae;
+
+up_sae *up_lua_check_sae(lua_State *L, int idx) {
+    lua_sae *ls = luaL_checkudata(L, idx, SAE_MT);
+    if (!ls->sae) luaL_argerror(L, idx, "SAE has been closed");
+    return ls->sae;
+}
+
+static int l_sae(lua_State *L) {
+    const char *path = luaL_checkstring(L, 1);
+    const char *parts = luaL_optstring(L, 2, "all");
+    unsigned mask = !strcmp(parts, "decoder") ? UP_SAE_DECODER : !strcmp(parts, "all") ? UP_SAE_ALL : 0;
+    if (!mask) return luaL_argerror(L, 2, "parts must be \"decoder\" or \"all\"");
+    lua_sae *ls = lua_newuserdatauv(L, sizeof *ls, 0);
+    ls->sae = NULL;
+    luaL_setmetatable(L, SAE_MT);
+    up_error e = {0};
+    if (up_sae_load(&ls->sae, path, mask, &e)) return luaL_error(L, "%s", e.msg);
+    return 1;
+}
+
+static int s_gc(lua_State *L) {
+    lua_sae *ls = luaL_checkudata(L, 1, SAE_MT);
+    up_sae_free(ls->sae);
+    ls->sae = NULL;
+    return 0;
+}
+
+static int s_info(lua_State *L) {
+    up_sae *s = up_lua_check_sae(L, 1);
+    lua_newtable(L);
+    lua_pushstring(L, up_sae_arch_name(s->arch)), lua_setfield(L, -2, "architecture");
+    lua_pushinteger(L, s->d_in), lua_setfield(L, -2, "d_in");
+    lua_pushinteger(L, s->d_sae), lua_setfield(L, -2, "d_sae");
+    lua_pushinteger(L, s->layer), lua_setfield(L, -2, "layer");
+    lua_pushstring(L, s->hook), lua_setfield(L, -2, "hook");
+    lua_pushstring(L, s->path), lua_setfield(L, -2, "path");
+    lua_pushinteger(L, s->k), lua_setfield(L, -2, "k");
+    lua_pushboolean(L, s->W_enc != NULL), lua_setfield(L, -2, "has_encoder");
+    return 1;
+}
+
+/* x: Tensor (n, d) or (d) */
+static const up_lua_tensor *check_rows(lua_State *L, int idx, int width, int *n) {
+    const up_lua_tensor *t = up_lua_tensor_check(L, idx);
+    if (t->ndim < 1 || t->shape[t->ndim - 1] != width)
+        luaL_argerror(L, idx, lua_pushfstring(L, "expected a tensor whose last dimension is %d", width));
+    *n = (int)(t->numel / width);
+    return t;
+}
+
+static int s_encode(lua_State *L) {
+    up_sae *s = up_lua_check_sae(L, 1);
+    int n;
+    const up_lua_tensor *x = check_rows(L, 2, s->d_in, &n);
+    int64_t shape[2] = {n, s->d_sae};
+    up_lua_tensor *out = up_lua_tensor_new(L, 2, shape);
+    up_error e = {0};
+    if (up_sae_encode(s, x->data, n, out->data, &e)) return luaL_error(L, "%s", e.msg);
+    return 1;
+}
+
+static int s_decode(lua_State *L) {
+    up_sae *s = up_lua_check_sae(L, 1);
+    int n;
+    const up_lua_tensor *a = check_rows(L, 2, s->d_sae, &n);
+    int64_t shape[2] = {n, s->d_in};
+    up_lua_tensor *out = up_lua_tensor_new(L, 2, shape);
+    up_error e = {0};
+    if (up_sae_decode(s, a->data, n, out->data, &e)) return luaL_error(L, "%s", e.msg);
+    return 1;
+}
+
+static int s_decoder_row(lua_State *L) {
+    up_sae *s = up_lua_check_sae(L, 1);
+    lua_Integer k = luaL_checkinteger(L, 2);
+    if (k < 0 || k >= s->d_sae) return luaL_argerror(L, 2, "latent index out of range (0-based)");
+    if (!s->W_dec) return luaL_error(L, "%s: decoder not loaded", s->path);
+    int64_t shape[1] = {s->d_in};
+    up_lua_tensor *out = up_lua_tensor_new(L, 1, shape);
+    memcpy(out->data, s->W_dec + (size_t)k * s->d_in, (size_t)s->d_in * sizeof(float));
+    return 1;
+}
+
+static int s_stats(lua_State *L) {
+    up_sae *s = up_lua_check_sae(L, 1);
+    int n;
+    const up_lua_tensor *x = check_rows(L, 2, s->d_in, &n);
+    up_sae_metrics mt;
+    up_error e = {0};
+    if (up_sae_stats(s, x->data, n, &mt, &e)) return luaL_error(L, "%s", e.msg);
+    lua_newtable(L);
+    lua_pushnumber(L, mt.fvu), lua_setfield(L, -2, "fvu");
+    lua_pushnumber(L, mt.mse), lua_setfield(L, -2, "mse");
+    lua_pushnumber(L, mt.mean_l0), lua_setfield(L, -2, "mean_l0");
+    return 1;
+}
+
+/* Reads {source, target, direction, positions} from the options table at idx. */
+typedef struct grad_opts {
+    int source;
+    up_objective obj;
+    float *direction;
+    int *positions;
+} grad_opts;
+
+static void read_grad_opts(lua_State *L, int idx, const up_model *m, grad_opts *o) {
+    luaL_checktype(L, idx, LUA_TTABLE);
+    memset(o, 0, sizeof *o);
+    lua_getfield(L, idx, "target");
+    if (lua_isnil(L, -1)) luaL_argerror(L, idx, "opts.target (the objective's layer) is required");
+    o->obj.layer = (int)luaL_checkinteger(L, -1);
+    lua_getfield(L, idx, "source");
+    o->source = (int)luaL_optinteger(L, -1, o->obj.layer - 1);
+    lua_pop(L, 2);
+    lua_getfield(L, idx, "direction");
+    if (lua_isnil(L, -1)) luaL_argerror(L, idx, "opts.direction is required");
+    o->direction = up_lua_check_vector(L, lua_gettop(L), m->cfg.d_model);
+    lua_pop(L, 1);
+    o->obj.direction = o->direction;
+    lua_getfield(L, idx, "positions");
+    if (lua_istable(L, -1)) {
+        int n = (int)luaL_len(L, -1);
+        o->positions = malloc((size_t)(n > 0 ? n : 1) * sizeof(int));
+        for (int i = 0; i < n; i++) {
+            lua_geti(L, -1, i + 1);
+            o->positions[i] = (int)lua_tointeger(L, -1);
+            lua_pop(L, 1);
+        }
+        o->obj.positions = o->positions;
+        o->obj.n_positions = n;
+    }
+    lua_pop(L, 1);
+}
+
+static int m_gradient(lua_State *L) {
+    up_model *m = up_lua_check_model(L, 1);
+    grad_opts o;
+    read_grad_opts(L, 3, m, &o);
+    int T;
+    int32_t *ids = up_lua_check_ids(L, 2, &T);
+    int64_t shape[2] = {T, m->cfg.d_model};
+    up_lua_tensor *g = up_lua_tensor_new(L, 2, shape);
+    double R = 0;
+    up_error e = {0};
+    up_status st = up_gradient(m, ids, NULL, 1, T, o.source, &o.obj, NULL, NULL, g->data, &R, &e);
+    free(ids), free(o.direction), free(o.positions);
+    if (st) return luaL_error(L, "%s", e.msg);
+    lua_pushnumber(L, R);
+    return 2;
+}
+
+static int m_attribute(lua_State *L) {
+    up_model *m = up_lua_check_model(L, 1);
+    up_sae *sae = up_lua_check_sae(L, 3);
+    luaL_checktype(L, 4, LUA_TTABLE);
+    lua_getfield(L, 4, "score");
+    const char *kind_name = luaL_optstring(L, -1, "gradient");
+    up_score_kind kind;
+    if (up_score_kind_parse(kind_name, &kind)) return luaL_argerror(L, 4, "score must be gradient, cosine or activation");
+    lua_getfield(L, 4, "include_bos");
+    int include_bos = lua_toboolean(L, -1);
+    lua_pop(L, 2);
+    lua_getfield(L, 4, "source");
+    int has_source = !lua_isnil(L, -1);
+    lua_pop(L, 1);
+    grad_opts o;
+    read_grad_opts(L, 4, m, &o);
+    if (!has_source && sae->layer >= 0) o.source = sae->layer;
+    int T;
+    int32_t *ids = up_lua_check_ids(L, 2, &T);
+    up_attribute_request req = {ids, T, o.source, o.obj, kind, include_bos, NULL};
+    up_attribute_result r;
+    up_error e = {0};
+    up_status st = up_attribute(m, sae, &req, &r, &e);
+    free(ids), free(o.direction), free(o.positions);
+    if (st) return luaL_error(L, "%s", e.msg);
+    const int K = sae->d_sae, d = m->cfg.d_model;
+    lua_newtable(L);
+    int64_t sk[1] = {K}, srg[2] = {T, K}, sg[2] = {T, d};
+    up_lua_tensor *t = up_lua_tensor_new(L, 1, sk);
+    for (int k = 0; k < K; k++) t->data[k] = (float)r.scores[k];
+    lua_setfield(L, -2, "scores");
+    t = up_lua_tensor_new(L, 2, srg);
+    memcpy(t->data, r.rg, (size_t)T * K * sizeof(float));
+    lua_setfield(L, -2, "rg");
+    if (r.acts) {
+        t = up_lua_tensor_new(L, 2, srg);
+        memcpy(t->data, r.acts, (size_t)T * K * sizeof(float));
+        lua_setfield(L, -2, "acts");
+    }
+    t = up_lua_tensor_new(L, 2, sg);
+    memcpy(t->data, r.grad, (size_t)T * d * sizeof(float));
+    lua_setfield(L, -2, "grad");
+    lua_pushnumber(L, r.R);
+    lua_setfield(L, -2, "R");
+    lua_createtable(L, T, 0);
+    for (int i = 0; i < T; i++) {
+        lua_pushboolean(L, r.include[i]);
+        lua_rawseti(L, -2, i + 1);
+    }
+    lua_setfield(L, -2, "include");
+    up_attribute_result_free(&r);
+    return 1;
+}
+
+static int l_rank(lua_State *L) {
+    const up_lua_tensor *s = up_lua_tensor_check(L, 1);
+    int k = (int)luaL_checkinteger(L, 2);
+    const char *side = luaL_optstring(L, 3, "top");
+    if (strcmp(side, "top") && strcmp(side, "bottom")) return luaL_argerror(L, 3, "side must be \"top\" or \"bottom\"");
+    int n = (int)s->numel;
+    double *v = malloc((size_t)n * sizeof *v);
+    int *idx = malloc((size_t)n * sizeof *idx);
+    for (int i = 0; i < n; i++) v[i] = s->data[i];
+    int got = up_attribution_rank(v, n, k, !strcmp(side, "top"), idx);
+    lua_createtable(L, got, 0);
+    for (int i = 0; i < got; i++) {
+        lua_createtable(L, 0, 2);
+        lua_pushinteger(L, idx[i]), lua_setfield(L, -2, "latent");
+        lua_pushnumber(L, v[idx[i]]), lua_setfield(L, -2, "score");
+        lua_rawseti(L, -2, i + 1);
+    }
+    free(v), free(idx);
+    return 1;
+}
+
+typedef struct id_lists {
+    int32_t **ids;
+    int *lens;
+    int n;
+} id_lists;
+
+static void free_lists(id_lists *l) {
+    for (int i = 0; l->ids && i < l->n; i++) free(l->ids[i]);
+    free(l->ids), free(l->lens);
+}
+
+static void check_lists(lua_State *L, int idx, id_lists *out) {
+    luaL_checktype(L, idx, LUA_TTABLE);
+    out->n = (int)luaL_len(L, idx);
+    if (out->n <= 0) luaL_argerror(L, idx, "expected a non-empty list of token id lists");
+    out->ids = calloc((size_t)out->n, sizeof *out->ids);
+    out->lens = calloc((size_t)out->n, sizeof *out->lens);
+    for (int i = 0; i < out->n; i++) {
+        lua_geti(L, idx, i + 1);
+        out->ids[i] = up_lua_check_ids(L, lua_gettop(L), &out->lens[i]);
+        lua_pop(L, 1);
+    }
+}
+
+static int m_directions(lua_State *L) {
+    up_model *m = up_lua_check_model(L, 1);
+    int n_pos = 5, batch = 8;
+    if (lua_istable(L, 4)) {
+        lua_getfield(L, 4, "positions");
+        n_pos = (int)luaL_optinteger(L, -1, 5);
+        lua_getfield(L, 4, "batch");
+        batch = (int)luaL_optinteger(L, -1, 8);
+        lua_pop(L, 2);
+    }
+    id_lists h = {0}, l = {0};
+    check_lists(L, 2, &h);
+    check_lists(L, 3, &l);
+    int64_t shape[3] = {n_pos, m->cfg.n_layers, m->cfg.d_model};
+    up_lua_tensor *t = up_lua_tensor_new(L, 3, shape);
+    up_token_lists th = {(const int32_t *const *)h.ids, h.lens, h.n}, tl = {(const int32_t *const *)l.ids, l.lens, l.n};
+    up_error e = {0};
+    up_status st = up_direction_candidates(m, &th, &tl, n_pos, batch, t->data, NULL, NULL, &e);
+    free_lists(&h), free_lists(&l);
+    if (st) return luaL_error(L, "%s", e.msg);
+    return 1;
+}
+
+static int l_load_direction(lua_State *L) {
+    const char *spec = luaL_checkstring(L, 1);
+    int d = (int)luaL_checkinteger(L, 2);
+    int has_index = !lua_isnoneornil(L, 3);
+    int pos = (int)luaL_optinteger(L, 3, 0), layer = (int)luaL_optinteger(L, 4, 0);
+    if (d <= 0) return luaL_argerror(L, 2, "d must be positive");
+    int64_t shape[1] = {d};
+    up_lua_tensor *t = up_lua_tensor_new(L, 1, shape);
+    up_error e = {0};
+    if (up_direction_load(spec, d, has_index, pos, layer, t->data, &e)) return luaL_error(L, "%s", e.msg);
+    return 1;
+}
+
+static int l_normalize(lua_State *L) {
+    int n = 0;
+    up_lua_tensor *src = luaL_testudata(L, 1, UP_TENSOR_MT);
+    if (src) n = (int)src->numel;
+    else n = (int)luaL_len(L, 1);
+    float *v = up_lua_check_vector(L, 1, n);
+    int64_t shape[1] = {n};
+    up_lua_tensor *t = up_lua_tensor_new(L, 1, shape);
+    memcpy(t->data, v, (size_t)n * sizeof *v);
+    free(v);
+    lua_pushnumber(L, up_direction_normalize(t->data, n));
+    return 2;
+}
+
+static int l_prompts(lua_State *L) {
+    const char *path = luaL_checkstring(L, 1);
+    up_prompts p;
+    up_error e = {0};
+    if (up_prompts_load(&p, path, &e)) return luaL_error(L, "%s", e.msg);
+    lua_createtable(L, p.n, 0);
+    for (int i = 0; i < p.n; i++) {
+        lua_pushstring(L, p.items[i]);
+        lua_rawseti(L, -2, i + 1);
+    }
+    up_prompts_free(&p);
+    return 1;
+}
+
+void up_lua_register_attribution(lua_State *L) {
+    static const luaL_Reg sae_methods[] = {{"info", s_info},     {"encode", s_encode}, {"decode", s_decode},
+                                           {"decoder_row", s_decoder_row}, {"stats", s_stats}, {"close", s_gc},
+                                           {NULL, NULL}};
+    if (luaL_newmetatable(L, SAE_MT)) {
+        luaL_newlib(L, sae_methods);
+        lua_setfield(L, -2, "__index");
+        lua_pushcfunction(L, s_gc), lua_setfield(L, -2, "__gc");
+        lua_pushcfunction(L, s_gc), lua_setfield(L, -2, "__close");
+    }
+    lua_pop(L, 1);
+    /* Model methods live on the model's metatable, created by lua_model.c before this runs. */
+    luaL_getmetatable(L, "upstream.Model");
+    lua_getfield(L, -1, "__index");
+    lua_pushcfunction(L, m_gradient), lua_setfield(L, -2, "gradient");
+    lua_pushcfunction(L, m_attribute), lua_setfield(L, -2, "attribute");
+    lua_pushcfunction(L, m_directions), lua_setfield(L, -2, "directions");
+    lua_pop(L, 2);
+    static const luaL_Reg fns[] = {{"sae", l_sae},       {"rank", l_rank},       {"load_direction", l_load_direction},
+                                   {"normalize", l_normalize}, {"prompts", l_prompts}, {NULL, NULL}};
+    luaL_setfuncs(L, fns, 0);
+}
