@@ -113,7 +113,11 @@ static up_status pick(const char *what, int ndim, const int64_t *shape, const vo
                                 (long long)shape[0], (long long)shape[1]);
         offset = ((size_t)p * shape[1] + layer) * d;
     } else {
-        return up_error_set(err, UP_ERR_INVALID, "%s: shape does not end in the model's d_model %d", what, d);
+        char got[96] = "";
+        for (int i = 0; i < ndim && strlen(got) < 80; i++)
+            snprintf(got + strlen(got), sizeof got - strlen(got), "%s%lld", i ? ", " : "", (long long)shape[i]);
+        return up_error_set(err, UP_ERR_INVALID, "%s: expected shape (%d) or (n_pos, n_layers, %d), got (%s)", what, d,
+                            d, got);
     }
     up_convert_to_f32(out, (const char *)data + offset * up_dtype_size(dtype), dtype, (size_t)d);
     for (int j = 0; j < d; j++)

@@ -196,6 +196,31 @@ static int l_save(lua_State *L) {
     return 0;
 }
 
+/* upstream.load_safetensors(path) -> {name = Tensor}; integer tensors become float tensors
+ * (exact below 2^24, ample for token ids). */
+static int l_load(lua_State *L) {
+    const char *path = luaL_checkstring(L, 1);
+    up_safetensors *st = NULL;
+    up_error e = {0};
+    if (up_safetensors_open_file(&st, path, &e)) return luaL_error(L, "%s", e.msg);
+    lua_newtable(L);
+    for (int i = 0; i < up_safetensors_count(st); i++) {
+        const char *name = up_safetensors_name(st, i);
+        up_tensor t;
+        if (up_safetensors_find(st, name, &t, &e)) continue; /* dtypes we cannot represent */
+        if (t.ndim > 4) continue;
+        up_lua_tensor *out = up_lua_tensor_new(L, t.ndim, t.shape);
+        if (t.dtype == UP_DTYPE_I32)
+            for (int64_t k = 0; k < out->numel; k++) out->data[k] = (float)((const int32_t *)t.data)[k];
+        else if (t.dtype == UP_DTYPE_I64)
+            for (int64_t k = 0; k < out->numel; k++) out->data[k] = (float)((const int64_t *)t.data)[k];
+        else up_convert_to_f32(out->data, t.data, t.dtype, (size_t)out->numel);
+        lua_setfield(L, -2, name);
+    }
+    up_safetensors_close(st);
+    return 1;
+}
+
 void up_lua_register_tensor(lua_State *L) {
     static const luaL_Reg methods[] = {{"shape", t_shape}, {"at", t_at}, {"set", t_set},
                                        {"totable", t_totable}, {"free", t_gc}, {NULL, NULL}};
@@ -214,4 +239,6 @@ void up_lua_register_tensor(lua_State *L) {
     lua_pop(L, 1);
     lua_pushcfunction(L, l_save);
     lua_setfield(L, -2, "save_safetensors");
+    lua_pushcfunction(L, l_load);
+    lua_setfield(L, -2, "load_safetensors");
 }
