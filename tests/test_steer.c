@@ -492,6 +492,34 @@ static void test_position_modes(void **state) {
     free(before);
 }
 
+/* Items of a row run in list order at a shared point: adding v and then ablating v is the
+ * ablation alone, while ablating first keeps the addition. */
+static void test_composition_order(void **state) {
+    enum { T = 8 };
+    int32_t ids[T];
+    fill(ids, T, 8);
+    float *v = unit_direction(0.9f);
+    const up_hook_point pre2 = {UP_HOOK_RESID_PRE, 2};
+    up_steer add_then_ablate[2] = {up_steer_add(pre2, v, 3.0f), up_steer_ablate(v)};
+    up_steer ablate_then_add[2] = {up_steer_ablate(v), up_steer_add(pre2, v, 3.0f)};
+    up_steer ablate_only = up_steer_ablate(v);
+    const up_steer_row rows[3] = {{add_then_ablate, 2}, {ablate_then_add, 2}, {&ablate_only, 1}};
+    float *logits[3];
+    for (int i = 0; i < 3; i++) {
+        up_steer_plan plan = {&rows[i], 1};
+        up_steer_set *set;
+        up_error e = {0};
+        if (up_steer_hooks(&set, model, &plan, NULL, &e)) fail_msg("%s", e.msg);
+        logits[i] = malloc((size_t)T * V * sizeof(float));
+        forward_all(ids, T, up_steer_set_hooks(set), logits[i]);
+        up_steer_set_free(set);
+    }
+    assert_close(logits[0], logits[2], (size_t)T * V, 1e-5, "add then ablate vs ablate");
+    assert_true(rel_err(logits[1], logits[2], (size_t)T * V) > 1e-3);
+    for (int i = 0; i < 3; i++) free(logits[i]);
+    free(v);
+}
+
 /* ---- gradient and errors ------------------------------------------------------------------ */
 
 static void test_gradient_hooks(void **state) {
@@ -587,6 +615,7 @@ int main(void) {
         cmocka_unit_test(test_ablation_removes_direction),
         cmocka_unit_test(test_clamp),
         cmocka_unit_test(test_position_modes),
+        cmocka_unit_test(test_composition_order),
         cmocka_unit_test(test_gradient_hooks),
         cmocka_unit_test(test_errors),
     };
