@@ -10,7 +10,9 @@ foreach(src ${UP_TEST_SOURCES})
     UP_SOURCE_DIR="${CMAKE_SOURCE_DIR}")
   target_link_libraries(${name} PRIVATE upcore PkgConfig::CMOCKA)
   add_test(NAME ${name} COMMAND ${name})
-  set_tests_properties(${name} PROPERTIES ENVIRONMENT "CMOCKA_MESSAGE_OUTPUT=STDOUT")
+  # ctest runs tests side by side on few cores: one thread each, and threads that sleep rather
+  # than spin while waiting, or spinning OpenMP and OpenBLAS threads starve each other.
+  set_tests_properties(${name} PROPERTIES ENVIRONMENT "CMOCKA_MESSAGE_OUTPUT=STDOUT;OMP_WAIT_POLICY=passive;OMP_NUM_THREADS=1;OPENBLAS_NUM_THREADS=1")
 endforeach()
 
 file(GLOB UP_BENCH_SOURCES CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/tests/bench_*.c)
