@@ -5,6 +5,9 @@
  *   component configs (normalizer, pre-tokenizer, decoder, added tokens)
  *   encode: added-token split -> normalize -> pre-tokenize -> BPE (priority queue)
  *   decode: decoder chain */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* memmem; CMake sets it for the core, other builds (fuzzers) may not */
+#endif
 #include "tokenizer.h"
 
 #include <errno.h>
@@ -19,7 +22,7 @@
 #endif
 
 /* Ids beyond this are refused: a corrupt file must not make us allocate gigabytes. */
-#define MAX_IDS (1 << 26)
+#define MAX_IDS (1 << 24)
 /* Files larger than this take the split/parallel parse under UP_TOKENIZER_PARSE_AUTO. */
 #define SPLIT_MIN_BYTES ((size_t)4 << 20)
 
@@ -589,8 +592,11 @@ static int cut_chunks(const char *p, const char *end, size_t target, chunk_span 
             cfirst = idx;
             if (*p == ',') cs = p + 1;
         }
-        if (*p == ',') p++;
-        else if (*p != close) goto bad;
+        if (*p == ',') {
+            if (++p < end && *p == close) goto bad; /* a trailing comma: let jansson say so */
+        } else if (*p != close) {
+            goto bad;
+        }
     }
     if (p >= end) goto bad;
     *after = p + 1;
@@ -1368,8 +1374,19 @@ static up_status load_impl(up_tokenizer **out, const char *json, size_t len, con
     parsed p = {0};
     up_status st;
     int split = how == UP_TOKENIZER_PARSE_SPLIT || (how == UP_TOKENIZER_PARSE_AUTO && len >= SPLIT_MIN_BYTES);
-    if (split && parse_split(json, len, &p) == 0) st = UP_OK;
-    else st = parse_whole(json, len, &p, err);
+    if (split && parse_split(json, len, &p) == 0) {
+        st = load_parsed(t, &p, config, err);
+        parsed_free(&p);
+        if (st == UP_OK) {
+            *out = t;
+            return UP_OK;
+        }
+        /* Failed after the split parse (say a piece duplicated across chunks): redo it in
+         * one pass so the error reads exactly as the single-pass parse reports it. */
+        up_tokenizer_free(t);
+        if (!(t = calloc(1, sizeof *t))) return up_error_set(err, UP_ERR_NOMEM, "%s: out of memory", name);
+    }
+    st = parse_whole(json, len, &p, err);
     if (st == UP_OK) st = load_parsed(t, &p, config, err);
     parsed_free(&p);
     if (st != UP_OK) {
