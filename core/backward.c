@@ -34,21 +34,24 @@ typedef struct workspace {
     float *dgate;   /* (N, f) */
     float *dup;     /* (N, f) */
     float *dp;      /* (B, nh, T, T) */
+    float *xn;      /* (N, d) a recomputed norm output (weight gradients only) */
+    float *hbuf;    /* (N, f) recomputed gelu(gate) * up (weight gradients only) */
     float *wscratch;
     size_t wscratch_floats;
     void *block;
 } workspace;
 
 static up_status workspace_init(workspace *w, const up_model_config *c, int first, int last, int B, int T,
-                                up_error *err) {
+                                int with_weights, up_error *err) {
     memset(w, 0, sizeof *w);
     const size_t N = (size_t)B * T, d = c->d_model, qd = (size_t)c->n_heads * c->head_dim,
                  kvd = (size_t)c->n_kv_heads * c->head_dim, f = c->d_mlp, att = (size_t)B * c->n_heads * T * T;
     const int n_layers = last - first + 1;
-    size_t per_layer = 3 * N * d + 4 * N + N * qd + 2 * N * kvd + 2 * att + 2 * N * f + N * d;
+    size_t per_layer = 3 * N * d + 4 * N + N * qd + 2 * N * kvd + 2 * att + 2 * N * f + N * d +
+                       (with_weights ? N * qd : 0);
     w->wscratch_floats = f * d > qd * d ? f * d : qd * d;
     size_t total = (size_t)n_layers * per_layer + 3 * N * d + 2 * N * qd + 2 * N * kvd + 2 * N * f + att +
-                   w->wscratch_floats;
+                   w->wscratch_floats + (with_weights ? N * d + N * f : 0);
     w->tape.layers = calloc((size_t)(n_layers > 0 ? n_layers : 1), sizeof *w->tape.layers);
     float *p = w->block = malloc(total * sizeof(float));
     if (!p || !w->tape.layers) {
@@ -71,6 +74,7 @@ static up_status workspace_init(workspace *w, const up_model_config *c, int firs
         t->capped = p, p += att;
         t->gate = p, p += N * f;
         t->up = p, p += N * f;
+        if (with_weights) t->ctx = p, p += N * qd;
     }
     w->dx = p, p += N * d;
     w->dsub = p, p += N * d;
@@ -82,6 +86,10 @@ static up_status workspace_init(workspace *w, const up_model_config *c, int firs
     w->dgate = p, p += N * f;
     w->dup = p, p += N * f;
     w->dp = p, p += att;
+    if (with_weights) {
+        w->xn = p, p += N * d;
+        w->hbuf = p, p += N * f;
+    }
     w->wscratch = p;
     return UP_OK;
 }
@@ -111,6 +119,23 @@ static void rmsnorm_backward(float *dx, const float *dy, const float *x, const f
             di[j] = accumulate ? di[j] + v : v;
         }
     }
+}
+
+/* dw (d) += sum over rows of dy * xhat, xhat = x * r. Columns in parallel: no races, fixed order. */
+static void rmsnorm_backward_weight(float *dw, const float *dy, const float *x, const float *rstd, int n, int d) {
+#pragma omp parallel for schedule(static)
+    for (int j = 0; j < d; j++) {
+        double acc = 0;
+        for (int i = 0; i < n; i++) acc += (double)dy[(size_t)i * d + j] * (x[(size_t)i * d + j] * rstd[i]);
+        dw[j] += (float)acc;
+    }
+}
+
+/* The forward's norm output again, from the recorded input and 1/rms. */
+static void rmsnorm_recompute(float *out, const float *x, const float *rstd, const float *w, int n, int d) {
+#pragma omp parallel for schedule(static)
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < d; j++) out[(size_t)i * d + j] = (x[(size_t)i * d + j] * rstd[i]) * (1.0f + w[j]);
 }
 
 static float gelu_value(float x, up_activation act) {
@@ -256,6 +281,81 @@ static int run_grad_hooks(const up_hooks *hooks, up_hook_kind kind, int layer, f
     return UP_HOOK_CONTINUE;
 }
 
+/* Gradient of the weights' storage: the parameter's offset in its block, in the gradient block. */
+static float *dparam(const up_param_grads *g, const up_weight *w) {
+    const float *p = w->data;
+    if (p >= g->norms && p < g->norms + g->n_norms) return g->d_norms + (p - g->norms);
+    return g->d_mats + (p - g->mats);
+}
+
+/* One block's backward: w->dx holds dR/d(resid_post l) on entry and dR/d(resid_pre l) on exit.
+ * With grads, the block's weight gradients are accumulated too. Returns <0 if a hook aborted. */
+static int block_backward(workspace *w, const up_model *m, int l, const up_tape_layer *t, const int *pos, int B,
+                          int T, const up_param_grads *grads, const up_hooks *grad_hooks) {
+    const up_model_config *c = &m->cfg;
+    const int d = c->d_model, f = c->d_mlp, qd = c->n_heads * c->head_dim, kvd = c->n_kv_heads * c->head_dim;
+    const int N = B * T;
+    const up_layer_weights *lw = &m->layers[l];
+    if (run_grad_hooks(grad_hooks, UP_HOOK_RESID_POST, l, w->dx, B, T, d, pos) < 0) return -1;
+    if (run_grad_hooks(grad_hooks, UP_HOOK_MLP_OUT, l, w->dx, B, T, d, pos) < 0) return -1;
+    /* MLP: x_out = x_mid + post_ffw_norm(down(gelu(gate(xn)) * up(xn))), xn = pre_ffw_norm(x_mid). */
+    rmsnorm_backward(w->dsub, w->dx, t->mlp_raw, t->rstd + 3 * N, lw->post_ffw_norm.data, N, d, 0);
+    const up_activation act = c->activation;
+    if (grads) {
+        rmsnorm_backward_weight(dparam(grads, &lw->post_ffw_norm), w->dx, t->mlp_raw, t->rstd + 3 * N, N, d);
+#pragma omp parallel for schedule(static)
+        for (size_t i = 0; i < (size_t)N * f; i++) w->hbuf[i] = gelu_value(t->gate[i], act) * t->up[i];
+        up_linear_backward_weight(dparam(grads, &lw->down_proj), w->dsub, w->hbuf, N, d, f);
+    }
+    up_linear_backward_input(w->dgate, w->dsub, lw->down_proj.data, lw->down_proj.dtype, N, d, f, 0, w->wscratch,
+                             w->wscratch_floats);
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < (size_t)N * f; i++) {
+        float dh = w->dgate[i], gv = t->gate[i];
+        w->dup[i] = dh * gelu_value(gv, act);
+        w->dgate[i] = dh * t->up[i] * gelu_grad(gv, act);
+    }
+    if (grads) {
+        rmsnorm_recompute(w->xn, t->resid_mid, t->rstd + 2 * N, lw->pre_ffw_norm.data, N, d);
+        up_linear_backward_weight(dparam(grads, &lw->gate_proj), w->dgate, w->xn, N, f, d);
+        up_linear_backward_weight(dparam(grads, &lw->up_proj), w->dup, w->xn, N, f, d);
+    }
+    up_linear_backward_input(w->dxn, w->dgate, lw->gate_proj.data, lw->gate_proj.dtype, N, f, d, 0, w->wscratch,
+                             w->wscratch_floats);
+    up_linear_backward_input(w->dxn, w->dup, lw->up_proj.data, lw->up_proj.dtype, N, f, d, 1, w->wscratch,
+                             w->wscratch_floats);
+    if (grads) rmsnorm_backward_weight(dparam(grads, &lw->pre_ffw_norm), w->dxn, t->resid_mid, t->rstd + 2 * N, N, d);
+    rmsnorm_backward(w->dx, w->dxn, t->resid_mid, t->rstd + 2 * N, lw->pre_ffw_norm.data, N, d, 1);
+    if (run_grad_hooks(grad_hooks, UP_HOOK_RESID_MID, l, w->dx, B, T, d, pos) < 0) return -1;
+    if (run_grad_hooks(grad_hooks, UP_HOOK_ATTN_OUT, l, w->dx, B, T, d, pos) < 0) return -1;
+    /* Attention: x_mid = x_in + post_attn_norm(o(attn(q, k, v))), q/k/v from input_norm(x_in). */
+    rmsnorm_backward(w->dsub, w->dx, t->attn_raw, t->rstd + N, lw->post_attn_norm.data, N, d, 0);
+    if (grads) {
+        rmsnorm_backward_weight(dparam(grads, &lw->post_attn_norm), w->dx, t->attn_raw, t->rstd + N, N, d);
+        up_linear_backward_weight(dparam(grads, &lw->o_proj), w->dsub, t->ctx, N, d, qd);
+    }
+    up_linear_backward_input(w->dctx, w->dsub, lw->o_proj.data, lw->o_proj.dtype, N, d, qd, 0, w->wscratch,
+                             w->wscratch_floats);
+    attention_backward(w, t, c, pos, B, T);
+    rope_backward(w->dq, pos, N, c->n_heads, c->head_dim, c->rope_theta);
+    rope_backward(w->dk, pos, N, c->n_kv_heads, c->head_dim, c->rope_theta);
+    if (grads) {
+        rmsnorm_recompute(w->xn, t->x_in, t->rstd, lw->input_norm.data, N, d);
+        up_linear_backward_weight(dparam(grads, &lw->q_proj), w->dq, w->xn, N, qd, d);
+        up_linear_backward_weight(dparam(grads, &lw->k_proj), w->dk, w->xn, N, kvd, d);
+        up_linear_backward_weight(dparam(grads, &lw->v_proj), w->dv, w->xn, N, kvd, d);
+    }
+    up_linear_backward_input(w->dxn, w->dq, lw->q_proj.data, lw->q_proj.dtype, N, qd, d, 0, w->wscratch,
+                             w->wscratch_floats);
+    up_linear_backward_input(w->dxn, w->dk, lw->k_proj.data, lw->k_proj.dtype, N, kvd, d, 1, w->wscratch,
+                             w->wscratch_floats);
+    up_linear_backward_input(w->dxn, w->dv, lw->v_proj.data, lw->v_proj.dtype, N, kvd, d, 1, w->wscratch,
+                             w->wscratch_floats);
+    if (grads) rmsnorm_backward_weight(dparam(grads, &lw->input_norm), w->dxn, t->x_in, t->rstd, N, d);
+    rmsnorm_backward(w->dx, w->dxn, t->x_in, t->rstd, lw->input_norm.data, N, d, 1);
+    return 0;
+}
+
 /* ---- the objective: read h_L, stop the pass ---------------------------------------- */
 
 typedef struct objective_ctx {
@@ -306,10 +406,9 @@ up_status up_gradient(const up_model *m, const int32_t *tokens, const int *n_pad
         if (!ok)
             return up_error_set(err, UP_ERR_INVALID, "row %d: an objective position is outside its %d tokens", b, n_real);
     }
-    const int d = c->d_model, f = c->d_mlp, qd = c->n_heads * c->head_dim, kvd = c->n_kv_heads * c->head_dim;
-    const int N = B * T, first = source_layer + 1;
+    const int d = c->d_model, N = B * T, first = source_layer + 1;
     workspace w;
-    up_status st = workspace_init(&w, c, first, L, B, T, err);
+    up_status st = workspace_init(&w, c, first, L, B, T, 0, err);
     if (st) return st;
     up_state *s = NULL;
     int *pos = malloc((size_t)N * sizeof *pos);
@@ -345,44 +444,8 @@ up_status up_gradient(const up_model *m, const int32_t *tokens, const int *n_pad
         }
         free(slots);
     }
-    for (int l = L; l >= first; l--) {
-        const up_tape_layer *t = &w.tape.layers[l - first];
-        const up_layer_weights *lw = &m->layers[l];
-        if (run_grad_hooks(grad_hooks, UP_HOOK_RESID_POST, l, w.dx, B, T, d, pos) < 0) goto aborted;
-        if (run_grad_hooks(grad_hooks, UP_HOOK_MLP_OUT, l, w.dx, B, T, d, pos) < 0) goto aborted;
-        /* MLP: x_out = x_mid + post_ffw_norm(down(gelu(gate(xn)) * up(xn))), xn = pre_ffw_norm(x_mid). */
-        rmsnorm_backward(w.dsub, w.dx, t->mlp_raw, t->rstd + 3 * N, lw->post_ffw_norm.data, N, d, 0);
-        up_linear_backward_input(w.dgate, w.dsub, lw->down_proj.data, lw->down_proj.dtype, N, d, f, 0, w.wscratch,
-                                 w.wscratch_floats);
-        const up_activation act = c->activation;
-#pragma omp parallel for schedule(static)
-        for (size_t i = 0; i < (size_t)N * f; i++) {
-            float dh = w.dgate[i], gv = t->gate[i];
-            w.dup[i] = dh * gelu_value(gv, act);
-            w.dgate[i] = dh * t->up[i] * gelu_grad(gv, act);
-        }
-        up_linear_backward_input(w.dxn, w.dgate, lw->gate_proj.data, lw->gate_proj.dtype, N, f, d, 0, w.wscratch,
-                                 w.wscratch_floats);
-        up_linear_backward_input(w.dxn, w.dup, lw->up_proj.data, lw->up_proj.dtype, N, f, d, 1, w.wscratch,
-                                 w.wscratch_floats);
-        rmsnorm_backward(w.dx, w.dxn, t->resid_mid, t->rstd + 2 * N, lw->pre_ffw_norm.data, N, d, 1);
-        if (run_grad_hooks(grad_hooks, UP_HOOK_RESID_MID, l, w.dx, B, T, d, pos) < 0) goto aborted;
-        if (run_grad_hooks(grad_hooks, UP_HOOK_ATTN_OUT, l, w.dx, B, T, d, pos) < 0) goto aborted;
-        /* Attention: x_mid = x_in + post_attn_norm(o(attn(q, k, v))), q/k/v from input_norm(x_in). */
-        rmsnorm_backward(w.dsub, w.dx, t->attn_raw, t->rstd + N, lw->post_attn_norm.data, N, d, 0);
-        up_linear_backward_input(w.dctx, w.dsub, lw->o_proj.data, lw->o_proj.dtype, N, d, qd, 0, w.wscratch,
-                                 w.wscratch_floats);
-        attention_backward(&w, t, c, pos, B, T);
-        rope_backward(w.dq, pos, N, c->n_heads, c->head_dim, c->rope_theta);
-        rope_backward(w.dk, pos, N, c->n_kv_heads, c->head_dim, c->rope_theta);
-        up_linear_backward_input(w.dxn, w.dq, lw->q_proj.data, lw->q_proj.dtype, N, qd, d, 0, w.wscratch,
-                                 w.wscratch_floats);
-        up_linear_backward_input(w.dxn, w.dk, lw->k_proj.data, lw->k_proj.dtype, N, kvd, d, 1, w.wscratch,
-                                 w.wscratch_floats);
-        up_linear_backward_input(w.dxn, w.dv, lw->v_proj.data, lw->v_proj.dtype, N, kvd, d, 1, w.wscratch,
-                                 w.wscratch_floats);
-        rmsnorm_backward(w.dx, w.dxn, t->x_in, t->rstd, lw->input_norm.data, N, d, 1);
-    }
+    for (int l = L; l >= first; l--)
+        if (block_backward(&w, m, l, &w.tape.layers[l - first], pos, B, T, NULL, grad_hooks) < 0) goto aborted;
     for (int i = 0; i < N; i++) {
         float *g = grad + (size_t)i * d;
         if (pos[i] < 0) memset(g, 0, (size_t)d * sizeof(float));
@@ -395,6 +458,106 @@ done:
     up_state_free(s);
     free(pos);
     free(all);
+    workspace_free(&w);
+    return st;
+}
+
+/* ---- next-token loss and weight gradients ---------------------------------------------- */
+
+static int copy_hook(const up_hook_call *call, void *user) {
+    memcpy(user, call->act, (size_t)call->n_rows * call->n_tok * call->d * sizeof(float));
+    return UP_HOOK_CONTINUE;
+}
+
+up_status up_loss_gradients(const up_model *m, const int32_t *tokens, const int32_t *targets, const int *n_pad, int B,
+                            int T, up_param_grads *g, double *loss_out, int *n_targets, up_error *err) {
+    const up_model_config *c = &m->cfg;
+    const int d = c->d_model, V = c->vocab_size, N = B * T, L = c->n_layers;
+    if (!g || !g->mats || !g->d_mats || !g->norms || !g->d_norms || m->embed.dtype != UP_DTYPE_F32 ||
+        !c->tie_word_embeddings)
+        return up_error_set(err, UP_ERR_INVALID, "weight gradients need an fp32 in-memory model with tied embeddings");
+    int n_tgt = 0;
+    for (int i = 0; i < N; i++) {
+        if (targets[i] >= V) return up_error_set(err, UP_ERR_INVALID, "target %d outside the vocabulary", targets[i]);
+        n_tgt += targets[i] >= 0;
+    }
+    if (!n_tgt) return up_error_set(err, UP_ERR_INVALID, "no slot has a target");
+    workspace w;
+    up_status st = workspace_init(&w, c, 0, L - 1, B, T, 1, err);
+    if (st) return st;
+    up_state *s = NULL;
+    float *hfin = malloc((size_t)N * d * sizeof(float)), *logits = malloc((size_t)N * V * sizeof(float));
+    float *rstd = malloc((size_t)N * sizeof(float));
+    int *pos = malloc((size_t)N * sizeof(int));
+    if (!hfin || !logits || !rstd || !pos) {
+        st = up_error_set(err, UP_ERR_NOMEM, "out of memory for the loss");
+        goto done;
+    }
+    up_hook hook = {{UP_HOOK_RESID_POST, L - 1}, copy_hook, hfin};
+    up_hooks hk = {&hook, 1};
+    if ((st = up_state_init(&s, m, B, T, err))) goto done;
+    up_state_attach_tape(s, &w.tape);
+    if ((st = up_forward(s, tokens, n_pad, NULL, B, T, &hk, logits, UP_LOGITS_ALL, err))) goto done;
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++) pos[b * T + t] = t < (n_pad ? n_pad[b] : 0) ? -1 : 0;
+    {
+        /* Positions for the RoPE transpose: the forward numbered real tokens 0, 1, ... per row. */
+        for (int b = 0; b < B; b++) {
+            int p = 0;
+            for (int t = 0; t < T; t++)
+                if (pos[b * T + t] >= 0) pos[b * T + t] = p++;
+        }
+    }
+    /* Cross-entropy in double; dlogits overwrites logits: (softmax - onehot) / n_targets. */
+    double loss = 0;
+    const float cap = c->final_softcap;
+#pragma omp parallel for reduction(+ : loss) schedule(static)
+    for (int i = 0; i < N; i++) {
+        float *z = logits + (size_t)i * V;
+        if (targets[i] < 0) {
+            memset(z, 0, (size_t)V * sizeof(float));
+            continue;
+        }
+        double mx = z[0], sum = 0;
+        for (int v = 1; v < V; v++) mx = z[v] > mx ? z[v] : mx;
+        for (int v = 0; v < V; v++) sum += exp(z[v] - mx);
+        loss += -(z[targets[i]] - mx - log(sum));
+        for (int v = 0; v < V; v++) {
+            double p = exp(z[v] - mx) / sum;
+            float dz = (float)((p - (v == targets[i])) / n_tgt);
+            if (cap > 0) {
+                float th = z[v] / cap; /* z = cap * tanh(y / cap) */
+                dz *= 1.0f - th * th;
+            }
+            z[v] = dz;
+        }
+    }
+    /* Final norm output again, then the tied unembedding's two gradients. */
+    const float *fw = m->final_norm.data;
+    for (int i = 0; i < N; i++) {
+        double ss = 0;
+        for (int j = 0; j < d; j++) ss += (double)hfin[(size_t)i * d + j] * hfin[(size_t)i * d + j];
+        rstd[i] = 1.0f / sqrtf((float)(ss / d) + c->rms_norm_eps);
+    }
+    rmsnorm_recompute(w.xn, hfin, rstd, fw, N, d);
+    float *dE = dparam(g, &m->embed);
+    up_linear_backward_weight(dE, logits, w.xn, N, V, d);
+    up_linear_backward_input(w.dxn, logits, m->embed.data, UP_DTYPE_F32, N, V, d, 0, w.wscratch, w.wscratch_floats);
+    rmsnorm_backward_weight(dparam(g, &m->final_norm), w.dxn, hfin, rstd, N, d);
+    rmsnorm_backward(w.dx, w.dxn, hfin, rstd, fw, N, d, 0);
+    for (int l = L - 1; l >= 0; l--) block_backward(&w, m, l, &w.tape.layers[l], pos, B, T, g, NULL);
+    /* Embedding lookup, scaled by sqrt(d) in the forward. */
+    const float normalizer = (float)sqrt((double)d);
+    for (int i = 0; i < N; i++) {
+        if (pos[i] < 0) continue;
+        float *row = dE + (size_t)tokens[i] * d;
+        for (int j = 0; j < d; j++) row[j] += w.dx[(size_t)i * d + j] * normalizer;
+    }
+    *loss_out = loss / n_tgt;
+    if (n_targets) *n_targets = n_tgt;
+done:
+    up_state_free(s);
+    free(hfin), free(logits), free(rstd), free(pos);
     workspace_free(&w);
     return st;
 }

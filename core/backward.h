@@ -21,6 +21,8 @@
 
 #include "forward.h"
 
+#include <stddef.h>
+
 typedef struct up_objective {
     int layer;             /* L: the objective reads blocks.{L}.hook_resid_post */
     const float *direction; /* (d) v; not normalised here */
@@ -38,5 +40,27 @@ up_status up_gradient(const up_model *m, const int32_t *tokens, const int *n_pad
  * n_tok slots (left padding n_tok - n_real). Returns the count, or -1 if an index is out of
  * range. out must hold max(1, n_positions) ints. Duplicates are kept (they count twice). */
 int up_objective_slots(const up_objective *obj, int n_tok, int n_real, int *out);
+
+/* ---- weight gradients (training) ----------------------------------------------------------
+ * For a model whose weights are fp32 in two memory blocks (up_model_param_blocks): gradients use
+ * the same layout, so a weight's gradient sits at the same offset in d_mats / d_norms. */
+typedef struct up_param_grads {
+    const float *mats;  /* (n_mats) the model's matrix block (embedding included) */
+    float *d_mats;      /* (n_mats) accumulated gradients */
+    size_t n_mats;
+    const float *norms; /* (n_norms) the model's norm block, raw w of (1 + w) */
+    float *d_norms;     /* (n_norms) */
+    size_t n_norms;
+} up_param_grads;
+
+/* Next-token cross-entropy over slots whose target is >= 0: tokens (n_rows, n_tok), targets
+ * (n_rows, n_tok) with targets[t] the id that should follow tokens[t] (-1: no loss there; use it
+ * for pads and prompt tokens). Adds d(mean loss)/d(weights) into grads (zero them first) and
+ * returns the mean loss (double) and the number of target slots. Tied embeddings get both their
+ * input and output gradients. Rows may be left-padded (n_pad). UP_ERR_INVALID if the model's
+ * weights are not fp32 memory blocks or no slot has a target. */
+up_status up_loss_gradients(const up_model *m, const int32_t *tokens, const int32_t *targets, const int *n_pad,
+                            int n_rows, int n_tok, up_param_grads *grads, double *loss, int *n_targets,
+                            up_error *err);
 
 #endif

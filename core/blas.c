@@ -170,3 +170,8 @@ void up_linear_backward_input(float *dx, const float *dy, const void *W, up_dtyp
                     beta, dx, K);
     }
 }
+
+void up_linear_backward_weight(float *dW, const float *dy, const float *x, int M, int N, int K) {
+    if (M <= 0) return;
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, N, K, M, 1.0f, dy, N, x, K, 1.0f, dW, K);
+}

@@ -38,4 +38,7 @@ void up_linear(float *y, const float *x, const void *W, up_dtype dtype, int M, i
 void up_linear_backward_input(float *dx, const float *dy, const void *W, up_dtype dtype, int M,
                               int N, int K, int accumulate, float *scratch, size_t scratch_floats);
 
+/* dW (N,K) += dy (M,N)^T @ x (M,K): the weight gradient of up_linear, fp32 weights only. */
+void up_linear_backward_weight(float *dW, const float *dy, const float *x, int M, int N, int K);
+
 #endif

@@ -378,6 +378,7 @@ up_status up_forward(up_state *s, const int32_t *tokens, const int *n_pad, const
             memcpy(s->v_cache + off, s->v + (size_t)b * T * kvd, (size_t)T * kvd * sizeof(float));
         }
         attention(s, l, B, T, tl);
+        if (tl && tl->ctx) memcpy(tl->ctx, s->ctx, (size_t)N * qd * sizeof(float));
         linear(s, s->sub, s->ctx, &w->o_proj, N, d, qd);
         SAVE(tl->attn_raw, s->sub, (size_t)N * d);
         rmsnorm(s->sub, s->sub, w->post_attn_norm.data, N, d, eps, tl ? tl->rstd + N : NULL);

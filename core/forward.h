@@ -100,6 +100,8 @@ typedef struct up_tape_layer {
     float *v;          /* (N, nkv*hd) */
     float *probs;      /* (B, nh, T, T) softmax output */
     float *capped;     /* (B, nh, T, T) softcapped scores / cap (tanh values); unused without softcap */
+    float *ctx;        /* (N, nh*hd) attention output, input of o_proj; NULL: not recorded
+                          (only weight gradients need it) */
     float *attn_raw;   /* (N, d) o_proj output, input of post_attention_layernorm */
     float *resid_mid;  /* (N, d) */
     float *gate;       /* (N, d_mlp) gate_proj output */

@@ -1,6 +1,9 @@
 #include "model.h"
 
+#include <errno.h>
 #include <jansson.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -342,4 +345,126 @@ int64_t up_model_weight_bytes(const up_model *m) {
                                up_dtype_size(w->down_proj.dtype));
     }
     return bytes;
+}
+
+static size_t matrix_floats(const up_model_config *c) {
+    const size_t d = c->d_model, q = (size_t)c->n_heads * c->head_dim, kv = (size_t)c->n_kv_heads * c->head_dim,
+                 f = c->d_mlp;
+    return (size_t)c->vocab_size * d + (q * d + 2 * kv * d + d * q + 3 * f * d) * c->n_layers;
+}
+
+up_status up_model_param_blocks(up_model *m, float **mats, size_t *n_mats, float **norms, size_t *n_norms_out,
+                                up_error *err) {
+    if (!m->owner_is_memory || m->storage != UP_DTYPE_F32 || !m->cfg.tie_word_embeddings)
+        return up_error_set(err, UP_ERR_INVALID, "training needs an in-memory fp32 model with tied embeddings");
+    *mats = m->owner;
+    *n_mats = matrix_floats(&m->cfg);
+    *norms = m->norm_f32;
+    *n_norms_out = (size_t)n_norms(&m->cfg) * m->cfg.d_model;
+    return UP_OK;
+}
+
+/* mkdir -p: each missing component of dir. */
+static int make_dirs(const char *dir) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s", dir);
+    for (char *p = path + 1; *p; p++) {
+        if (*p != '/') continue;
+        *p = '\0';
+        if (mkdir(path, 0755) && errno != EEXIST) return -1;
+        *p = '/';
+    }
+    return mkdir(path, 0755) && errno != EEXIST ? -1 : 0;
+}
+
+static up_status write_config(const up_model *m, const char *dir, up_error *err) {
+    const up_model_config *c = &m->cfg;
+    json_t *j = json_object();
+    json_object_set_new(j, "architectures", json_pack("[s]", "Gemma2ForCausalLM"));
+    json_object_set_new(j, "model_type", json_string("gemma2"));
+    json_object_set_new(j, "hidden_size", json_integer(c->d_model));
+    json_object_set_new(j, "intermediate_size", json_integer(c->d_mlp));
+    json_object_set_new(j, "num_hidden_layers", json_integer(c->n_layers));
+    json_object_set_new(j, "num_attention_heads", json_integer(c->n_heads));
+    json_object_set_new(j, "num_key_value_heads", json_integer(c->n_kv_heads));
+    json_object_set_new(j, "head_dim", json_integer(c->head_dim));
+    json_object_set_new(j, "vocab_size", json_integer(c->vocab_size));
+    json_object_set_new(j, "sliding_window", json_integer(c->sliding_window));
+    json_object_set_new(j, "max_position_embeddings", json_integer(c->max_position_embeddings));
+    json_object_set_new(j, "rms_norm_eps", json_real(c->rms_norm_eps));
+    json_object_set_new(j, "rope_theta", json_real(c->rope_theta));
+    json_object_set_new(j, "query_pre_attn_scalar", json_real(c->query_pre_attn_scalar));
+    json_object_set_new(j, "attn_logit_softcapping", c->attn_softcap > 0 ? json_real(c->attn_softcap) : json_null());
+    json_object_set_new(j, "final_logit_softcapping", c->final_softcap > 0 ? json_real(c->final_softcap) : json_null());
+    json_object_set_new(j, "hidden_activation",
+                        json_string(c->activation == UP_ACT_GELU_EXACT ? "gelu" : "gelu_pytorch_tanh"));
+    json_object_set_new(j, "tie_word_embeddings", json_boolean(c->tie_word_embeddings));
+    json_object_set_new(j, "bos_token_id", json_integer(c->bos_id));
+    json_object_set_new(j, "eos_token_id", json_integer(c->eos_id));
+    json_object_set_new(j, "pad_token_id", json_integer(c->pad_id));
+    json_object_set_new(j, "torch_dtype", json_string("float32"));
+    char path[4096], tmp[4200];
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid());
+    int bad = json_dump_file(j, tmp, JSON_INDENT(2) | JSON_SORT_KEYS | JSON_REAL_PRECISION(9));
+    json_decref(j);
+    if (bad || rename(tmp, path)) {
+        remove(tmp);
+        return up_error_set(err, UP_ERR_IO, "cannot write %s", path);
+    }
+    return UP_OK;
+}
+
+up_status up_model_save(const up_model *m, const char *dir, up_error *err) {
+    const up_model_config *c = &m->cfg;
+    if (make_dirs(dir)) return up_error_set(err, UP_ERR_IO, "cannot create directory %s", dir);
+    up_status s = write_config(m, dir, err);
+    if (s) return s;
+    char path[4096];
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    up_safetensors_writer *w = NULL;
+    if ((s = up_safetensors_writer_open(&w, path, err))) return s;
+    const int64_t d = c->d_model, q = (int64_t)c->n_heads * c->head_dim, kv = (int64_t)c->n_kv_heads * c->head_dim;
+    float *buf = malloc((size_t)(c->vocab_size > c->d_mlp ? c->vocab_size : c->d_mlp) * (size_t)(d > q ? d : q) *
+                        sizeof(float));
+    /* Widened copies keep the file fp32 whatever the storage (the trainer's models are fp32 anyway). */
+#define PUT(name, w, rows, cols)                                                                   \
+    do {                                                                                          \
+        int64_t shape_[2] = {(rows), (cols)};                                                     \
+        up_convert_to_f32(buf, (w).data, (w).dtype, (size_t)((rows) * ((cols) ? (cols) : 1)));    \
+        if (!s) s = up_safetensors_writer_add(w_, name, UP_DTYPE_F32, (cols) ? 2 : 1, shape_, buf, err); \
+    } while (0)
+    up_safetensors_writer *w_ = w;
+    PUT("model.embed_tokens.weight", m->embed, c->vocab_size, d);
+    PUT("model.norm.weight", m->final_norm, d, 0);
+    if (!c->tie_word_embeddings) PUT("lm_head.weight", m->lm_head, c->vocab_size, d);
+    char name[160];
+    for (int l = 0; l < c->n_layers && !s; l++) {
+        const up_layer_weights *lw = &m->layers[l];
+#define LAYER(suffix, field, rows, cols)                              \
+    do {                                                             \
+        snprintf(name, sizeof name, "model.layers.%d.%s", l, suffix); \
+        PUT(name, lw->field, rows, cols);                            \
+    } while (0)
+        LAYER("input_layernorm.weight", input_norm, d, 0);
+        LAYER("self_attn.q_proj.weight", q_proj, q, d);
+        LAYER("self_attn.k_proj.weight", k_proj, kv, d);
+        LAYER("self_attn.v_proj.weight", v_proj, kv, d);
+        LAYER("self_attn.o_proj.weight", o_proj, d, q);
+        LAYER("post_attention_layernorm.weight", post_attn_norm, d, 0);
+        LAYER("pre_feedforward_layernorm.weight", pre_ffw_norm, d, 0);
+        LAYER("mlp.gate_proj.weight", gate_proj, c->d_mlp, d);
+        LAYER("mlp.up_proj.weight", up_proj, c->d_mlp, d);
+        LAYER("mlp.down_proj.weight", down_proj, d, c->d_mlp);
+        LAYER("post_feedforward_layernorm.weight", post_ffw_norm, d, 0);
+#undef LAYER
+    }
+#undef PUT
+    free(buf);
+    if (!s) s = up_safetensors_writer_metadata(w, "format", "pt", err);
+    if (s) {
+        up_safetensors_writer_abort(w);
+        return s;
+    }
+    return up_safetensors_writer_close(w, err);
 }

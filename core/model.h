@@ -18,6 +18,7 @@
 #ifndef UP_MODEL_H
 #define UP_MODEL_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "error.h"
@@ -93,6 +94,16 @@ up_status up_model_init_random(up_model **out, const up_model_config *cfg, up_dt
                                uint64_t seed, up_error *err);
 
 void up_model_free(up_model *m);
+
+/* For a model built in memory with fp32 weights (up_model_init_random with F32): the block of
+ * every matrix (embedding first) and the block of every norm vector, writable, for training.
+ * Returns UP_ERR_INVALID for a memory-mapped or non-fp32 model. */
+up_status up_model_param_blocks(up_model *m, float **mats, size_t *n_mats, float **norms, size_t *n_norms,
+                                up_error *err);
+
+/* Writes the model as a Hugging Face checkpoint: DIR/config.json and DIR/model.safetensors (F32,
+ * HF tensor names), each atomically; creates DIR if needed. */
+up_status up_model_save(const up_model *m, const char *dir, up_error *err);
 
 /* Parameter count (tied embeddings counted once) and bytes of weights as stored. */
 int64_t up_model_param_count(const up_model *m);
