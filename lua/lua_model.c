@@ -30,6 +30,12 @@ static int l_model(lua_State *L) {
     return 1;
 }
 
+void up_lua_push_model(lua_State *L, up_model *m) {
+    lua_model *lm = lua_newuserdatauv(L, sizeof *lm, 0);
+    lm->m = m;
+    luaL_setmetatable(L, MODEL_MT);
+}
+
 static int m_gc(lua_State *L) {
     lua_model *lm = luaL_checkudata(L, 1, MODEL_MT);
     up_model_free(lm->m);
@@ -202,4 +208,5 @@ void up_lua_register_model(lua_State *L) {
     lua_setfield(L, -2, "model");
     up_lua_register_tensor(L);
     up_lua_register_attribution(L);
+    up_lua_register_train(L);
 }

@@ -1,0 +1,225 @@
+/* Lua bindings for training models in memory (the model organism).
+ *
+ *   upstream.new_model(cfg[, {seed = 1}])  -> Model with fp32 weights in memory, norms at identity.
+ *        cfg: d_model, d_mlp, n_layers, n_heads, n_kv_heads, head_dim, vocab_size (required);
+ *        sliding_window (4096), query_pre_attn_scalar (head_dim), attn_softcap (50),
+ *        final_softcap (30), rope_theta (10000), rms_norm_eps (1e-6), bos_id (2), eos_id (1),
+ *        pad_id (0), max_position_embeddings (8192)
+ *   model:train(data, opts)  -> {first_loss, last_loss, heldout_loss, steps_done, resumed_from}
+ *        data = {ids = {{...}, ...}, loss_from = {k, ...}} (loss_from 0-based: first predicted
+ *        token index); opts: steps, batch, lr, min_lr_frac, weight_decay, beta1, beta2, clip,
+ *        warmup_steps, seed, heldout (data), eval_every, checkpoint (path), checkpoint_every,
+ *        progress = function(p) ... end (p: step, steps, loss, heldout_loss|nil, lr, grad_norm,
+ *        seconds; return true to stop)
+ *   model:eval_loss(data[, batch])  -> mean response-token loss
+ *   model:save(dir)                 -> writes config.json + model.safetensors
+ * Misuse raises with luaL_argerror; failures raise with the core's message. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "binding.h"
+#include "model.h"
+#include "train.h"
+
+static lua_Integer opt_int(lua_State *L, int t, const char *k, lua_Integer dflt) {
+    lua_getfield(L, t, k);
+    lua_Integer v = lua_isnil(L, -1) ? dflt : luaL_checkinteger(L, -1);
+    lua_pop(L, 1);
+    return v;
+}
+
+static lua_Number opt_num(lua_State *L, int t, const char *k, lua_Number dflt) {
+    lua_getfield(L, t, k);
+    lua_Number v = lua_isnil(L, -1) ? dflt : luaL_checknumber(L, -1);
+    lua_pop(L, 1);
+    return v;
+}
+
+static int req_int(lua_State *L, int t, const char *k) {
+    lua_getfield(L, t, k);
+    if (lua_isnil(L, -1)) luaL_argerror(L, t, lua_pushfstring(L, "cfg.%s is required", k));
+    int v = (int)luaL_checkinteger(L, -1);
+    lua_pop(L, 1);
+    return v;
+}
+
+static int l_new_model(lua_State *L) {
+    luaL_checktype(L, 1, LUA_TTABLE);
+    up_model_config c = {0};
+    c.family = UP_FAMILY_GEMMA2;
+    c.d_model = req_int(L, 1, "d_model");
+    c.d_mlp = req_int(L, 1, "d_mlp");
+    c.n_layers = req_int(L, 1, "n_layers");
+    c.n_heads = req_int(L, 1, "n_heads");
+    c.n_kv_heads = req_int(L, 1, "n_kv_heads");
+    c.head_dim = req_int(L, 1, "head_dim");
+    c.vocab_size = req_int(L, 1, "vocab_size");
+    c.sliding_window = (int)opt_int(L, 1, "sliding_window", 4096);
+    c.query_pre_attn_scalar = (float)opt_num(L, 1, "query_pre_attn_scalar", c.head_dim);
+    c.attn_softcap = (float)opt_num(L, 1, "attn_softcap", 50);
+    c.final_softcap = (float)opt_num(L, 1, "final_softcap", 30);
+    c.rope_theta = (float)opt_num(L, 1, "rope_theta", 10000);
+    c.rms_norm_eps = (float)opt_num(L, 1, "rms_norm_eps", 1e-6);
+    c.bos_id = (int)opt_int(L, 1, "bos_id", 2);
+    c.eos_id = (int)opt_int(L, 1, "eos_id", 1);
+    c.pad_id = (int)opt_int(L, 1, "pad_id", 0);
+    c.max_position_embeddings = (int)opt_int(L, 1, "max_position_embeddings", 8192);
+    c.activation = UP_ACT_GELU_TANH;
+    c.tie_word_embeddings = 1;
+    if (c.d_model <= 0 || c.d_mlp <= 0 || c.n_layers <= 0 || c.n_heads <= 0 || c.n_kv_heads <= 0 ||
+        c.n_heads % c.n_kv_heads || c.head_dim <= 0 || c.head_dim % 2 || c.vocab_size <= 0)
+        return luaL_argerror(L, 1, "inconsistent shapes (heads must divide by kv heads; head_dim even)");
+    uint64_t seed = 1;
+    if (lua_istable(L, 2)) seed = (uint64_t)opt_int(L, 2, "seed", 1);
+    up_model *m;
+    up_error e = {0};
+    if (up_model_init_random(&m, &c, UP_DTYPE_F32, seed, &e)) return luaL_error(L, "%s", e.msg);
+    float *mats, *norms;
+    size_t nm, nn;
+    up_model_param_blocks(m, &mats, &nm, &norms, &nn, &e);
+    memset(norms, 0, nn * sizeof(float)); /* (1 + w): identity norms at the start */
+    up_lua_push_model(L, m);
+    return 1;
+}
+
+typedef struct data_buf {
+    int32_t **ids;
+    int *lens, *from, n;
+} data_buf;
+
+static void free_data(data_buf *d) {
+    for (int i = 0; d->ids && i < d->n; i++) free(d->ids[i]);
+    free(d->ids), free(d->lens), free(d->from);
+    memset(d, 0, sizeof *d);
+}
+
+/* Reads {ids = {...}, loss_from = {...}} at idx; on misuse frees what it took and raises. */
+static void read_data(lua_State *L, int idx, data_buf *d) {
+    luaL_checktype(L, idx, LUA_TTABLE);
+    lua_getfield(L, idx, "ids");
+    lua_getfield(L, idx, "loss_from");
+    if (!lua_istable(L, -2) || !lua_istable(L, -1) || luaL_len(L, -2) != luaL_len(L, -1) || luaL_len(L, -2) == 0)
+        luaL_argerror(L, idx, "data needs ids and loss_from lists of the same non-zero length");
+    int n = (int)luaL_len(L, -2);
+    d->ids = calloc((size_t)n, sizeof *d->ids);
+    d->lens = calloc((size_t)n, sizeof *d->lens);
+    d->from = calloc((size_t)n, sizeof *d->from);
+    d->n = n;
+    for (int i = 0; i < n; i++) {
+        lua_geti(L, -2, i + 1);
+        d->ids[i] = up_lua_check_ids(L, lua_gettop(L), &d->lens[i]);
+        lua_pop(L, 1);
+        lua_geti(L, -1, i + 1);
+        d->from[i] = (int)lua_tointeger(L, -1);
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 2);
+}
+
+typedef struct progress_ctx {
+    lua_State *L;
+    int fn; /* stack index of the Lua function, 0 if none */
+    int failed;
+} progress_ctx;
+
+static int on_progress(const up_train_progress *p, void *user) {
+    progress_ctx *c = user;
+    if (!c->fn) return 0;
+    lua_State *L = c->L;
+    lua_pushvalue(L, c->fn);
+    lua_createtable(L, 0, 8);
+    lua_pushinteger(L, p->step), lua_setfield(L, -2, "step");
+    lua_pushinteger(L, p->steps), lua_setfield(L, -2, "steps");
+    lua_pushnumber(L, p->loss), lua_setfield(L, -2, "loss");
+    if (!isnan(p->heldout_loss)) lua_pushnumber(L, p->heldout_loss), lua_setfield(L, -2, "heldout_loss");
+    lua_pushnumber(L, p->lr), lua_setfield(L, -2, "lr");
+    lua_pushnumber(L, p->grad_norm), lua_setfield(L, -2, "grad_norm");
+    lua_pushnumber(L, p->seconds), lua_setfield(L, -2, "seconds");
+    lua_pushinteger(L, p->resumed_from), lua_setfield(L, -2, "resumed_from");
+    if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
+        c->failed = 1; /* the error message stays on the stack for m_train to raise */
+        return 1;
+    }
+    int stop = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    return stop;
+}
+
+static int m_train(lua_State *L) {
+    up_model *m = up_lua_check_model(L, 1);
+    luaL_checktype(L, 3, LUA_TTABLE);
+    lua_settop(L, 3);
+    up_train_opts o = up_train_opts_default();
+    o.steps = (int)opt_int(L, 3, "steps", o.steps);
+    o.batch = (int)opt_int(L, 3, "batch", o.batch);
+    o.seed = (uint64_t)opt_int(L, 3, "seed", (lua_Integer)o.seed);
+    o.lr = (float)opt_num(L, 3, "lr", o.lr);
+    o.min_lr_frac = (float)opt_num(L, 3, "min_lr_frac", o.min_lr_frac);
+    o.weight_decay = (float)opt_num(L, 3, "weight_decay", o.weight_decay);
+    o.beta1 = (float)opt_num(L, 3, "beta1", o.beta1);
+    o.beta2 = (float)opt_num(L, 3, "beta2", o.beta2);
+    o.clip = (float)opt_num(L, 3, "clip", o.clip);
+    o.warmup_steps = (int)opt_int(L, 3, "warmup_steps", o.warmup_steps);
+    o.eval_every = (int)opt_int(L, 3, "eval_every", o.eval_every);
+    o.checkpoint_every = (int)opt_int(L, 3, "checkpoint_every", o.checkpoint_every);
+    lua_getfield(L, 3, "checkpoint"); /* index 4: keeps the string alive */
+    o.checkpoint = lua_isnil(L, 4) ? NULL : luaL_checkstring(L, 4);
+    lua_getfield(L, 3, "progress"); /* index 5 */
+    progress_ctx pc = {L, lua_isfunction(L, 5) ? 5 : 0, 0};
+    o.progress = on_progress, o.user = &pc;
+    lua_getfield(L, 3, "heldout"); /* index 6 */
+    data_buf train = {0}, held = {0};
+    read_data(L, 2, &train);
+    if (lua_istable(L, 6)) read_data(L, 6, &held);
+    up_train_data td = {(const int32_t *const *)train.ids, train.lens, train.from, train.n};
+    up_train_data hd = {(const int32_t *const *)held.ids, held.lens, held.from, held.n};
+    if (held.n) o.heldout = &hd;
+    up_train_report r;
+    up_error e = {0};
+    up_status st = up_train(m, &td, &o, &r, &e);
+    free_data(&train), free_data(&held);
+    if (pc.failed) return lua_error(L);
+    if (st) return luaL_error(L, "%s", e.msg);
+    lua_createtable(L, 0, 5);
+    lua_pushnumber(L, r.first_loss), lua_setfield(L, -2, "first_loss");
+    lua_pushnumber(L, r.last_loss), lua_setfield(L, -2, "last_loss");
+    if (!isnan(r.heldout_loss)) lua_pushnumber(L, r.heldout_loss), lua_setfield(L, -2, "heldout_loss");
+    lua_pushinteger(L, r.steps_done), lua_setfield(L, -2, "steps_done");
+    lua_pushinteger(L, r.resumed_from), lua_setfield(L, -2, "resumed_from");
+    return 1;
+}
+
+static int m_eval_loss(lua_State *L) {
+    up_model *m = up_lua_check_model(L, 1);
+    int batch = (int)luaL_optinteger(L, 3, 16);
+    data_buf d = {0};
+    read_data(L, 2, &d);
+    up_train_data td = {(const int32_t *const *)d.ids, d.lens, d.from, d.n};
+    double loss;
+    up_error e = {0};
+    up_status st = up_train_eval(m, &td, batch, &loss, &e);
+    free_data(&d);
+    if (st) return luaL_error(L, "%s", e.msg);
+    lua_pushnumber(L, loss);
+    return 1;
+}
+
+static int m_save(lua_State *L) {
+    up_model *m = up_lua_check_model(L, 1);
+    const char *dir = luaL_checkstring(L, 2);
+    up_error e = {0};
+    if (up_model_save(m, dir, &e)) return luaL_error(L, "%s", e.msg);
+    return 0;
+}
+
+void up_lua_register_train(lua_State *L) {
+    luaL_getmetatable(L, "upstream.Model");
+    lua_getfield(L, -1, "__index");
+    lua_pushcfunction(L, m_train), lua_setfield(L, -2, "train");
+    lua_pushcfunction(L, m_eval_loss), lua_setfield(L, -2, "eval_loss");
+    lua_pushcfunction(L, m_save), lua_setfield(L, -2, "save");
+    lua_pop(L, 2);
+    lua_pushcfunction(L, l_new_model);
+    lua_setfield(L, -2, "new_model");
+}
