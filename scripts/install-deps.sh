@@ -7,6 +7,7 @@ packages=(
   build-essential cmake pkg-config
   liblua5.4-dev libconfig-dev libopenblas-dev libpng-dev   # the fixed four
   libjansson-dev libzip-dev                                # JSON (config, safetensors, tokenizer) and npz
+  libssl-dev                                               # SHA-256 (libcrypto EVP) for the grid cache keys
   libcmocka-dev                                            # C unit tests
   nodejs npm                                               # tokenizer conformance reference (transformers.js port)
   clang                                                    # libFuzzer for the tokenizer fuzz targets
