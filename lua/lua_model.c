@@ -209,4 +209,5 @@ void up_lua_register_model(lua_State *L) {
     up_lua_register_tensor(L);
     up_lua_register_attribution(L);
     up_lua_register_train(L);
+    up_lua_register_bpe(L);
 }
