@@ -32,6 +32,7 @@ struct up_model *up_lua_check_model(lua_State *L, int idx);
 struct up_sae *up_lua_check_sae(lua_State *L, int idx);
 void up_lua_register_attribution(lua_State *L);
 void up_lua_register_train(lua_State *L);
+void up_lua_register_settings(lua_State *L);
 void up_lua_register_bpe(lua_State *L); /* upstream.train_bpe (lua_bpe.c) */
 /* Pushes a Model userdata that owns m (freed by its __gc/__close). */
 void up_lua_push_model(lua_State *L, struct up_model *m);

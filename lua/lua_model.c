@@ -209,5 +209,6 @@ void up_lua_register_model(lua_State *L) {
     up_lua_register_tensor(L);
     up_lua_register_attribution(L);
     up_lua_register_train(L);
+    up_lua_register_settings(L);
     up_lua_register_bpe(L);
 }

@@ -9,6 +9,7 @@ packages=(
   libjansson-dev libzip-dev                                # JSON (config, safetensors, tokenizer) and npz
   libssl-dev                                               # SHA-256 (libcrypto EVP) for the grid cache keys
   libcmocka-dev                                            # C unit tests
+  libcairo2-dev fonts-dejavu-core                          # figures: drawing and the font they use
   nodejs npm                                               # tokenizer conformance reference (transformers.js port)
   clang                                                    # libFuzzer for the tokenizer fuzz targets
 )
