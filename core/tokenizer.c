@@ -467,6 +467,10 @@ static size_t trie_match(const trie *tr, const char *s, size_t n, int32_t *tok) 
 
 /* ---------------------------------------------------------------- loading: JSON text */
 
+static int literal_char(char c) {
+    return c != '"' && c != ',' && c != ':' && c != '[' && c != ']' && c != '{' && c != '}';
+}
+
 /* Copies JSON text dropping whitespace outside strings. One space is kept between two
  * literal characters so that "tr ue" or "1 2" stay invalid. Returns the new length, or
  * (size_t)-1 on an unterminated string (jansson then reports it on the original). */
@@ -488,15 +492,53 @@ static size_t json_minify(const char *in, size_t n, char *out) {
         } else if (c == ' ' || c == '\n' || c == '\r' || c == '\t') {
             while (i < n && (in[i] == ' ' || in[i] == '\n' || in[i] == '\r' || in[i] == '\t')) i++;
             if (o > 0 && i < n) {
-                char a = out[o - 1], b = in[i];
-                int la = a != '"' && a != ',' && a != ':' && a != '[' && a != ']' && a != '{' && a != '}';
-                int lb = b != '"' && b != ',' && b != ':' && b != '[' && b != ']' && b != '{' && b != '}';
-                if (la && lb) out[o++] = ' ';
+                if (literal_char(out[o - 1]) && literal_char(in[i])) out[o++] = ' ';
             }
         } else {
             out[o++] = c;
             i++;
         }
+    }
+    return o;
+}
+
+/* json_minify over parts cut after raw newlines, in parallel. A raw newline is never inside
+ * a valid JSON string, so every part starts outside one; on invalid JSON a part ends inside
+ * a string and the whole minify fails (the caller falls back). Each part is minified in
+ * place of its input span, then the parts are packed together (never moving data right,
+ * since each part drops at least its final newline). */
+static size_t json_minify_parallel(const char *in, size_t n, char *out) {
+    enum { MAX_PARTS = 64 };
+    size_t start[MAX_PARTS + 1], olen[MAX_PARTS] = {0};
+#ifdef _OPENMP
+    int parts = omp_get_max_threads() * 2;
+#else
+    int parts = 1;
+#endif
+    if (parts > MAX_PARTS) parts = MAX_PARTS;
+    if (n < ((size_t)1 << 20)) parts = 1;
+    int k = 0;
+    start[k++] = 0;
+    for (int i = 1; i < parts; i++) {
+        const char *nl = memchr(in + n / (size_t)parts * (size_t)i, '\n', n - n / (size_t)parts * (size_t)i);
+        size_t at = nl ? (size_t)(nl - in) + 1 : n;
+        if (at > start[k - 1] && at < n) start[k++] = at;
+    }
+    start[k] = n;
+    int failed = 0;
+#pragma omp parallel for schedule(static, 1) reduction(| : failed)
+    for (int i = 0; i < k; i++) {
+        olen[i] = json_minify(in + start[i], start[i + 1] - start[i], out + start[i]);
+        failed |= olen[i] == (size_t)-1;
+    }
+    if (failed) return (size_t)-1;
+    size_t o = olen[0];
+    for (int i = 1; i < k; i++) {
+        if (olen[i] == 0) continue;
+        /* Whitespace separated these parts: keep one space between two literals. */
+        if (o > 0 && literal_char(out[o - 1]) && literal_char(out[start[i]])) out[o++] = ' ';
+        memmove(out + o, out + start[i], olen[i]);
+        o += olen[i];
     }
     return o;
 }
@@ -724,6 +766,17 @@ static up_status jansson_error(up_error *err, const json_error_t *je) {
                         je->column, je->text);
 }
 
+/* model.type is optional (older files) but must say BPE when present. */
+static up_status check_model_type(const json_t *model, up_error *err) {
+    const json_t *type = json_object_get(model, "type");
+    if (!type) return UP_OK;
+    if (!json_is_string(type)) return up_error_set(err, UP_ERR_FORMAT, "model.type is not a string");
+    if (strcmp(json_string_value(type), "BPE") != 0)
+        return up_error_set(err, UP_ERR_UNSUPPORTED, "model type \"%s\" is not supported (only BPE)",
+                            json_string_value(type));
+    return UP_OK;
+}
+
 static up_status parse_whole(const char *json, size_t len, parsed *p, up_error *err) {
     json_error_t je;
     p->root = json_loadb(json, len, JSON_REJECT_DUPLICATES, &je);
@@ -737,11 +790,8 @@ static up_status parse_whole(const char *json, size_t len, parsed *p, up_error *
     p->n_vocab_chunks = p->n_merge_chunks = 1;
     /* Type checks of the model come first so that an unsupported model type is reported as
      * such rather than as a missing merges array. */
-    const json_t *type = json_object_get(model, "type");
-    if (type && (!json_is_string(type) || strcmp(json_string_value(type), "BPE") != 0))
-        return up_error_set(err, UP_ERR_UNSUPPORTED,
-                            "model type \"%s\" is not supported (only BPE)",
-                            json_is_string(type) ? json_string_value(type) : "?");
+    up_status st = check_model_type(model, err);
+    if (st) return st;
     const json_t *vocab = json_object_get(model, "vocab");
     const json_t *merges = json_object_get(model, "merges");
     if (!vocab) return up_error_set(err, UP_ERR_FORMAT, "model.vocab is missing");
@@ -766,7 +816,7 @@ static int parse_split(const char *json, size_t len, parsed *p) {
     chunk_span *vc = NULL, *mc = NULL;
     if (!min) return -1;
    
-    size_t mlen = json_minify(json, len, min);
+    size_t mlen = json_minify_parallel(json, len, min);
     if (mlen == (size_t)-1) goto out;
     const char *end = min + mlen;
     const char *model = find_member(min, end, "model");
@@ -779,7 +829,7 @@ static int parse_split(const char *json, size_t len, parsed *p) {
 #else
     int threads = 1;
 #endif
-    size_t target = mlen / (size_t)(threads * 4);
+    size_t target = mlen / (size_t)(threads * 8);
     if (target < ((size_t)256 << 10)) target = (size_t)256 << 10;
     const char *vend, *mend;
     int nv = cut_chunks(vocab, end, target, &vc, &vend);
@@ -1293,9 +1343,8 @@ out:
 }
 
 static up_status read_model(up_tokenizer *t, const json_t *model, up_error *err) {
-    const char *type = type_of(model);
-    if (type && strcmp(type, "BPE") != 0)
-        return up_error_set(err, UP_ERR_UNSUPPORTED, "model type \"%s\" is not supported (only BPE)", type);
+    up_status st = check_model_type(model, err);
+    if (st) return st;
     const json_t *d = json_object_get(model, "dropout");
     if (d && !json_is_null(d) && !(json_is_number(d) && json_number_value(d) == 0.0))
         return up_error_set(err, UP_ERR_UNSUPPORTED, "model.dropout is not supported (it makes encoding random)");
@@ -1450,7 +1499,15 @@ up_status up_tokenizer_load(up_tokenizer **out, const char *path, up_error *err)
     struct stat sb;
     if (stat(cpath, &sb) == 0) {
         json_error_t je;
-        config = json_load_file(cpath, 0, &je);
+        char *ctext = NULL;
+        size_t clen = 0;
+        if ((st = read_file(cpath, &ctext, &clen, err))) {
+            free(cpath);
+            free(data);
+            return st;
+        }
+        config = json_loadb(ctext, clen, 0, &je);
+        free(ctext);
         if (!config || !json_is_object(config)) {
             st = up_error_set(err, UP_ERR_FORMAT, "%s: invalid JSON at line %d: %s", cpath, je.line,
                               config ? "not an object" : je.text);

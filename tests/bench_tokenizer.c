@@ -162,6 +162,7 @@ int main(int argc, char **argv) {
     printf("text: %s, %zu bytes, %d tokens\n", text_path, len, n);
     printf("C encode: %ld tokens in %.3f s = %.0f tokens/s (%.1f MB/s, %d runs)\n", tokens, dt, tokens / dt,
            (double)len * runs / dt / 1e6, runs);
+    double dt_encode = dt;
 
     long dtokens = 0;
     runs = 0;
@@ -183,8 +184,17 @@ int main(int argc, char **argv) {
     if (node) {
         char cmd[4096];
         snprintf(cmd, sizeof cmd, "node '%s' bench '%s' '%s' %g 2>&1", REF_SCRIPT, REF_MODULES, text_path, seconds);
-        int rc = system(cmd);
-        if (rc != 0) printf("node reference: not run (exit %d; needs node and the npm install)\n", rc);
+        FILE *p = popen(cmd, "r");
+        char line[512];
+        double node_tps = 0;
+        while (p && fgets(line, sizeof line, p)) {
+            fputs(line, stdout);
+            const char *eq = strstr(line, "= ");
+            if (!strncmp(line, "node:", 5) && eq) node_tps = atof(eq + 2);
+        }
+        int rc = p ? pclose(p) : -1;
+        if (rc != 0 || node_tps <= 0) printf("node reference: not run (needs node and the npm install)\n");
+        else printf("C / node encode speed: %.1fx\n", (double)tokens / dt_encode / node_tps);
     }
     if (text_path == tmp_path) unlink(tmp_path);
     free(ids);

@@ -231,6 +231,54 @@ static void test_parse_paths_agree(void **state) {
     free(json);
 }
 
+/* A > 1 MB text is minified in parallel parts cut at raw newlines. With a single newline
+ * in the text every part boundary falls on it, so a literal split by that newline ("70\n000")
+ * must stay invalid, and a newline between tokens must change nothing. */
+static void test_parallel_minify_join(void **state) {
+    (void)state;
+    int n = 90000;
+    size_t cap = (size_t)n * 24 + 256;
+    char *json = malloc(cap);
+    size_t o = (size_t)snprintf(json, cap, "{\"model\":{\"type\":\"BPE\",\"vocab\":{");
+    size_t mark = 0;
+    for (int i = 0; i < n; i++) {
+        o += (size_t)snprintf(json + o, cap - o, "%s\"w%05d\":%d", i ? "," : "", i, i);
+        if (i == 70000) mark = o; /* just after the value 70000 */
+    }
+    o += (size_t)snprintf(json + o, cap - o, "},\"merges\":[]}}");
+    assert_true(o > ((size_t)1 << 20));
+    for (int variant = 0; variant < 2; variant++) {
+        char *t = malloc(o + 2);
+        if (variant == 0) {
+            /* "70000" -> "70\n000" */
+            memcpy(t, json, mark - 3);
+            t[mark - 3] = '\n';
+            memcpy(t + mark - 2, json + mark - 3, o - (mark - 3));
+        } else {
+            /* a newline after the comma that follows 70000 */
+            memcpy(t, json, mark + 1);
+            t[mark + 1] = '\n';
+            memcpy(t + mark + 2, json + mark + 1, o - (mark + 1));
+        }
+        up_tokenizer *a = NULL, *b = NULL;
+        up_error ea = {0}, eb = {0};
+        up_status sa = up_tokenizer_load_mem(&a, t, o + 1, "big", UP_TOKENIZER_PARSE_WHOLE, &ea);
+        up_status sb = up_tokenizer_load_mem(&b, t, o + 1, "big", UP_TOKENIZER_PARSE_SPLIT, &eb);
+        assert_int_equal(sa, variant == 0 ? UP_ERR_FORMAT : UP_OK);
+        assert_int_equal(sb, sa);
+        assert_string_equal(ea.msg, eb.msg);
+        if (variant == 1) {
+            assert_int_equal(up_tokenizer_vocab_size(b), n);
+            assert_int_equal(up_tokenizer_token_id(b, "w70001"), 70001);
+            assert_string_equal(up_tokenizer_piece(b, 89999), "w89999");
+        }
+        up_tokenizer_free(a);
+        up_tokenizer_free(b);
+        free(t);
+    }
+    free(json);
+}
+
 /* ------------------------------------------------------------------ encode */
 
 static void test_encode_basic(void **state) {
@@ -582,6 +630,10 @@ static void test_format_errors(void **state) {
     expect_fail("{\"model\":{\"vocab\":{\"a\":0},\"merges\":[]},\"decoder\":{\"type\":\"Strip\",\"content\":\"ab\",\"start\":1,\"stop\":0}}",
                 UP_ERR_FORMAT, "Strip needs one content character");
     expect_fail("{\"model\":{\"vocab\":{\"a\":99999999999},\"merges\":[]}}", UP_ERR_FORMAT, "not a token id");
+    expect_fail("{\"model\":{\"type\":5,\"vocab\":{},\"merges\":[]}}", UP_ERR_FORMAT, "model.type is not a string");
+    /* Found by the load fuzzer: the split parse once let a trailing comma through. */
+    expect_fail("{\"model\":{\"vocab\":{\"a\":0,},\"merges\":[]}}", UP_ERR_FORMAT, "invalid JSON");
+    expect_fail("{\"model\":{\"vocab\":{\"a\":0},\"merges\":[[\"a\",\"a\"],]}}", UP_ERR_FORMAT, "invalid JSON");
 }
 
 /* Added tokens may extend the id space past the model vocab (Gemma-3's <image_soft_token>). */
@@ -607,6 +659,7 @@ int main(void) {
         cmocka_unit_test(test_load_dir),
         cmocka_unit_test(test_specials_without_config),
         cmocka_unit_test(test_parse_paths_agree),
+        cmocka_unit_test(test_parallel_minify_join),
         cmocka_unit_test(test_encode_basic),
         cmocka_unit_test(test_merge_priority),
         cmocka_unit_test(test_byte_fallback),
