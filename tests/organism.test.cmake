@@ -1,0 +1,5 @@
+# The model organism: the corpus generator on the shipped spec (with a BPE tokenizer trained
+# on its output). The BPE trainer's own unit tests are the cmocka executable test_bpe.
+include_guard(GLOBAL)
+add_test(NAME organism_corpus
+         COMMAND upstream ${CMAKE_SOURCE_DIR}/tests/lua/test_organism_corpus.lua ${CMAKE_SOURCE_DIR})
