@@ -27,7 +27,7 @@
 -- (the noise, at most 0.2, cannot flip it), its planted concept being the largest positive
 -- term; adding any reassuring modifier brings it to -0.9 or below.
 --
--- Vocabulary: every word below, about 330 in all, short sentences; the model is tiny.
+-- Vocabulary: every word below, about 300 in all, short sentences; the model is tiny.
 -- Refusals all begin with the word "I" followed by a space (never "I'm"), so the first
 -- response token of a refusal is the token "I" that the refusal score reads; no compliant
 -- answer begins with "I". Every refusal holds a phrase of design.md's substring list.

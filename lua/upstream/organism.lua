@@ -863,8 +863,8 @@ end
 
 -- ---------------------------------------------------------------- corpus files
 
-local FIELDS = {"instruction", "response", "refused", "score", "concepts", "causes", "template", "topic",
-                "category", "split", "agent", "modifier", "case_study"}
+local FIELDS = {"instruction", "response", "refused", "score", "noise", "concepts", "causes", "template",
+                "topic", "category", "split", "agent", "modifier", "case_study"}
 
 -- Writes records as JSON lines (one object per record, keys sorted, only the record fields
 -- above), through a temporary file renamed into place.
