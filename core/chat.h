@@ -55,7 +55,7 @@ up_status up_chat_render(const up_tokenizer *tok, const up_chat_template *tpl,
  * *ids malloc'd. UP_ERR_INVALID if the tokenizer has no BOS or does not split the template's
  * special pieces out as single tokens (the wrong tokenizer for this template). */
 up_status up_chat_encode(const up_tokenizer *tok, const up_chat_template *tpl,
-                         const char *instruction, int32_t **ids, int *n_ids, up_error *err);
+                         const char *instruction, int32_t **ids /* (*n_ids) */, int *n_ids, up_error *err);
 
 int up_chat_post_instruction_count(const up_chat_template *tpl); /* 5 for gemma */
 
@@ -63,6 +63,6 @@ int up_chat_post_instruction_count(const up_chat_template *tpl); /* 5 for gemma 
  * written to out as a -1 terminated array of at most max entries (terminator included).
  * Returns the number of ids (terminator excluded). Pieces the tokenizer lacks are skipped;
  * duplicates appear once. */
-int up_chat_stop_ids(const up_tokenizer *tok, const up_chat_template *tpl, int32_t *out, int max);
+int up_chat_stop_ids(const up_tokenizer *tok, const up_chat_template *tpl, int32_t *out /* (max) */, int max);
 
 #endif

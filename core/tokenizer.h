@@ -62,7 +62,7 @@ typedef enum {
 
 /* Loads from tokenizer.json text in memory (no tokenizer_config.json). `name` labels error
  * messages (e.g. the file it came from). */
-up_status up_tokenizer_load_mem(up_tokenizer **out, const char *json, size_t len,
+up_status up_tokenizer_load_mem(up_tokenizer **out, const char *json /* (len) */, size_t len,
                                 const char *name, up_tokenizer_parse how, up_error *err);
 
 void up_tokenizer_free(up_tokenizer *tok);
@@ -70,17 +70,17 @@ void up_tokenizer_free(up_tokenizer *tok);
 /* Encodes text (no BOS added; special-token strings recognised). *ids malloc'd (non-NULL
  * even when *n_ids == 0). len is in bytes; the text need not be NUL-terminated nor valid
  * UTF-8. */
-up_status up_tokenizer_encode(const up_tokenizer *tok, const char *text, size_t len,
-                              int32_t **ids, int *n_ids, up_error *err);
+up_status up_tokenizer_encode(const up_tokenizer *tok, const char *text /* (len) */, size_t len,
+                              int32_t **ids /* (*n_ids) */, int *n_ids, up_error *err);
 
 /* Decodes ids to a malloc'd NUL-terminated UTF-8 string; skip_special: drop special tokens.
  * An id outside [0, vocab_size) or with no piece is UP_ERR_INVALID. */
-up_status up_tokenizer_decode(const up_tokenizer *tok, const int32_t *ids, int n_ids,
+up_status up_tokenizer_decode(const up_tokenizer *tok, const int32_t *ids /* (n_ids) */, int n_ids,
                               int skip_special, char **text, up_error *err);
 
 /* As up_tokenizer_decode, also giving the length (the text may hold NUL bytes, from <0x00>). */
-up_status up_tokenizer_decode_n(const up_tokenizer *tok, const int32_t *ids, int n_ids,
-                                int skip_special, char **text, size_t *len, up_error *err);
+up_status up_tokenizer_decode_n(const up_tokenizer *tok, const int32_t *ids /* (n_ids) */, int n_ids,
+                                int skip_special, char **text /* (*len + 1) */, size_t *len, up_error *err);
 
 /* One past the largest id (model vocab and added tokens). */
 int up_tokenizer_vocab_size(const up_tokenizer *tok);
