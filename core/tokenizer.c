@@ -121,12 +121,14 @@ static uint64_t hash_u64(uint64_t x) {
 }
 
 /* String -> id table over strings kept in an arena, open addressing with linear probing.
- * A slot carries the hash tag, offset and length so that a probe touches the arena only
- * on a likely hit: lookups are memory-bound (two cache misses instead of four). */
+ * Lookups are memory-bound, so a slot (half a cache line) carries the hash tag, the length
+ * and the first 16 bytes: most pieces are compared without touching the arena at all. */
+#define SLOT_PREFIX 16
 typedef struct {
     uint32_t tag;
     int32_t id; /* -1 = empty */
     uint32_t off, len;
+    char prefix[SLOT_PREFIX];
 } strslot;
 
 typedef struct {
@@ -137,35 +139,51 @@ typedef struct {
 static int strtab_init(strtab *t, size_t n) {
     size_t cap = 16;
     while (cap < n * 2) cap *= 2;
-    t->slot = malloc(cap * sizeof *t->slot);
+    t->slot = aligned_alloc(64, cap * sizeof *t->slot);
     if (!t->slot) return -1;
     for (size_t i = 0; i < cap; i++) t->slot[i].id = -1;
     t->mask = (uint32_t)(cap - 1);
     return 0;
 }
 
-static int32_t strtab_find(const strtab *t, const char *arena, const char *s, size_t n) {
-    uint64_t h = hash_bytes(s, n);
+static int slot_equal(const strslot *x, const char *arena, const char *s, size_t n) {
+    if (n <= SLOT_PREFIX) return memcmp(x->prefix, s, n) == 0;
+    return memcmp(x->prefix, s, SLOT_PREFIX) == 0 &&
+           memcmp(arena + x->off + SLOT_PREFIX, s + SLOT_PREFIX, n - SLOT_PREFIX) == 0;
+}
+
+static int32_t strtab_find_h(const strtab *t, const char *arena, const char *s, size_t n, uint64_t h) {
     uint32_t tag = (uint32_t)(h >> 32), i = (uint32_t)h & t->mask;
     for (;;) {
         const strslot *x = &t->slot[i];
         if (x->id < 0) return -1;
-        if (x->tag == tag && x->len == n && memcmp(arena + x->off, s, n) == 0) return x->id;
+        if (x->tag == tag && x->len == n && slot_equal(x, arena, s, n)) return x->id;
         i = (i + 1) & t->mask;
     }
 }
 
+static int32_t strtab_find(const strtab *t, const char *arena, const char *s, size_t n) {
+    return strtab_find_h(t, arena, s, n, hash_bytes(s, n));
+}
+
+static void strtab_prefetch(const strtab *t, uint64_t h) { __builtin_prefetch(&t->slot[(uint32_t)h & t->mask]); }
+
 /* Inserts (arena+off, len) -> id; returns the id already holding that string, or -1. */
 static int32_t strtab_insert(strtab *t, const char *arena, uint32_t off, uint32_t len, int32_t id) {
-    uint64_t h = hash_bytes(arena + off, len);
+    const char *s = arena + off;
+    uint64_t h = hash_bytes(s, len);
     uint32_t tag = (uint32_t)(h >> 32), i = (uint32_t)h & t->mask;
     for (;;) {
         strslot *x = &t->slot[i];
         if (x->id < 0) {
-            *x = (strslot){tag, id, off, len};
+            x->tag = tag;
+            x->id = id;
+            x->off = off;
+            x->len = len;
+            memcpy(x->prefix, s, len < SLOT_PREFIX ? len : SLOT_PREFIX);
             return -1;
         }
-        if (x->tag == tag && x->len == len && memcmp(arena + x->off, arena + off, len) == 0) return x->id;
+        if (x->tag == tag && x->len == len && slot_equal(x, arena, s, len)) return x->id;
         i = (i + 1) & t->mask;
     }
 }
@@ -602,9 +620,9 @@ typedef struct {
 
 /* Cuts the container at p into element-aligned chunks of about `target` bytes. Returns the
  * number of chunks (0 for an empty container), -1 on anything unexpected; *after = one
- * past the container. */
+ * past the container, *count = its number of elements. */
 static int cut_chunks(const char *p, const char *end, size_t target, chunk_span **out,
-                      const char **after) {
+                      const char **after, size_t *count) {
     int is_obj = *p == '{';
     char close = is_obj ? '}' : ']';
     int n = 0, cap = 16;
@@ -643,6 +661,7 @@ static int cut_chunks(const char *p, const char *end, size_t target, chunk_span 
     if (p >= end) goto bad;
     *after = p + 1;
     *out = c;
+    *count = idx;
     return n;
 bad:
     free(c);
@@ -701,64 +720,130 @@ static up_status collect_vocab(const json_t *obj, chunk_out *c) {
     return c->st = UP_OK;
 }
 
-static up_status collect_merges(const json_t *arr, chunk_out *c) {
-    if (!json_is_array(arr)) return chunk_fail(c, UP_ERR_FORMAT, "model.merges is not an array");
+typedef struct {
+    up_status st;
+    char msg[512];
+} chunk_status;
+
+/* One merge rule's strings: left, right and their concatenation (at cat + off). */
+typedef struct {
+    const char *l, *r;
+    size_t nl, nr, off;
+    uint64_t hl, hr, hc;
+} merge_q;
+
+/* Resolves the merges in arr (global ranks first, first + 1, ...) to (left, right, result)
+ * ids in tri. Reads the vocab table only, so chunks can run in parallel. The three lookups
+ * per rule are cache misses; batching them with prefetches lets the misses overlap. */
+static void resolve_merges(const up_tokenizer *t, const json_t *arr, size_t first, int32_t *tri /* (n, 3) */,
+                           chunk_status *cs) {
+    enum { BATCH = 16 };
+    merge_q q[BATCH];
+    sbuf cat = {0};
     size_t n = json_array_size(arr);
-    c->n = 0;
-    if (chunk_alloc(c, n)) return chunk_fail(c, UP_ERR_NOMEM, "out of memory");
-    for (size_t i = 0; i < n; i++) {
-        const json_t *m = json_array_get(arr, i);
-        const char *l, *r;
-        size_t nl, nr;
-        if (json_is_string(m)) {
-            /* Old format "a b": exactly one space, as the Rust crate requires; pieces with a
-             * space need the pair format. */
-            const char *s = json_string_value(m);
-            const char *sp = strchr(s, ' ');
-            if (!sp || strchr(sp + 1, ' '))
-                return chunk_fail(c, UP_ERR_FORMAT,
-                                  "model.merges[%zu] \"%.64s\" is not two pieces separated by one space",
-                                  c->first + i, s);
-            l = s;
-            nl = (size_t)(sp - s);
-            r = sp + 1;
-            nr = strlen(r);
-        } else if (json_is_array(m) && json_array_size(m) == 2 &&
-                   json_is_string(json_array_get(m, 0)) && json_is_string(json_array_get(m, 1))) {
-            l = json_string_value(json_array_get(m, 0));
-            r = json_string_value(json_array_get(m, 1));
-            nl = strlen(l);
-            nr = strlen(r);
-        } else {
-            return chunk_fail(c, UP_ERR_FORMAT,
-                              "model.merges[%zu] is neither \"a b\" nor [\"a\", \"b\"]", c->first + i);
+    cs->st = UP_OK;
+    for (size_t i0 = 0; i0 < n && cs->st == UP_OK; i0 += BATCH) {
+        size_t nb = n - i0 < BATCH ? n - i0 : BATCH, got = 0;
+        cat.n = 0;
+        for (size_t j = 0; j < nb; j++, got++) {
+            size_t i = i0 + j;
+            const json_t *m = json_array_get(arr, i);
+            merge_q *e = &q[j];
+            if (json_is_string(m)) {
+                /* Old format "a b": exactly one space, as the Rust crate requires; pieces
+                 * with a space need the pair format. */
+                const char *sv = json_string_value(m);
+                const char *sp = strchr(sv, ' ');
+                if (!sp || strchr(sp + 1, ' ')) {
+                    cs->st = UP_ERR_FORMAT;
+                    snprintf(cs->msg, sizeof cs->msg,
+                             "model.merges[%zu] \"%.64s\" is not two pieces separated by one space", first + i, sv);
+                    break;
+                }
+                e->l = sv;
+                e->nl = (size_t)(sp - sv);
+                e->r = sp + 1;
+                e->nr = strlen(e->r);
+            } else if (json_is_array(m) && json_array_size(m) == 2 && json_is_string(json_array_get(m, 0)) &&
+                       json_is_string(json_array_get(m, 1))) {
+                e->l = json_string_value(json_array_get(m, 0));
+                e->r = json_string_value(json_array_get(m, 1));
+                e->nl = strlen(e->l);
+                e->nr = strlen(e->r);
+            } else {
+                cs->st = UP_ERR_FORMAT;
+                snprintf(cs->msg, sizeof cs->msg, "model.merges[%zu] is neither \"a b\" nor [\"a\", \"b\"]", first + i);
+                break;
+            }
+            e->off = cat.n;
+            if (sbuf_put(&cat, e->l, e->nl) || sbuf_put(&cat, e->r, e->nr)) {
+                cs->st = UP_ERR_NOMEM;
+                snprintf(cs->msg, sizeof cs->msg, "out of memory");
+                break;
+            }
+            e->hl = hash_bytes(e->l, e->nl);
+            e->hr = hash_bytes(e->r, e->nr);
+            e->hc = hash_bytes(cat.p + e->off, e->nl + e->nr);
+            strtab_prefetch(&t->vocab, e->hl);
+            strtab_prefetch(&t->vocab, e->hr);
+            strtab_prefetch(&t->vocab, e->hc);
         }
-        c->a[c->n] = (uint32_t)c->strs.n;
-        if (sbuf_put(&c->strs, l, nl) || sbuf_put(&c->strs, "", 1))
-            return chunk_fail(c, UP_ERR_NOMEM, "out of memory");
-        c->b[c->n] = (int32_t)c->strs.n;
-        if (sbuf_put(&c->strs, r, nr) || sbuf_put(&c->strs, "", 1))
-            return chunk_fail(c, UP_ERR_NOMEM, "out of memory");
-        c->n++;
+        /* Rules before a malformed one are still checked, so the first error is reported. */
+        for (size_t j = 0; j < got; j++) {
+            const merge_q *e = &q[j];
+            int32_t *x = tri + 3 * (first + i0 + j);
+            x[0] = strtab_find_h(&t->vocab, t->arena, e->l, e->nl, e->hl);
+            x[1] = strtab_find_h(&t->vocab, t->arena, e->r, e->nr, e->hr);
+            x[2] = strtab_find_h(&t->vocab, t->arena, cat.p + e->off, e->nl + e->nr, e->hc);
+            if (x[0] < 0 || x[1] < 0 || x[2] < 0) {
+                cs->st = UP_ERR_FORMAT;
+                if (x[0] < 0 || x[1] < 0)
+                    snprintf(cs->msg, sizeof cs->msg, "model.merges[%zu]: \"%.64s\" is not in the vocab", first + i0 + j,
+                             x[0] < 0 ? e->l : e->r);
+                else
+                    snprintf(cs->msg, sizeof cs->msg, "model.merges[%zu]: \"%.*s\" is not in the vocab", first + i0 + j,
+                             (int)(e->nl + e->nr < 64 ? e->nl + e->nr : 64), cat.p + e->off);
+                break;
+            }
+        }
     }
-    return c->st = UP_OK;
+    free(cat.p);
 }
 
+/* What a parse leaves for building the tables. The merges stay unparsed text in the split
+ * path: they are parsed and resolved in parallel once the vocab table exists. */
 typedef struct {
     json_t *root;     /* everything, or the skeleton without vocab/merges contents */
     chunk_out *vocab; /* (n_vocab_chunks) */
     int n_vocab_chunks;
-    chunk_out *merges; /* (n_merge_chunks) */
+    const json_t *merges;   /* whole path: model.merges inside root */
+    char *min;              /* split path: the minified text the spans point into */
+    chunk_span *mspan;      /* split path: (n_merge_chunks) element-aligned spans of model.merges */
     int n_merge_chunks;
+    size_t n_merges;        /* split path: elements in model.merges */
 } parsed;
 
 static void parsed_free(parsed *p) {
     for (int i = 0; i < p->n_vocab_chunks; i++) chunk_free(&p->vocab[i]);
-    for (int i = 0; i < p->n_merge_chunks; i++) chunk_free(&p->merges[i]);
     free(p->vocab);
-    free(p->merges);
+    free(p->min);
+    free(p->mspan);
     if (p->root) json_decref(p->root);
     memset(p, 0, sizeof *p);
+}
+
+/* "[" + span + "]" (or braces) parsed by jansson. */
+static json_t *parse_span(const chunk_span *cs, char open, char close) {
+    size_t n = (size_t)(cs->end - cs->start);
+    char *buf = malloc(n + 2);
+    if (!buf) return NULL;
+    buf[0] = open;
+    memcpy(buf + 1, cs->start, n);
+    buf[n + 1] = close;
+    json_error_t je;
+    json_t *v = json_loadb(buf, n + 2, JSON_REJECT_DUPLICATES, &je);
+    free(buf);
+    return v;
 }
 
 static up_status jansson_error(up_error *err, const json_error_t *je) {
@@ -785,9 +870,8 @@ static up_status parse_whole(const char *json, size_t len, parsed *p, up_error *
     const json_t *model = json_object_get(p->root, "model");
     if (!json_is_object(model)) return up_error_set(err, UP_ERR_FORMAT, "no \"model\" object");
     p->vocab = calloc(1, sizeof *p->vocab);
-    p->merges = calloc(1, sizeof *p->merges);
-    if (!p->vocab || !p->merges) return up_error_set(err, UP_ERR_NOMEM, "out of memory");
-    p->n_vocab_chunks = p->n_merge_chunks = 1;
+    if (!p->vocab) return up_error_set(err, UP_ERR_NOMEM, "out of memory");
+    p->n_vocab_chunks = 1;
     /* Type checks of the model come first so that an unsupported model type is reported as
      * such rather than as a missing merges array. */
     up_status st = check_model_type(model, err);
@@ -798,11 +882,10 @@ static up_status parse_whole(const char *json, size_t len, parsed *p, up_error *
     if (!merges) return up_error_set(err, UP_ERR_FORMAT, "model.merges is missing");
     if (collect_vocab(vocab, &p->vocab[0]) != UP_OK)
         return up_error_set(err, p->vocab[0].st, "%s", p->vocab[0].msg);
-    if (collect_merges(merges, &p->merges[0]) != UP_OK)
-        return up_error_set(err, p->merges[0].st, "%s", p->merges[0].msg);
-    /* The contents now live in the chunks; drop jansson's copy early. */
+    if (!json_is_array(merges)) return up_error_set(err, UP_ERR_FORMAT, "model.merges is not an array");
+    p->merges = merges;
+    /* The vocab now lives in the chunk; drop jansson's copy early. */
     json_object_set_new((json_t *)model, "vocab", json_object());
-    json_object_set_new((json_t *)model, "merges", json_array());
     return UP_OK;
 }
 
@@ -832,9 +915,10 @@ static int parse_split(const char *json, size_t len, parsed *p) {
     size_t target = mlen / (size_t)(threads * 8);
     if (target < ((size_t)256 << 10)) target = (size_t)256 << 10;
     const char *vend, *mend;
-    int nv = cut_chunks(vocab, end, target, &vc, &vend);
+    size_t nvocab;
+    int nv = cut_chunks(vocab, end, target, &vc, &vend, &nvocab);
     if (nv < 0) goto out;
-    int nm = cut_chunks(merges, end, target, &mc, &mend);
+    int nm = cut_chunks(merges, end, target, &mc, &mend, &p->n_merges);
     if (nm < 0) goto out;
 
     /* Skeleton: the text with both big values emptied (they may come in either order). */
@@ -859,37 +943,25 @@ static int parse_split(const char *json, size_t len, parsed *p) {
     if (!p->root) goto out;
 
     p->n_vocab_chunks = nv;
-    p->n_merge_chunks = nm;
     p->vocab = calloc((size_t)(nv ? nv : 1), sizeof *p->vocab);
-    p->merges = calloc((size_t)(nm ? nm : 1), sizeof *p->merges);
-    if (!p->vocab || !p->merges) goto out;
-    int total = nv + nm, failed = 0;
+    if (!p->vocab) goto out;
+    int failed = 0;
 #pragma omp parallel for schedule(dynamic, 1) reduction(| : failed)
-    for (int k = 0; k < total; k++) {
-        int is_vocab = k < nv;
-        const chunk_span *cs = is_vocab ? &vc[k] : &mc[k - nv];
-        chunk_out *co = is_vocab ? &p->vocab[k] : &p->merges[k - nv];
-        size_t n = (size_t)(cs->end - cs->start);
-        char *buf = malloc(n + 2);
-        if (!buf) {
-            failed |= 1;
-            continue;
-        }
-        buf[0] = is_vocab ? '{' : '[';
-        memcpy(buf + 1, cs->start, n);
-        buf[n + 1] = is_vocab ? '}' : ']';
-        json_error_t cje;
-        json_t *v = json_loadb(buf, n + 2, JSON_REJECT_DUPLICATES, &cje);
-        free(buf);
+    for (int k = 0; k < nv; k++) {
+        json_t *v = parse_span(&vc[k], '{', '}');
         if (!v) {
             failed |= 1;
             continue;
         }
-        co->first = cs->first;
-        up_status st = is_vocab ? collect_vocab(v, co) : collect_merges(v, co);
+        p->vocab[k].first = vc[k].first;
+        if (collect_vocab(v, &p->vocab[k]) != UP_OK) failed |= 1;
         json_decref(v);
-        if (st != UP_OK) failed |= 1;
     }
+    p->min = min;
+    p->mspan = mc;
+    p->n_merge_chunks = nm;
+    min = NULL;
+    mc = NULL;
     if (!failed) rc = 0;
 out:
     free(min);
@@ -981,67 +1053,55 @@ static up_status build_vocab(up_tokenizer *t, parsed *p, up_error *err) {
 }
 
 static up_status build_merges(up_tokenizer *t, parsed *p, up_error *err) {
-    size_t n = 0;
-    for (int c = 0; c < p->n_merge_chunks; c++) n += p->merges[c].n;
+    int split = p->merges == NULL;
+    size_t n = split ? p->n_merges : json_array_size(p->merges);
+    int nc = split ? p->n_merge_chunks : 1;
     if (n >= (size_t)INT32_MAX / 2) return up_error_set(err, UP_ERR_FORMAT, "too many merges");
     t->n_merges = (int32_t)n;
     size_t cap = 16;
     while (cap < n * 2 + 1) cap *= 2;
     t->merge = malloc(cap * sizeof *t->merge);
     int32_t *tri = malloc((n ? n : 1) * 3 * sizeof *tri); /* (n, 3) left, right, result */
-    if (!t->merge || !tri) {
-        free(tri);
-        return up_error_set(err, UP_ERR_NOMEM, "out of memory for %zu merges", n);
+    chunk_status *cs = calloc((size_t)(nc ? nc : 1), sizeof *cs);
+    up_status st = UP_OK;
+    if (!t->merge || !tri || !cs) {
+        st = up_error_set(err, UP_ERR_NOMEM, "out of memory for %zu merges", n);
+        goto out;
     }
     for (size_t i = 0; i < cap; i++) t->merge[i].key = UINT64_MAX;
     t->mmask = (uint32_t)(cap - 1);
-    /* Resolving pieces to ids is read-only on the vocab table, so chunks go in parallel. */
-    size_t *base = malloc((size_t)(p->n_merge_chunks + 1) * sizeof *base);
-    if (!base) {
-        free(tri);
-        return up_error_set(err, UP_ERR_NOMEM, "out of memory");
-    }
-    base[0] = 0;
-    for (int c = 0; c < p->n_merge_chunks; c++) base[c + 1] = base[c] + p->merges[c].n;
-    int bad_chunk = -1;
+    /* Parsing a chunk and resolving its pieces read nothing shared but the vocab table. */
 #pragma omp parallel for schedule(dynamic, 1)
-    for (int c = 0; c < p->n_merge_chunks; c++) {
-        chunk_out *co = &p->merges[c];
-        sbuf cat = {0};
-        for (size_t i = 0; i < co->n; i++) {
-            const char *l = co->strs.p + co->a[i], *r = co->strs.p + co->b[i];
-            size_t nl = strlen(l), nr = strlen(r);
-            int32_t *x = tri + 3 * (base[c] + i);
-            x[0] = model_id(t, l, nl);
-            x[1] = model_id(t, r, nr);
-            cat.n = 0;
-            if (sbuf_put(&cat, l, nl) || sbuf_put(&cat, r, nr)) {
-                chunk_fail(co, UP_ERR_NOMEM, "out of memory");
-                break;
-            }
-            x[2] = model_id(t, cat.p, cat.n);
-            if (x[0] < 0 || x[1] < 0 || x[2] < 0) {
-                chunk_fail(co, UP_ERR_FORMAT,
-                           "model.merges[%zu]: \"%.64s\" is not in the vocab", base[c] + i,
-                           x[0] < 0 ? l : x[1] < 0 ? r : cat.p);
-                break;
-            }
+    for (int c = 0; c < nc; c++) {
+        if (!split) {
+            resolve_merges(t, p->merges, 0, tri, &cs[c]);
+            continue;
         }
-        free(cat.p);
-    }
-    for (int c = 0; c < p->n_merge_chunks; c++)
-        if (p->merges[c].st != UP_OK) {
-            bad_chunk = c;
-            break;
+        json_t *arr = parse_span(&p->mspan[c], '[', ']');
+        size_t want = (c + 1 < nc ? p->mspan[c + 1].first : n) - p->mspan[c].first;
+        if (arr && json_array_size(arr) != want) {
+            /* Never index tri by a count the scanner and jansson disagree on. */
+            json_decref(arr);
+            arr = NULL;
         }
-    up_status st = UP_OK;
-    if (bad_chunk >= 0) {
-        st = up_error_set(err, p->merges[bad_chunk].st, "%s", p->merges[bad_chunk].msg);
-    } else {
-        for (size_t i = 0; i < n; i++) merge_insert(t, tri[3 * i], tri[3 * i + 1], (int32_t)i, tri[3 * i + 2]);
+        if (!arr) {
+            /* The caller redoes the load in one pass, which reports the error properly. */
+            cs[c].st = UP_ERR_FORMAT;
+            snprintf(cs[c].msg, sizeof cs[c].msg, "model.merges: invalid JSON");
+            continue;
+        }
+        resolve_merges(t, arr, p->mspan[c].first, tri, &cs[c]);
+        json_decref(arr);
     }
+    for (int c = 0; c < nc; c++)
+        if (cs[c].st != UP_OK) {
+            st = up_error_set(err, cs[c].st, "%s", cs[c].msg);
+            goto out;
+        }
+    for (size_t i = 0; i < n; i++) merge_insert(t, tri[3 * i], tri[3 * i + 1], (int32_t)i, tri[3 * i + 2]);
+out:
     free(tri);
-    free(base);
+    free(cs);
     return st;
 }
 
