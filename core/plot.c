@@ -1173,7 +1173,7 @@ up_status up_plot_lines(const char *path, const up_plot_style *style, const up_p
     }
     axis ya;
     double est_h = c->H - top - bottom_fixed - lh - 10;
-    axis_init(&ya, ymn, ymx, (int)(est_h / 55) + 2, d->bars && ymn >= 0 ? 0 : 0.05,
+    axis_init(&ya, ymn, ymx, (int)(est_h / 65) + 2, d->bars && ymn >= 0 ? 0 : 0.05,
               d->bars && ymx <= 0 ? 0 : 0.05, ylog);
     double ylab_w = st.ylabel && *st.ylabel ? llh + 6 : 0;
     double x0 = PAD + ylab_w + ticks_w(c, &ya) + TICK + 5, x1 = c->W - right;
@@ -1349,7 +1349,7 @@ up_status up_plot_scatter(const char *path, const up_plot_style *style, const up
     }
     double est_h = c->H - top - bottom_fixed;
     axis ya, xa;
-    axis_init(&ya, ymn, ymx, (int)(est_h / 55) + 2, 0.06, 0.06, 0);
+    axis_init(&ya, ymn, ymx, (int)(est_h / 65) + 2, 0.06, 0.06, 0);
     double ylab_w = st.ylabel && *st.ylabel ? llh + 6 : 0;
     double x0 = PAD + ylab_w + ticks_w(c, &ya) + TICK + 5;
     frame f = {x0, top, c->W - right, c->H - bottom_fixed};
@@ -1359,7 +1359,7 @@ up_status up_plot_scatter(const char *path, const up_plot_style *style, const up
         shift = (f.x1 - f.x0 - side) / 2;
         f.x0 += shift;
         f.x1 = f.x0 + side, f.y1 = f.y0 + side;
-        axis_init(&ya, ymn, ymx, (int)(side / 55) + 2, 0.06, 0.06, 0);
+        axis_init(&ya, ymn, ymx, (int)(side / 65) + 2, 0.06, 0.06, 0);
     }
     axis_x(c, &xa, xmn, xmx, 0.06, f.x0, f.x1, 0);
     if (d->identity) ya = xa; /* the same ticks on both axes */
@@ -1511,7 +1511,7 @@ up_status up_plot_selection(const char *path, const up_plot_style *style, const 
         int lg = k == 2 && all_pos && isfinite(mn) && mx / mn > 20;
         if (isfinite(thr) && (!lg || thr > 0)) mn = fmin(mn, thr), mx = fmax(mx, thr);
         axis ya, xa;
-        axis_init(&ya, mn, mx, (int)((bottom - top) / 50) + 2, 0.06, 0.06, lg);
+        axis_init(&ya, mn, mx, (int)((bottom - top) / 65) + 2, 0.06, 0.06, lg);
         double ptop = top + llh + 4;
         double px0 = PAD + k * slot + ticks_w(c, &ya) + TICK + 5, px1 = PAD + (k + 1) * slot - (k < 2 ? 16 : 0);
         frame f = {px0, ptop, px1, bottom};
