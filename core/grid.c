@@ -455,7 +455,7 @@ const char *up_grid_progress_format(const up_grid_progress *p, int width, char *
     }
     PUT("%d/%d cells", p->done, p->total);
     if (p->cached) PUT("  %d cached", p->cached);
-    if (p->batch > 0) PUT("  batch %d/%d step %d/%d", p->batch, p->n_batches, p->step, p->steps);
+    if (p->batch > 0 && p->steps > 0) PUT("  batch %d/%d step %d/%d", p->batch, p->n_batches, p->step, p->steps);
     if (isfinite(p->rate)) PUT("  %.3g cells/s", p->rate);
     if (isfinite(p->eta)) {
         long s = (long)(p->eta + 0.5);

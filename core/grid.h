@@ -129,8 +129,10 @@ typedef struct up_grid_progress {
     int done, total;       /* cells finished (from the cache or computed) and all cells */
     int cached, computed;  /* how the finished ones were obtained (duplicates count where
                               their original did) */
-    int batch, n_batches;  /* the batch running (1-based; 0 between batches) and how many */
-    int step, steps;       /* forward passes done of the running batch (prefill + decode) */
+    int batch, n_batches;  /* the batch running, or just finished when steps is 0 (1-based; 0
+                              before the first and after the last), and how many there are */
+    int step, steps;       /* forward passes done of the running batch (prefill + decode);
+                              0 of 0 in the report that follows each batch */
     double elapsed;        /* seconds since up_grid_run began */
     double rate;           /* computed cells per second, NaN until a batch has finished */
     double eta;            /* seconds left at that rate, NaN when unknown */

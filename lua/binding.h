@@ -35,6 +35,7 @@ void up_lua_register_train(lua_State *L);
 void up_lua_register_settings(lua_State *L);
 void up_lua_register_bpe(lua_State *L); /* upstream.train_bpe (lua_bpe.c) */
 void up_lua_register_plot(lua_State *L); /* upstream.plot (lua_plot.c) */
+void up_lua_register_steer(lua_State *L); /* upstream.grid, metrics, model:steer/select_direction (lua_steer.c) */
 /* Pushes a Model userdata that owns m (freed by its __gc/__close). */
 void up_lua_push_model(lua_State *L, struct up_model *m);
 

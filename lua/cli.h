@@ -19,6 +19,7 @@ int up_cmd_dump(int argc, char **argv);
 int up_cmd_generate(int argc, char **argv);
 int up_cmd_attribute(int argc, char **argv);
 int up_cmd_directions(int argc, char **argv);
+int up_cmd_steer(int argc, char **argv);
 int up_cmd_tokenize(int argc, char **argv);
 int up_cmd_detokenize(int argc, char **argv);
 int up_cmd_run_lua(int argc, char **argv); /* argv[0] is the script path */

@@ -15,6 +15,7 @@ static const struct {
     {"generate", up_cmd_generate, "greedy completion of a prompt"},
     {"attribute", up_cmd_attribute, "rank SAE latents by the gradient of a direction's projection"},
     {"directions", up_cmd_directions, "difference-in-means refusal direction candidates"},
+    {"steer", up_cmd_steer, "steering grid: latents or a vector x alphas, refusal and coherence metrics"},
     {"tokenize", up_cmd_tokenize, "text -> token ids and pieces"},
     {"detokenize", up_cmd_detokenize, "token ids -> text"},
     {"run", up_cmd_run_lua, "run a Lua script (same as `upstream FILE.lua`)"},

@@ -1,0 +1,842 @@
+/* Lua bindings for steering grids, refusal metrics and direction selection (core/grid, steer,
+ * metrics, select).
+ *
+ *   upstream.grid(spec)                        -> Grid
+ *     spec.model          Model (required)
+ *     spec.prompts        {ids, ...} or {{ids = {...}, label = "..."}, ...}   (required)
+ *     spec.refusal_ids    {id, ...} (required; Gemma: the id of "I")
+ *     -- interventions; "none" (unsteered) is always intervention 1. Any mix of:
+ *     spec.sae, spec.latents = {k, ...} (0-based), spec.alphas = {a, ...}
+ *                         decoder-row sweep at the SAE's hook (or blocks.{spec.layer}.hook_resid_post)
+ *     spec.vectors = {vec, ...}, spec.names = {"...", ...}, spec.alphas, spec.layer (required)
+ *                         vector sweep (vec: Tensor or table of d numbers, used as given)
+ *     spec.where          "all" (default) | "prompt" | "generated": positions of the sweeps
+ *     spec.interventions  {{label = "...", latent = k, alpha = a, items = {item, ...}}, ...}, item:
+ *                           {kind = "add", point = "blocks.3.hook_resid_pre" | layer = l (resid_post),
+ *                            vector = vec, alpha = a, where = "all"|"prompt"|"generated"|{pos, ...}}
+ *                           {kind = "ablate", vector = r}
+ *                           {kind = "clamp", sae = Sae, latent = k, value = v, where = ...}
+ *     -- decoding, metrics, cache
+ *     spec.max_new_tokens 0 (scoring only, default) | N | {0, 32, ...}
+ *     spec.objective      {layer = L, direction = vec, positions = {...}}: R, dR and predicted_dR
+ *     spec.stop           {id, ...} (default: the model's eos)
+ *     spec.tokenizer      Tokenizer or path: completions decoded, substring judge applied
+ *     spec.substrings     {"I'm sorry", ...} (default: design.md's 12)
+ *     spec.cache          directory of per-cell files (resumable); spec.identity = {name = value}
+ *                         adds to every key (a model built in memory needs identity.model)
+ *     spec.batch = 16, spec.coherence = true, spec.rep_n = 3, spec.predict = true
+ *     spec.progress       true: a bar on stderr (a line every 5 s when stderr is not a terminal);
+ *                         function(p) ... end: p = {done, total, cached, computed, batch,
+ *                         n_batches, step, steps, elapsed, rate, eta, line}; return true or
+ *                         "stop" to stop (finished cells stay cached)
+ *   grid:run()          -> rows, or nil, message when the progress function stopped it.
+ *                          rows[i] = {prompt, prompt_label, intervention, label, latent, alpha,
+ *                          max_new_tokens, score, p_refusal, dscore, R, dR, predicted_dR, tokens,
+ *                          text, refused, refusal_match, logprob, repetition, cached, key}
+ *                          (prompt and intervention 1-based; unmeasured numbers are nil)
+ *   grid:rows()         -> the rows of the last run
+ *   grid:totals()       -> {cells, unique, cached, computed, batches, seconds}
+ *   grid:set_prediction(prompt, intervention, value)   fills predicted_dR (1-based indices)
+ *   grid:close()        frees now (also __close / __gc; idempotent)
+ *   model:steer(prompts, spec) -> rows   (upstream.grid with spec.model and spec.prompts, run once)
+ *
+ *   upstream.refusal_score(logits, ids)        -> score, p   (logits: Tensor (V) or (T, V): last row)
+ *   upstream.substring_refusal(text[, list])   -> matched substring, 1-based index | nil
+ *   upstream.repetition(ids[, n = 3])          -> fraction of repeated n-grams
+ *   upstream.kl(p_logits, q_logits)            -> KL(P || Q) in nats
+ *   model:logprob(prompt_ids, completion_ids)  -> mean log-prob of the completion (NaN if empty)
+ *   model:select_direction(candidates, harmful, harmless, opts)
+ *        candidates Tensor(n_pos, n_layers, d) from model:directions; harmful/harmless lists of
+ *        id lists; opts = {refusal_ids = {...} (required), max_layer_frac = 0.8, max_kl = 0.1,
+ *        min_induce = 0, batch = 8}
+ *        -> {best = {index, pos, layer} | nil, direction = Tensor(d) | nil, n_kept,
+ *            base_harmful, base_harmless, scores = {{pos, layer, bypass, induce, kl, dropped}}}
+ *        (pos counts from the end, -1 = last token; dropped = "kept" or "layer,kl,...")
+ *
+ * Error rule: misuse (a wrong type, a missing spec field, an index out of range) raises with
+ * luaL_argerror naming the field; failures (unreadable cache, a closed model, a core error)
+ * raise with the core's message. Only a stop asked for by the progress function comes back as
+ * nil, message, since a script that stops a grid expects to resume it. */
+#include <lauxlib.h>
+#include <lua.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "binding.h"
+#include "cli.h"
+#include "grid.h"
+#include "metrics.h"
+#include "model.h"
+#include "select.h"
+#include "tokenizer.h"
+
+#define GRID_MT "upstream.Grid"
+/* lua_tokenizer.c's userdata: its first field is the tokenizer (NULL once closed). */
+#define TOKENIZER_MT "upstream.tokenizer"
+
+typedef struct lua_grid {
+    up_grid *g;
+    int32_t refusal[64], stop[64];
+    int n_refusal, n_stop;
+    char **subs; /* (n_subs) malloc'd */
+    int n_subs;
+    char *cache;
+    int batch, coherence, rep_n, predict;
+    int progress;         /* 0 none, 1 the built-in bar, 2 a function (in the uservalue) */
+    up_tokenizer *own_tok; /* loaded from a path */
+} lua_grid;
+
+/* ---- small readers that leave nothing to leak when they raise ---------------------------- */
+
+/* Scratch memory owned by Lua (a userdata left on the stack), so a raise frees it. */
+static void *scratch(lua_State *L, size_t bytes) { return lua_newuserdatauv(L, bytes ? bytes : 1, 0); }
+
+/* Reads d floats from a Tensor or a table at idx into dst; what names the field in errors. */
+static void read_vec(lua_State *L, int idx, int d, float *dst, const char *what) {
+    up_lua_tensor *t = luaL_testudata(L, idx, UP_TENSOR_MT);
+    if (t) {
+        if (!t->data || t->numel != d) luaL_error(L, "%s: expected %d values, got a tensor of %d", what, d, (int)t->numel);
+        memcpy(dst, t->data, (size_t)d * sizeof *dst);
+        return;
+    }
+    if (!lua_istable(L, idx) || luaL_len(L, idx) != d) luaL_error(L, "%s: expected a Tensor or a table of %d numbers", what, d);
+    for (int i = 0; i < d; i++) {
+        lua_geti(L, idx, i + 1);
+        int ok;
+        dst[i] = (float)lua_tonumberx(L, -1, &ok);
+        lua_pop(L, 1);
+        if (!ok) luaL_error(L, "%s: entry %d is not a number", what, i + 1);
+    }
+}
+
+/* A table of integers at idx into a scratch buffer (pushed); returns it and its length. */
+static int32_t *read_ints(lua_State *L, int idx, int *n, const char *what) {
+    if (!lua_istable(L, idx)) luaL_error(L, "%s: expected a table of integers", what);
+    *n = (int)luaL_len(L, idx);
+    int32_t *v = scratch(L, (size_t)*n * sizeof *v);
+    for (int i = 0; i < *n; i++) {
+        lua_geti(L, idx, i + 1);
+        int ok;
+        lua_Integer x = lua_tointegerx(L, -1, &ok);
+        lua_pop(L, 1);
+        if (!ok || x < INT32_MIN || x > INT32_MAX) luaL_error(L, "%s: entry %d is not an integer", what, i + 1);
+        v[i] = (int32_t)x;
+    }
+    return v;
+}
+
+/* Lists of id lists: pointers and lengths in one scratch block (pushed, with one block per list). */
+static up_token_lists read_lists(lua_State *L, int idx, const char *what) {
+    luaL_checktype(L, idx, LUA_TTABLE);
+    up_token_lists out = {0};
+    out.n = (int)luaL_len(L, idx);
+    if (out.n <= 0) luaL_argerror(L, idx, lua_pushfstring(L, "%s: expected a non-empty list of id lists", what));
+    const int32_t **ids = scratch(L, (size_t)out.n * sizeof *ids);
+    int *lens = scratch(L, (size_t)out.n * sizeof *lens);
+    for (int i = 0; i < out.n; i++) {
+        lua_geti(L, idx, i + 1);
+        ids[i] = read_ints(L, lua_gettop(L), &lens[i], what);
+        lua_replace(L, -2); /* keep the block, drop the list */
+    }
+    out.ids = ids, out.lens = lens;
+    return out;
+}
+
+static int field(lua_State *L, int t, const char *k) { return lua_getfield(L, t, k); }
+
+static lua_Integer int_field(lua_State *L, int t, const char *k, lua_Integer dflt) {
+    int type = field(L, t, k);
+    lua_Integer v = dflt;
+    if (type != LUA_TNIL) {
+        int ok;
+        v = lua_tointegerx(L, -1, &ok);
+        if (!ok) luaL_argerror(L, t, lua_pushfstring(L, "%s must be an integer", k));
+    }
+    lua_pop(L, 1);
+    return v;
+}
+
+static lua_Number num_field(lua_State *L, int t, const char *k, lua_Number dflt) {
+    int type = field(L, t, k);
+    lua_Number v = dflt;
+    if (type != LUA_TNIL) {
+        int ok;
+        v = lua_tonumberx(L, -1, &ok);
+        if (!ok) luaL_argerror(L, t, lua_pushfstring(L, "%s must be a number", k));
+    }
+    lua_pop(L, 1);
+    return v;
+}
+
+static int bool_field(lua_State *L, int t, const char *k, int dflt) {
+    int type = field(L, t, k), v = type == LUA_TNIL ? dflt : lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    return v;
+}
+
+/* ---- the grid userdata --------------------------------------------------------------------- */
+
+static lua_grid *check_grid(lua_State *L, int idx) {
+    lua_grid *lg = luaL_checkudata(L, idx, GRID_MT);
+    if (!lg->g) luaL_argerror(L, idx, "grid has been closed");
+    return lg;
+}
+
+static int g_gc(lua_State *L) {
+    lua_grid *lg = luaL_checkudata(L, 1, GRID_MT);
+    up_grid_free(lg->g);
+    lg->g = NULL;
+    for (int i = 0; i < lg->n_subs; i++) free(lg->subs[i]);
+    free(lg->subs), free(lg->cache);
+    lg->subs = NULL, lg->cache = NULL, lg->n_subs = 0;
+    up_tokenizer_free(lg->own_tok);
+    lg->own_tok = NULL;
+    return 0;
+}
+
+static up_steer_where parse_where(lua_State *L, int t, const char *what, int **list, int *n_list) {
+    up_steer_where w = UP_STEER_POS_ALL;
+    int type = field(L, t, "where");
+    *list = NULL, *n_list = 0;
+    if (type == LUA_TTABLE) {
+        w = UP_STEER_POS_LIST;
+        *list = (int *)read_ints(L, lua_gettop(L), n_list, what); /* int32_t and int agree here */
+        lua_remove(L, -2); /* keep the scratch block, drop the table */
+        return w;
+    }
+    if (type != LUA_TNIL && (type != LUA_TSTRING || up_steer_where_parse(lua_tostring(L, -1), &w) || w == UP_STEER_POS_LIST))
+        luaL_error(L, "%s: where must be \"all\", \"prompt\", \"generated\" or a list of positions", what);
+    lua_pop(L, 1);
+    return w;
+}
+
+/* One intervention table at idx (stack index of the table); items go into scratch. */
+static void add_intervention(lua_State *L, int idx, int n, lua_grid *lg, const up_model *m, int refs) {
+    const int d = m->cfg.d_model, top = lua_gettop(L);
+    char what[96];
+    snprintf(what, sizeof what, "spec.interventions[%d]", n);
+    luaL_checktype(L, idx, LUA_TTABLE);
+    field(L, idx, "items");
+    const int items_t = lua_gettop(L);
+    if (!lua_istable(L, items_t)) luaL_error(L, "%s.items must be a list of items", what);
+    const int n_items = (int)luaL_len(L, items_t);
+    up_steer *items = scratch(L, (size_t)n_items * sizeof *items);
+    for (int j = 0; j < n_items; j++) {
+        char iw[128];
+        snprintf(iw, sizeof iw, "%s.items[%d]", what, j + 1);
+        lua_geti(L, items_t, j + 1);
+        const int it = lua_gettop(L);
+        if (!lua_istable(L, it)) luaL_error(L, "%s must be a table", iw);
+        field(L, it, "kind");
+        up_steer_kind kind;
+        if (!lua_isstring(L, -1) || up_steer_kind_parse(lua_tostring(L, -1), &kind))
+            luaL_error(L, "%s.kind must be \"add\", \"ablate\" or \"clamp\"", iw);
+        lua_pop(L, 1);
+        up_steer s;
+        memset(&s, 0, sizeof s);
+        if (kind == UP_STEER_CLAMP) {
+            field(L, it, "sae");
+            up_sae *sae = luaL_testudata(L, -1, "upstream.Sae") ? up_lua_check_sae(L, lua_gettop(L)) : NULL;
+            if (!sae) luaL_error(L, "%s.sae must be an SAE", iw);
+            /* Keep the SAE alive as long as the grid borrows it. */
+            lua_rawseti(L, refs, (lua_Integer)luaL_len(L, refs) + 1);
+            s = up_steer_clamp(sae, (int)int_field(L, it, "latent", -1), (float)num_field(L, it, "value", NAN));
+        } else {
+            float *v = scratch(L, (size_t)d * sizeof *v);
+            field(L, it, "vector");
+            if (lua_isnil(L, -1)) luaL_error(L, "%s.vector is required", iw);
+            read_vec(L, lua_gettop(L), d, v, iw);
+            lua_pop(L, 1);
+            if (kind == UP_STEER_ABLATE) {
+                s = up_steer_ablate(v);
+            } else {
+                up_hook_point p = {UP_HOOK_RESID_POST, (int)int_field(L, it, "layer", -1)};
+                if (field(L, it, "point") == LUA_TSTRING &&
+                    up_hook_point_parse(lua_tostring(L, -1), m->cfg.n_layers, &p))
+                    luaL_error(L, "%s.point '%s' is not a hook point of this model", iw, lua_tostring(L, -1));
+                lua_pop(L, 1);
+                s = up_steer_add(p, v, (float)num_field(L, it, "alpha", 1));
+            }
+        }
+        if (kind != UP_STEER_ABLATE) s.where = parse_where(L, it, iw, (int **)&s.positions, &s.n_positions);
+        items[j] = s;
+        /* the scratch blocks stay on the stack until this intervention is added */
+    }
+    field(L, idx, "label");
+    const char *label = lua_tostring(L, -1);
+    up_grid_intervention iv = {label, items, n_items, (int)int_field(L, idx, "latent", -1),
+                               (float)num_field(L, idx, "alpha", NAN)};
+    up_error e = {0};
+    if (up_grid_add_intervention(lg->g, &iv, &e) < 0) luaL_error(L, "%s", e.msg);
+    lua_settop(L, top);
+}
+
+static float *read_alphas(lua_State *L, int spec, int *n) {
+    field(L, spec, "alphas");
+    if (!lua_istable(L, -1)) luaL_argerror(L, 1, "spec.alphas (a list of coefficients) is required with latents or vectors");
+    *n = (int)luaL_len(L, -1);
+    if (*n <= 0) luaL_argerror(L, 1, "spec.alphas is empty");
+    float *a = scratch(L, (size_t)*n * sizeof *a);
+    for (int i = 0; i < *n; i++) {
+        lua_geti(L, -2, i + 1);
+        int ok;
+        a[i] = (float)lua_tonumberx(L, -1, &ok);
+        lua_pop(L, 1);
+        if (!ok) luaL_argerror(L, 1, "spec.alphas must hold numbers");
+    }
+    lua_remove(L, -2);
+    return a;
+}
+
+/* upstream.grid(spec) */
+static int l_grid(lua_State *L) {
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_settop(L, 1);
+    field(L, 1, "model");
+    if (!luaL_testudata(L, 2, "upstream.Model")) return luaL_argerror(L, 1, "spec.model must be a Model");
+    up_model *m = up_lua_check_model(L, 2);
+    const int d = m->cfg.d_model;
+    lua_grid *lg = lua_newuserdatauv(L, sizeof *lg, 1); /* 3 */
+    memset(lg, 0, sizeof *lg);
+    luaL_setmetatable(L, GRID_MT);
+    lua_createtable(L, 0, 4); /* 4: refs {model, tokenizer, progress, [i] = SAEs} */
+    lua_pushvalue(L, 2), lua_setfield(L, 4, "model");
+    lua_pushvalue(L, 4), lua_setiuservalue(L, 3, 1);
+    up_error e = {0};
+    if (up_grid_init(&lg->g, m, &e)) return luaL_error(L, "%s", e.msg);
+
+    /* prompts */
+    field(L, 1, "prompts");
+    if (!lua_istable(L, -1) || luaL_len(L, -1) == 0) return luaL_argerror(L, 1, "spec.prompts must be a non-empty list");
+    const int pt = lua_gettop(L);
+    for (lua_Integer i = 1; i <= luaL_len(L, pt); i++) {
+        char what[64];
+        snprintf(what, sizeof what, "spec.prompts[%d]", (int)i);
+        lua_geti(L, pt, i);
+        const int entry = lua_gettop(L);
+        if (!lua_istable(L, entry)) return luaL_argerror(L, 1, lua_pushfstring(L, "%s must be a list of ids", what));
+        const char *label = NULL;
+        int ids_at = entry;
+        if (field(L, entry, "ids") != LUA_TNIL) {
+            ids_at = lua_gettop(L);
+            field(L, entry, "label");
+            label = lua_tostring(L, -1);
+        }
+        int n;
+        int32_t *ids = read_ints(L, ids_at, &n, what);
+        if (up_grid_add_prompt(lg->g, label, ids, n, &e) < 0) return luaL_error(L, "%s: %s", what, e.msg);
+        lua_settop(L, pt);
+    }
+    lua_settop(L, 4);
+
+    /* sweeps, then explicit interventions */
+    up_steer_where where = UP_STEER_POS_ALL;
+    if (field(L, 1, "where") != LUA_TNIL &&
+        (!lua_isstring(L, -1) || up_steer_where_parse(lua_tostring(L, -1), &where) || where == UP_STEER_POS_LIST))
+        return luaL_argerror(L, 1, "spec.where must be \"all\", \"prompt\" or \"generated\"");
+    lua_settop(L, 4);
+    const lua_Integer layer = int_field(L, 1, "layer", -1);
+    if (field(L, 1, "latents") != LUA_TNIL) {
+        int n_lat, n_alpha;
+        int32_t *lat = read_ints(L, 5, &n_lat, "spec.latents");
+        float *alphas = read_alphas(L, 1, &n_alpha);
+        field(L, 1, "sae");
+        if (!luaL_testudata(L, -1, "upstream.Sae")) return luaL_argerror(L, 1, "spec.latents needs spec.sae");
+        up_sae *sae = up_lua_check_sae(L, lua_gettop(L));
+        lua_rawseti(L, 4, (lua_Integer)luaL_len(L, 4) + 1);
+        up_status st;
+        if (layer < 0) {
+            st = up_grid_add_latent_sweep(lg->g, sae, (const int *)lat, n_lat, alphas, n_alpha, where, &e);
+        } else {
+            if (!sae->W_dec || sae->d_in != d) return luaL_error(L, "spec.sae: no decoder of width %d", d);
+            float *rows = scratch(L, (size_t)n_lat * d * sizeof *rows);
+            for (int i = 0; i < n_lat; i++) {
+                if (lat[i] < 0 || lat[i] >= sae->d_sae) return luaL_argerror(L, 1, "spec.latents: index out of range (0-based)");
+                memcpy(rows + (size_t)i * d, sae->W_dec + (size_t)lat[i] * d, (size_t)d * sizeof *rows);
+            }
+            st = up_grid_add_sweep(lg->g, (up_hook_point){UP_HOOK_RESID_POST, (int)layer}, where, rows, NULL,
+                                   (const int *)lat, n_lat, alphas, n_alpha, &e);
+        }
+        if (st) return luaL_error(L, "%s", e.msg);
+    }
+    lua_settop(L, 4);
+    if (field(L, 1, "vectors") != LUA_TNIL) {
+        if (!lua_istable(L, 5) || luaL_testudata(L, 5, UP_TENSOR_MT)) return luaL_argerror(L, 1, "spec.vectors must be a list of vectors");
+        if (layer < 0) return luaL_argerror(L, 1, "spec.vectors needs spec.layer (steering at blocks.{layer}.hook_resid_post)");
+        const int n_vec = (int)luaL_len(L, 5);
+        float *vecs = scratch(L, (size_t)n_vec * d * sizeof *vecs);
+        const char **names = scratch(L, (size_t)n_vec * sizeof *names);
+        field(L, 1, "names");
+        const int names_t = lua_gettop(L);
+        for (int i = 0; i < n_vec; i++) {
+            lua_geti(L, 5, i + 1);
+            read_vec(L, lua_gettop(L), d, vecs + (size_t)i * d, "spec.vectors[i]");
+            lua_pop(L, 1);
+            names[i] = NULL;
+            if (lua_istable(L, names_t)) {
+                lua_geti(L, names_t, i + 1);
+                names[i] = lua_tostring(L, -1); /* the names table keeps the string alive */
+                lua_pop(L, 1);
+            }
+        }
+        int n_alpha;
+        float *alphas = read_alphas(L, 1, &n_alpha);
+        if (up_grid_add_sweep(lg->g, (up_hook_point){UP_HOOK_RESID_POST, (int)layer}, where, vecs, names, NULL, n_vec,
+                              alphas, n_alpha, &e))
+            return luaL_error(L, "%s", e.msg);
+    }
+    lua_settop(L, 4);
+    if (field(L, 1, "interventions") != LUA_TNIL) {
+        if (!lua_istable(L, 5)) return luaL_argerror(L, 1, "spec.interventions must be a list");
+        for (lua_Integer i = 1; i <= luaL_len(L, 5); i++) {
+            lua_geti(L, 5, i);
+            add_intervention(L, lua_gettop(L), (int)i, lg, m, 4);
+            lua_pop(L, 1);
+        }
+    }
+    lua_settop(L, 4);
+
+    /* decodings and objective */
+    int type = field(L, 1, "max_new_tokens");
+    if (type == LUA_TNUMBER || type == LUA_TTABLE) {
+        int n = 1;
+        int32_t one, *v = &one;
+        if (type == LUA_TNUMBER) one = (int32_t)luaL_checkinteger(L, 5);
+        else v = read_ints(L, 5, &n, "spec.max_new_tokens");
+        for (int i = 0; i < n; i++)
+            if (up_grid_add_decoding(lg->g, v[i], &e) < 0) return luaL_argerror(L, 1, e.msg);
+    } else if (type != LUA_TNIL) {
+        return luaL_argerror(L, 1, "spec.max_new_tokens must be a number or a list");
+    }
+    lua_settop(L, 4);
+    if (field(L, 1, "objective") != LUA_TNIL) {
+        if (!lua_istable(L, 5)) return luaL_argerror(L, 1, "spec.objective must be {layer =, direction =, positions =}");
+        const int L_ = (int)int_field(L, 5, "layer", -1);
+        float *r = scratch(L, (size_t)d * sizeof *r);
+        if (field(L, 5, "direction") == LUA_TNIL) return luaL_argerror(L, 1, "spec.objective.direction is required");
+        read_vec(L, lua_gettop(L), d, r, "spec.objective.direction");
+        int n_pos = 0;
+        int32_t *pos = NULL;
+        if (field(L, 5, "positions") != LUA_TNIL) pos = read_ints(L, lua_gettop(L), &n_pos, "spec.objective.positions");
+        if (up_grid_set_objective(lg->g, L_, r, (const int *)pos, n_pos, &e)) return luaL_error(L, "%s", e.msg);
+    }
+    lua_settop(L, 4);
+
+    /* run settings */
+    if (field(L, 1, "refusal_ids") == LUA_TNIL) return luaL_argerror(L, 1, "spec.refusal_ids is required (Gemma: the id of \"I\")");
+    int n;
+    int32_t *ids = read_ints(L, 5, &n, "spec.refusal_ids");
+    if (n <= 0 || n > 64) return luaL_argerror(L, 1, "spec.refusal_ids must hold 1 to 64 ids");
+    memcpy(lg->refusal, ids, (size_t)n * sizeof *ids), lg->n_refusal = n;
+    lua_settop(L, 4);
+    if (field(L, 1, "stop") != LUA_TNIL) {
+        ids = read_ints(L, 5, &n, "spec.stop");
+        if (n > 64) return luaL_argerror(L, 1, "spec.stop holds more than 64 ids");
+        memcpy(lg->stop, ids, (size_t)n * sizeof *ids), lg->n_stop = n;
+    } else {
+        lg->stop[0] = m->cfg.eos_id, lg->n_stop = 1;
+    }
+    lua_settop(L, 4);
+    type = field(L, 1, "tokenizer");
+    if (type == LUA_TSTRING) {
+        if (up_tokenizer_load(&lg->own_tok, lua_tostring(L, 5), &e)) return luaL_error(L, "%s", e.msg);
+    } else if (type != LUA_TNIL) {
+        if (!luaL_testudata(L, 5, TOKENIZER_MT)) return luaL_argerror(L, 1, "spec.tokenizer must be a Tokenizer or a path");
+        lua_setfield(L, 4, "tokenizer");
+    }
+    lua_settop(L, 4);
+    if (field(L, 1, "substrings") != LUA_TNIL) {
+        if (!lua_istable(L, 5) || luaL_len(L, 5) <= 0) return luaL_argerror(L, 1, "spec.substrings must be a non-empty list");
+        n = (int)luaL_len(L, 5);
+        if (!(lg->subs = calloc((size_t)n, sizeof *lg->subs))) return luaL_error(L, "out of memory");
+        lg->n_subs = n;
+        for (int i = 0; i < n; i++) {
+            lua_geti(L, 5, i + 1);
+            const char *s = lua_tostring(L, -1);
+            if (!s) return luaL_argerror(L, 1, "spec.substrings must hold strings");
+            lg->subs[i] = strdup(s);
+            lua_pop(L, 1);
+        }
+    }
+    lua_settop(L, 4);
+    if (field(L, 1, "cache") != LUA_TNIL) {
+        if (!lua_isstring(L, 5)) return luaL_argerror(L, 1, "spec.cache must be a directory path");
+        lg->cache = strdup(lua_tostring(L, 5));
+    }
+    lua_settop(L, 4);
+    if (field(L, 1, "identity") != LUA_TNIL) {
+        if (!lua_istable(L, 5)) return luaL_argerror(L, 1, "spec.identity must be a table of name = value");
+        for (lua_pushnil(L); lua_next(L, 5); lua_pop(L, 1)) {
+            if (lua_type(L, -2) != LUA_TSTRING || !lua_isstring(L, -1))
+                return luaL_argerror(L, 1, "spec.identity must map names to strings");
+            if (up_grid_identity(lg->g, lua_tostring(L, -2), lua_tostring(L, -1), &e)) return luaL_error(L, "%s", e.msg);
+        }
+    }
+    lua_settop(L, 4);
+    up_grid_opts dflt = up_grid_opts_default();
+    lg->batch = (int)int_field(L, 1, "batch", dflt.batch);
+    lg->rep_n = (int)int_field(L, 1, "rep_n", dflt.rep_n);
+    if (lg->batch <= 0 || lg->rep_n <= 0) return luaL_argerror(L, 1, "spec.batch and spec.rep_n must be positive");
+    lg->coherence = bool_field(L, 1, "coherence", 1);
+    lg->predict = bool_field(L, 1, "predict", 1);
+    type = field(L, 1, "progress");
+    if (type == LUA_TFUNCTION) {
+        lg->progress = 2;
+        lua_setfield(L, 4, "progress");
+    } else if (type != LUA_TNIL && type != LUA_TBOOLEAN) {
+        return luaL_argerror(L, 1, "spec.progress must be true or a function");
+    } else {
+        lg->progress = lua_toboolean(L, 5);
+    }
+    lua_settop(L, 3);
+    return 1;
+}
+
+/* ---- running --------------------------------------------------------------------------------- */
+
+typedef struct progress_ctx {
+    lua_State *L;
+    int fn;         /* stack index of the Lua function, or 0 for the built-in bar */
+    int tty;
+    double last;
+    int drawn;
+    int error;      /* the Lua function raised: its message is on the stack top */
+} progress_ctx;
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static void set_num(lua_State *L, const char *k, double v) {
+    if (isnan(v)) return; /* absent rather than NaN, which compares unequal to itself */
+    lua_pushnumber(L, v), lua_setfield(L, -2, k);
+}
+
+static int on_progress(const up_grid_progress *p, void *user) {
+    progress_ctx *c = user;
+    char line[256];
+    if (!c->fn) {
+        const double t = now_s();
+        const int final = p->done == p->total;
+        if (c->tty) {
+            if (!final && t - c->last < 0.1) return 0;
+            fprintf(stderr, "\r%s\033[K%s", up_grid_progress_format(p, 30, line, sizeof line), final ? "\n" : "");
+            c->drawn = !final;
+        } else {
+            if (final || t - c->last < 5) return 0;
+            fprintf(stderr, "grid: %s\n", up_grid_progress_format(p, 0, line, sizeof line));
+        }
+        fflush(stderr);
+        c->last = t;
+        return 0;
+    }
+    /* A raise must not unwind through core, so the function runs protected. */
+    lua_State *L = c->L;
+    lua_pushvalue(L, c->fn);
+    lua_createtable(L, 0, 12);
+    lua_pushinteger(L, p->done), lua_setfield(L, -2, "done");
+    lua_pushinteger(L, p->total), lua_setfield(L, -2, "total");
+    lua_pushinteger(L, p->cached), lua_setfield(L, -2, "cached");
+    lua_pushinteger(L, p->computed), lua_setfield(L, -2, "computed");
+    lua_pushinteger(L, p->batch), lua_setfield(L, -2, "batch");
+    lua_pushinteger(L, p->n_batches), lua_setfield(L, -2, "n_batches");
+    lua_pushinteger(L, p->step), lua_setfield(L, -2, "step");
+    lua_pushinteger(L, p->steps), lua_setfield(L, -2, "steps");
+    set_num(L, "elapsed", p->elapsed);
+    set_num(L, "rate", p->rate);
+    set_num(L, "eta", p->eta);
+    lua_pushstring(L, up_grid_progress_format(p, 30, line, sizeof line)), lua_setfield(L, -2, "line");
+    if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
+        c->error = 1;
+        return 1;
+    }
+    const int stop = lua_toboolean(L, -1) && !(lua_isstring(L, -1) && strcmp(lua_tostring(L, -1), "stop"));
+    lua_pop(L, 1);
+    return stop;
+}
+
+static void push_rows(lua_State *L, const up_grid *g) {
+    const int n = up_grid_n_cells(g);
+    lua_createtable(L, n, 0);
+    for (int i = 0; i < n; i++) {
+        const up_grid_cell *c = up_grid_cell_at(g, i);
+        if (!c) break;
+        lua_createtable(L, 0, 22);
+        lua_pushinteger(L, c->prompt + 1), lua_setfield(L, -2, "prompt");
+        lua_pushstring(L, c->prompt_label), lua_setfield(L, -2, "prompt_label");
+        lua_pushinteger(L, c->intervention + 1), lua_setfield(L, -2, "intervention");
+        lua_pushstring(L, c->label), lua_setfield(L, -2, "label");
+        if (c->latent >= 0) lua_pushinteger(L, c->latent), lua_setfield(L, -2, "latent");
+        set_num(L, "alpha", c->alpha);
+        lua_pushinteger(L, c->max_new_tokens), lua_setfield(L, -2, "max_new_tokens");
+        set_num(L, "score", c->score);
+        set_num(L, "p_refusal", c->p_refusal);
+        set_num(L, "dscore", c->dscore);
+        set_num(L, "R", c->R);
+        set_num(L, "dR", c->dR);
+        set_num(L, "predicted_dR", c->predicted_dR);
+        lua_createtable(L, c->n_tokens, 0);
+        for (int t = 0; t < c->n_tokens; t++) lua_pushinteger(L, c->tokens[t]), lua_rawseti(L, -2, t + 1);
+        lua_setfield(L, -2, "tokens");
+        if (c->text) lua_pushstring(L, c->text), lua_setfield(L, -2, "text");
+        if (c->refusal_match != -2) lua_pushboolean(L, c->refusal_match >= 0), lua_setfield(L, -2, "refused");
+        const char *match = up_grid_match_text(g, c);
+        if (match) lua_pushstring(L, match), lua_setfield(L, -2, "refusal_match");
+        set_num(L, "logprob", c->logprob);
+        set_num(L, "repetition", c->repetition);
+        lua_pushboolean(L, c->state == UP_GRID_CACHED), lua_setfield(L, -2, "cached");
+        lua_pushstring(L, c->key), lua_setfield(L, -2, "key");
+        lua_rawseti(L, -2, i + 1);
+    }
+}
+
+static int g_run(lua_State *L) {
+    lua_grid *lg = check_grid(L, 1);
+    lua_settop(L, 1);
+    lua_getiuservalue(L, 1, 1); /* 2: refs */
+    lua_getfield(L, 2, "model");
+    up_lua_check_model(L, 3); /* raises if it was closed since */
+    for (lua_Integer i = 1; i <= luaL_len(L, 2); i++) {
+        lua_geti(L, 2, i);
+        up_lua_check_sae(L, lua_gettop(L));
+        lua_pop(L, 1);
+    }
+    const up_tokenizer *tok = lg->own_tok;
+    lua_getfield(L, 2, "tokenizer"); /* 4 */
+    if (!tok && !lua_isnil(L, 4)) {
+        tok = *(up_tokenizer **)lua_touserdata(L, 4);
+        if (!tok) return luaL_error(L, "spec.tokenizer has been closed");
+    }
+    lua_getfield(L, 2, "progress"); /* 5 */
+    progress_ctx pc = {L, lg->progress == 2 ? 5 : 0, isatty(2), now_s(), 0, 0};
+    up_grid_opts o = up_grid_opts_default();
+    o.batch = lg->batch, o.rep_n = lg->rep_n, o.coherence = lg->coherence, o.predict = lg->predict;
+    o.cache_dir = lg->cache;
+    o.refusal_ids = lg->refusal, o.n_refusal = lg->n_refusal;
+    o.stop_ids = lg->stop, o.n_stop = lg->n_stop;
+    o.tok = tok;
+    o.substrings = (const char *const *)lg->subs, o.n_substrings = lg->n_subs;
+    if (lg->progress) o.progress = on_progress, o.user = &pc;
+    up_error e = {0};
+    up_status st = up_grid_run(lg->g, &o, &e);
+    if (pc.drawn) fputc('\n', stderr);
+    if (pc.error) return lua_error(L); /* the progress function's own error, unchanged */
+    if (st == UP_ERR_ABORTED) {
+        lua_pushnil(L);
+        lua_pushstring(L, e.msg);
+        return 2;
+    }
+    if (st) return luaL_error(L, "%s", e.msg);
+    push_rows(L, lg->g);
+    return 1;
+}
+
+static int g_rows(lua_State *L) {
+    push_rows(L, check_grid(L, 1)->g);
+    return 1;
+}
+
+static int g_totals(lua_State *L) {
+    up_grid_totals t = up_grid_get_totals(check_grid(L, 1)->g);
+    lua_createtable(L, 0, 6);
+    lua_pushinteger(L, t.cells), lua_setfield(L, -2, "cells");
+    lua_pushinteger(L, t.unique), lua_setfield(L, -2, "unique");
+    lua_pushinteger(L, t.cached), lua_setfield(L, -2, "cached");
+    lua_pushinteger(L, t.computed), lua_setfield(L, -2, "computed");
+    lua_pushinteger(L, t.batches), lua_setfield(L, -2, "batches");
+    lua_pushnumber(L, t.seconds), lua_setfield(L, -2, "seconds");
+    return 1;
+}
+
+static int g_set_prediction(lua_State *L) {
+    lua_grid *lg = check_grid(L, 1);
+    const lua_Integer p = luaL_checkinteger(L, 2), i = luaL_checkinteger(L, 3);
+    const double v = luaL_checknumber(L, 4);
+    if (p < 1 || p > up_grid_n_prompts(lg->g)) return luaL_argerror(L, 2, "prompt index out of range (1-based)");
+    if (i < 1 || i > up_grid_n_interventions(lg->g)) return luaL_argerror(L, 3, "intervention index out of range (1-based)");
+    up_error e = {0};
+    if (up_grid_set_prediction(lg->g, (int)p - 1, (int)i - 1, v, &e)) return luaL_error(L, "%s", e.msg);
+    return 0;
+}
+
+/* model:steer(prompts, spec) */
+static int m_steer(lua_State *L) {
+    up_lua_check_model(L, 1);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    lua_settop(L, 3);
+    lua_newtable(L); /* 4: a copy of spec with model and prompts */
+    if (lua_istable(L, 3))
+        for (lua_pushnil(L); lua_next(L, 3);) lua_pushvalue(L, -2), lua_insert(L, -2), lua_settable(L, 4);
+    lua_pushvalue(L, 1), lua_setfield(L, 4, "model");
+    lua_pushvalue(L, 2), lua_setfield(L, 4, "prompts");
+    lua_pushcfunction(L, l_grid);
+    lua_pushvalue(L, 4);
+    lua_call(L, 1, 1); /* 5: the grid */
+    lua_pushcfunction(L, g_run);
+    lua_pushvalue(L, 5);
+    lua_call(L, 1, 2);
+    return 2;
+}
+
+/* ---- metrics ----------------------------------------------------------------------------- */
+
+static int l_refusal_score(lua_State *L) {
+    const up_lua_tensor *t = up_lua_tensor_check(L, 1);
+    if (t->ndim < 1) return luaL_argerror(L, 1, "expected logits (V) or (T, V)");
+    const int V = (int)t->shape[t->ndim - 1];
+    int n;
+    const int32_t *ids = read_ints(L, 2, &n, "ids");
+    double p;
+    const double s = up_metrics_refusal_score(t->data + (t->numel - V), V, ids, n, &p);
+    lua_pushnumber(L, s);
+    lua_pushnumber(L, p);
+    return 2;
+}
+
+static int l_substring_refusal(lua_State *L) {
+    size_t len;
+    const char *text = luaL_checklstring(L, 1, &len);
+    const char **list = NULL;
+    int n = 0;
+    if (!lua_isnoneornil(L, 2)) {
+        luaL_checktype(L, 2, LUA_TTABLE);
+        n = (int)luaL_len(L, 2);
+        if (n <= 0) return luaL_argerror(L, 2, "expected a non-empty list of strings");
+        list = scratch(L, (size_t)n * sizeof *list);
+        for (int i = 0; i < n; i++) {
+            lua_geti(L, 2, i + 1);
+            if (!(list[i] = lua_tostring(L, -1))) return luaL_argerror(L, 2, "the list must hold strings");
+            lua_pop(L, 1); /* the list table keeps the string alive */
+        }
+    }
+    const int k = up_metrics_refusal_match(text, len, list, n);
+    if (k < 0) {
+        lua_pushnil(L);
+        return 1;
+    }
+    lua_pushstring(L, list ? list[k] : up_metrics_refusal_substrings[k]);
+    lua_pushinteger(L, k + 1);
+    return 2;
+}
+
+static int l_repetition(lua_State *L) {
+    int n;
+    const int32_t *ids = read_ints(L, 1, &n, "ids");
+    const lua_Integer k = luaL_optinteger(L, 2, 3);
+    if (k < 1) return luaL_argerror(L, 2, "n must be >= 1");
+    lua_pushnumber(L, up_metrics_repetition(ids, n, (int)k));
+    return 1;
+}
+
+static int l_kl(lua_State *L) {
+    const up_lua_tensor *p = up_lua_tensor_check(L, 1), *q = up_lua_tensor_check(L, 2);
+    if (p->numel != q->numel || p->numel <= 0) return luaL_argerror(L, 2, "the two logit vectors differ in length");
+    lua_pushnumber(L, up_metrics_kl(p->data, q->data, (int)p->numel));
+    return 1;
+}
+
+static int m_logprob(lua_State *L) {
+    up_model *m = up_lua_check_model(L, 1);
+    int np, nc;
+    const int32_t *prompt = read_ints(L, 2, &np, "prompt_ids");
+    const int32_t *comp = read_ints(L, 3, &nc, "completion_ids");
+    if (np <= 0) return luaL_argerror(L, 2, "the prompt is empty");
+    up_state *s = NULL;
+    up_error e = {0};
+    double lp = NAN;
+    up_status st = up_state_init(&s, m, 1, np + (nc > 0 ? nc : 1), &e);
+    if (!st) st = up_metrics_logprob(s, &prompt, &np, &comp, &nc, 1, 0, NULL, &lp, &e);
+    up_state_free(s);
+    if (st) return luaL_error(L, "%s", e.msg);
+    lua_pushnumber(L, lp);
+    return 1;
+}
+
+/* model:select_direction(candidates, harmful, harmless, opts) */
+static int m_select_direction(lua_State *L) {
+    up_model *m = up_lua_check_model(L, 1);
+    const up_lua_tensor *cand = up_lua_tensor_check(L, 2);
+    const int d = m->cfg.d_model, nl = m->cfg.n_layers;
+    if (cand->ndim != 3 || cand->shape[1] != nl || cand->shape[2] != d)
+        return luaL_argerror(L, 2, lua_pushfstring(L, "expected candidates of shape (n_pos, %d, %d)", nl, d));
+    luaL_checktype(L, 5, LUA_TTABLE);
+    lua_settop(L, 5);
+    up_select_opts o = up_select_opts_default();
+    o.max_layer_frac = num_field(L, 5, "max_layer_frac", o.max_layer_frac);
+    o.max_kl = num_field(L, 5, "max_kl", o.max_kl);
+    o.min_induce = num_field(L, 5, "min_induce", o.min_induce);
+    o.batch = (int)int_field(L, 5, "batch", o.batch);
+    if (o.batch <= 0) return luaL_argerror(L, 5, "batch must be positive");
+    if (field(L, 5, "refusal_ids") == LUA_TNIL) return luaL_argerror(L, 5, "opts.refusal_ids is required");
+    int n_ref;
+    const int32_t *ref = read_ints(L, 6, &n_ref, "opts.refusal_ids");
+    const up_token_lists harmful = read_lists(L, 3, "harmful"), harmless = read_lists(L, 4, "harmless");
+    const int n_pos = (int)cand->shape[0];
+    up_select_result r = {0};
+    up_error e = {0};
+    if (up_select_direction(m, cand->data, n_pos, &harmful, &harmless, ref, n_ref, &o, &r, &e))
+        return luaL_error(L, "%s", e.msg);
+    lua_createtable(L, 0, 6);
+    if (r.best >= 0) {
+        const up_select_score *b = &r.scores[r.best];
+        lua_createtable(L, 0, 3);
+        lua_pushinteger(L, r.best + 1), lua_setfield(L, -2, "index");
+        lua_pushinteger(L, b->pos - n_pos), lua_setfield(L, -2, "pos");
+        lua_pushinteger(L, b->layer), lua_setfield(L, -2, "layer");
+        lua_setfield(L, -2, "best");
+        int64_t shape[1] = {d};
+        up_lua_tensor *t = up_lua_tensor_new(L, 1, shape);
+        memcpy(t->data, cand->data + ((size_t)b->pos * nl + b->layer) * d, (size_t)d * sizeof(float));
+        lua_setfield(L, -2, "direction");
+    }
+    lua_pushinteger(L, r.n_kept), lua_setfield(L, -2, "n_kept");
+    lua_pushnumber(L, r.base_harmful), lua_setfield(L, -2, "base_harmful");
+    lua_pushnumber(L, r.base_harmless), lua_setfield(L, -2, "base_harmless");
+    lua_createtable(L, n_pos * nl, 0);
+    for (int i = 0; i < n_pos * nl; i++) {
+        const up_select_score *s = &r.scores[i];
+        char buf[64];
+        lua_createtable(L, 0, 6);
+        lua_pushinteger(L, s->pos - n_pos), lua_setfield(L, -2, "pos");
+        lua_pushinteger(L, s->layer), lua_setfield(L, -2, "layer");
+        set_num(L, "bypass", s->bypass);
+        set_num(L, "induce", s->induce);
+        set_num(L, "kl", s->kl);
+        lua_pushstring(L, up_select_dropped_names(s->dropped, buf, sizeof buf)), lua_setfield(L, -2, "dropped");
+        lua_rawseti(L, -2, i + 1);
+    }
+    lua_setfield(L, -2, "scores");
+    up_select_result_free(&r);
+    return 1;
+}
+
+void up_lua_register_steer(lua_State *L) {
+    static const luaL_Reg grid_methods[] = {{"run", g_run},       {"rows", g_rows}, {"totals", g_totals},
+                                            {"set_prediction", g_set_prediction}, {"close", g_gc}, {NULL, NULL}};
+    if (luaL_newmetatable(L, GRID_MT)) {
+        luaL_newlib(L, grid_methods);
+        lua_setfield(L, -2, "__index");
+        lua_pushcfunction(L, g_gc), lua_setfield(L, -2, "__gc");
+        lua_pushcfunction(L, g_gc), lua_setfield(L, -2, "__close");
+    }
+    lua_pop(L, 1);
+    luaL_getmetatable(L, "upstream.Model");
+    lua_getfield(L, -1, "__index");
+    lua_pushcfunction(L, m_steer), lua_setfield(L, -2, "steer");
+    lua_pushcfunction(L, m_logprob), lua_setfield(L, -2, "logprob");
+    lua_pushcfunction(L, m_select_direction), lua_setfield(L, -2, "select_direction");
+    lua_pop(L, 2);
+    static const luaL_Reg fns[] = {{"grid", l_grid},
+                                   {"refusal_score", l_refusal_score},
+                                   {"substring_refusal", l_substring_refusal},
+                                   {"repetition", l_repetition},
+                                   {"kl", l_kl},
+                                   {NULL, NULL}};
+    luaL_setfuncs(L, fns, 0);
+}
