@@ -92,6 +92,11 @@ printf 'local u = require "upstream"\nu.new_model({d_model = 64, d_mlp = 128, n_
 "$exe" "$tmp/mkmodel.lua" "$m" && cp "$root"/tests/tokenizer/tiny/tokenizer.json "$root"/tests/tokenizer/tiny/tokenizer_config.json "$m"/
 expect 0 "^none +6 .* (no|yes) " -- "$exe" steer --model "$m" --prompt "hello there" --chat --sae "$sae" --latent 3 --alpha 8 --max-new-tokens 6
 expect 0 "^\"hello there\",\"none\",,,6,.*,0,,-?[0-9.]+" -- "$exe" steer --model "$m" --prompt "hello there" --chat --sae "$sae" --latent 3 --alpha 8 --max-new-tokens 6 --format csv
+"$exe" steer --model "$m" --prompt "hi" --sae "$sae" --latent 3 --alpha 8 --max-new-tokens 0 --format csv > "$tmp/dflt.csv" 2>/dev/null
+"$exe" steer --model "$m" --prompt "hi" --sae "$sae" --latent 3 --alpha 8 --max-new-tokens 0 --format csv --refusal-token I > "$tmp/piece.csv" 2>/dev/null
+"$exe" steer --model "$m" --prompt "hi" --sae "$sae" --latent 3 --alpha 8 --max-new-tokens 0 --format csv --refusal-token 278 > "$tmp/id.csv" 2>/dev/null
+cmp -s "$tmp/dflt.csv" "$tmp/piece.csv" && cmp -s "$tmp/dflt.csv" "$tmp/id.csv" && ok || bad "refusal token \"I\" (id 278) not the default"
+expect 2 "--refusal-token 'Zebra' is neither an id in the vocabulary nor a piece" -- "$exe" steer --model "$m" --prompt hi --sae "$sae" --latent 3 --alpha 8 --refusal-token Zebra
 printf '%s\n' "a" "e" "o" " " > "$tmp/subs.txt"
 "$exe" steer --model "$m" --prompt "hello there" --sae "$sae" --latent 3 --alpha 8 --max-new-tokens 6 --format json --substrings "$tmp/subs.txt" > "$tmp/judge.json" 2>&1
 grep -q '"refused": ' "$tmp/judge.json" && ok || bad "no judge in: $(cat "$tmp/judge.json")"

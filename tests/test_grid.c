@@ -199,6 +199,54 @@ static void test_batched_equals_alone(void **state) {
     up_grid_free(batched), up_grid_free(alone);
 }
 
+/* Every kind of item in one batch: each row equals its cell run alone (to rounding). */
+static void add_mixed(up_grid *g, const float *r) {
+    static const int listed[2] = {1, -1};
+    up_error e = {0};
+    up_steer items[6];
+    items[0] = up_steer_ablate(r);
+    items[1] = up_steer_clamp(sae, 40, 5.0f);
+    items[1].where = UP_STEER_POS_PROMPT;
+    items[2] = up_steer_add((up_hook_point){UP_HOOK_RESID_PRE, 2}, r, 3.0f);
+    items[2].where = UP_STEER_POS_LIST, items[2].positions = listed, items[2].n_positions = 2;
+    items[3] = up_steer_add((up_hook_point){UP_HOOK_MLP_OUT, 0}, sae->W_dec + (size_t)7 * d, -6.0f);
+    items[3].where = UP_STEER_POS_GENERATED;
+    items[4] = up_steer_add((up_hook_point){UP_HOOK_RESID_POST, 1}, sae->W_dec + (size_t)9 * d, 5.0f);
+    items[5] = up_steer_ablate(sae->W_dec + (size_t)9 * d);
+    const up_grid_intervention ivs[5] = {{"ablate", &items[0], 1, -1, NAN}, {"clamp", &items[1], 1, 40, NAN},
+                                         {"listed", &items[2], 1, -1, 3.0f}, {"generated", &items[3], 1, 7, -6.0f},
+                                         {"add then ablate", &items[4], 2, 9, 5.0f}};
+    for (int i = 0; i < 5; i++)
+        if (up_grid_add_intervention(g, &ivs[i], &e) < 0) fail_msg("%s", e.msg);
+}
+
+static void test_mixed_kinds_batched_equals_alone(void **state) {
+    up_grid *grids[2];
+    float *r = objective_direction();
+    for (int k = 0; k < 2; k++) {
+        grids[k] = make_grid(1, alphas + 2);
+        add_mixed(grids[k], r);
+        up_grid_opts o = base_opts(k ? 1 : 16);
+        run(grids[k], &o);
+    }
+    free(r);
+    int distinct = 0;
+    for (int i = 0; i < up_grid_n_cells(grids[0]); i++) {
+        const up_grid_cell *x = up_grid_cell_at(grids[0], i), *y = up_grid_cell_at(grids[1], i);
+        assert_true(fabs(x->score - y->score) < 1e-5 * fmax(1, fabs(y->score)));
+        assert_true(fabs(x->R - y->R) < 1e-5 * fmax(1, fabs(y->R)));
+        assert_int_equal(x->n_tokens, y->n_tokens);
+        if (x->n_tokens) assert_memory_equal(x->tokens, y->tokens, x->n_tokens * sizeof(int32_t));
+        const up_grid_cell *none = up_grid_cell_at(grids[0], up_grid_index(grids[0], x->prompt, 0, x->decoding));
+        const int moved = fabs(x->score - none->score) > 1e-4; /* beyond row-placement rounding */
+        distinct += x->intervention > 0 && moved;
+        if (!strcmp(x->label, "generated")) assert_false(moved);
+    }
+    /* Every steered cell moves the score, except "generated" (it steers after the prompt). */
+    assert_int_equal(distinct, 2 * 2 * (3 + 5 - 1));
+    up_grid_free(grids[0]), up_grid_free(grids[1]);
+}
+
 static int count_cache_files(const char *dir) {
     char cmd[600];
     snprintf(cmd, sizeof cmd, "find '%s' -name '*.json' -path '*/[0-9a-f][0-9a-f]/*' | wc -l", dir);
@@ -551,6 +599,7 @@ static void test_errors(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_shape_and_alpha_zero), cmocka_unit_test(test_batched_equals_alone),
+        cmocka_unit_test(test_mixed_kinds_batched_equals_alone),
         cmocka_unit_test(test_cache_and_resume),     cmocka_unit_test(test_keys),
         cmocka_unit_test(test_prediction),           cmocka_unit_test(test_text_and_judge),
         cmocka_unit_test(test_progress_format),      cmocka_unit_test(test_errors),
