@@ -36,6 +36,9 @@ void up_lua_register_settings(lua_State *L);
 void up_lua_register_bpe(lua_State *L); /* upstream.train_bpe (lua_bpe.c) */
 void up_lua_register_plot(lua_State *L); /* upstream.plot (lua_plot.c) */
 void up_lua_register_steer(lua_State *L); /* upstream.grid, metrics, model:steer/select_direction (lua_steer.c) */
+/* upstream.train_sae, collect_activations, auroc, best_auroc, Sae:pre/save_npz
+ * (lua_sae_train.c); needs upstream.sae registered first. */
+void up_lua_register_sae_train(lua_State *L);
 /* Pushes a Model userdata that owns m (freed by its __gc/__close). */
 void up_lua_push_model(lua_State *L, struct up_model *m);
 

@@ -213,4 +213,5 @@ void up_lua_register_model(lua_State *L) {
     up_lua_register_bpe(L);
     up_lua_register_plot(L);
     up_lua_register_steer(L);
+    up_lua_register_sae_train(L);
 }
