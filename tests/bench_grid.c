@@ -16,6 +16,7 @@
  *
  *   bench_grid [--layers N] [--dtype bf16|f32] [--latents 8] [--alphas 8] [--prompt T]
  *              [--new N] [--batch B] [--alone K] [--threads N] [--mode score|gen|both]
+ *              [--no-coherence]   (skip the unsteered log-prob pass, to see generation alone)
  */
 #include <math.h>
 #include <stdint.h>
@@ -30,7 +31,7 @@
 #include "sae.h"
 
 typedef struct opts {
-    int layers, latents, alphas, prompt, new_tokens, batch, alone, threads, score, gen;
+    int layers, latents, alphas, prompt, new_tokens, batch, alone, threads, score, gen, coherence;
     up_dtype dtype;
 } opts;
 
@@ -82,9 +83,10 @@ static int stop_progress(const up_grid_progress *p, void *user) {
 
 /* Runs the grid with `batch` rows per pass (stopping after `stop` computed cells if > 0);
  * returns computed cells per second, or -1 on error. */
-static double run(up_grid *g, int batch, int stop, const int32_t *refusal, int *computed, double *seconds) {
+static double run(up_grid *g, int batch, int stop, int coherence, const int32_t *refusal, int *computed, double *seconds) {
     up_grid_opts o = up_grid_opts_default();
     o.batch = batch;
+    o.coherence = coherence;
     o.refusal_ids = refusal, o.n_refusal = 1;
     o.predict = 0;
     stop_after sa = {stop};
@@ -109,7 +111,7 @@ static int parse_int(const char *v, int min, int *out) {
 }
 
 int main(int argc, char **argv) {
-    opts o = {0, 8, 8, 24, 32, 64, 8, 0, 1, 1, UP_DTYPE_BF16};
+    opts o = {0, 8, 8, 24, 32, 64, 8, 0, 1, 1, 1, UP_DTYPE_BF16};
     int bad = 0;
     for (int i = 1; i < argc && !bad; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -121,6 +123,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--batch")) bad = parse_int(v, 1, &o.batch);
         else if (!strcmp(a, "--alone")) bad = parse_int(v, 1, &o.alone);
         else if (!strcmp(a, "--threads")) bad = parse_int(v, 1, &o.threads);
+        else if (!strcmp(a, "--no-coherence")) o.coherence = 0, i--;
         else if (!strcmp(a, "--dtype") && v && (!strcmp(v, "bf16") || !strcmp(v, "f32")))
             o.dtype = !strcmp(v, "bf16") ? UP_DTYPE_BF16 : UP_DTYPE_F32;
         else if (!strcmp(a, "--mode") && v && (!strcmp(v, "score") || !strcmp(v, "gen") || !strcmp(v, "both")))
@@ -130,7 +133,8 @@ int main(int argc, char **argv) {
     }
     if (bad) {
         fprintf(stderr, "usage: bench_grid [--layers N] [--dtype bf16|f32] [--latents 8] [--alphas 8] [--prompt T]\n"
-                        "                  [--new N] [--batch B] [--alone K] [--threads N] [--mode score|gen|both]\n");
+                        "                  [--new N] [--batch B] [--alone K] [--threads N] [--mode score|gen|both]\n"
+                        "                  [--no-coherence]\n");
         return 2;
     }
     if (o.threads) up_blas_set_threads(o.threads);
@@ -173,8 +177,8 @@ int main(int argc, char **argv) {
     const int cells = 1 + o.latents * o.alphas;
     printf("gemma-2-2b shapes, %d layer(s), %s weights, %d threads; SAE 16k at %s\n", cfg.n_layers,
            o.dtype == UP_DTYPE_BF16 ? "bf16" : "f32", up_blas_threads(), hook);
-    printf("grid: 1 prompt of %d tokens x (none + %d latents x %d alphas) = %d cells; batch %d vs 1 (alone: first %d cells)\n",
-           o.prompt, o.latents, o.alphas, cells, o.batch, o.alone);
+    printf("grid: 1 prompt of %d tokens x (none + %d latents x %d alphas) = %d cells; batch %d vs 1 (alone: first %d cells)%s\n",
+           o.prompt, o.latents, o.alphas, cells, o.batch, o.alone, o.coherence ? "" : "; coherence off");
     int rc = 0;
     for (int pass = 0; pass < 2 && !rc; pass++) {
         const int max_new = pass == 0 ? 0 : o.new_tokens;
@@ -191,8 +195,8 @@ int main(int argc, char **argv) {
         }
         int nb, na;
         double sb, sa;
-        const double batched = run(g, o.batch, 0, refusal, &nb, &sb);
-        const double alone = batched < 0 ? -1 : run(g, 1, o.alone, refusal, &na, &sa);
+        const double batched = run(g, o.batch, 0, o.coherence, refusal, &nb, &sb);
+        const double alone = batched < 0 ? -1 : run(g, 1, o.alone, o.coherence, refusal, &na, &sa);
         if (batched < 0 || alone < 0) {
             rc = 1;
             break;
