@@ -630,6 +630,10 @@ typedef struct run_bufs {
     const int32_t **comps;   /* (rows) */
     double *R;               /* (rows) */
     double *lp;              /* (rows) */
+    int *first;              /* (rows) the first row with the same prompt and completion */
+    const int32_t **u_prompts, **u_comps; /* (rows) the distinct (prompt, completion) pairs */
+    int *u_lens, *u_n;       /* (rows) */
+    double *u_lp;            /* (rows) */
 } run_bufs;
 
 static up_status run_batch(run_ctx *c, up_state *s, run_bufs *bu, const int *idx, int B, int max_new,
@@ -659,9 +663,25 @@ static up_status run_batch(run_ctx *c, up_state *s, run_bufs *bu, const int *idx
     if (c->stopped) return UP_ERR_ABORTED;
     if (st) return st;
     if (max_new > 0 && o->coherence) {
-        for (int b = 0; b < B; b++) bu->comps[b] = bu->tokens + (size_t)b * max_new;
-        st = up_metrics_logprob(s, bu->prompts, bu->lens, bu->comps, bu->n_tokens, B, 0, NULL, bu->lp, err);
+        /* The log-prob is the unsteered model's, so rows whose steering left the completion as
+         * another row's (small alphas often do) share one teacher-forced row. Which rows pair
+         * up depends only on the batch's contents, so a resumed run pairs them the same way. */
+        int nu = 0;
+        for (int b = 0; b < B; b++) {
+            bu->comps[b] = bu->tokens + (size_t)b * max_new;
+            bu->first[b] = -1;
+            for (int u = 0; u < nu && bu->first[b] < 0; u++)
+                if (bu->u_prompts[u] == bu->prompts[b] && bu->u_n[u] == bu->n_tokens[b] &&
+                    !memcmp(bu->u_comps[u], bu->comps[b], (size_t)bu->n_tokens[b] * sizeof(int32_t)))
+                    bu->first[b] = u;
+            if (bu->first[b] >= 0) continue;
+            bu->u_prompts[nu] = bu->prompts[b], bu->u_lens[nu] = bu->lens[b];
+            bu->u_comps[nu] = bu->comps[b], bu->u_n[nu] = bu->n_tokens[b];
+            bu->first[b] = nu++;
+        }
+        st = up_metrics_logprob(s, bu->u_prompts, bu->u_lens, bu->u_comps, bu->u_n, nu, 0, NULL, bu->u_lp, err);
         if (st) return st;
+        for (int b = 0; b < B; b++) bu->lp[b] = bu->u_lp[bu->first[b]];
     }
     const char *const *list = (const char *const *)g->substrings;
     for (int b = 0; b < B; b++) {
@@ -986,7 +1006,14 @@ up_status up_grid_run(up_grid *g, const up_grid_opts *opts, up_error *err) {
         bu.comps = malloc((size_t)max_rows * sizeof *bu.comps);
         bu.R = malloc((size_t)max_rows * sizeof *bu.R);
         bu.lp = malloc((size_t)max_rows * sizeof *bu.lp);
-        if (!bu.prompts || !bu.lens || !bu.rows || !bu.logits || !bu.tokens || !bu.n_tokens || !bu.comps || !bu.R || !bu.lp)
+        bu.first = malloc((size_t)max_rows * sizeof *bu.first);
+        bu.u_prompts = malloc((size_t)max_rows * sizeof *bu.u_prompts);
+        bu.u_comps = malloc((size_t)max_rows * sizeof *bu.u_comps);
+        bu.u_lens = malloc((size_t)max_rows * sizeof *bu.u_lens);
+        bu.u_n = malloc((size_t)max_rows * sizeof *bu.u_n);
+        bu.u_lp = malloc((size_t)max_rows * sizeof *bu.u_lp);
+        if (!bu.prompts || !bu.lens || !bu.rows || !bu.logits || !bu.tokens || !bu.n_tokens || !bu.comps || !bu.R || !bu.lp ||
+            !bu.first || !bu.u_prompts || !bu.u_comps || !bu.u_lens || !bu.u_n || !bu.u_lp)
             st = up_error_set(err, UP_ERR_NOMEM, "grid: out of memory for batches of %d rows", max_rows);
         if (!st) st = up_state_init(&s, m, max_rows, max_len + max_new, err);
         for (int j = 0; !st && j < n_pending;) {
@@ -1020,6 +1047,7 @@ up_status up_grid_run(up_grid *g, const up_grid_opts *opts, up_error *err) {
         up_state_free(s);
         free(bu.prompts), free(bu.lens), free(bu.rows), free(bu.logits), free(bu.tokens), free(bu.n_tokens);
         free(bu.comps), free(bu.R), free(bu.lp);
+        free(bu.first), free(bu.u_prompts), free(bu.u_comps), free(bu.u_lens), free(bu.u_n), free(bu.u_lp);
         if (st) goto done;
     }
     /* Duplicates take their owner's outputs (deep copies: each cell owns its buffers). */

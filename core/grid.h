@@ -32,7 +32,8 @@
  * start a pass above layer 0). What is shared: a cell's one prefill gives both its score and
  * the cache its completion decodes from (no second prefill); the unsteered baseline is
  * computed once per prompt and decoding; the coherence log-probs of a batch's completions are
- * one teacher-forced pass; and cells with identical keys (below) are computed once — in
+ * one teacher-forced pass, with one row per distinct (prompt, completion) pair, since the
+ * unsteered model scores a completion the same whichever steering produced it; and cells with identical keys (below) are computed once — in
  * particular every ADD with alpha 0 is dropped from the key (steer.h skips it, so the
  * computation is the same), so an alpha = 0 cell *is* the "none" cell, bit for bit.
  *

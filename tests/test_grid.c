@@ -196,6 +196,18 @@ static void test_batched_equals_alone(void **state) {
         if (!isnan(y->logprob)) assert_true(fabs(x->logprob - y->logprob) < 1e-5 * fmax(1, fabs(y->logprob)));
     }
     printf("batched vs alone: worst relative difference %.2g over %d cells\n", worst, up_grid_n_cells(batched));
+    /* Equal completions of one prompt get one coherence row: equal log-probs. */
+    int shared = 0;
+    for (int i = 0; i < up_grid_n_cells(batched); i++)
+        for (int j = 0; j < i; j++) {
+            const up_grid_cell *x = up_grid_cell_at(batched, i), *y = up_grid_cell_at(batched, j);
+            if (x->prompt != y->prompt || !x->n_tokens || x->n_tokens != y->n_tokens ||
+                memcmp(x->tokens, y->tokens, x->n_tokens * sizeof(int32_t)) || !strcmp(x->key, y->key))
+                continue;
+            shared++;
+            assert_true(fabs(x->logprob - y->logprob) < 1e-5 * fabs(y->logprob));
+        }
+    assert_true(shared > 0); /* the fixture has some: steering that leaves the completion alone */
     up_grid_free(batched), up_grid_free(alone);
 }
 
