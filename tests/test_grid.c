@@ -207,7 +207,25 @@ static void test_batched_equals_alone(void **state) {
             shared++;
             assert_true(fabs(x->logprob - y->logprob) < 1e-5 * fabs(y->logprob));
         }
-    assert_true(shared > 0); /* the fixture has some: steering that leaves the completion alone */
+    printf("%d pairs of cells share a completion\n", shared);
+    /* A steer too small to change the completion: its coherence row is the unsteered one's. */
+    up_grid *g;
+    up_error e = {0};
+    assert_int_equal(up_grid_init(&g, model, &e), UP_OK);
+    int32_t a[7];
+    fill(a, 7, 1);
+    up_grid_add_prompt(g, NULL, a, 7, &e);
+    const float tiny[1] = {1e-4f};
+    assert_int_equal(up_grid_add_latent_sweep(g, sae, latents, 1, tiny, 1, UP_STEER_POS_GENERATED, &e), UP_OK);
+    up_grid_add_decoding(g, 6, &e);
+    up_grid_opts o = base_opts(16);
+    run(g, &o);
+    const up_grid_cell *none = up_grid_cell_at(g, 0), *small = up_grid_cell_at(g, 1);
+    assert_string_not_equal(none->key, small->key);
+    assert_int_equal(none->n_tokens, small->n_tokens);
+    assert_memory_equal(none->tokens, small->tokens, none->n_tokens * sizeof(int32_t));
+    assert_true(same(none->logprob, small->logprob));
+    up_grid_free(g);
     up_grid_free(batched), up_grid_free(alone);
 }
 
