@@ -1,0 +1,614 @@
+/* bench_engine — throughput of the forward pass on gemma-2-2b's exact shapes.
+ *
+ * Builds the model in memory with random weights (no checkpoint needed), once
+ * per storage dtype, and measures in the same run the two ceilings that bound
+ * it on this machine: OpenBLAS sgemm GFLOP/s (prefill is compute-bound) and
+ * memory read bandwidth (batch-1 decode is bandwidth-bound, since every weight
+ * is read once per token). Each engine figure is printed with its ratio to the
+ * relevant ceiling, so a regression shows as a falling percentage rather than
+ * a number that only means something on the machine it came from.
+ *
+ * Prints figures and never fails on time: the exit status is non-zero only
+ * when something errors (bad option, allocation, a forward pass failing).
+ *
+ *   bench_engine [--dtype bf16|f32|both] [--threads N] [--layers N]
+ *                [--prompt T] [--decode S] [--batch B] [--reps R] [--bw-mb MB]
+ *
+ * Memory: full size is ~5.2 GB of weights in bf16 and ~10.5 GB in f32; the
+ * dtypes run one after another and each model is freed before the next. */
+#include <math.h>
+#include <omp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+#if defined(__AVX2__)
+#include <immintrin.h>
+#endif
+
+#include "blas.h"
+#include "error.h"
+#include "forward.h"
+#include "generate.h"
+#include "model.h"
+
+/* From OpenBLAS (cblas.h is blas.c's alone); printed so a figure says which build made it. */
+extern char *openblas_get_config(void);
+extern int openblas_get_parallel(void); /* 0 sequential, 1 pthreads, 2 OpenMP */
+
+typedef struct bench_opts {
+    int bf16, f32;  /* which storage dtypes to run */
+    int threads;
+    int layers;     /* 0: the real 26 */
+    int prompt;     /* prefill length */
+    int decode;     /* decode steps */
+    int batch;      /* rows of the batched decode */
+    int reps;       /* timed repetitions of each measurement; the best is reported */
+    int bw_mb;      /* bandwidth probe buffer */
+} bench_opts;
+
+/* The two ceilings the engine is judged against. */
+typedef struct machine {
+    double sgemm_thin;   /* GFLOP/s of the prefill-shaped product */
+    double sgemm_square; /* GFLOP/s of a large square product */
+    double bandwidth;    /* GB/s, multithreaded streaming read */
+} machine;
+
+static double now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static double peak_rss_gb(void) {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_maxrss * 1024.0 / 1e9; /* ru_maxrss is in KiB on Linux */
+}
+
+/* The 1-minute load average, or -1 where /proc is absent. On a shared machine a figure taken
+ * while others ran is not comparable, so the run says how busy the machine was. */
+static double load_average(void) {
+    double l = -1;
+    FILE *f = fopen("/proc/loadavg", "r");
+    if (f) {
+        if (fscanf(f, "%lf", &l) != 1) l = -1;
+        fclose(f);
+    }
+    return l;
+}
+
+static void *xmalloc(size_t bytes) {
+    void *p = malloc(bytes);
+    if (!p) {
+        fprintf(stderr, "bench_engine: cannot allocate %.2f GB\n", bytes / 1e9);
+        exit(1);
+    }
+    return p;
+}
+
+static uint64_t rng_next(uint64_t *s) {
+    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+static void fill_uniform(float *x, size_t n, uint64_t seed) {
+    for (size_t i = 0; i < n; i++) x[i] = (float)(rng_next(&seed) >> 40) / (float)(1 << 24) - 0.5f;
+}
+
+/* gemma-2-2b-it's config.json, with the layer count overridable for quick runs. */
+static up_model_config gemma2_2b(int layers) {
+    up_model_config c = {0};
+    c.family = UP_FAMILY_GEMMA2;
+    c.d_model = 2304;
+    c.d_mlp = 9216;
+    c.n_layers = layers > 0 ? layers : 26;
+    c.n_heads = 8;
+    c.n_kv_heads = 4;
+    c.head_dim = 256;
+    c.vocab_size = 256000;
+    c.sliding_window = 4096;
+    c.rms_norm_eps = 1e-6f;
+    c.rope_theta = 10000.0f;
+    c.query_pre_attn_scalar = 256.0f;
+    c.attn_softcap = 50.0f;
+    c.final_softcap = 30.0f;
+    c.activation = UP_ACT_GELU_TANH;
+    c.tie_word_embeddings = 1;
+    c.bos_id = 2, c.eos_id = 1, c.pad_id = 0;
+    c.max_position_embeddings = 8192;
+    return c;
+}
+
+/* ---- machine ceilings ------------------------------------------------------- */
+
+/* Best-of-reps GFLOP/s of C (M,N) = A (M,K) @ B^T, B (N,K): the layout up_linear uses. */
+static double bench_sgemm(int M, int N, int K, int reps) {
+    float *A = xmalloc((size_t)M * K * sizeof(float));
+    float *B = xmalloc((size_t)N * K * sizeof(float));
+    float *C = xmalloc((size_t)M * N * sizeof(float));
+    fill_uniform(A, (size_t)M * K, 1);
+    fill_uniform(B, (size_t)N * K, 2);
+    up_sgemm(M, N, K, 1.0f, A, B, 1, 0.0f, C); /* warm-up: page faults, thread pool start */
+    double best = 1e30;
+    for (int r = 0; r < reps; r++) {
+        double t0 = now();
+        up_sgemm(M, N, K, 1.0f, A, B, 1, 0.0f, C);
+        double dt = now() - t0;
+        if (dt < best) best = dt;
+    }
+    free(A), free(B), free(C);
+    return 2.0 * M * N * K / best / 1e9;
+}
+
+/* Sum of one thread's share with four independent vector accumulators, so the loop is limited
+ * by memory rather than by the latency of a serial add chain (fast-math is off project-wide,
+ * so the compiler would not reassociate a plain loop). */
+static float sum_span(const float *x, size_t n) {
+    size_t i = 0;
+    float s = 0.0f;
+#if defined(__AVX2__)
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    for (; i + 32 <= n; i += 32) {
+        a0 = _mm256_add_ps(a0, _mm256_loadu_ps(x + i));
+        a1 = _mm256_add_ps(a1, _mm256_loadu_ps(x + i + 8));
+        a2 = _mm256_add_ps(a2, _mm256_loadu_ps(x + i + 16));
+        a3 = _mm256_add_ps(a3, _mm256_loadu_ps(x + i + 24));
+    }
+    float lanes[8];
+    _mm256_storeu_ps(lanes, _mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+    for (int k = 0; k < 8; k++) s += lanes[k];
+#endif
+    for (; i < n; i++) s += x[i];
+    return s;
+}
+
+static volatile float bandwidth_sink; /* keeps the sums observable */
+
+/* Streaming read of a buffer far larger than the caches, split evenly over the threads. */
+static double bench_bandwidth(size_t bytes, int reps) {
+    size_t n = bytes / sizeof(float);
+    float *buf = xmalloc(n * sizeof(float));
+    /* First touch in parallel so the pages are mapped before timing. */
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++) buf[i] = (float)(i & 1023) * 1e-3f;
+    double best = 1e30;
+    for (int r = 0; r < reps + 1; r++) { /* the first pass is a warm-up */
+        float s = 0.0f;
+        double t0 = now();
+#pragma omp parallel reduction(+ : s)
+        {
+            size_t nt = (size_t)omp_get_num_threads(), id = (size_t)omp_get_thread_num();
+            size_t lo = n * id / nt, hi = n * (id + 1) / nt;
+            s += sum_span(buf + lo, hi - lo);
+        }
+        double dt = now() - t0;
+        bandwidth_sink = s;
+        if (r > 0 && dt < best) best = dt;
+    }
+    free(buf);
+    return (double)n * sizeof(float) / best / 1e9;
+}
+
+/* Both ceilings. Bandwidth goes first: after an sgemm OpenBLAS's pthreads workers spin for a
+ * while (THREAD_TIMEOUT) and would share the cores with the streaming threads. */
+static void measure_machine(machine *mc, const bench_opts *o) {
+    mc->bandwidth = bench_bandwidth((size_t)o->bw_mb << 20, o->reps + 2);
+    mc->sgemm_thin = bench_sgemm(64, 9216, 2304, 10); /* ~20 ms each: cheap to repeat */
+    mc->sgemm_square = bench_sgemm(4096, 4096, 4096, o->reps);
+}
+
+static void print_machine(const machine *mc, const bench_opts *o, const char *when) {
+    printf("machine, measured %s (best of repetitions; load average %.2f):\n", when, load_average());
+    printf("  read bandwidth, %d MB streaming sum, %d threads:    %7.1f GB/s\n", o->bw_mb, up_blas_threads(),
+           mc->bandwidth);
+    printf("  sgemm 64x9216x2304 (A @ B^T, the prefill MLP shape): %7.1f GFLOP/s\n", mc->sgemm_thin);
+    printf("  sgemm 4096x4096x4096 (A @ B^T):                      %7.1f GFLOP/s\n", mc->sgemm_square);
+}
+
+/* ---- per-sublayer timing through the hook points ---------------------------- */
+
+enum { SEG_EMBED, SEG_ATTN, SEG_MLP, SEG_RESID, SEG_FINAL_NORM, SEG_LM_HEAD, SEG_COUNT };
+static const char *const seg_name[SEG_COUNT] = {
+    "embed", "attn block", "mlp block", "resid adds", "final norm", "lm_head+cap"};
+
+/* Every hook fires at a boundary between sublayers; the time since the previous boundary is
+ * charged to the work that just ended. "attn block" = input norm, q/k/v projections, RoPE,
+ * cache copy, attention, o_proj and post-attention norm; "mlp block" = pre-ffw norm,
+ * gate/up, GELU*up, down and post-ffw norm. */
+typedef struct profile {
+    double last;
+    double seg[SEG_COUNT];
+} profile;
+
+static int profile_hook(const up_hook_call *call, void *user) {
+    profile *p = user;
+    double t = now();
+    int seg;
+    switch (call->point.kind) {
+    case UP_HOOK_EMBED: seg = SEG_EMBED; break;
+    case UP_HOOK_ATTN_OUT: seg = SEG_ATTN; break;
+    case UP_HOOK_MLP_OUT: seg = SEG_MLP; break;
+    case UP_HOOK_LN_FINAL: seg = SEG_FINAL_NORM; break;
+    default: seg = SEG_RESID; break; /* resid_pre/mid/post: only the residual adds precede them */
+    }
+    p->seg[seg] += t - p->last;
+    p->last = t;
+    return UP_HOOK_CONTINUE;
+}
+
+typedef struct profiler {
+    up_hook items[UP_HOOK_KIND_COUNT];
+    up_hooks hooks;
+    profile prof;
+} profiler;
+
+static void profiler_init(profiler *pr) {
+    memset(pr, 0, sizeof *pr);
+    for (int k = 0; k < UP_HOOK_KIND_COUNT; k++) {
+        int layer = (k == UP_HOOK_EMBED || k == UP_HOOK_LN_FINAL) ? -1 : UP_HOOK_ANY_LAYER;
+        pr->items[k] = (up_hook){{(up_hook_kind)k, layer}, profile_hook, &pr->prof};
+    }
+    pr->hooks = (up_hooks){pr->items, UP_HOOK_KIND_COUNT};
+}
+
+/* One timed up_forward; the time after ln_final is the unembedding. Returns seconds. */
+static double timed_forward(up_state *s, profiler *pr, const int32_t *tokens, int B, int T, float *logits) {
+    up_error err;
+    double t0 = now();
+    pr->prof.last = t0;
+    if (up_forward(s, tokens, NULL, NULL, B, T, &pr->hooks, logits, UP_LOGITS_LAST, &err)) {
+        fprintf(stderr, "bench_engine: forward failed: %s\n", err.msg);
+        exit(1);
+    }
+    double t1 = now();
+    pr->prof.seg[SEG_LM_HEAD] += t1 - pr->prof.last;
+    return t1 - t0;
+}
+
+/* ---- model accounting --------------------------------------------------------- */
+
+typedef struct shape_costs {
+    double attn_params, mlp_params, head_params; /* matmul parameters: all layers; lm_head */
+} shape_costs;
+
+static shape_costs costs_of(const up_model_config *c) {
+    double d = c->d_model, q = (double)c->n_heads * c->head_dim, kv = (double)c->n_kv_heads * c->head_dim;
+    shape_costs k;
+    k.attn_params = c->n_layers * (q * d + 2 * kv * d + d * q);
+    k.mlp_params = c->n_layers * 3.0 * c->d_mlp * d;
+    k.head_params = (double)c->vocab_size * d;
+    return k;
+}
+
+/* Attention FLOPs of appending T tokens after `past` cached ones, causal (masked columns are
+ * skipped by the kernel, so they are not counted): QK^T and PV, 2*hd each per (query, key). */
+static double attn_core_flops(const up_model_config *c, int B, int past, int T) {
+    double pairs = 0;
+    for (int t = 0; t < T; t++) pairs += past + t + 1;
+    return (double)B * c->n_layers * c->n_heads * 4.0 * c->head_dim * pairs;
+}
+
+static void print_profile(const profile *p, int n_passes, const double seg_work[SEG_COUNT], const char *unit) {
+    double total = 0;
+    for (int i = 0; i < SEG_COUNT; i++) total += p->seg[i];
+    for (int i = 0; i < SEG_COUNT; i++) {
+        double t = p->seg[i] / n_passes;
+        printf("      %-12s %9.2f ms  %5.1f%%", seg_name[i], 1e3 * t, 100.0 * p->seg[i] / total);
+        if (seg_work && seg_work[i] > 0) printf("  %8.1f %s", seg_work[i] / t / 1e9, unit);
+        printf("\n");
+    }
+}
+
+/* ---- kernel probes ------------------------------------------------------------ */
+
+/* up_linear alone on one of the model's own matrices, to separate the kernel from the pass.
+ * Returns the best time of reps calls. */
+static double time_linear(const up_weight *w, int M, int N, int K, int reps, float *x, float *y, float *scratch,
+                          size_t scratch_floats) {
+    up_linear(y, x, w->data, w->dtype, M, N, K, 0, scratch, scratch_floats);
+    double best = 1e30;
+    for (int r = 0; r < reps; r++) {
+        double t0 = now();
+        up_linear(y, x, w->data, w->dtype, M, N, K, 0, scratch, scratch_floats);
+        double dt = now() - t0;
+        if (dt < best) best = dt;
+    }
+    return best;
+}
+
+/* The widening step of the bf16 prefill path, the way blas.c does it (parallel chunks of
+ * up_convert_to_f32), so its cost can be set against the sgemm that follows it. */
+static double time_widen(const up_weight *w, size_t n, float *dst, int reps) {
+    const size_t chunk = 1 << 16, esz = up_dtype_size(w->dtype);
+    const long n_chunks = (long)((n + chunk - 1) / chunk);
+    double best = 1e30;
+    for (int r = 0; r < reps + 1; r++) {
+        double t0 = now();
+#pragma omp parallel for schedule(static)
+        for (long c = 0; c < n_chunks; c++) {
+            size_t off = (size_t)c * chunk, len = n - off < chunk ? n - off : chunk;
+            up_convert_to_f32(dst + off, (const char *)w->data + off * esz, w->dtype, len);
+        }
+        double dt = now() - t0;
+        if (r > 0 && dt < best) best = dt;
+    }
+    return best;
+}
+
+/* Decode-shaped calls come first: after an sgemm (the M=T probe) OpenBLAS's workers keep
+ * spinning for a while and would slow whatever OpenMP kernel runs next. */
+static void probe_kernels(const up_model *m, const bench_opts *o, const machine *mc) {
+    const up_model_config *c = &m->cfg;
+    const int d = c->d_model, f = c->d_mlp, T = o->prompt, V = c->vocab_size;
+    const up_weight *gate = &m->layers[0].gate_proj;
+    const size_t esz = up_dtype_size(gate->dtype);
+    /* Same scratch size as up_state_init gives the pass: the largest layer matrix. */
+    const size_t scratch_floats = (size_t)f * d;
+    float *scratch = xmalloc(scratch_floats * sizeof(float));
+    const int M_max = T > o->batch ? T : o->batch;
+    float *x = xmalloc((size_t)M_max * d * sizeof(float));
+    /* y holds the widest output probed: M_max rows of d_mlp, or one row of the vocabulary. */
+    const size_t y_floats = (size_t)M_max * f > (size_t)V ? (size_t)M_max * f : (size_t)V;
+    float *y = xmalloc(y_floats * sizeof(float));
+    fill_uniform(x, (size_t)M_max * d, 3);
+
+    printf("  kernels (up_linear on the model's own matrices, best of %d):\n", o->reps);
+    const int Ms[2] = {1, o->batch};
+    for (int i = 0; i < 2; i++) {
+        int M = Ms[i];
+        if (M > UP_LINEAR_FUSED_MAX_M || (i == 1 && M == 1)) continue;
+        double t = time_linear(gate, M, f, d, o->reps, x, y, scratch, scratch_floats);
+        double gb = (double)f * d * esz / 1e9;
+        printf("    gate_proj M=%-3d %5dx%d %8.2f ms  %6.1f GB/s of weights (%3.0f%% of bandwidth)  %6.1f GFLOP/s\n", M,
+               f, d, 1e3 * t, gb / t, 100.0 * gb / t / mc->bandwidth, 2.0 * M * f * d / t / 1e9);
+    }
+    double t = time_linear(&m->lm_head, 1, V, d, o->reps, x, y, scratch, scratch_floats);
+    double gb = (double)V * d * esz / 1e9;
+    printf("    lm_head   M=1   %dx%d %8.2f ms  %6.1f GB/s of weights (%3.0f%% of bandwidth)\n", V, d, 1e3 * t, gb / t,
+           100.0 * gb / t / mc->bandwidth);
+    double tw = 0;
+    if (gate->dtype != UP_DTYPE_F32 && T > UP_LINEAR_FUSED_MAX_M) /* else up_linear does not widen */
+        tw = time_widen(gate, (size_t)f * d, scratch, o->reps);
+    t = time_linear(gate, T, f, d, o->reps, x, y, scratch, scratch_floats);
+    double gf = 2.0 * T * f * d / t / 1e9;
+    printf("    gate_proj M=%-3d %5dx%d %8.2f ms  %6.1f GFLOP/s (%3.0f%% of sgemm 64x9216x2304)\n", T, f, d, 1e3 * t, gf,
+           100.0 * gf / mc->sgemm_thin);
+    if (tw > 0)
+        printf("      of which widening bf16->f32 %.2f ms (%.0f%%; %.1f GB/s read+written)\n", 1e3 * tw, 100.0 * tw / t,
+               (double)f * d * (esz + 4) / tw / 1e9);
+    free(scratch), free(x), free(y);
+}
+
+/* ---- the engine ------------------------------------------------------------------ */
+
+typedef struct result {
+    double prefill_gflops, prefill_tok_s;
+    double decode_tok_s, decode_gb_s;
+    double batch_tok_s;
+} result;
+
+static void random_tokens(int32_t *ids, size_t n, int vocab, uint64_t seed) {
+    for (size_t i = 0; i < n; i++) ids[i] = 3 + (int32_t)(rng_next(&seed) % (uint64_t)(vocab - 3));
+}
+
+static void check(up_status st, const up_error *err) {
+    if (st == UP_OK) return;
+    fprintf(stderr, "bench_engine: %s\n", err->msg);
+    exit(1);
+}
+
+static void run_dtype(up_dtype dtype, const bench_opts *o, const machine *mc, result *res) {
+    const up_model_config cfg = gemma2_2b(o->layers);
+    const int T = o->prompt, S = o->decode, B = o->batch, V = cfg.vocab_size;
+    up_error err;
+    printf("\n== %s storage, %d layers (load average %.2f) ==\n", up_dtype_name(dtype), cfg.n_layers, load_average());
+
+    double t0 = now();
+    up_model *m = NULL;
+    check(up_model_init_random(&m, &cfg, dtype, 42, &err), &err);
+    const double weight_bytes = (double)up_model_weight_bytes(m);
+    printf("  model: %.3f B params, %.2f GB of weights, built in %.1f s\n", up_model_param_count(m) / 1e9,
+           weight_bytes / 1e9, now() - t0);
+
+    probe_kernels(m, o, mc);
+
+    /* One state serves all three phases: B rows, room for the prompt and the decode steps. */
+    up_state *s = NULL;
+    check(up_state_init(&s, m, B, T + S, &err), &err);
+    int32_t *tokens = xmalloc((size_t)B * T * sizeof(int32_t));
+    int32_t *next = xmalloc((size_t)B * sizeof(int32_t));
+    float *logits = xmalloc((size_t)B * V * sizeof(float));
+    random_tokens(tokens, (size_t)B * T, V, 7);
+    const shape_costs k = costs_of(&cfg);
+    const double es = (double)up_dtype_size(dtype);
+    profiler pr;
+
+    /* Prefill: one row of T tokens, logits of the last position (what generation asks for).
+     * FLOPs counted = 2*(layer matmul params)*T + causal attention (QK^T, PV) + 2*V*d for the
+     * one unembedded row; norms, RoPE, GELU and softmax are left out (well under 1%). */
+    const double pf_attn = attn_core_flops(&cfg, 1, 0, T);
+    const double pf_flops = 2.0 * (k.attn_params + k.mlp_params) * T + pf_attn + 2.0 * k.head_params;
+    up_state_reset(s);
+    profiler_init(&pr);
+    timed_forward(s, &pr, tokens, 1, T, logits); /* warm-up: first touch of scratch and cache */
+    double best = 1e30;
+    profiler_init(&pr);
+    for (int r = 0; r < o->reps; r++) {
+        up_state_reset(s);
+        double dt = timed_forward(s, &pr, tokens, 1, T, logits);
+        if (dt < best) best = dt;
+    }
+    res->prefill_tok_s = T / best;
+    res->prefill_gflops = pf_flops / best / 1e9;
+    printf("  prefill %d tokens (best of %d): %.3f s  %.1f tok/s  %.1f GFLOP/s = %.0f%% of sgemm 64x9216x2304"
+           " (%.0f%% of square)\n",
+           T, o->reps, best, res->prefill_tok_s, res->prefill_gflops, 100.0 * res->prefill_gflops / mc->sgemm_thin,
+           100.0 * res->prefill_gflops / mc->sgemm_square);
+    printf("    counted %.1f GFLOP/pass: layer matmuls %.1f, attention core %.3f, lm_head (1 row) %.2f\n",
+           pf_flops / 1e9, 2.0 * (k.attn_params + k.mlp_params) * T / 1e9, pf_attn / 1e9, 2.0 * k.head_params / 1e9);
+    printf("    time by segment (mean of %d passes; GFLOP/s of the counted work in it):\n", o->reps);
+    double pf_work[SEG_COUNT] = {0};
+    pf_work[SEG_ATTN] = 2.0 * k.attn_params * T + pf_attn;
+    pf_work[SEG_MLP] = 2.0 * k.mlp_params * T;
+    pf_work[SEG_LM_HEAD] = 2.0 * k.head_params;
+    print_profile(&pr.prof, o->reps, pf_work, "GFLOP/s");
+
+    /* Batch-1 decode continuing the prefilled row, each step fed its own greedy token. Bytes
+     * counted per token = every weight matrix once (the tied embedding once, as the lm_head)
+     * + the K and V cache columns attended to; activations are cache-resident and left out.
+     * The first step follows the prefill directly, as in generation. */
+    up_state_reset(s);
+    timed_forward(s, &pr, tokens, 1, T, logits);
+    next[0] = (int32_t)up_argmax(logits, V);
+    profiler_init(&pr);
+    double dec_time = 0, dec_best = 1e30, dec_bytes = 0;
+    const double kv_col = 2.0 * cfg.n_layers * cfg.n_kv_heads * cfg.head_dim * sizeof(float);
+    for (int step = 0; step < S; step++) {
+        double dt = timed_forward(s, &pr, next, 1, 1, logits);
+        next[0] = (int32_t)up_argmax(logits, V);
+        dec_time += dt;
+        if (dt < dec_best) dec_best = dt;
+        dec_bytes += weight_bytes + kv_col * (T + step + 1);
+    }
+    res->decode_tok_s = S / dec_time;
+    res->decode_gb_s = dec_bytes / dec_time / 1e9;
+    printf("  decode batch 1, %d steps after the %d-token prompt: %.1f ms/token (best %.1f)  %.2f tok/s\n", S, T,
+           1e3 * dec_time / S, 1e3 * dec_best, res->decode_tok_s);
+    printf("    %.3f GB read/token -> %.1f GB/s effective = %.0f%% of bandwidth (best step %.0f%%)\n",
+           dec_bytes / S / 1e9, res->decode_gb_s, 100.0 * res->decode_gb_s / mc->bandwidth,
+           100.0 * dec_bytes / S / dec_best / 1e9 / mc->bandwidth);
+    printf("    time by segment (mean per step; GB/s of weights read in it):\n");
+    double dec_work[SEG_COUNT] = {0};
+    dec_work[SEG_ATTN] = k.attn_params * es;
+    dec_work[SEG_MLP] = k.mlp_params * es;
+    dec_work[SEG_LM_HEAD] = k.head_params * es;
+    print_profile(&pr.prof, S, dec_work, "GB/s");
+
+    /* Batched decode: B rows prefilled with a short prompt (a B x T prefill would cost B times
+     * the one above), then S steps of B tokens. Up to
+     * UP_LINEAR_FUSED_MAX_M rows up_linear reads each weight once for all rows; above, it
+     * widens and calls sgemm. */
+    res->batch_tok_s = 0;
+    if (B > 1) {
+        const int Tb = T < 8 ? T : 8;
+        up_state_reset(s);
+        timed_forward(s, &pr, tokens, B, Tb, logits); /* tokens read as (B, Tb) */
+        for (int b = 0; b < B; b++) next[b] = (int32_t)up_argmax(logits + (size_t)b * V, V);
+        profiler_init(&pr);
+        double bt = 0;
+        for (int step = 0; step < S; step++) {
+            bt += timed_forward(s, &pr, next, B, 1, logits);
+            for (int b = 0; b < B; b++) next[b] = (int32_t)up_argmax(logits + (size_t)b * V, V);
+        }
+        res->batch_tok_s = (double)B * S / bt;
+        double mm = 2.0 * (k.attn_params + k.mlp_params + k.head_params) * B;
+        printf("  decode batch %d, %d steps after %d-token prompts: %.1f ms/step  %.2f tok/s (%.1fx batch 1)  %.1f GFLOP/s of matmuls"
+               "  %.1f GB/s of weights\n",
+               B, S, Tb, 1e3 * bt / S, res->batch_tok_s, res->batch_tok_s / res->decode_tok_s, mm * S / bt / 1e9,
+               weight_bytes * S / bt / 1e9);
+        printf("    time by segment (mean per step; GFLOP/s of the matmuls in it):\n");
+        double bw[SEG_COUNT] = {0};
+        bw[SEG_ATTN] = 2.0 * k.attn_params * B;
+        bw[SEG_MLP] = 2.0 * k.mlp_params * B;
+        bw[SEG_LM_HEAD] = 2.0 * k.head_params * B;
+        print_profile(&pr.prof, S, bw, "GFLOP/s");
+    }
+
+    free(tokens), free(next), free(logits);
+    up_state_free(s);
+    up_model_free(m);
+    printf("  peak RSS so far: %.2f GB\n", peak_rss_gb());
+}
+
+/* ---- command line ---------------------------------------------------------------- */
+
+static void usage(void) {
+    fprintf(stderr,
+            "usage: bench_engine [--dtype bf16|f32|both] [--threads N] [--layers N] [--prompt T]\n"
+            "                    [--decode S] [--batch B] [--reps R] [--bw-mb MB]\n"
+            "defaults: both dtypes, OpenMP's thread count, 26 layers, T=64, S=16, B=8, R=3, MB=2048\n");
+}
+
+static int parse_int(const char *s, int lo, int *out) {
+    char *end;
+    long v = strtol(s, &end, 10);
+    if (*s == '\0' || *end != '\0' || v < lo || v > 1 << 20) return -1;
+    *out = (int)v;
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    bench_opts o = {1, 1, 0, 0, 64, 16, 8, 3, 2048};
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        int bad = 0;
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            usage();
+            return 0;
+        } else if (!v) {
+            bad = 1;
+        } else if (!strcmp(a, "--dtype")) {
+            o.bf16 = !strcmp(v, "bf16") || !strcmp(v, "both");
+            o.f32 = !strcmp(v, "f32") || !strcmp(v, "both");
+            bad = !o.bf16 && !o.f32;
+        } else if (!strcmp(a, "--threads")) bad = parse_int(v, 1, &o.threads);
+        else if (!strcmp(a, "--layers")) bad = parse_int(v, 1, &o.layers);
+        else if (!strcmp(a, "--prompt")) bad = parse_int(v, 1, &o.prompt);
+        else if (!strcmp(a, "--decode")) bad = parse_int(v, 1, &o.decode);
+        else if (!strcmp(a, "--batch")) bad = parse_int(v, 1, &o.batch);
+        else if (!strcmp(a, "--reps")) bad = parse_int(v, 1, &o.reps);
+        else if (!strcmp(a, "--bw-mb")) bad = parse_int(v, 64, &o.bw_mb);
+        else bad = 1;
+        if (bad) {
+            fprintf(stderr, "bench_engine: bad option %s%s%s\n", a, v ? " " : "", v ? v : "");
+            usage();
+            return 2;
+        }
+        i++;
+    }
+    setvbuf(stdout, NULL, _IOLBF, 0); /* a run takes minutes: show each figure as it comes */
+    if (o.threads > 0) up_blas_set_threads(o.threads);
+    const double t_start = now();
+    printf("bench_engine: gemma-2-2b shapes, random weights; %d threads; %s (%s)\n", up_blas_threads(),
+           openblas_get_config(),
+           openblas_get_parallel() == 2 ? "OpenMP" : openblas_get_parallel() == 1 ? "pthreads" : "sequential");
+
+    /* The two thread pools (OpenBLAS's and OpenMP's) wait for work in ways these variables
+     * change, and the figures move with them; name any that are set. */
+    const char *env_names[] = {"OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OPENBLAS_THREAD_TIMEOUT", "OPENBLAS_NUM_THREADS",
+                               "OMP_NUM_THREADS", "OMP_PROC_BIND"};
+    for (size_t i = 0; i < sizeof env_names / sizeof env_names[0]; i++)
+        if (getenv(env_names[i])) printf("  %s=%s\n", env_names[i], getenv(env_names[i]));
+    /* On a shared virtual machine the speed drifts; the ceilings are measured before and after
+     * the engine runs, and the summary's ratios use the better of the two (the stricter bar). */
+    machine mc;
+    measure_machine(&mc, &o);
+    print_machine(&mc, &o, "at the start");
+
+    result res[2] = {{0}};
+    if (o.bf16) run_dtype(UP_DTYPE_BF16, &o, &mc, &res[0]);
+    if (o.f32) run_dtype(UP_DTYPE_F32, &o, &mc, &res[1]);
+
+    machine end;
+    measure_machine(&end, &o);
+    printf("\n");
+    print_machine(&end, &o, "at the end");
+    const double bw = fmax(mc.bandwidth, end.bandwidth), peak = fmax(mc.sgemm_thin, end.sgemm_thin);
+    printf("\nsummary, against the better of start and end (%.1f GB/s, sgemm 64x9216x2304 %.1f GFLOP/s):\n", bw, peak);
+    printf("  storage  prefill tok/s  GFLOP/s  %%sgemm [target>=75]  decode tok/s  GB/s  %%bw [target>=70]"
+           "  batch-%d tok/s\n", o.batch);
+    for (int i = 0; i < 2; i++) {
+        if (!(i == 0 ? o.bf16 : o.f32)) continue;
+        const result *r = &res[i];
+        printf("  %-7s  %13.1f  %7.1f  %19.0f%%  %12.2f  %4.1f  %15.0f%%  %14.2f\n", i == 0 ? "bf16" : "f32",
+               r->prefill_tok_s, r->prefill_gflops, 100.0 * r->prefill_gflops / peak, r->decode_tok_s,
+               r->decode_gb_s, 100.0 * r->decode_gb_s / bw, r->batch_tok_s);
+    }
+    printf("\npeak RSS %.2f GB; wall time %.1f s\n", peak_rss_gb(), now() - t_start);
+    return 0;
+}
