@@ -11,7 +11,7 @@ packages=(
   libcmocka-dev                                            # C unit tests
   libcairo2-dev fonts-dejavu-core                          # figures: drawing and the font they use
   nodejs npm                                               # tokenizer conformance reference (transformers.js port)
-  clang                                                    # libFuzzer for the tokenizer fuzz targets
+  clang libclang-rt-14-dev                                 # libFuzzer (clang and its runtime) for the tokenizer fuzz targets
 )
 
 missing=()
