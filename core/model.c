@@ -133,6 +133,17 @@ done:
     return st;
 }
 
+up_model_config up_model_config_gemma2_2b(void) {
+    up_model_config c = {0};
+    c.family = UP_FAMILY_GEMMA2;
+    c.d_model = 2304, c.d_mlp = 9216, c.n_layers = 26, c.n_heads = 8, c.n_kv_heads = 4, c.head_dim = 256;
+    c.vocab_size = 256000, c.sliding_window = 4096, c.rms_norm_eps = 1e-6f, c.rope_theta = 10000.0f;
+    c.query_pre_attn_scalar = 256.0f, c.attn_softcap = 50.0f, c.final_softcap = 30.0f;
+    c.activation = UP_ACT_GELU_TANH, c.tie_word_embeddings = 1;
+    c.bos_id = 2, c.eos_id = 1, c.pad_id = 0, c.max_position_embeddings = 8192;
+    return c;
+}
+
 /* ---- weights ------------------------------------------------------------ */
 
 static int n_norms(const up_model_config *c) { return 1 + 4 * c->n_layers; }
