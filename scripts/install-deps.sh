@@ -16,6 +16,11 @@ packages=(
 
 missing=()
 for p in "${packages[@]}"; do
+  # A node that came with its own npm (e.g. NodeSource's nodejs) satisfies both; Debian's npm
+  # package would conflict with it.
+  if { [ "$p" = nodejs ] || [ "$p" = npm ]; } && command -v node >/dev/null && command -v npm >/dev/null; then
+    continue
+  fi
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if [ ${#missing[@]} -eq 0 ]; then
