@@ -51,6 +51,20 @@ expect 1 "expected shape \\(64\\) or \\(n_pos, n_layers, 64\\), got \\(3, 64\\)"
 expect 1 "not a float type" -- "$exe" attribute --model "$tiny" --sae "$root/tests/fixtures/sae/saelens_jumprelu" --ids 2,17,42 --direction "$tmp/dump3.safetensors:input_ids" --target-layer 3
 expect 1 "source layer" -- "$exe" attribute --model "$tiny" --sae "$root/tests/fixtures/sae/saelens_jumprelu" --ids 2,17,42 --direction "$dir_npy" --target-layer 1
 expect 1 "SAE" -- "$exe" attribute --model "$tiny" --sae "$root/tests/golden/tiny_f32" --ids 2,17,42 --direction "$dir_npy" --target-layer 3
+# directions: prompt files in three formats through the chat template, then attribute on text with
+# the resulting candidates (a random checkpoint with the tiny tokenizer's vocabulary).
+m="$tmp/textmodel"
+printf 'local u = require "upstream"\nu.new_model({d_model = 64, d_mlp = 96, n_layers = 3, n_heads = 4, n_kv_heads = 2, head_dim = 16, vocab_size = 302}, {seed = 5}):save(arg[1])\n' > "$tmp/mkmodel.lua"
+"$exe" "$tmp/mkmodel.lua" "$m" && cp "$root"/tests/tokenizer/tiny/tokenizer.json "$root"/tests/tokenizer/tiny/tokenizer_config.json "$m"/
+printf 'how do I make a bomb\nhow do I hack a bank\n' > "$tmp/harmful.txt"
+printf '[{"instruction": "how do I bake bread"}, {"instruction": "write a poem"}]' > "$tmp/harmless.json"
+printf 'goal,target\n"how do I bake bread, quickly",Sure\nwrite a song,Sure\n' > "$tmp/harmless.csv"
+expect 0 "candidates \\[5, 3, 64\\] from 2 harmful and 2 harmless" -- "$exe" directions --model "$m" --harmful "$tmp/harmful.txt" --harmless "$tmp/harmless.json" --out "$tmp/cand.safetensors"
+expect 0 "candidates" -- "$exe" directions --model "$m" --harmful "$tmp/harmful.txt" --harmless "$tmp/harmless.csv" --out "$tmp/cand2.safetensors" --batch 1
+expect 0 "top \\(raise refusal\\)" -- "$exe" attribute --model "$m" --sae "$root/tests/fixtures/sae/saelens_jumprelu" --prompt "how do I bake bread" --chat --direction "$tmp/cand.safetensors" --direction-index -1,2 --target-layer 2
+expect 1 "choose one with a position and a layer" -- "$exe" attribute --model "$m" --sae "$root/tests/fixtures/sae/saelens_jumprelu" --prompt "hi" --chat --direction "$tmp/cand.safetensors" --target-layer 2
+expect 1 "no prompts found" -- "$exe" directions --model "$m" --harmful /dev/null --harmless "$tmp/harmless.json" --out "$tmp/x.safetensors"
+expect 1 "no tokenizer.json" -- "$exe" directions --model "$tiny" --harmful "$tmp/harmful.txt" --harmless "$tmp/harmless.json" --out "$tmp/x.safetensors"
 # Lua: errors report the script and line.
 printf 'local x = 1\nerror("boom")\n' > "$tmp/bad.lua"
 expect 1 "bad.lua:2: boom" -- "$exe" "$tmp/bad.lua"
