@@ -138,43 +138,6 @@ static void rmsnorm_recompute(float *out, const float *x, const float *rstd, con
         for (int j = 0; j < d; j++) out[(size_t)i * d + j] = (x[(size_t)i * d + j] * rstd[i]) * (1.0f + w[j]);
 }
 
-static float gelu_value(float x, up_activation act) {
-    if (act == UP_ACT_GELU_EXACT) return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f));
-    const float k = 0.79788456080286536f;
-    return 0.5f * x * (1.0f + tanhf(k * (x + 0.044715f * x * x * x)));
-}
-
-static float gelu_grad(float x, up_activation act) {
-    if (act == UP_ACT_GELU_EXACT) {
-        const float inv_sqrt2pi = 0.39894228040143268f;
-        return 0.5f * (1.0f + erff(x * 0.70710678118654752f)) + x * inv_sqrt2pi * expf(-0.5f * x * x);
-    }
-    const float k = 0.79788456080286536f;
-    float u = k * (x + 0.044715f * x * x * x);
-    float th = tanhf(u);
-    return 0.5f * (1.0f + th) + 0.5f * x * (1.0f - th * th) * k * (1.0f + 3.0f * 0.044715f * x * x);
-}
-
-/* The transpose of forward.c's rotate-half rotation. */
-static void rope_backward(float *g, const int *pos, int n_slots, int n_heads, int hd, float theta) {
-    const int half = hd / 2;
-#pragma omp parallel for schedule(static)
-    for (int i = 0; i < n_slots; i++) {
-        float p = (float)(pos[i] < 0 ? 0 : pos[i]);
-        for (int h = 0; h < n_heads; h++) {
-            float *v = g + ((size_t)i * n_heads + h) * hd;
-            for (int j = 0; j < half; j++) {
-                float inv_freq = 1.0f / powf(theta, (float)(2 * j) / (float)hd);
-                float angle = p * inv_freq;
-                float c = cosf(angle), s = sinf(angle);
-                float a = v[j], b = v[j + half];
-                v[j] = a * c + b * s;
-                v[j + half] = b * c - a * s;
-            }
-        }
-    }
-}
-
 /* Attention backward for one prefill (no cached prefix): from dctx to dq, dk, dv. */
 static void attention_backward(workspace *w, const up_tape_layer *t, const up_model_config *c, const int *pos, int B,
                                int T) {
@@ -304,7 +267,7 @@ static int block_backward(workspace *w, const up_model *m, int l, const up_tape_
     if (grads) {
         rmsnorm_backward_weight(dparam(grads, &lw->post_ffw_norm), w->dx, t->mlp_raw, t->rstd + 3 * N, N, d);
 #pragma omp parallel for schedule(static)
-        for (size_t i = 0; i < (size_t)N * f; i++) w->hbuf[i] = gelu_value(t->gate[i], act) * t->up[i];
+        for (size_t i = 0; i < (size_t)N * f; i++) w->hbuf[i] = up_gelu(t->gate[i], act) * t->up[i];
         up_linear_backward_weight(dparam(grads, &lw->down_proj), w->dsub, w->hbuf, N, d, f);
     }
     up_linear_backward_input(w->dgate, w->dsub, lw->down_proj.data, lw->down_proj.dtype, N, d, f, 0, w->wscratch,
@@ -312,8 +275,8 @@ static int block_backward(workspace *w, const up_model *m, int l, const up_tape_
 #pragma omp parallel for schedule(static)
     for (size_t i = 0; i < (size_t)N * f; i++) {
         float dh = w->dgate[i], gv = t->gate[i];
-        w->dup[i] = dh * gelu_value(gv, act);
-        w->dgate[i] = dh * t->up[i] * gelu_grad(gv, act);
+        w->dup[i] = dh * up_gelu(gv, act);
+        w->dgate[i] = dh * t->up[i] * up_gelu_grad(gv, act);
     }
     if (grads) {
         rmsnorm_recompute(w->xn, t->resid_mid, t->rstd + 2 * N, lw->pre_ffw_norm.data, N, d);
@@ -337,8 +300,8 @@ static int block_backward(workspace *w, const up_model *m, int l, const up_tape_
     up_linear_backward_input(w->dctx, w->dsub, lw->o_proj.data, lw->o_proj.dtype, N, d, qd, 0, w->wscratch,
                              w->wscratch_floats);
     attention_backward(w, t, c, pos, B, T);
-    rope_backward(w->dq, pos, N, c->n_heads, c->head_dim, c->rope_theta);
-    rope_backward(w->dk, pos, N, c->n_kv_heads, c->head_dim, c->rope_theta);
+    up_rope_rotate(w->dq, pos, N, c->n_heads, c->head_dim, c->rope_theta, 1);
+    up_rope_rotate(w->dk, pos, N, c->n_kv_heads, c->head_dim, c->rope_theta, 1);
     if (grads) {
         rmsnorm_recompute(w->xn, t->x_in, t->rstd, lw->input_norm.data, N, d);
         up_linear_backward_weight(dparam(grads, &lw->q_proj), w->dq, w->xn, N, qd, d);

@@ -30,7 +30,6 @@ struct up_state {
     float *up;      /* (N, d_mlp) */
     float *rows_last; /* (max_rows, d) last slot of each row, for last-position logits */
     float *scores;  /* (threads, max_seq) */
-    float *inv_freq; /* (hd/2) */
     int *pos;       /* (N) position of each slot of the chunk */
     float *wscratch; /* widened weight block */
     size_t wscratch_floats;
@@ -110,7 +109,7 @@ up_status up_state_init(up_state **out, const up_model *m, int max_rows, int max
     s->wscratch_floats = big;
     size_t cache = (size_t)c->n_layers * N * kvd;
     size_t floats = 2 * cache + 3 * N * d + 2 * N * qd + 2 * N * kvd + 2 * N * f + (size_t)max_rows * d +
-                    (size_t)s->n_threads * max_seq + c->head_dim / 2 + s->wscratch_floats;
+                    (size_t)s->n_threads * max_seq + s->wscratch_floats;
     float *block = malloc(floats * sizeof(float));
     int *ints = malloc(((size_t)N + max_rows + N) * sizeof(int));
     if (!block || !ints) {
@@ -134,14 +133,10 @@ up_status up_state_init(up_state **out, const up_model *m, int max_rows, int max
     s->up = p, p += N * f;
     s->rows_last = p, p += (size_t)max_rows * d;
     s->scores = p, p += (size_t)s->n_threads * max_seq;
-    s->inv_freq = p, p += c->head_dim / 2;
     s->wscratch = p;
     s->col_pos = ints;
     s->next_pos = ints + N;
     s->pos = ints + N + max_rows;
-    /* HF: inv_freq = 1 / theta^(arange(0, hd, 2).float() / hd), in fp32. */
-    for (int i = 0; i < c->head_dim / 2; i++)
-        s->inv_freq[i] = 1.0f / powf(c->rope_theta, (float)(2 * i) / (float)c->head_dim);
     up_state_reset(s);
     *out = s;
     return UP_OK;
@@ -183,23 +178,35 @@ static void rmsnorm(float *out, const float *x, const float *w, int n_slots, int
     }
 }
 
-static float gelu(float x, up_activation act) {
+float up_gelu(float x, up_activation act) {
     if (act == UP_ACT_GELU_EXACT) return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f));
     const float k = 0.79788456080286536f; /* sqrt(2/pi) */
     return 0.5f * x * (1.0f + tanhf(k * (x + 0.044715f * x * x * x)));
 }
 
-/* Rotate-half RoPE over the full head_dim, in place, for n_heads heads of each slot. */
-static void rope(float *t, const int *pos, int n_slots, int n_heads, int hd, const float *inv_freq) {
+float up_gelu_grad(float x, up_activation act) {
+    if (act == UP_ACT_GELU_EXACT) {
+        const float inv_sqrt2pi = 0.39894228040143268f;
+        return 0.5f * (1.0f + erff(x * 0.70710678118654752f)) + x * inv_sqrt2pi * expf(-0.5f * x * x);
+    }
+    const float k = 0.79788456080286536f;
+    float u = k * (x + 0.044715f * x * x * x);
+    float th = tanhf(u);
+    return 0.5f * (1.0f + th) + 0.5f * x * (1.0f - th * th) * k * (1.0f + 3.0f * 0.044715f * x * x);
+}
+
+void up_rope_rotate(float *t, const int *pos, int n_slots, int n_heads, int hd, float theta, int transpose) {
     const int half = hd / 2;
+    const float sign = transpose ? -1.0f : 1.0f;
 #pragma omp parallel for schedule(static)
     for (int i = 0; i < n_slots; i++) {
         float p = (float)(pos[i] < 0 ? 0 : pos[i]);
         for (int h = 0; h < n_heads; h++) {
             float *v = t + ((size_t)i * n_heads + h) * hd;
             for (int j = 0; j < half; j++) {
-                float angle = p * inv_freq[j];
-                float c = cosf(angle), s = sinf(angle);
+                /* HF: inv_freq = 1 / theta^(arange(0, hd, 2).float() / hd), in fp32. */
+                float angle = p * (1.0f / powf(theta, (float)(2 * j) / (float)hd));
+                float c = cosf(angle), s = sign * sinf(angle);
                 float a = v[j], b = v[j + half];
                 v[j] = a * c - b * s;
                 v[j + half] = b * c + a * s;
@@ -366,8 +373,8 @@ up_status up_forward(up_state *s, const int32_t *tokens, const int *n_pad, const
         linear(s, s->q, s->xn, &w->q_proj, N, qd, d);
         linear(s, s->k, s->xn, &w->k_proj, N, kvd, d);
         linear(s, s->v, s->xn, &w->v_proj, N, kvd, d);
-        rope(s->q, s->pos, N, nh, hd, s->inv_freq);
-        rope(s->k, s->pos, N, nkv, hd, s->inv_freq);
+        up_rope_rotate(s->q, s->pos, N, nh, hd, c->rope_theta, 0);
+        up_rope_rotate(s->k, s->pos, N, nkv, hd, c->rope_theta, 0);
         SAVE(tl->q, s->q, (size_t)N * qd);
         SAVE(tl->k, s->k, (size_t)N * kvd);
         SAVE(tl->v, s->v, (size_t)N * kvd);
@@ -394,7 +401,7 @@ up_status up_forward(up_state *s, const int32_t *tokens, const int *n_pad, const
         SAVE(tl->up, s->up, (size_t)N * f);
         const up_activation act = c->activation;
 #pragma omp parallel for schedule(static)
-        for (size_t i = 0; i < (size_t)N * f; i++) s->gate[i] = gelu(s->gate[i], act) * s->up[i];
+        for (size_t i = 0; i < (size_t)N * f; i++) s->gate[i] = up_gelu(s->gate[i], act) * s->up[i];
         linear(s, s->sub, s->gate, &w->down_proj, N, d, f);
         SAVE(tl->mlp_raw, s->sub, (size_t)N * d);
         rmsnorm(s->sub, s->sub, w->post_ffw_norm.data, N, d, eps, tl ? tl->rstd + 3 * N : NULL);

@@ -138,4 +138,11 @@ up_status up_forward(up_state *s, const int32_t *tokens, const int *n_pad, const
                      int n_rows, int n_tok, const up_hooks *hooks, float *logits,
                      up_logits_mode mode, up_error *err);
 
+/* Kernels the backward shares (fp32, in place / elementwise, OpenMP over slots):
+ * rotate-half RoPE over the full head_dim for n_heads heads of each slot (pad slots, pos -1,
+ * rotate as position 0), or its transpose; the MLP activation and its derivative. */
+void up_rope_rotate(float *t, const int *pos, int n_slots, int n_heads, int hd, float theta, int transpose);
+float up_gelu(float x, up_activation act);
+float up_gelu_grad(float x, up_activation act);
+
 #endif
