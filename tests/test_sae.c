@@ -19,25 +19,18 @@
 
 #include "safetensors.h"
 #include "sae.h"
+#include "tmpdir.h"
 
 #define FIX UP_TEST_DIR "/fixtures/sae"
 
-static char tmpdir[256];
-
-static int rm_one(const char *p, const struct stat *sb, int flag, struct FTW *ftw) {
-    (void)sb, (void)flag, (void)ftw;
-    return remove(p);
-}
-
 static int setup(void **state) {
     (void)state;
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/up_test_sae_XXXXXX");
-    return mkdtemp(tmpdir) ? 0 : -1;
+    return test_tmpdir_create("sae");
 }
 
 static int teardown(void **state) {
     (void)state;
-    return nftw(tmpdir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+    return test_tmpdir_remove();
 }
 
 static char *tpath(const char *fmt, ...) {
