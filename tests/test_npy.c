@@ -18,23 +18,7 @@
 #include "npy.h"
 #include "tmpdir.h"
 
-static int setup(void **state) {
-    (void)state;
-    return test_tmpdir_create("npy");
-}
-
-static int teardown(void **state) {
-    (void)state;
-    return test_tmpdir_remove();
-}
-
-static const char *tpath(const char *name) {
-    static char buf[4][512];
-    static int slot;
-    char *p = buf[slot++ % 4];
-    snprintf(p, 512, "%s/%s", tmpdir, name);
-    return p;
-}
+TEST_TMPDIR_GROUP("npy")
 
 /* An in-memory .npy: header dict `dict` (padded as numpy pads it) then data. */
 typedef struct npy_buf {

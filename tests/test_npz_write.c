@@ -19,23 +19,7 @@
 #include "npz_write.h"
 #include "tmpdir.h"
 
-static int setup(void **state) {
-    (void)state;
-    return test_tmpdir_create("npzw");
-}
-
-static int teardown(void **state) {
-    (void)state;
-    return test_tmpdir_remove();
-}
-
-static const char *tpath(const char *name) {
-    static char buf[4][512];
-    static int slot;
-    char *p = buf[slot++ % 4];
-    snprintf(p, 512, "%s/%s", tmpdir, name);
-    return p;
-}
+TEST_TMPDIR_GROUP("npzw")
 
 /* Values exactly representable in fp32 and in Python's arithmetic alike. */
 static float value(int i) { return (float)(i % 97) * 0.25f - 3.0f; }

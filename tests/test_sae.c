@@ -23,17 +23,9 @@
 
 #define FIX UP_TEST_DIR "/fixtures/sae"
 
-static int setup(void **state) {
-    (void)state;
-    return test_tmpdir_create("sae");
-}
+TEST_TMPDIR_GROUP("sae")
 
-static int teardown(void **state) {
-    (void)state;
-    return test_tmpdir_remove();
-}
-
-static char *tpath(const char *fmt, ...) {
+static char *tpathf(const char *fmt, ...) {
     static char buf[8][1024];
     static int slot;
     char *p = buf[slot++ % 8];
@@ -258,7 +250,7 @@ static void test_paths(void **state) {
     }
 
     /* GemmaScope's layout gives the layer; an -mlp release gives the MLP-output hook. */
-    char *res = tpath("gemma-scope-2b-pt-res/layer_12/width_16k/average_l0_82");
+    char *res = tpathf("gemma-scope-2b-pt-res/layer_12/width_16k/average_l0_82");
     mkdirs(res);
     char npz[1200];
     snprintf(npz, sizeof npz, "%s/params.npz", res);
@@ -270,7 +262,7 @@ static void test_paths(void **state) {
     assert_string_equal(sae->hook, "blocks.12.hook_resid_post");
     assert_string_equal(sae->path, npz);
     up_sae_free(sae);
-    char *mlp = tpath("gemma-scope-2b-pt-mlp/layer_3/width_16k/average_l0_50");
+    char *mlp = tpathf("gemma-scope-2b-pt-mlp/layer_3/width_16k/average_l0_50");
     mkdirs(mlp);
     snprintf(npz, sizeof npz, "%s/params.npz", mlp);
     copy_file(FIX "/gemmascope_stored/params.npz", npz);
@@ -280,10 +272,10 @@ static void test_paths(void **state) {
     up_sae_free(sae);
 
     /* Not an SAE. */
-    assert_int_equal(up_sae_load(&sae, tpath("nope"), 0, &err), UP_ERR_IO);
+    assert_int_equal(up_sae_load(&sae, tpathf("nope"), 0, &err), UP_ERR_IO);
     assert_null(sae);
-    mkdirs(tpath("empty"));
-    assert_int_equal(up_sae_load(&sae, tpath("empty"), 0, &err), UP_ERR_IO);
+    mkdirs(tpathf("empty"));
+    assert_int_equal(up_sae_load(&sae, tpathf("empty"), 0, &err), UP_ERR_IO);
     assert_non_null(strstr(err.msg, "params.npz"));
     assert_int_equal(up_sae_load(&sae, FIX "/expected.safetensors", 0, &err), UP_ERR_INVALID);
     assert_int_equal(up_sae_load(&sae, FIX "/saelens_topk", 4, &err), UP_ERR_INVALID);
@@ -444,7 +436,7 @@ static void test_save_round_trip(void **state) {
         up_error err = {0};
         assert_int_equal(up_sae_load(&sae, path, 0, &err), UP_OK);
         if (sae->layer < 0) assert_int_equal(up_sae_set_hook(sae, 0, &err), UP_OK);
-        const char *out = tpath("saved_%s", fixtures[f].name);
+        const char *out = tpathf("saved_%s", fixtures[f].name);
         if (up_sae_save(sae, out, &err) != UP_OK) fail_msg("%s", err.msg);
         if (up_sae_load(&back, out, 0, &err) != UP_OK) fail_msg("%s", err.msg);
         assert_int_equal(back->arch, sae->arch);
@@ -536,7 +528,7 @@ static void edit_cfg(const char *dir, const char *find, const char *replace) {
  * replacement "old=>new", or NULL) and weights with `ed` applied. */
 static const char *variant(const char *name, const char *from, const char *find,
                            const char *replace, const edit *ed) {
-    const char *dir = tpath("%s", name);
+    const char *dir = tpathf("%s", name);
     mkdirs(dir);
     char src_dir[512], from_cfg[1200], to_cfg[1200];
     snprintf(src_dir, sizeof src_dir, FIX "/%s", from);
@@ -622,7 +614,7 @@ static void test_saelens_errors(void **state) {
                               "\"hook_layer\": 2", NULL),
                       UP_ERR_FORMAT, "hook_layer", NULL);
 
-    const char *no_w = tpath("no_weights");
+    const char *no_w = tpathf("no_weights");
     mkdirs(no_w);
     char p[1200];
     snprintf(p, sizeof p, "%s/cfg.json", no_w);
@@ -651,7 +643,7 @@ static void test_saelens_variants(void **state) {
     /* A JumpReLU whose weights carry log_threshold instead of threshold (GemmaScope's
      * thresholds, which are positive, saved as SAELens and rewritten). */
     assert_int_equal(up_sae_load(&sae, FIX "/gemmascope_stored", 0, &err), UP_OK);
-    const char *gs = tpath("gs_as_saelens"), *lg = tpath("log_thr");
+    const char *gs = tpathf("gs_as_saelens"), *lg = tpathf("log_thr");
     assert_int_equal(up_sae_save(sae, gs, &err), UP_OK);
     up_sae_free(sae);
     mkdirs(lg);
@@ -716,25 +708,25 @@ static void write_npz_variant(const char *path, const char *drop, const char *re
 
 static void test_gemmascope_errors(void **state) {
     (void)state;
-    mkdirs(tpath("gs"));
-    const char *p = tpath("gs/no_threshold.npz");
+    mkdirs(tpathf("gs"));
+    const char *p = tpathf("gs/no_threshold.npz");
     write_npz_variant(p, "threshold", NULL);
     expect_load_error(p, UP_ERR_FORMAT, "threshold", "no_threshold.npz");
-    p = tpath("gs/no_wdec.npz");
+    p = tpathf("gs/no_wdec.npz");
     write_npz_variant(p, "W_dec", NULL);
     expect_load_error(p, UP_ERR_FORMAT, "W_dec", "no_wdec.npz");
-    p = tpath("gs/bad_shape.npz");
+    p = tpathf("gs/bad_shape.npz");
     write_npz_variant(p, NULL, "W_enc");
     expect_load_error(p, UP_ERR_FORMAT, "W_enc has shape (32, 512), expected (64, 256)",
                       "bad_shape.npz");
 
     /* Not a zip at all, and a zip cut short. */
-    p = tpath("gs/garbage.npz");
+    p = tpathf("gs/garbage.npz");
     write_text(p, "this is not a zip archive, not even close; just some bytes of text\n");
     expect_load_error(p, UP_ERR_FORMAT, "garbage.npz", NULL);
     size_t n;
     unsigned char *whole = slurp(FIX "/gemmascope_deflated/params.npz", &n);
-    p = tpath("gs/truncated.npz");
+    p = tpathf("gs/truncated.npz");
     write_file(p, whole, n - 100);
     expect_load_error(p, UP_ERR_FORMAT, "truncated.npz", NULL);
     free(whole);

@@ -16,23 +16,7 @@
 #include "safetensors.h"
 #include "tmpdir.h"
 
-static int setup(void **state) {
-    (void)state;
-    return test_tmpdir_create("st");
-}
-
-static int teardown(void **state) {
-    (void)state;
-    return test_tmpdir_remove();
-}
-
-static const char *tpath(const char *name) {
-    static char buf[4][512];
-    static int slot;
-    char *p = buf[slot++ % 4];
-    snprintf(p, 512, "%s/%s", tmpdir, name);
-    return p;
-}
+TEST_TMPDIR_GROUP("st")
 
 /* Writes an 8-byte length (or `hlen_override` when non-zero), the header, then `data_len`
  * bytes of data (a counting pattern). */

@@ -24,4 +24,23 @@ static inline int test_tmpdir_create(const char *tag) {
 
 static inline int test_tmpdir_remove(void) { return nftw(tmpdir, test_tmpdir_rm_one, 16, FTW_DEPTH | FTW_PHYS); }
 
+/* cmocka group setup and teardown owning the scratch directory "up_test_<tag>_XXXXXX". */
+#define TEST_TMPDIR_GROUP(tag)                                                                  \
+    static int setup(void **state) {                                                          \
+        (void)state;                                                                          \
+        return test_tmpdir_create(tag);                                                       \
+    }                                                                                         \
+    static int teardown(void **state) {                                                       \
+        (void)state;                                                                          \
+        return test_tmpdir_remove();                                                          \
+    }
+
+static inline const char *tpath(const char *name) {
+    static char buf[4][512];
+    static int slot;
+    char *p = buf[slot++ % 4];
+    snprintf(p, 512, "%s/%s", tmpdir, name);
+    return p;
+}
+
 #endif
