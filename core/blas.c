@@ -130,6 +130,14 @@ static int block_rows(up_dtype dtype, int N, int K, size_t scratch_floats) {
     return rows >= (size_t)N ? N : (int)rows;
 }
 
+/* Rows [n0, n0 + nb) of W as fp32: in place for F32, else widened into scratch. */
+static const float *weight_rows(const void *W, up_dtype dtype, int n0, int nb, int K, float *scratch) {
+    const void *src = (const char *)W + (size_t)n0 * K * up_dtype_size(dtype);
+    if (dtype == UP_DTYPE_F32) return src;
+    widen(scratch, src, dtype, (size_t)nb * K);
+    return scratch;
+}
+
 void up_linear(float *y, const float *x, const void *W, up_dtype dtype, int M, int N, int K,
                int accumulate, float *scratch, size_t scratch_floats) {
     if (M <= 0) return;
@@ -137,16 +145,10 @@ void up_linear(float *y, const float *x, const void *W, up_dtype dtype, int M, i
         linear_fused(y, x, W, dtype, M, N, K, accumulate);
         return;
     }
-    size_t esz = up_dtype_size(dtype);
     int rows = block_rows(dtype, N, K, scratch_floats);
     for (int n0 = 0; n0 < N; n0 += rows) {
         int nb = N - n0 < rows ? N - n0 : rows;
-        const void *src = (const char *)W + (size_t)n0 * K * esz;
-        const float *Wf = src;
-        if (dtype != UP_DTYPE_F32) {
-            widen(scratch, src, dtype, (size_t)nb * K);
-            Wf = scratch;
-        }
+        const float *Wf = weight_rows(W, dtype, n0, nb, K, scratch);
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, nb, K, 1.0f, x, K, Wf, K,
                     accumulate ? 1.0f : 0.0f, y + n0, N);
     }
@@ -155,16 +157,10 @@ void up_linear(float *y, const float *x, const void *W, up_dtype dtype, int M, i
 void up_linear_backward_input(float *dx, const float *dy, const void *W, up_dtype dtype, int M,
                               int N, int K, int accumulate, float *scratch, size_t scratch_floats) {
     if (M <= 0) return;
-    size_t esz = up_dtype_size(dtype);
     int rows = block_rows(dtype, N, K, scratch_floats);
     for (int n0 = 0; n0 < N; n0 += rows) {
         int nb = N - n0 < rows ? N - n0 : rows;
-        const void *src = (const char *)W + (size_t)n0 * K * esz;
-        const float *Wf = src;
-        if (dtype != UP_DTYPE_F32) {
-            widen(scratch, src, dtype, (size_t)nb * K);
-            Wf = scratch;
-        }
+        const float *Wf = weight_rows(W, dtype, n0, nb, K, scratch);
         float beta = (accumulate || n0 > 0) ? 1.0f : 0.0f;
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, K, nb, 1.0f, dy + n0, N, Wf, K,
                     beta, dx, K);
