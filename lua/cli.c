@@ -8,7 +8,7 @@
 #include "model.h"
 #include "tokenizer.h"
 
-static int fail(const char *cmd, const up_error *e) {
+int up_cli_fail(const char *cmd, const up_error *e) {
     fprintf(stderr, "upstream %s: %s\n", cmd, e->msg);
     return 1;
 }
@@ -106,7 +106,7 @@ int up_cli_resolve_ids(const char *cmd, const up_cli_input *o, const up_model *m
         free(raw);
         *n = k;
     } else {
-        if (up_tokenizer_load_dir(tok_out, o->model_dir, &e)) return fail(cmd, &e);
+        if (up_tokenizer_load_dir(tok_out, o->model_dir, &e)) return up_cli_fail(cmd, &e);
         int rc = up_cli_encode_text(cmd, *tok_out, m, o->prompt, o->chat, ids, n);
         if (rc) return rc;
     }
@@ -125,12 +125,12 @@ int up_cli_encode_text(const char *cmd, const up_tokenizer *tok, const up_model 
     up_error e = {0};
     if (chat) {
         const up_chat_template *tpl = up_chat_template_find("gemma");
-        if (up_chat_encode(tok, tpl, text, ids, n, &e)) return fail(cmd, &e);
+        if (up_chat_encode(tok, tpl, text, ids, n, &e)) return up_cli_fail(cmd, &e);
         return 0;
     }
     int32_t *body = NULL;
     int nb = 0;
-    if (up_tokenizer_encode(tok, text, strlen(text), &body, &nb, &e)) return fail(cmd, &e);
+    if (up_tokenizer_encode(tok, text, strlen(text), &body, &nb, &e)) return up_cli_fail(cmd, &e);
     /* Plain text gets the model's BOS, as Hugging Face's tokenizer(text) does for Gemma. */
     *ids = malloc((size_t)(nb + 1) * sizeof **ids);
     (*ids)[0] = m->cfg.bos_id;

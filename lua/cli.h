@@ -13,6 +13,7 @@
 struct lua_State;
 struct up_model;
 struct up_tokenizer;
+struct up_error;
 
 int up_cmd_info(int argc, char **argv);
 int up_cmd_dump(int argc, char **argv);
@@ -26,6 +27,9 @@ int up_cmd_run_lua(int argc, char **argv); /* argv[0] is the script path */
 
 void up_lua_register_model(struct lua_State *L);
 void up_lua_register_tokenizer(struct lua_State *L);
+
+/* Prints "upstream CMD: message" to stderr and returns 1 (the exit status of a failure). */
+int up_cli_fail(const char *cmd, const struct up_error *e);
 
 /* Shared helpers for option parsing: returns 1 if argv[*i] is --name (then *value is the
  * next argument, or the part after '=' in --name=value) and advances *i. Prints an error

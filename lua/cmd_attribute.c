@@ -16,11 +16,6 @@
 #include "safetensors.h"
 #include "tokenizer.h"
 
-static int fail(const char *cmd, const up_error *e) {
-    fprintf(stderr, "upstream %s: %s\n", cmd, e->msg);
-    return 1;
-}
-
 static int parse_int(const char *cmd, const char *opt, const char *v, int *out) {
     char *end;
     long x = strtol(v, &end, 10);
@@ -147,12 +142,12 @@ int up_cmd_attribute(int argc, char **argv) {
     int T = 0, rc = 0, *top_idx = NULL, *bot_idx = NULL;
     up_attribute_result res = {0};
     if (up_model_load(&m, in.model_dir, &e)) {
-        rc = fail("attribute", &e);
+        rc = up_cli_fail("attribute", &e);
         goto done;
     }
     if (up_sae_load(&sae, sae_path, kind == UP_SCORE_ACTIVATION || per_token ? UP_SAE_ALL : UP_SAE_DECODER, &e) ||
         up_sae_check_model(sae, m->cfg.d_model, m->cfg.n_layers, &e)) {
-        rc = fail("attribute", &e);
+        rc = up_cli_fail("attribute", &e);
         goto done;
     }
     if (source == -1000) {
@@ -164,7 +159,7 @@ int up_cmd_attribute(int argc, char **argv) {
         source = sae->layer;
     }
     if (sae->layer < 0 && up_sae_set_hook(sae, source, &e)) {
-        rc = fail("attribute", &e);
+        rc = up_cli_fail("attribute", &e);
         goto done;
     }
     if ((rc = up_cli_resolve_ids("attribute", &in, m, &tok, &ids, &T))) goto done;
@@ -174,7 +169,7 @@ int up_cmd_attribute(int argc, char **argv) {
     }
     dir = malloc((size_t)m->cfg.d_model * sizeof *dir);
     if (up_direction_load(dir_spec, m->cfg.d_model, dir_index != NULL, dpos, dlayer, dir, &e)) {
-        rc = fail("attribute", &e);
+        rc = up_cli_fail("attribute", &e);
         goto done;
     }
     if (up_direction_normalize(dir, m->cfg.d_model) == 0) {
@@ -189,7 +184,7 @@ int up_cmd_attribute(int argc, char **argv) {
     }
     up_attribute_request req = {ids, T, source, {target, dir, positions, n_positions}, kind, include_bos, NULL};
     if (up_attribute(m, sae, &req, &res, &e)) {
-        rc = fail("attribute", &e);
+        rc = up_cli_fail("attribute", &e);
         goto done;
     }
     const int K = sae->d_sae;
@@ -301,7 +296,7 @@ static void progress(int done, int total, void *user) {
 static int encode_all(const char *path, const up_tokenizer *tok, const up_model *m, int chat, up_prompts *p,
                       int32_t ***ids, int **lens) {
     up_error e = {0};
-    if (up_prompts_load(p, path, &e)) return fail("directions", &e);
+    if (up_prompts_load(p, path, &e)) return up_cli_fail("directions", &e);
     *ids = calloc((size_t)p->n, sizeof **ids);
     *lens = calloc((size_t)p->n, sizeof **lens);
     for (int i = 0; i < p->n; i++) {
@@ -355,7 +350,7 @@ int up_cmd_directions(int argc, char **argv) {
     int *lh = NULL, *ll = NULL, rc = 0;
     float *cand = NULL;
     if (up_model_load(&m, model_dir, &e) || up_tokenizer_load_dir(&tok, model_dir, &e)) {
-        rc = fail("directions", &e);
+        rc = up_cli_fail("directions", &e);
         goto done;
     }
     if ((rc = encode_all(harmful, tok, m, chat, &ph, &ih, &lh)) || (rc = encode_all(harmless, tok, m, chat, &pl, &il, &ll)))
@@ -365,7 +360,7 @@ int up_cmd_directions(int argc, char **argv) {
     cand = malloc(n * sizeof *cand);
     up_token_lists th = {(const int32_t *const *)ih, lh, ph.n}, tl = {(const int32_t *const *)il, ll, pl.n};
     if (up_direction_candidates(m, &th, &tl, n_pos, batch, cand, progress, "forward", &e)) {
-        rc = fail("directions", &e);
+        rc = up_cli_fail("directions", &e);
         goto done;
     }
     up_safetensors_writer *w = NULL;
@@ -382,11 +377,11 @@ int up_cmd_directions(int argc, char **argv) {
         (snprintf(buf, sizeof buf, "%d..-1", -n_pos), up_safetensors_writer_metadata(w, "positions", buf, &e)) ||
         up_safetensors_writer_metadata(w, "chat_template", chat ? "gemma" : "none", &e)) {
         up_safetensors_writer_abort(w);
-        rc = fail("directions", &e);
+        rc = up_cli_fail("directions", &e);
         goto done;
     }
     if (up_safetensors_writer_close(w, &e)) {
-        rc = fail("directions", &e);
+        rc = up_cli_fail("directions", &e);
         goto done;
     }
     fprintf(stderr, "upstream directions: wrote %s: candidates [%d, %d, %d] from %d harmful and %d harmless prompts\n",

@@ -12,11 +12,6 @@
 #include "safetensors.h"
 #include "tokenizer.h"
 
-static int fail(const char *cmd, const up_error *e) {
-    fprintf(stderr, "upstream %s: %s\n", cmd, e->msg);
-    return 1;
-}
-
 /* ---- info ------------------------------------------------------------------ */
 
 int up_cmd_info(int argc, char **argv) {
@@ -39,7 +34,7 @@ int up_cmd_info(int argc, char **argv) {
     }
     up_error e = {0};
     up_model *m = NULL;
-    if (up_model_load(&m, dir, &e)) return fail("info", &e);
+    if (up_model_load(&m, dir, &e)) return up_cli_fail("info", &e);
     const up_model_config *c = &m->cfg;
     int64_t params = up_model_param_count(m), bytes = up_model_weight_bytes(m);
     double kv_per_token = 2.0 * c->n_layers * c->n_kv_heads * c->head_dim * sizeof(float);
@@ -146,7 +141,7 @@ int up_cmd_dump(int argc, char **argv) {
     up_blas_set_threads(in.threads);
     up_error e = {0};
     up_model *m = NULL;
-    if (up_model_load(&m, in.model_dir, &e)) return fail("dump", &e);
+    if (up_model_load(&m, in.model_dir, &e)) return up_cli_fail("dump", &e);
     const up_model_config *c = &m->cfg;
     up_tokenizer *tok = NULL;
     int32_t *ids = NULL;
@@ -197,10 +192,10 @@ int up_cmd_dump(int argc, char **argv) {
     if (mode != UP_LOGITS_NONE) logits = malloc(n_logits * sizeof(float));
     if (up_state_init(&s, m, 1, T, &e) || up_forward(s, ids, NULL, NULL, 1, T, &hk, logits, mode, &e) ||
         up_safetensors_writer_open(&w, out, &e)) {
-        rc = fail("dump", &e);
+        rc = up_cli_fail("dump", &e);
         goto done;
     }
-    if (write_dump(w, ids, T, c, hooks, caps, n_hooks, logits, mode, &in, &e)) rc = fail("dump", &e);
+    if (write_dump(w, ids, T, c, hooks, caps, n_hooks, logits, mode, &in, &e)) rc = up_cli_fail("dump", &e);
     w = NULL; /* closed or aborted by write_dump */
 done:
     up_safetensors_writer_abort(w);
@@ -260,7 +255,7 @@ int up_cmd_generate(int argc, char **argv) {
     up_blas_set_threads(in.threads);
     up_error e = {0};
     up_model *m = NULL;
-    if (up_model_load(&m, in.model_dir, &e)) return fail("generate", &e);
+    if (up_model_load(&m, in.model_dir, &e)) return up_cli_fail("generate", &e);
     up_tokenizer *tok = NULL;
     int32_t *ids = NULL, *out = NULL;
     int T = 0, n_out = 0, rc = up_cli_resolve_ids("generate", &in, m, &tok, &ids, &T);
@@ -282,13 +277,13 @@ int up_cmd_generate(int argc, char **argv) {
     const int32_t *prompts[1] = {ids};
     up_generate_opts opts = {.max_new_tokens = max_new, .stop_ids = stops, .n_stop = n_stop};
     if (up_state_init(&s, m, 1, T + max_new, &e) || up_generate(s, prompts, &T, 1, &opts, out, &n_out, &e)) {
-        rc = fail("generate", &e);
+        rc = up_cli_fail("generate", &e);
         goto done;
     }
     if (tok) {
         char *text = NULL;
         if (up_tokenizer_decode(tok, out, n_out, 1, &text, &e)) {
-            rc = fail("generate", &e);
+            rc = up_cli_fail("generate", &e);
             goto done;
         }
         printf("%s\n", text);
