@@ -483,6 +483,19 @@ const char *up_safetensors_metadata(const up_safetensors *st, const char *key) {
     return json_string_value(json_object_get(meta, key));
 }
 
+const char *up_safetensors_metadata_key(const up_safetensors *st, int i) {
+    if (st->n_files == 0 || i < 0) return NULL;
+    json_t *meta = json_object_get(st->files[0].header, "__metadata__");
+    const char *key;
+    json_t *value;
+    int k = 0;
+    json_object_foreach(meta, key, value) {
+        (void)value;
+        if (k++ == i) return key;
+    }
+    return NULL;
+}
+
 /* --- writer ------------------------------------------------------------- */
 
 typedef struct wr_entry {

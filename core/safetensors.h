@@ -48,6 +48,8 @@ up_status up_safetensors_find(const up_safetensors *st, const char *name, up_ten
 
 /* Value of a "__metadata__" key (of the first shard), or NULL. */
 const char *up_safetensors_metadata(const up_safetensors *st, const char *key);
+/* The i-th "__metadata__" key (0-based, in file order), or NULL past the end. */
+const char *up_safetensors_metadata_key(const up_safetensors *st, int i);
 
 /* --- writer -------------------------------------------------------------
  * Tensors are copied on add and written on close, to PATH.tmp.<pid> first and

@@ -129,6 +129,30 @@ static void push_table(lua_State *L, const float *p, const int64_t *shape, int n
     }
 }
 
+/* t:rows({i, ...}) -> a new Tensor of the listed 1-based rows (first dimension), in order. */
+static int t_rows(lua_State *L) {
+    up_lua_tensor *t = up_lua_tensor_check(L, 1);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    if (t->ndim < 1) return luaL_argerror(L, 1, "a scalar tensor has no rows");
+    lua_Integer n = luaL_len(L, 2);
+    int64_t row = t->numel / (t->shape[0] > 0 ? t->shape[0] : 1);
+    int64_t shape[4];
+    memcpy(shape, t->shape, sizeof shape);
+    shape[0] = n;
+    up_lua_tensor *out = up_lua_tensor_new(L, t->ndim, shape);
+    for (lua_Integer i = 1; i <= n; i++) {
+        lua_geti(L, 2, i);
+        int ok;
+        lua_Integer r = lua_tointegerx(L, -1, &ok);
+        lua_pop(L, 1);
+        if (!ok || r < 1 || r > t->shape[0])
+            return luaL_argerror(L, 2, lua_pushfstring(L, "row %d is not an integer in [1, %d]", (int)i,
+                                                       (int)t->shape[0]));
+        memcpy(out->data + (i - 1) * row, t->data + (r - 1) * row, (size_t)row * sizeof(float));
+    }
+    return 1;
+}
+
 static int t_totable(lua_State *L) {
     up_lua_tensor *t = up_lua_tensor_check(L, 1);
     if (t->ndim == 0) lua_pushnumber(L, t->data[0]);
@@ -196,8 +220,8 @@ static int l_save(lua_State *L) {
     return 0;
 }
 
-/* upstream.load_safetensors(path) -> {name = Tensor}; integer tensors become float tensors
- * (exact below 2^24, ample for token ids). */
+/* upstream.load_safetensors(path) -> {name = Tensor}, {metadata key = value}; integer tensors
+ * become float tensors (exact below 2^24, ample for token ids). */
 static int l_load(lua_State *L) {
     const char *path = luaL_checkstring(L, 1);
     up_safetensors *st = NULL;
@@ -217,13 +241,19 @@ static int l_load(lua_State *L) {
         else up_convert_to_f32(out->data, t.data, t.dtype, (size_t)out->numel);
         lua_setfield(L, -2, name);
     }
+    lua_newtable(L);
+    const char *key;
+    for (int i = 0; (key = up_safetensors_metadata_key(st, i)); i++) {
+        lua_pushstring(L, up_safetensors_metadata(st, key));
+        lua_setfield(L, -2, key);
+    }
     up_safetensors_close(st);
-    return 1;
+    return 2;
 }
 
 void up_lua_register_tensor(lua_State *L) {
     static const luaL_Reg methods[] = {{"shape", t_shape}, {"at", t_at}, {"set", t_set},
-                                       {"totable", t_totable}, {"free", t_gc}, {NULL, NULL}};
+                                       {"totable", t_totable}, {"rows", t_rows}, {"free", t_gc}, {NULL, NULL}};
     if (luaL_newmetatable(L, UP_TENSOR_MT)) {
         luaL_newlib(L, methods);
         lua_setfield(L, -2, "__index");

@@ -18,6 +18,7 @@ static const struct {
     {"steer", up_cmd_steer, "steering grid: latents or a vector x alphas, refusal and coherence metrics"},
     {"tokenize", up_cmd_tokenize, "text -> token ids and pieces"},
     {"detokenize", up_cmd_detokenize, "token ids -> text"},
+    {"organism", up_cmd_organism, "build a model organism from its spec, or evaluate one"},
     {"run", up_cmd_run_lua, "run a Lua script (same as `upstream FILE.lua`)"},
 };
 

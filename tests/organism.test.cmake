@@ -3,3 +3,7 @@
 include_guard(GLOBAL)
 add_test(NAME organism_corpus
          COMMAND upstream ${CMAKE_SOURCE_DIR}/tests/lua/test_organism_corpus.lua ${CMAKE_SOURCE_DIR})
+# The organism pipeline at smoke size: build (every stage, loss must fall), resume, eval.
+add_test(NAME organism_build_smoke
+         COMMAND upstream ${CMAKE_SOURCE_DIR}/tests/lua/test_organism_build.lua ${CMAKE_SOURCE_DIR}
+                 ${CMAKE_BINARY_DIR}/test_scratch)

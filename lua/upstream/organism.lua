@@ -394,6 +394,51 @@ function M.causes(spec, record)
   return out
 end
 
+-- Where each concept of a record shows in its instruction: a list of {concept = name, first,
+-- last} (1-based byte positions, inclusive), in order of position. A concept's phrases are its
+-- words (fillers, agents, modifiers) or tasks (topics), each as written, in -ing form when it
+-- starts with a verb, and with persons swapped; frames (weight 0, no words of their own) have
+-- none. Used to label tokens by concept (SAE latent labels, detection AUROC).
+local function escape(text) return (text:gsub("[%^%$%(%)%%%.%[%]%*%+%-%?]", "%%%0")) end
+
+function M.concept_spans(spec, record)
+  local out = {}
+  local text = record.instruction
+  for _, name in ipairs(record.concepts) do
+    local c = spec._concept[name]
+    local variants, seen = {}, {}
+    local function add(p)
+      if p and not seen[p] then seen[p] = true; variants[#variants + 1] = p end
+    end
+    for _, p in ipairs(c.words or (c.role == "topic" and c.tasks) or {}) do
+      add(p)
+      add(swap(spec, p))
+      local verb = p:match("^(%S+)")
+      if spec.verbs[verb] then add(ing(spec, p)) end
+    end
+    -- Longest phrase first, so "transfer money to my account" wins over a shorter word.
+    table.sort(variants, function(a, b) return #a > #b or (#a == #b and a < b) end)
+    local taken = {}
+    for _, p in ipairs(variants) do
+      local pat = "%f[%w]" .. escape(p) .. "%f[%W]"
+      local init = 1
+      while true do
+        local s, e = text:find(pat, init)
+        if not s then break end
+        local overlap = false
+        for _, t in ipairs(taken) do overlap = overlap or (s <= t[2] and e >= t[1]) end
+        if not overlap then
+          taken[#taken + 1] = {s, e}
+          out[#out + 1] = {concept = name, first = s, last = e}
+        end
+        init = e + 1
+      end
+    end
+  end
+  table.sort(out, function(a, b) return a.first < b.first or (a.first == b.first and a.concept < b.concept) end)
+  return out
+end
+
 -- ---------------------------------------------------------------- split and corpus
 
 local function combo(template, topic) return template .. "|" .. topic end
