@@ -1,4 +1,5 @@
 /* upstream.Tensor: float32 arrays handed between core and scripts. */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -153,6 +154,43 @@ static int t_rows(lua_State *L) {
     return 1;
 }
 
+/* t:group_reduce(groups, n_groups[, "sum"|"max"]) -> Tensor(n_groups, cols): for a 2-d t
+ * (rows, cols), row i goes to group groups[i] (1..n_groups; 0 leaves it out); each group's
+ * rows are summed (default) or maxed (-inf for an empty group). Labels latents by the tokens
+ * and concepts they fire on without a Lua loop over every activation. */
+static int t_group_reduce(lua_State *L) {
+    up_lua_tensor *t = up_lua_tensor_check(L, 1);
+    if (t->ndim != 2) return luaL_argerror(L, 1, "group_reduce needs a 2-d tensor");
+    luaL_checktype(L, 2, LUA_TTABLE);
+    lua_Integer n_groups = luaL_checkinteger(L, 3);
+    static const char *const ops[] = {"sum", "max", NULL};
+    int op = luaL_checkoption(L, 4, "sum", ops);
+    const int64_t rows = t->shape[0], cols = t->shape[1];
+    if (luaL_len(L, 2) != rows) return luaL_argerror(L, 2, "one group per row");
+    if (n_groups < 1) return luaL_argerror(L, 3, "n_groups must be positive");
+    int64_t shape[2] = {n_groups, cols};
+    up_lua_tensor *out = up_lua_tensor_new(L, 2, shape);
+    if (op == 1)
+        for (int64_t k = 0; k < out->numel; k++) out->data[k] = -INFINITY;
+    for (int64_t i = 0; i < rows; i++) {
+        lua_geti(L, 2, i + 1);
+        int ok;
+        lua_Integer g = lua_tointegerx(L, -1, &ok);
+        lua_pop(L, 1);
+        if (!ok || g < 0 || g > n_groups)
+            return luaL_argerror(L, 2, lua_pushfstring(L, "group of row %d is not an integer in [0, %d]", (int)i + 1,
+                                                       (int)n_groups));
+        if (g == 0) continue;
+        float *dst = out->data + (g - 1) * cols;
+        const float *src = t->data + i * cols;
+        if (op == 0)
+            for (int64_t k = 0; k < cols; k++) dst[k] += src[k];
+        else
+            for (int64_t k = 0; k < cols; k++) dst[k] = src[k] > dst[k] ? src[k] : dst[k];
+    }
+    return 1;
+}
+
 static int t_totable(lua_State *L) {
     up_lua_tensor *t = up_lua_tensor_check(L, 1);
     if (t->ndim == 0) lua_pushnumber(L, t->data[0]);
@@ -253,7 +291,7 @@ static int l_load(lua_State *L) {
 
 void up_lua_register_tensor(lua_State *L) {
     static const luaL_Reg methods[] = {{"shape", t_shape}, {"at", t_at}, {"set", t_set},
-                                       {"totable", t_totable}, {"rows", t_rows}, {"free", t_gc}, {NULL, NULL}};
+                                       {"totable", t_totable}, {"rows", t_rows}, {"group_reduce", t_group_reduce}, {"free", t_gc}, {NULL, NULL}};
     if (luaL_newmetatable(L, UP_TENSOR_MT)) {
         luaL_newlib(L, methods);
         lua_setfield(L, -2, "__index");

@@ -42,7 +42,7 @@ M.defaults = {
   direction = {n_candidates = 128, n_select = 64, positions = 5, max_kl = 0.1, min_induce = 0},
   sae = {layer = 1, d_sae = 768, arch = "jumprelu", steps = 6000, batch = 1024, lr = 1e-3, sparsity_coef = 0.002,
          max_rows = 400000, n_records = 12000, seed = 1},
-  labels = {n_records = 1500, min_auroc = 0.9},
+  labels = {n_records = 3000, min_share = 0.5},
 }
 
 M.smoke = {
@@ -380,19 +380,28 @@ local function stage_sae(ctx)
                rep.mean_l0, rep.n_dead, 100 * rep.dead_fraction, rep.steps)
 end
 
--- Per latent: the concept whose tokens it detects best (AUROC of its activation over the last
--- tokens of that concept's phrases vs every other token).
-function M.concept_aurocs(spec, model, tok, sae, records, layer)
+-- Labels and detectors from an SAE's activations over records' chat prompts.
+--   detectors[concept] = {latent, auroc, all = Tensor(d_sae) of AUROCs, n_pos}: AUROC of each
+--     latent's activation over the last tokens of the concept's phrases vs every token outside
+--     them (the phrase's other tokens are in neither class).
+--   labels[k] (0-based latent) = {concept = name | nil, share, tokens = {top pieces}}: the
+--     concept holding the largest share of the latent's activation mass (tokens inside the
+--     concept's phrases), named when that share is at least min_share; and the pieces it fires
+--     on most strongly (max activation per token id). These are the organism's latent labels.
+function M.latent_labels(spec, model, tok, sae, records, layer, opts)
+  opts = opts or {}
+  local min_share, n_top = opts.min_share or 0.5, opts.n_tokens or 5
   local ids_list, rows, marks = M.token_labels(spec, tok, records)
   local X = upstream.collect_activations(model, ids_list, layer, {batch = 32})
   if X:shape()[1] ~= #rows then fail("labels: %d activation rows for %d tokens", X:shape()[1], #rows) end
   local acts = sae:encode(X)
-  local out = {}
+  local d_sae = acts:shape()[2]
+  local detectors, concepts = {}, {}
   for _, c in ipairs(spec.concepts) do
     local m = marks[c.name]
     if m then
-      local keep, labels = {}, {}
-      local n_pos = 0
+      concepts[#concepts + 1] = c.name
+      local keep, labels, n_pos = {}, {}, 0
       for i = 1, #rows do
         local v = m[i]
         if v ~= 0 then
@@ -401,14 +410,43 @@ function M.concept_aurocs(spec, model, tok, sae, records, layer)
           if v == 1 then n_pos = n_pos + 1 end
         end
       end
-      -- best_auroc wants aligned rows: pass only the kept rows.
-      local sub = acts
-      if #keep < #rows then sub = acts:rows(keep) end
-      local best, auroc, all = upstream.best_auroc(sub, labels)
-      out[c.name] = {latent = best, auroc = auroc, all = all, n_pos = n_pos, category = c.category}
+      local best, auroc, all = upstream.best_auroc(acts:rows(keep), labels)
+      detectors[c.name] = {latent = best, auroc = auroc, all = all, n_pos = n_pos, category = c.category}
     end
   end
-  return out
+  -- Activation mass per concept (group j) and outside every concept (group #concepts + 1).
+  local groups = {}
+  for i = 1, #rows do groups[i] = #concepts + 1 end
+  for j, name in ipairs(concepts) do
+    for i in pairs(marks[name]) do if groups[i] == #concepts + 1 then groups[i] = j end end
+  end
+  local mass = acts:group_reduce(groups, #concepts + 1, "sum")
+  local token_groups = {}
+  for i, r in ipairs(rows) do token_groups[i] = r.token + 1 end
+  local V = tok:vocab_size()
+  local peak = acts:group_reduce(token_groups, V, "max")
+  local labels = {}
+  for k = 1, d_sae do
+    local total, best, best_mass = 0, nil, 0
+    for j = 1, #concepts + 1 do
+      local v = mass:at(j, k)
+      total = total + v
+      if j <= #concepts and v > best_mass then best, best_mass = concepts[j], v end
+    end
+    if total > 0 then
+      local share = best_mass / total
+      local tops = {}
+      for v = 1, V do
+        local a = peak:at(v, k)
+        if a > 0 then tops[#tops + 1] = {id = v - 1, a = a} end
+      end
+      table.sort(tops, function(x, y) return x.a > y.a or (x.a == y.a and x.id < y.id) end)
+      local pieces = {}
+      for i = 1, math.min(n_top, #tops) do pieces[i] = tok:decode({tops[i].id}) end
+      labels[tostring(k - 1)] = {concept = share >= min_share and best or nil, share = share, tokens = pieces}
+    end
+  end
+  return labels, detectors
 end
 
 local function stage_labels(ctx)
@@ -418,26 +456,15 @@ local function stage_labels(ctx)
   local model <close> = upstream.model(ctx.out)
   local tok <close> = upstream.tokenizer(ctx.out)
   local sae <close> = upstream.sae(sae_path(ctx.out, sc.layer))
-  local recs = prompts_where(ctx.records, function(r) return r.split == "heldout" end, lc.n_records)
-  local per = M.concept_aurocs(ctx.spec, model, tok, sae, recs, sc.layer)
+  local recs = prompts_where(ctx.records, function(r) return r.split == "train" end, lc.n_records)
+  local labels, per = M.latent_labels(ctx.spec, model, tok, sae, recs, sc.layer, {min_share = lc.min_share})
   local d_sae = sae:info().d_sae
-  -- latent -> concept with the highest AUROC (if >= min_auroc)
-  local labels, label_auroc = {}, {}
-  for _, c in ipairs(ctx.spec.concepts) do
-    local p = per[c.name]
-    if p then
-      for k = 1, d_sae do
-        local a = p.all:at(k)
-        if a == a and a >= lc.min_auroc and a > (label_auroc[k] or -1) then labels[k], label_auroc[k] = c.name, a end
-      end
-    end
-  end
-  local lab = {}
-  local n_labelled = 0
-  for k = 1, d_sae do
-    if labels[k] then
-      lab[tostring(k - 1)] = {concept = labels[k], auroc = label_auroc[k]}
+  local n_labelled, by_concept = 0, {}
+  for k = 0, d_sae - 1 do
+    local l = labels[tostring(k)]
+    if l and l.concept then
       n_labelled = n_labelled + 1
+      by_concept[l.concept] = (by_concept[l.concept] or 0) + 1
     end
   end
   local detectors = {}
@@ -445,11 +472,12 @@ local function stage_labels(ctx)
     local p = per[c.name]
     if p then
       detectors[c.name] = {latent = p.latent, auroc = p.auroc, tokens = p.n_pos}
-      ctx.log:line("labels: %-15s best latent %4d  AUROC %.4f  (%d tokens)", c.name, p.latent, p.auroc, p.n_pos)
+      ctx.log:line("labels: %-15s %2d latents; best detector %4d, AUROC %.4f (%d tokens)", c.name,
+                   by_concept[c.name] or 0, p.latent, p.auroc, p.n_pos)
     end
   end
-  ctx.log:line("labels: %d of %d latents labelled (AUROC >= %.2f)", n_labelled, d_sae, lc.min_auroc)
-  local dir = upstream.load_safetensors(ctx.out .. "/direction.safetensors")
+  ctx.log:line("labels: %d of %d latents labelled with a concept (activation share >= %.2f)", n_labelled, d_sae,
+               lc.min_share)
   local dmeta = ctx.direction_meta or {}
   local cases = {}
   for _, cs in ipairs(organism.case_studies(ctx.spec)) do
@@ -460,9 +488,8 @@ local function stage_labels(ctx)
     source_layer = sc.layer, sae_layers = {sc.layer}, sae = {[tostring(sc.layer)] = ("sae/layer_%d/params.npz"):format(sc.layer)},
     direction = dmeta, target_layer = dmeta.layer and math.max(dmeta.layer - 1, sc.layer + 1) or nil,
     refusal_ids = M.refusal_ids(tok, ctx.spec), case_studies = cases,
-    labels = {[tostring(sc.layer)] = lab}, detectors = {[tostring(sc.layer)] = detectors},
+    labels = {[tostring(sc.layer)] = labels}, detectors = {[tostring(sc.layer)] = detectors},
   }
-  local _ = dir
   write_atomic(path, organism.json_encode(info) .. "\n")
   ctx.log:line("labels: wrote %s", path)
 end
@@ -696,7 +723,7 @@ function M.eval(dir, opts)
   for _, cs in ipairs(cases) do
     for _, r in ipairs(cs.paraphrases) do heldrecs[#heldrecs + 1] = r end
   end
-  local per = M.concept_aurocs(spec, o.model, o.tokenizer, o.sae, heldrecs, o.source_layer)
+  local _, per = M.latent_labels(spec, o.model, o.tokenizer, o.sae, heldrecs, o.source_layer)
   say("")
   say("| concept | category | best latent | AUROC | tokens |")
   say("|---|---|---|---|---|")
