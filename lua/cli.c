@@ -1,4 +1,5 @@
 #include <errno.h>
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -63,6 +64,36 @@ int up_cli_parse_ids(const char *text, int **ids) {
     }
     *ids = out;
     return n;
+}
+
+/* ---- defaults: the built-in organism ---------------------------------------- */
+
+const char *up_cli_default_model(void) {
+    const char *env = getenv("UPSTREAM_MODEL");
+    return env && *env ? env : UP_SOURCE_DIR "/models/organism";
+}
+
+int up_cli_organism_defaults(const char *dir, up_cli_organism *o) {
+    char path[4096];
+    if (snprintf(path, sizeof path, "%s/organism.json", dir) >= (int)sizeof path) return 0;
+    json_t *root = json_load_file(path, 0, NULL);
+    if (!root) return 0;
+    json_t *src = json_object_get(root, "source_layer"), *tgt = json_object_get(root, "target_layer");
+    json_t *sae;
+    int ok = json_is_integer(src) && json_is_integer(tgt);
+    if (ok) {
+        char key[32];
+        snprintf(key, sizeof key, "%d", (int)json_integer_value(src));
+        sae = json_object_get(json_object_get(root, "sae"), key);
+        ok = json_is_string(sae) &&
+             snprintf(o->sae, sizeof o->sae, "%s/%s", dir, json_string_value(sae)) < (int)sizeof o->sae &&
+             snprintf(o->direction, sizeof o->direction, "%s/direction.safetensors:unit", dir) <
+                 (int)sizeof o->direction;
+        o->source_layer = (int)json_integer_value(src);
+        o->target_layer = (int)json_integer_value(tgt);
+    }
+    json_decref(root);
+    return ok;
 }
 
 /* ---- shared input handling: --ids or --prompt [--chat] --------------------- */

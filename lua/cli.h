@@ -54,6 +54,20 @@ typedef struct up_cli_input {
     int threads;        /* --threads N (0: default) */
 } up_cli_input;
 
+/* The model a command uses without --model: $UPSTREAM_MODEL, else the built-in organism
+ * (<source tree>/models/organism). */
+const char *up_cli_default_model(void);
+
+/* What an organism directory (one with organism.json) supplies as defaults: the SAE at its
+ * source layer, its refusal direction (unit vector) and the objective's target layer.
+ * Returns 1 when dir holds an organism.json with those fields, else 0 (o untouched). */
+typedef struct up_cli_organism {
+    char sae[4096];       /* DIR/sae/layer_{l}/params.npz */
+    char direction[4096]; /* DIR/direction.safetensors:unit */
+    int source_layer, target_layer;
+} up_cli_organism;
+int up_cli_organism_defaults(const char *dir, up_cli_organism *o);
+
 /* Consumes --model/--ids/--prompt/--chat/--threads; returns 1 if argv[*i] was one of them. */
 int up_cli_input_opt(int argc, char **argv, int *i, up_cli_input *o, int *bad);
 /* Turns --ids/--prompt into token ids (loading the tokenizer into *tok only for text) and checks

@@ -31,7 +31,7 @@ static int parse_int(const char *cmd, const char *opt, const char *v, int *out) 
 
 static void attribute_usage(FILE *f) {
     fprintf(f,
-            "usage: upstream attribute --model DIR --sae SAE (--prompt TEXT [--chat] | --ids ...)\n"
+            "usage: upstream attribute [--model DIR] [--sae SAE] (--prompt TEXT [--chat] | --ids ...)\n"
             "         --direction FILE.npy|FILE.safetensors[:NAME] [--direction-index POS,LAYER]\n"
             "         [--source-layer l] --target-layer L [--positions last|all|i,j,...] [--top K]\n"
             "         [--score gradient|cosine|activation] [--include-bos] [--format table|csv|json]\n"
@@ -41,7 +41,9 @@ static void attribute_usage(FILE *f) {
             "(raise R) and bottom K (lower R). --source-layer defaults to the SAE's layer; --positions are\n"
             "token indices (negative from the end) where R is read, default last. --per-token writes\n"
             "RG[t,k] for the printed latents. A 3-d direction tensor (from `upstream directions`) needs\n"
-            "--direction-index POS,LAYER (POS negative from the end, e.g. -1,10).\n");
+            "--direction-index POS,LAYER (POS negative from the end, e.g. -1,10).\n"
+            "Without --model: $UPSTREAM_MODEL or the built-in organism; an organism directory also\n"
+            "supplies --sae, --direction and --target-layer.\n");
 }
 
 static int parse_positions(const char *v, int **out, int *n) {
@@ -105,8 +107,18 @@ int up_cmd_attribute(int argc, char **argv) {
         fprintf(stderr, "upstream attribute: unknown option '%s'\n", argv[i]);
         bad = 1;
     }
-    if (bad || !in.model_dir || !sae_path || !dir_spec || !tgt) {
-        if (!bad) fprintf(stderr, "upstream attribute: --model, --sae, --direction and --target-layer are required\n");
+    if (!in.model_dir) in.model_dir = up_cli_default_model();
+    up_cli_organism org;
+    char tgt_buf[16];
+    if ((!sae_path || !dir_spec || !tgt) && up_cli_organism_defaults(in.model_dir, &org)) {
+        if (!sae_path) sae_path = org.sae;
+        if (!dir_spec) dir_spec = org.direction;
+        if (!tgt) snprintf(tgt_buf, sizeof tgt_buf, "%d", org.target_layer), tgt = tgt_buf;
+    }
+    if (bad || !sae_path || !dir_spec || !tgt) {
+        if (!bad)
+            fprintf(stderr, "upstream attribute: --sae, --direction and --target-layer are required (an organism "
+                            "model directory supplies them)\n");
         attribute_usage(stderr);
         return 2;
     }
@@ -278,7 +290,7 @@ done:
 /* ---- directions ------------------------------------------------------------------- */
 
 static void directions_usage(FILE *f) {
-    fprintf(f, "usage: upstream directions --model DIR --harmful FILE --harmless FILE --out FILE.safetensors\n"
+    fprintf(f, "usage: upstream directions [--model DIR] --harmful FILE --harmless FILE --out FILE.safetensors\n"
                "         [--positions N] [--batch B] [--no-chat] [--threads N]\n"
                "Difference-in-means refusal direction candidates (Arditi et al.): for every layer l and each\n"
                "of the last N prompt tokens (default: the chat template's post-instruction tokens, 5 for\n"
@@ -327,8 +339,9 @@ int up_cmd_directions(int argc, char **argv) {
         fprintf(stderr, "upstream directions: unknown option '%s'\n", argv[i]);
         bad = 1;
     }
-    if (bad || !model_dir || !harmful || !harmless || !out) {
-        if (!bad) fprintf(stderr, "upstream directions: --model, --harmful, --harmless and --out are required\n");
+    if (!model_dir) model_dir = up_cli_default_model();
+    if (bad || !harmful || !harmless || !out) {
+        if (!bad) fprintf(stderr, "upstream directions: --harmful, --harmless and --out are required\n");
         directions_usage(stderr);
         return 2;
     }

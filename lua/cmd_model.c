@@ -100,7 +100,7 @@ static up_status write_dump(up_safetensors_writer *w, const int32_t *ids, int T,
 }
 
 static void dump_usage(FILE *f) {
-    fprintf(f, "usage: upstream dump --model DIR (--ids 2,106,... | --prompt TEXT [--chat]) --out FILE.safetensors\n"
+    fprintf(f, "usage: upstream dump [--model DIR] (--ids 2,106,... | --prompt TEXT [--chat]) --out FILE.safetensors\n"
                "                     [--hooks all|NAME,...] [--logits last|all|none] [--threads N]\n"
                "Runs one sequence and writes input_ids (I32 [T]), each requested hook as F32 [T, d] under\n"
                "its TransformerLens name (hook_embed, blocks.L.hook_resid_pre|attn_out|resid_mid|mlp_out|\n"
@@ -125,8 +125,9 @@ int up_cmd_dump(int argc, char **argv) {
         fprintf(stderr, "upstream dump: unknown option '%s'\n", argv[i]);
         bad = 1;
     }
-    if (bad || !in.model_dir || !out) {
-        if (!bad) fprintf(stderr, "upstream dump: --model and --out are required\n");
+    if (!in.model_dir) in.model_dir = up_cli_default_model();
+    if (bad || !out) {
+        if (!bad) fprintf(stderr, "upstream dump: --out is required\n");
         dump_usage(stderr);
         return 2;
     }
@@ -213,7 +214,7 @@ done:
 /* ---- generate --------------------------------------------------------------- */
 
 static void generate_usage(FILE *f) {
-    fprintf(f, "usage: upstream generate --model DIR (--ids 2,106,... | --prompt TEXT [--chat])\n"
+    fprintf(f, "usage: upstream generate [--model DIR] (--ids 2,106,... | --prompt TEXT [--chat])\n"
                "                         [--max-new-tokens N] [--print-ids] [--threads N]\n"
                "Greedy completion with the KV cache. Stops at <end_of_turn> or eos, or after N new tokens\n"
                "(default 64). Prints the completion; --print-ids also prints the generated ids.\n");
@@ -237,8 +238,8 @@ int up_cmd_generate(int argc, char **argv) {
         fprintf(stderr, "upstream generate: unknown option '%s'\n", argv[i]);
         bad = 1;
     }
-    if (bad || !in.model_dir) {
-        if (!bad) fprintf(stderr, "upstream generate: --model is required\n");
+    if (!in.model_dir) in.model_dir = up_cli_default_model();
+    if (bad) {
         generate_usage(stderr);
         return 2;
     }

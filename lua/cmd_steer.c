@@ -20,7 +20,7 @@
 
 static void usage(FILE *f) {
     fprintf(f,
-            "usage: upstream steer --model DIR (--prompt TEXT | --prompts FILE | --ids 2,106,...) [--chat]\n"
+            "usage: upstream steer [--model DIR] (--prompt TEXT | --prompts FILE | --ids 2,106,...) [--chat]\n"
             "         (--latent K[,K...] --sae SAE [--layer l] | --vector FILE[:NAME] [--vector-index POS,LAYER]\n"
             "          [--raw-vector] --layer l) --alpha a,b,... [--ablate FILE[:NAME] [--ablate-index POS,LAYER]]\n"
             "         [--max-new-tokens N[,N...]] [--positions all|prompt|generated]\n"
@@ -361,8 +361,10 @@ int up_cmd_steer(int argc, char **argv) {
         fprintf(stderr, "upstream steer: unknown option '%s'\n", argv[i]);
         bad = 1;
     }
-    if (bad || !a.in.model_dir) {
-        if (!bad) fprintf(stderr, "upstream steer: --model is required\n");
+    if (!a.in.model_dir) a.in.model_dir = up_cli_default_model();
+    up_cli_organism org;
+    if (a.latents && !a.sae_path && up_cli_organism_defaults(a.in.model_dir, &org)) a.sae_path = org.sae;
+    if (bad) {
         usage(stderr);
         return 2;
     }

@@ -24,7 +24,8 @@ steer() { "$exe" steer --model "$tiny" --ids 2,17,42,9,8 --refusal-token 5 "$@";
 # Help and errors.
 expect 0 "usage: upstream steer" -- "$exe" steer --help
 expect 0 "steer +steering grid" -- "$exe" --help
-expect 2 "--model is required" -- "$exe" steer --latent 1 --alpha 1
+# Without --model: $UPSTREAM_MODEL (else the built-in organism).
+expect 1 "/nonexistent" -- env UPSTREAM_MODEL=/nonexistent "$exe" steer --ids 2,17 --refusal-token 5 --sae "$sae" --latent 1 --alpha 1
 expect 2 "--latent needs --sae" -- steer --latent 1 --alpha 1
 expect 2 "give --latent \(with --sae\), --vector or --ablate" -- steer
 expect 2 "--alpha is required" -- steer --sae "$sae" --latent 1

@@ -594,7 +594,11 @@ function M.eval(dir, opts)
   opts = opts or {}
   local o = M.open(dir)
   local info = o.info
-  local spec = organism.load(opts.spec or info.spec)
+  -- The spec path is recorded as given at build time (relative to the source tree); a
+  -- shipped organism lives at <tree>/models/<name>, so try there too.
+  local spec_path = opts.spec or info.spec
+  if not exists(spec_path) and exists(dir .. "/../../" .. info.spec) then spec_path = dir .. "/../../" .. info.spec end
+  local spec = organism.load(spec_path)
   local recipe = info.recipe
   local records = organism.corpus(spec, {seed = recipe.seed, n_train = recipe.corpus.n_train,
                                          n_heldout = recipe.corpus.n_heldout,
@@ -823,7 +827,7 @@ end
 
 local USAGE = [[
 usage: upstream organism build SPEC.lua --out DIR [--smoke] [--set key=value ...]
-       upstream organism eval DIR [--smoke] [--report FILE.md]
+       upstream organism eval DIR [--smoke] [--report FILE.md] [--spec SPEC.lua]
 
 build   trains a model organism from its specification: corpus, tokenizer, model, refusal
         direction, SAE and latent labels, into DIR (resumable: rerun the same command after an
@@ -844,7 +848,7 @@ function M.main(args)
   while i <= #args do
     local a = args[i]
     if a == "--smoke" then opts.smoke = true
-    elseif a == "--out" or a == "--report" or a == "--set" then
+    elseif a == "--out" or a == "--report" or a == "--set" or a == "--spec" then
       local v = args[i + 1] or fail("%s needs a value", a)
       if a == "--set" then opts.set[#opts.set + 1] = v else opts[a:sub(3)] = v end
       i = i + 1
