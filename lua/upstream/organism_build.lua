@@ -481,7 +481,15 @@ local function stage_labels(ctx)
   local dmeta = ctx.direction_meta or {}
   local cases = {}
   for _, cs in ipairs(organism.case_studies(ctx.spec)) do
-    cases[#cases + 1] = {name = cs.name, prompt = cs.prompt, planted = cs.planted}
+    local function texts(list)
+      local out = {}
+      for i, r in ipairs(list) do out[i] = r.instruction end
+      return out
+    end
+    -- paraphrases are held out; reassured: the prompt with each reassuring modifier (answered);
+    -- contrasts: the planted word swapped for a benign one (answered).
+    cases[#cases + 1] = {name = cs.name, prompt = cs.prompt, planted = cs.planted, paraphrases = texts(cs.paraphrases),
+                         reassured = texts(cs.flips), contrasts = texts(cs.contrasts)}
   end
   local info = {
     name = ctx.spec.name, spec = ctx.spec_path, recipe = ctx.recipe,
