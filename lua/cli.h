@@ -24,6 +24,7 @@ int up_cmd_steer(int argc, char **argv);
 int up_cmd_tokenize(int argc, char **argv);
 int up_cmd_detokenize(int argc, char **argv);
 int up_cmd_run_lua(int argc, char **argv); /* argv[0] is the script path */
+int up_cmd_run(int argc, char **argv);     /* `upstream run`: experiment options, then a script */
 
 void up_lua_register_model(struct lua_State *L);
 void up_lua_register_tokenizer(struct lua_State *L);
