@@ -47,7 +47,7 @@ local function builtin(root)
   }
 end
 
--- Checks tree against sch; where(path) gives "file:line" or "--set" for a dotted path.
+-- Checks tree against sch; where(path, message) raises the message for a dotted path.
 local function validate(tree, sch, prefix, where)
   for _, k in ipairs(util.sorted_keys(tree)) do
     local v = tree[k]
@@ -58,12 +58,12 @@ local function validate(tree, sch, prefix, where)
         local names = {}
         for n in pairs(sch) do if n ~= "*" then names[#names + 1] = n end end
         table.sort(names)
-        error(("%s: %s: unknown setting%s"):format(where(path), path, util.suggest(k, names)), 0)
+        where(path, "unknown setting" .. util.suggest(k, names))
       elseif type(spec) == "table" then
-        if type(v) ~= "table" then error(("%s: %s: must be a group { ... }"):format(where(path), path), 0) end
+        if type(v) ~= "table" then where(path, "must be a group { ... }") end
         validate(v, spec, path, where)
       elseif not util.type_checks[spec](v) then
-        error(("%s: %s: must be %s, got %s"):format(where(path), path, spec, type(v)), 0)
+        where(path, ("must be %s, got %s"):format(spec, type(v)))
       end
     end
   end
@@ -96,9 +96,9 @@ function M.load(opts)
   local ok, tree, lines = pcall(core.settings, opts.path)
   if not ok then error(tree, 0) end
   local file = tree._file
-  local function where(path)
-    if lines[path] and file then return file .. ":" .. lines[path] end
-    return file or "settings"
+  local function where(path, msg)
+    local loc = (lines[path] and file) and (file .. ":" .. lines[path]) or file or "settings"
+    error(("%s: %s: %s"):format(loc, path, msg), 0)
   end
   tree._file, tree._dir = nil, nil
   validate(tree, schema, "", where)
@@ -116,7 +116,10 @@ function M.load(opts)
     node[parts[#parts]] = util.parse_value(s.value, node[parts[#parts]])
     cli[s.key] = true
   end
-  validate(tree, schema, "", function(path) return cli[path] and ("--set " .. path) or where(path) end)
+  validate(tree, schema, "", function(path, msg)
+    if cli[path] then error(("--set %s: %s"):format(path, msg), 0) end
+    where(path, msg)
+  end)
   resolve_paths(tree, "", base, cli)
   local cfg = merge(builtin(root), tree)
   cfg.file = file

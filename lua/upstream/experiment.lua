@@ -230,6 +230,7 @@ function Experiment:_write_manifest()
   for _, name in ipairs(self._table_order) do m.outputs.tables[#m.outputs.tables + 1] = name .. ".csv" end
   m.outputs.figures = {}
   for _, f in ipairs(self._figures) do m.outputs.figures[#m.outputs.figures + 1] = f .. ".png" end
+  if self._direction then m.outputs.direction = "direction.safetensors" end
   util.write_atomic(self.results_dir .. "/manifest.json", core.json_encode(m) .. "\n")
 end
 
@@ -434,6 +435,9 @@ Experiment.direction = step("direction", function(self, spec)
   end
   local unit, norm = core.normalize(vec)
   result.vector, result.norm = unit, norm
+  -- The unit vector every later step used, so a table can be recomputed without this run.
+  core.save_safetensors(self.results_dir .. "/direction.safetensors", {direction = unit},
+    {from = result.from, layer = tostring(result.layer), pos = tostring(result.pos), norm = ("%.9g"):format(norm)})
   if not self.target_layer then self.target_layer = result.layer end
   self._manifest.direction = {from = result.from, path = result.path, pos = result.pos, layer = result.layer, norm = norm}
   self._direction = result
@@ -457,12 +461,18 @@ local function direction_vector(dir)
   return dir
 end
 
-function Experiment:_prompt_label(prompt)
+-- A short label per distinct prompt (p1, p2, ... in order of first use, or the one given),
+-- listed in the table "prompts" with its text and token count.
+function Experiment:_prompt_label(prompt, ids, given)
   local key = type(prompt) == "string" and prompt or table.concat(prompt, ",")
   self._prompt_labels = self._prompt_labels or {n = 0}
   if not self._prompt_labels[key] then
     self._prompt_labels.n = self._prompt_labels.n + 1
-    self._prompt_labels[key] = "p" .. self._prompt_labels.n
+    local label = given or ("p" .. self._prompt_labels.n)
+    self._prompt_labels[key] = label
+    local text = type(prompt) == "string" and prompt or self:tokenizer():decode(prompt)
+    self:table("prompts", {csv.record({label = label, text = text, tokens = #ids}, {"label", "text", "tokens"})},
+               {title = "Prompts"})
   end
   return self._prompt_labels[key]
 end
@@ -486,7 +496,7 @@ Experiment.attribute = step("attribute", function(self, spec)
   elseif spec.positions ~= nil and spec.positions ~= "last" then
     util.fail("attribute: positions must be \"last\", \"all\" or a list, got '%s'", spec.positions)
   end
-  local label = spec.label or self:_prompt_label(spec.prompt)
+  local label = self:_prompt_label(spec.prompt, ids, spec.label)
   self:log("attribute %s: layer %d -> target %d", label, layer, target)
   local res = self:model():attribute(ids, sae, {source = layer, target = target, direction = direction_vector(dir),
     score = spec.score or "gradient", include_bos = spec.include_bos or false, positions = positions})
@@ -589,7 +599,7 @@ Experiment.steer = step("steer", function(self, spec)
   elseif spec.prompts then
     for i, p in ipairs(spec.prompts) do
       prompts[i] = type(p) == "string" and self:encode(p) or p
-      labels[i] = self:_prompt_label(p)
+      labels[i] = self:_prompt_label(p, prompts[i])
     end
   else
     util.fail("steer: give attribution = a or prompts = {...}")
