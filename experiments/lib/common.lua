@@ -222,7 +222,9 @@ function C.alphas(X, id_lists, layer)
   if unit ~= "norm" then error(("alpha_unit must be \"norm\" or \"raw\", got '%s'"):format(tostring(unit)), 0) end
   local scale = C.resid_norm(X, id_lists, layer)
   local raw = {}
-  for i, a in ipairs(list) do raw[i] = a * scale end
+  -- Rounded to multiples of 2^-10, which float32 holds exactly: the grid stores alphas as
+  -- float32 and Steering:series looks cells up by the Lua number (API_REQUESTS.md, 5).
+  for i, a in ipairs(list) do raw[i] = math.floor(a * scale * 1024 + 0.5) / 1024 end
   return raw, scale
 end
 
