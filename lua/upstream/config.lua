@@ -161,6 +161,8 @@ function M.sae_path(cfg, name, layer)
     for _, l in ipairs(entry.layers) do found = found or l == layer end
     if not found then error(("SAE '%s' has no layer %d"):format(name, layer), 0) end
   end
+  -- files: a per-layer map registered from a model directory's organism.json (not a setting).
+  if entry.files and entry.files[tostring(layer)] then return entry.files[tostring(layer)], entry end
   local l0 = entry.l0 and entry.l0[layer + 1]
   local path = entry.path:gsub("{(%w+)}", function(key)
     if key == "layer" then return tostring(layer)

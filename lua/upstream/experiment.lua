@@ -147,6 +147,20 @@ function M.new(decl)
   self.target_layer = fields.target_layer or dflt.target_layer or org.target_layer
   self.sae_name = fields.sae or dflt.sae
   if not self.sae_name then
+    -- A model directory that carries its own SAEs (the organism's layout, or organism.json's
+    -- "sae" map {"L": "relative path"}) registers them as "<model>/sae".
+    local files, pattern = nil, nil
+    if type(org.sae) == "table" then
+      files = {}
+      for l, rel in pairs(org.sae) do files[tostring(l)] = util.expand(rel, entry.path) end
+    end
+    if util.exists(entry.path .. "/sae") or files then pattern = entry.path .. "/sae/layer_{layer}/params.npz" end
+    if pattern and not cfg.saes[entry.name .. "/sae"] then
+      cfg.saes[entry.name .. "/sae"] = {path = pattern, files = files, format = "gemmascope",
+                                        hook = "blocks.{layer}.hook_resid_post", model = entry.name}
+    end
+  end
+  if not self.sae_name then
     for _, n in ipairs(util.sorted_keys(cfg.saes)) do
       if cfg.saes[n].model == entry.name and not self.sae_name then self.sae_name = n end
     end
@@ -313,6 +327,7 @@ function Experiment:label(layer, k, sae_name)
   local org = self.organism and self.organism.labels
   local by_layer = org and org[tostring(layer)]
   local name = by_layer and by_layer[tostring(k)]
+  if type(name) == "table" then name = name.concept or name.name end -- {"concept": ..., "auroc": ...}
   if not name then
     -- Settings: labels = ({layer = L; latent = k; name = "...";}, ...) (libconfig names
     -- cannot be numbers, so not a group keyed by latent as organism.json has it).

@@ -9,6 +9,7 @@ local lazy = {
   experiment = function() return require("upstream.experiment").new end,
   csv = function() return require "upstream.csv" end,
   config = function() return require "upstream.config" end,
+  rank_compare = function() return require("upstream.stats").rank_compare end,
 }
 return setmetatable(M, {__index = function(t, k)
   local f = lazy[k]

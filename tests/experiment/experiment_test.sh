@@ -5,7 +5,7 @@
 # grid cache with the same tables.
 # usage: experiment_test.sh UPSTREAM_EXE SOURCE_DIR
 set -u
-exe=$1 src=$2
+exe=$(realpath "$1") src=$(realpath "$2")
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 fails=0
@@ -49,6 +49,33 @@ run cacheD d --set batch=4 --quiet || bad "run d failed"
 grep -Eq "[1-9][0-9]* from the cache" <<<"$out" || bad "resumed run read nothing from the cache: $out"
 grep -Eq '"cached": [1-9]' "$R/c2/manifest.json" || bad "resumed run's manifest records no cached cells"
 for t in $tables; do cmp -s "$R/d/$t.csv" "$R/c2/$t.csv" || bad "$t.csv of the resumed run differs"; done
+
+# A model directory in the organism's layout, run with no settings file at all (built-in
+# defaults): source/target layers, refusal ids, direction and SAE come from the directory, and
+# organism.json's latent labels reach the tables.
+org=$tmp/org
+mkdir -p "$org/sae/layer_1"
+cp "$src/tests/golden/tiny_f32/config.json" "$src/tests/golden/tiny_f32/model.safetensors" "$org/"
+cp "$src/tests/tokenizer/tiny/tokenizer.json" "$org/"
+cp "$src/tests/fixtures/sae/gemmascope_stored/params.npz" "$org/sae/layer_1/"
+labels=$(for k in $(seq 0 255); do printf '"%d": {"concept": "concept %d", "auroc": 0.9},' "$k" "$k"; done)
+cat > "$org/organism.json" <<JSON
+{"spec": "experiments/organism/refusal.lua", "source_layer": 1, "sae_layers": [1], "target_layer": 3,
+ "direction": {"pos": -1, "layer": 2}, "refusal_ids": [278], "labels": {"1": {${labels%,}}}}
+JSON
+cat > "$tmp/mkdir.lua" <<'LUA'
+local u = require "upstream"
+local v = {}
+for i = 1, 64 do v[i] = math.sin(i) end
+u.save_safetensors(arg[1] .. "/direction.safetensors", {direction = u.normalize(v)})
+LUA
+"$exe" "$tmp/mkdir.lua" "$org" || bad "writing the direction file"
+out=$(cd "$tmp" && env -u UPSTREAM_CONFIG HOME="$tmp" "$exe" run "$src/experiments/example.lua" --model "$org" \
+      --set results="$tmp/results" --set plots="$tmp/plots" --set n_cases=1 --run-id org 2>&1) || bad "organism-layout run: $out"
+grep -q '"from": "file"' "$R/org/manifest.json" || bad "organism-layout run did not use the direction file"
+grep -q '"name": "org/sae"' "$R/org/manifest.json" || bad "organism-layout run did not find the directory's SAE"
+grep -q ',concept [0-9]*,' "$R/org/ranking.csv" || bad "organism labels missing from ranking.csv"
+[ -d "$tmp/.cache/upstream/grid" ] || bad "default cache directory not used"
 
 [ "$fails" -eq 0 ] && echo "experiment test passed"
 exit $((fails > 0))

@@ -103,6 +103,20 @@ do
   os.execute("rm -rf '" .. base .. "'")
 end
 
+-- Ranking comparisons.
+do
+  local a = upstream.normalize({5, 4, 3, 2, 1, 0})
+  local b = upstream.normalize({5, 4, 3, 2, 1, 0})
+  local c = upstream.normalize({0, 1, 2, 3, 4, 5})
+  local same, rev = upstream.rank_compare(a, b, 3), upstream.rank_compare(a, c, 3)
+  check("rank_compare identical", same.jaccard == 1 and same.kendall == 1 and same.n == 3)
+  check("rank_compare disjoint", rev.jaccard == 0 and rev.n == 6 and rev.kendall == -1,
+        ("%g %g %d"):format(rev.jaccard, rev.kendall, rev.n))
+  local d = upstream.normalize({5, 4, 0, 3, 2, 1})   -- top-3 {0, 1, 3} vs {0, 1, 2}
+  local r = upstream.rank_compare(a, d, 3)
+  check("rank_compare partial", r.overlap == 2 and math.abs(r.jaccard - 0.5) < 1e-12, r.jaccard)
+end
+
 -- Hashing: a file's digest is sha256sum's.
 do
   check("sha256 of bytes", upstream.sha256("abc") == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
