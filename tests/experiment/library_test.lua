@@ -82,6 +82,19 @@ do
         ok2 and tostring(lines["models.tiny.path"]) .. " " .. tostring(lines["saes.fixture.layers.1"]) or tree)
 end
 
+-- The shipped example settings parse and resolve GemmaScope paths with the canonical L0s.
+do
+  local cfg = config.load{path = root .. "/upstream.cfg.example"}
+  local p16 = config.sae_path(cfg, "gemmascope-2b-res-16k", 5)
+  check("example 16k layer 5", p16:match("/gemma%-scope%-2b%-pt%-res/layer_5/width_16k/average_l0_68/params%.npz$") ~= nil, p16)
+  local p65 = config.sae_path(cfg, "gemmascope-2b-res-65k", 25)
+  check("example 65k layer 25", p65:match("/layer_25/width_65k/average_l0_93/params%.npz$") ~= nil, p65)
+  check("example has 26 layers of l0", #cfg.saes["gemmascope-2b-res-16k"].l0 == 26 and #cfg.saes["gemmascope-2b-res-65k"].l0 == 26)
+  check("example organism", cfg.models.organism.path == root:gsub("/$", "") .. "/models/organism" or
+        cfg.models.organism.path:match("/models/organism$") ~= nil, cfg.models.organism.path)
+  check("example default model", cfg.model == "organism" and cfg.models["gemma-2-2b-it"].defaults.sae == "gemmascope-2b-res-16k")
+end
+
 -- Run directories: mkdir claims a name once; mkdirs makes parents and accepts existing ones.
 do
   local base = os.tmpname()
