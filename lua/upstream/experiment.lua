@@ -166,6 +166,13 @@ function M.new(decl)
     end
   end
   self.direction_spec = fields.direction or "auto"
+  -- threads = 0 means the library default, except on tiny models: their 32- to 64-wide
+  -- products gain nothing from threads, and OpenMP/OpenBLAS waiting on a busy machine makes
+  -- them many times slower. Any explicit threads setting (or --threads) is kept.
+  if (cfg.threads or 0) <= 0 then
+    local okc, mc = pcall(core.json_read, entry.path .. "/config.json")
+    if okc and type(mc) == "table" and (mc.hidden_size or 0) > 0 and mc.hidden_size <= 256 then cfg.threads = 1 end
+  end
   self.seed = fields.seed or 0
   if cfg.threads and cfg.threads > 0 then core.set_threads(cfg.threads) end
 
@@ -689,6 +696,10 @@ function Steering:rows()
   return out
 end
 
+-- The grid keeps alphas in float32; a Lua double from spec.alphas finds its cells only after
+-- the same rounding.
+local function f32(x) return (string.unpack("<f", string.pack("<f", x))) end
+
 -- Mean over prompts of a metric per (latent, alpha), one series per latent, controls last.
 function Steering:series(metric)
   metric = metric or "score"
@@ -698,9 +709,10 @@ function Steering:series(metric)
       local v = r[metric]
       if type(v) == "boolean" then v = v and 1 or 0 end
       acc[r.latent] = acc[r.latent] or {}
-      local cell = acc[r.latent][r.alpha] or {sum = 0, n = 0}
+      local key = f32(r.alpha)
+      local cell = acc[r.latent][key] or {sum = 0, n = 0}
       if v and v == v then cell.sum, cell.n = cell.sum + v, cell.n + 1 end
-      acc[r.latent][r.alpha] = cell
+      acc[r.latent][key] = cell
     end
   end
   local alphas = util.copy(self.alphas)
@@ -709,7 +721,7 @@ function Steering:series(metric)
   local function add(k, control)
     local ys = {}
     for i, al in ipairs(alphas) do
-      local c = acc[k] and acc[k][al]
+      local c = acc[k] and acc[k][f32(al)]
       ys[i] = (c and c.n > 0) and c.sum / c.n or false
     end
     local name = self.experiment:label(self.layer, k, self.sae_name)

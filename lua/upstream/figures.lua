@@ -78,7 +78,9 @@ function M.install(X, step)
       title = ("Per-token refusal gradient RG[t, k] — layer %d → %d"):format(a.layer, a.target),
       subtitle = shorten(a.prompt, 90), xlabel = "prompt token", ylabel = "latent (top by S_k)",
       values = rows, row_labels = row_labels, col_labels = cols, cmap = "diverging", colorbar = "W_dec[k] · g_t",
-      width = math.max(1600, 60 * #cols + 500), height = math.max(900, 70 * #rows + 400),
+      -- Wider for long prompts at the usual scale (2 px per layout unit), so a token keeps
+      -- room for its label instead of the whole figure being scaled up.
+      width = math.max(1600, 44 * #cols + 500), height = math.max(1000, 90 * #rows + 560), scale = 2,
       caption = ("RG[t, k] = W_dec[k]·∂R/∂h_%d[t] for the top %d latents over the tokens of %s"):format(a.layer, k, a.label),
     })
   end)

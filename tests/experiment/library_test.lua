@@ -130,6 +130,22 @@ do
   check("rank_compare partial", r.overlap == 2 and math.abs(r.jaccard - 0.5) < 1e-12, r.jaccard)
 end
 
+-- Steering:series finds the grid's float32 alphas from the doubles the experiment gave.
+do
+  local E = require "upstream.experiment"
+  local f32 = function(x) return (string.unpack("<f", string.pack("<f", x))) end
+  local rows = {{intervention = 1, prompt = 1, score = -1}}
+  for _, a in ipairs({-1.3, 0, 12.3834343}) do
+    rows[#rows + 1] = {intervention = 2, prompt = 1, latent = 7, alpha = f32(a), score = a}
+  end
+  local s = setmetatable({experiment = {label = function() return "" end}, latents = {7}, controls = {},
+                          alphas = {12.3834343, -1.3, 0}, grid_rows = rows, layer = 1}, E.Steering)
+  local series = s:series("score")
+  check("series sorted alphas", series[1].x[1] == -1.3 and series[1].x[3] == 12.3834343)
+  check("series finds float32 alphas", series[1].y[1] ~= false and series[1].y[3] ~= false and
+        math.abs(series[1].y[3] - f32(12.3834343)) < 1e-5, tostring(series[1].y[3]))
+end
+
 -- Hashing: a file's digest is sha256sum's.
 do
   check("sha256 of bytes", upstream.sha256("abc") == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
