@@ -183,20 +183,26 @@ function M.new(decl)
     local mk, err = core.mkdirs(d)
     if not mk then error(err, 0) end
   end
+  -- Both directories must be new: a name taken in either (say plots left from a run whose
+  -- results were deleted) moves on to the next suffix.
   local base_id = opts.run_id or os.date("!%Y%m%d-%H%M%S")
   local id, n = base_id, 1
   while true do
     local mk, err, why = core.mkdir(results_base .. "/" .. id)
-    if mk then break end
+    if mk then
+      local pk, perr, pwhy = core.mkdir(plots_base .. "/" .. id)
+      if pk then break end
+      os.remove(results_base .. "/" .. id) -- empty, just made
+      if pwhy ~= "exists" then error(perr, 0) end
+      err, why = perr, pwhy
+    end
     if why ~= "exists" or opts.run_id then
-      error(why == "exists" and ("run '%s' exists already in %s; a run never overwrites another"):format(id, results_base)
-            or err, 0)
+      error(why == "exists" and ("run '%s' exists already in %s or %s; a run never overwrites another"):format(
+        id, results_base, plots_base) or err, 0)
     end
     n = n + 1
     id = ("%s-%d"):format(base_id, n)
   end
-  local mk, err, why = core.mkdir(plots_base .. "/" .. id)
-  if not mk and why ~= "exists" then error(err, 0) end
   self.run_id = id
   self.results_dir = results_base .. "/" .. id
   self.plots_dir = plots_base .. "/" .. id

@@ -34,6 +34,11 @@ grep -q "exists already" <<<"$out" || bad "reused run id: $out"
   --set results="$tmp/results" --set plots="$tmp/plots" --set cache="$tmp/cacheA" || bad "default run id 2"
 n=$(ls "$R" | wc -l)
 [ "$n" -eq 4 ] || bad "expected 4 run directories, found $n: $(ls "$R")"
+mkdir "$P/x"   # plots left behind by a run whose results are gone: the name is still taken
+out=$(run cacheA x --quiet 2>&1) && bad "run id with existing plots succeeded"
+grep -q "exists already" <<<"$out" || bad "run id with existing plots: $out"
+[ -d "$R/x" ] && bad "refused run left a results directory"
+rmdir "$P/x"
 
 # Interrupted: the grid (batches of 4 cells) stops after 4 computed cells, as a killed run would;
 # what was written stays. The resumed run forms the same batches, so its tables equal those of
