@@ -82,9 +82,13 @@ end
 core.run_options.sets = common_sets
 local X = C.setup(upstream.experiment{name = "all", title = "The published set",
   description = "One run of each published experiment; each has its own report.md, tables and figures."})
+local links = {}
 for _, row in ipairs(index) do
-  X:note(("- **%s**: [%s/report.md](%s/report.md)"):format(row.experiment, row.results, row.results))
+  -- results/all/<run>/ -> results/<experiment>/<run>/report.md
+  links[#links + 1] = ("- **%s**: [%s/%s/report.md](../../%s/%s/report.md)"):format(row.experiment, row.experiment,
+    row.run_id, row.experiment, row.run_id)
 end
+X:note(table.concat(links, "\n"))
 X:table("runs", index, {title = "Runs of this set"})
 X:log("the set took %d s", os.time() - t_all)
 C.finish(X)
