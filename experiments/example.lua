@@ -30,7 +30,7 @@ local X = upstream.experiment {
     },
   },
   params = {top_k = 5, steer_k = 2, alphas = {-4, -2, 0, 2, 4}, controls = 1, max_new_tokens = 0, n_cases = 2,
-            batch = 16},
+            batch = 16, where = {"all", "prompt"}},
 }
 
 X:section("Refusal direction")
@@ -49,9 +49,11 @@ for _, layer in ipairs(X.source_layers) do
     X:plot_tokens(a, X.params.top_k)
     local s = X:steer {attribution = a, latents = a:top_latents(X.params.steer_k), alphas = X.params.alphas,
                        controls = X.params.controls, max_new_tokens = X.params.max_new_tokens,
-                       batch = X.params.batch}
+                       batch = X.params.batch, where = X.params.where}
     X:table("steering", s:rows(), {title = "Steering cells (refusal score and R against α)", show = 12})
-    X:plot_dose(s)
+    for _, where in ipairs(X.params.where) do
+      X:plot_dose(s, {where = where})
+    end
     X:plot_linearity(s)
     summary[#summary + 1] = {prompt = a.label, layer = layer, R = a.R, baseline_score = s.baseline[1],
                              top_latent = a:top(1)[1].latent, top_score = a:top(1)[1].score}

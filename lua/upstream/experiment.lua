@@ -600,7 +600,7 @@ M.Steering = Steering
 local steer_fields = {
   attribution = "table", prompts = "table", layer = "integer", sae = "string|upstream.Sae",
   direction = "table|upstream.Tensor", target = "integer", latents = "integers", alphas = "numbers",
-  controls = "integer", where = "string", max_new_tokens = "integer", batch = "integer", label = "string",
+  controls = "integer", where = "string|strings", max_new_tokens = "integer", batch = "integer", label = "string",
 }
 
 -- Random control latents: a splitmix64 stream seeded by the experiment's seed and the layer,
@@ -660,34 +660,45 @@ Experiment.steer = step("steer", function(self, spec)
   end
   local max_new = spec.max_new_tokens or 0
   local label = spec.label or ((a and a.label or labels[1]) .. "_L" .. layer)
-  self:log("steer %s: %d latents (%d random controls) x %d alphas x %d prompts", label, #all, #controls,
-           #spec.alphas, #prompts)
-  local grid <close> = core.grid{
-    model = self:model(), prompts = gprompts, refusal_ids = self:refusal_ids(), sae = sae, latents = all,
-    alphas = spec.alphas, layer = layer, where = spec.where or "all", max_new_tokens = max_new,
-    objective = {layer = target, direction = direction_vector(dir)},
-    tokenizer = max_new > 0 and tok or nil, cache = self.settings.cache .. "/grid",
-    identity = {tokenizer = self._manifest.tokenizer.sha256 or "none"},
-    batch = spec.batch or 16, progress = progress,
-  }
-  local rows, msg = grid:run()
-  if not rows then
-    error(("steering interrupted (%s); finished cells are cached in %s, rerun to resume"):format(
-      tostring(msg), self.settings.cache .. "/grid"), 0)
+  -- The positions axis: one grid per `where`, rows tagged with it; the unsteered baseline is
+  -- the same for every `where`, so only the first grid's is kept.
+  local wheres = type(spec.where) == "table" and spec.where or {spec.where or "all"}
+  if #wheres == 0 then util.fail("steer: where must name at least one of all, prompt, generated") end
+  self:log("steer %s: %d latents (%d random controls) x %d alphas x %d prompts x %d position rules", label, #all,
+           #controls, #spec.alphas, #prompts, #wheres)
+  local rows, totals = {}, {cells = 0, cached = 0, computed = 0}
+  for wi, where in ipairs(wheres) do
+    local grid <close> = core.grid{
+      model = self:model(), prompts = gprompts, refusal_ids = self:refusal_ids(), sae = sae, latents = all,
+      alphas = spec.alphas, layer = layer, where = where, max_new_tokens = max_new,
+      objective = {layer = target, direction = direction_vector(dir)},
+      tokenizer = max_new > 0 and tok or nil, cache = self.settings.cache .. "/grid",
+      identity = {tokenizer = self._manifest.tokenizer.sha256 or "none"},
+      batch = spec.batch or 16, progress = progress,
+    }
+    local got, msg = grid:run()
+    if not got then
+      error(("steering interrupted (%s); finished cells are cached in %s, rerun to resume"):format(
+        tostring(msg), self.settings.cache .. "/grid"), 0)
+    end
+    for _, r in ipairs(got) do
+      if wi == 1 or r.intervention ~= 1 then r.where = where; rows[#rows + 1] = r end
+    end
+    local t = grid:totals()
+    totals.cells, totals.cached, totals.computed = totals.cells + t.cells, totals.cached + t.cached, totals.computed + t.computed
   end
-  local totals = grid:totals()
   self._grids[#self._grids + 1] = {label = label, cells = totals.cells, cached = totals.cached, computed = totals.computed}
   self:log("steer %s: %d cells, %d from the cache, %d computed", label, totals.cells, totals.cached, totals.computed)
   local s = setmetatable({experiment = self, label = label, layer = layer, latents = spec.latents, controls = controls,
     is_control = is_control, alphas = spec.alphas, grid_rows = rows, totals = totals, baseline = {}, sae_name =
-    (self._sae_names or {})[sae] or "", prompt_labels = labels}, Steering)
+    (self._sae_names or {})[sae] or "", prompt_labels = labels, wheres = wheres}, Steering)
   for _, r in ipairs(rows) do
     if r.intervention == 1 then s.baseline[r.prompt] = r.score end
   end
   return s
 end)
 
-local steer_cols = {"prompt", "layer", "kind", "latent", "name", "alpha", "max_new_tokens", "score", "dscore",
+local steer_cols = {"prompt", "layer", "kind", "latent", "name", "where", "alpha", "max_new_tokens", "score", "dscore",
                     "p_refusal", "R", "dR", "predicted_dR", "refused", "text"}
 
 function Steering:rows()
@@ -695,7 +706,7 @@ function Steering:rows()
   for _, r in ipairs(self.grid_rows) do
     local kind = r.intervention == 1 and "baseline" or (self.is_control[r.latent] and "control" or "latent")
     out[#out + 1] = csv.record({prompt = self.prompt_labels[r.prompt], layer = self.layer, kind = kind, latent = r.latent,
-      name = r.latent and self.experiment:label(self.layer, r.latent, self.sae_name) or "", alpha = r.alpha,
+      name = r.latent and self.experiment:label(self.layer, r.latent, self.sae_name) or "", where = r.where, alpha = r.alpha,
       max_new_tokens = r.max_new_tokens, score = r.score, dscore = r.dscore, p_refusal = r.p_refusal, R = r.R, dR = r.dR,
       predicted_dR = r.predicted_dR, refused = r.refused, text = r.text}, steer_cols)
   end
@@ -707,11 +718,12 @@ end
 local function f32(x) return (string.unpack("<f", string.pack("<f", x))) end
 
 -- Mean over prompts of a metric per (latent, alpha), one series per latent, controls last.
-function Steering:series(metric)
+function Steering:series(metric, where)
   metric = metric or "score"
+  where = where or (self.wheres and self.wheres[1])
   local acc = {}
   for _, r in ipairs(self.grid_rows) do
-    if r.intervention ~= 1 then
+    if r.intervention ~= 1 and (where == nil or r.where == nil or r.where == where) then
       local v = r[metric]
       if type(v) == "boolean" then v = v and 1 or 0 end
       acc[r.latent] = acc[r.latent] or {}

@@ -39,6 +39,8 @@ local metric_titles = {
   refused = "refusal rate",
 }
 
+local where_words = {all = "every position", prompt = "the prompt's positions", generated = "generated positions"}
+
 function M.install(X, step)
   X.plot_ranking = step("plot_ranking", function(self, a, k)
     check_attr(a, "plot_ranking")
@@ -87,20 +89,21 @@ function M.install(X, step)
 
   X.plot_dose = step("plot_dose", function(self, s, opts)
     if type(s) ~= "table" or not s.grid_rows then util.fail("plot_dose: expected a Steering (from X:steer)") end
-    opts = util.check_fields(opts or {}, {metric = "string", name = "string"}, "plot_dose")
+    opts = util.check_fields(opts or {}, {metric = "string", name = "string", where = "string"}, "plot_dose")
     local metric = opts.metric or "score"
     if not metric_names[metric] then util.fail("plot_dose: unknown metric '%s'", metric) end
-    local series = s:series(metric)
+    local where = opts.where or s.wheres[1]
+    local series = s:series(metric, where)
     local base, n = 0, 0
     for _, v in pairs(s.baseline) do base, n = base + v, n + 1 end
     local baseline
     if metric == "score" and n > 0 then baseline = base / n
     elseif metric == "dscore" or metric == "dR" then baseline = 0 end
     return self:_figure("lines", {
-      name = opts.name or ("dose_%s_%s"):format(s.label, metric),
+      name = opts.name or ("dose_%s_%s%s"):format(s.label, metric, where == "all" and "" or ("_" .. where)),
       title = ("Steering at layer %d: %s vs α"):format(s.layer, metric_titles[metric]),
-      subtitle = ("h_%d[t] += α · W_dec[k] at every position; %d prompt%s"):format(s.layer, #s.prompt_labels,
-        #s.prompt_labels == 1 and "" or "s"),
+      subtitle = ("h_%d[t] += α · W_dec[k] at %s; %d prompt%s"):format(s.layer, where_words[where] or where,
+        #s.prompt_labels, #s.prompt_labels == 1 and "" or "s"),
       xlabel = "steering coefficient α", ylabel = metric_names[metric], series = series, baseline = baseline,
       baseline_label = metric == "score" and "unsteered" or "no change",
       caption = ("Dose-response of %s for the steered latents; grey lines are random latents (controls)"):format(metric),
@@ -109,17 +112,19 @@ function M.install(X, step)
 
   X.plot_linearity = step("plot_linearity", function(self, s, opts)
     if type(s) ~= "table" or not s.grid_rows then util.fail("plot_linearity: expected a Steering (from X:steer)") end
-    opts = util.check_fields(opts or {}, {name = "string"}, "plot_linearity")
+    opts = util.check_fields(opts or {}, {name = "string", where = "string"}, "plot_linearity")
+    local where = opts.where or s.wheres[1]
     local x, y, group = {}, {}, {}
     for _, r in ipairs(s:rows()) do
-      if r.kind ~= "baseline" and r.alpha ~= 0 and r.predicted_dR and r.dR and r.predicted_dR == r.predicted_dR then
+      if r.kind ~= "baseline" and r.where == where and r.alpha ~= 0 and r.predicted_dR and r.dR
+         and r.predicted_dR == r.predicted_dR then
         x[#x + 1], y[#y + 1] = r.predicted_dR, r.dR
         group[#group + 1] = r.kind == "control" and "random latents" or "ranked latents"
       end
     end
     if #x == 0 then util.fail("plot_linearity: no steered cell has both predicted and measured dR") end
     return self:_figure("scatter", {
-      name = opts.name or ("linearity_%s"):format(s.label),
+      name = opts.name or ("linearity_%s%s"):format(s.label, where == "all" and "" or ("_" .. where)),
       title = ("First-order prediction vs measured ΔR — layer %d"):format(s.layer),
       xlabel = "predicted ΔR = α · Σ_t RG[t, k]", ylabel = "measured ΔR", x = x, y = y, group = group, identity = true,
       caption = "Each point is one (latent, α) cell; on the line y = x the gradient predicts steering exactly",

@@ -109,7 +109,7 @@ for _, p in ipairs(prompts) do
   end
   -- Steering: one cell per (latent, alpha) of this prompt, recomputed alone without a cache.
   for _, r in ipairs(steering) do
-    if r.prompt == p.label and r.kind ~= "baseline" and n_steer < 6 then
+    if r.prompt == p.label and r.kind ~= "baseline" and r.where == "all" and n_steer < 6 then
       n_steer = n_steer + 1
       local rows = upstream.grid{model = model, prompts = {ids}, refusal_ids = refusal, sae = sae,
         latents = {tonumber(r.latent)}, alphas = {tonumber(r.alpha)}, layer = 1,
@@ -126,9 +126,15 @@ end
 check("ranking rows checked", n_rank == 2 * k * #prompts, n_rank)
 check("steering rows checked", n_steer >= 6, n_steer)
 check("token rows checked", n_tok > 0)
-local controls = 0
-for _, r in ipairs(steering) do if r.kind == "control" then controls = controls + 1 end end
+local controls, wheres = 0, {}
+for _, r in ipairs(steering) do
+  if r.kind == "control" then controls = controls + 1 end
+  wheres[r.where] = (wheres[r.where] or 0) + 1
+end
 check("random controls present", controls > 0)
+check("positions axis", wheres.all and wheres.prompt and wheres.all == wheres.prompt + #prompts,
+      ("all %s prompt %s"):format(tostring(wheres.all), tostring(wheres.prompt)))
+check("dose figure per position rule", report:find("dose_p1_L1_score_prompt.png", 1, true) ~= nil)
 
 print(("%d passed, %d failed"):format(passed, failed))
 os.exit(failed == 0 and 0 or 1)
