@@ -161,6 +161,10 @@ C.small_model_d = 256
 
 function C.setup(X)
   fix_labels(X)
+  if not X.source_layers or #X.source_layers == 0 then
+    error(("model %s: no source layer; set models.%s.defaults.source_layers in upstream.cfg or pass " ..
+      "--set source_layers=L"):format(X.model_name, X.model_name), 0)
+  end
   if (X.settings.threads or 0) <= 0 then
     local ok, cfg = pcall(core.json_read, X.model_entry.path .. "/config.json")
     local d = ok and (cfg.hidden_size or cfg.d_model) or nil
@@ -197,8 +201,7 @@ function C.direction(X)
     if not t.direction then error(("direction_file %s has no tensor 'direction'"):format(path), 0) end
     local layer = t.pos_layer and math.tointeger(t.pos_layer:at(2)) or X.target_layer
     local pos = t.pos_layer and math.tointeger(t.pos_layer:at(1)) or -1
-    dir = X:direction{from = "file", path = path, layer = layer}
-    dir.pos = pos
+    dir = X:direction{from = "file", path = path, layer = layer, pos = pos}
   else
     dir = X:direction()
   end

@@ -14,7 +14,8 @@
 -- tau-b of the scores over the union of both top-k sets.
 --
 -- Params: k, cases (names), source_layers_sweep and targets ({} = every layer that fits),
--- direction_file, match_cos (decoder cosine that counts as the same feature across widths).
+-- direction_file, match_cos (decoder cosine that counts as the same feature across widths),
+-- max_direction_layers (other layers whose last-position candidate is tried).
 local csv = require "upstream.csv"
 local upstream = require "upstream"
 local util = require "upstream.util"
@@ -29,7 +30,7 @@ E.decl = {
     "made with paraphrases, other source and target layers, other directions, other score variants and other SAE widths.",
   prompts = {harmful = C.harmful, harmless = C.harmless},
   params = {k = 10, cases = {"hugging", "bacteria", "payment"}, source_layers_sweep = {}, targets = {},
-            direction_file = "", match_cos = 0.7},
+            direction_file = "", match_cos = 0.7, max_direction_layers = 6},
 }
 
 local cols = {"case", "dimension", "reference", "setting", "k", "jaccard", "kendall", "n_union", "direction_cosine",
@@ -201,7 +202,15 @@ function E.body(X)
   local dlayer = dir.layer or target
   local choices = {}
   for pos = -n_pos, -1 do choices[#choices + 1] = {pos = pos, layer = dlayer} end
-  for l = 1, n_layers - 1 do if l ~= dlayer then choices[#choices + 1] = {pos = -1, layer = l} end end
+  -- Other layers, evenly thinned to at most max_direction_layers (a 26-layer model would
+  -- otherwise cost 25 attributions per prompt).
+  local others = {}
+  for l = 1, n_layers - 1 do if l ~= dlayer then others[#others + 1] = l end end
+  local keep = math.min(#others, P.max_direction_layers)
+  for i = 1, keep do
+    local j = keep == 1 and 1 or math.floor((i - 1) * (#others - 1) / (keep - 1) + 0.5) + 1
+    choices[#choices + 1] = {pos = -1, layer = others[j]}
+  end
   local dir_names, dir_vals = {}, {}
   for ci, ch in ipairs(choices) do
     local v = cand(ch.pos, ch.layer)

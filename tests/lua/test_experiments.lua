@@ -267,7 +267,19 @@ do
   end
 end
 
--- 3. Misuse raises with a message.
+-- 3. The direction direction.lua saved, taken by a case study with --set direction_file.
+if d then
+  local chosen = table_of(d, "direction")[1]
+  ok, out = run("case_bacteria.lua", {"direction_file=" .. d .. "/direction.safetensors", "steer_k=1", "max_new_tokens=0",
+                                      "alphas=0.5", "controls=0"})
+  check(ok, "case_bacteria.lua with direction_file failed:\n%s", out)
+  local m = upstream.json_read(latest("results", "case_bacteria") .. "/manifest.json")
+  check(m.direction and m.direction.from == "file" and m.direction.layer == tonumber(chosen.layer) and
+        m.direction.pos == tonumber(chosen.pos), "case_bacteria: direction_file not used (manifest direction %s)",
+        upstream.json_encode(m.direction or {}))
+end
+
+-- 4. Misuse raises with a message.
 ok, out = run("all.lua", {"no_such_param=1"})
 check(not ok and out:find("no_such_param", 1, true), "all.lua accepted an unknown --set:\n%s", out)
 ok, out = run("all.lua", {"only=nope"})
