@@ -131,6 +131,25 @@ function M.new(decl)
     self.overrides[#self.overrides + 1] = (s.field or s.param) .. "=" .. s.value
   end
   for _, s in ipairs(settings_sets) do self.overrides[#self.overrides + 1] = s.key .. "=" .. s.value end
+  -- Overridden fields must still have their declared type; say where the bad value came from.
+  local from_set = {}
+  for _, m in ipairs(mine) do if m.field then from_set[m.field] = true end end
+  for _, k in ipairs(util.sorted_keys(overridable)) do
+    local v = fields[k]
+    if v ~= nil then
+      local ok = false
+      for ty in decl_fields[k]:gmatch("[^|]+") do ok = ok or util.type_checks[ty](v) end
+      if not ok then
+        local what = decl_fields[k]:gsub("|", " or ")
+        if from_set[k] then error(("--set %s: must be %s"):format(k, what), 0) end
+        if section[k] ~= nil then
+          local line = cfg.lines and cfg.lines[("experiments.%s.%s"):format(decl.name, k)]
+          error(("%s:%s: experiments.%s.%s: must be %s"):format(cfg.file or "settings", tostring(line or "?"),
+            decl.name, k, what), 0)
+        end
+      end
+    end
+  end
   if opts.model then fields.model = opts.model end
   self.params = params
 

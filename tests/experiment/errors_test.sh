@@ -32,6 +32,9 @@ expect 1 "unknown_key\.cfg:4: modles: unknown setting \(did you mean 'models'\?\
   "$exe" run "$src/experiments/example.lua" --config "$d/unknown_key.cfg" --quiet
 expect 1 "wrong_type\.cfg:5: models\.tiny\.path: must be string, got number" -- \
   "$exe" run "$src/experiments/example.lua" --config "$d/wrong_type.cfg" --quiet
+expect 1 "experiment_section\.cfg:6: experiments\.example\.source_layers: must be integers or integer" -- \
+  "$exe" run "$src/experiments/example.lua" --config "$d/experiment_section.cfg" --quiet
+expect 1 "--set target_layer: must be integer" -- exp "$src/experiments/example.lua" --set target_layer=three
 expect 1 "settings file .*nosuch\.cfg does not exist" -- "$exe" run "$src/experiments/example.lua" --config "$tmp/nosuch.cfg"
 UPSTREAM_CONFIG=$d/unknown_key.cfg expect 1 "unknown_key\.cfg:4: " -- "$exe" run "$src/experiments/example.lua" --quiet
 
