@@ -60,6 +60,11 @@ for _, kv in ipairs(all_sets) do
   end
 end
 
+-- A model without a direction file of its own would have every experiment select one again:
+-- the later ones take the direction direction.lua selected (unless direction_file is set).
+local user_direction = false
+for _, kv in ipairs(all_sets) do user_direction = user_direction or kv:match("^direction_file=") ~= nil end
+
 local index = {}
 local t_all = os.time()
 for _, r in ipairs(runs) do
@@ -71,6 +76,13 @@ for _, r in ipairs(runs) do
     core.run_options.sets = sets
     local dir = C.main(r.E)
     local m = core.json_read(dir .. "/manifest.json")
+    if r.name == "direction" and not user_direction and not C.exists(m.model.path .. "/direction.safetensors") then
+      for _, other in ipairs(runs) do
+        if other.E.decl.params.direction_file ~= nil then
+          table.insert(routed[other.name], "direction_file=" .. dir .. "/direction.safetensors")
+        end
+      end
+    end
     index[#index + 1] = csv.record({experiment = r.name, run_id = m.run_id, status = m.status, seconds = m.seconds,
       tables = #m.outputs.tables, figures = #m.outputs.figures, results = dir},
       {"experiment", "run_id", "status", "seconds", "tables", "figures", "results"})

@@ -152,6 +152,8 @@ function C.sae_anywhere(X, layer)
   return any
 end
 
+C.exists = util.exists
+
 -- Sets up an experiment the way every file here wants it.
 -- Tiny models (the organism: d_model in the tens) run fastest on one thread: BLAS and OpenMP
 -- threads on 32-wide matrices cost more than they give, and on a busy machine far more (the

@@ -62,7 +62,8 @@ function E.body(X)
     local r = {case = case, dimension = dimension, reference = ref_name, setting = setting, k = k}
     if a then
       local c = C.compare(ref.scores, a.scores, k, "top")
-      local is_ref = a == ref -- the reference itself: drawn on the lines, left out of the means
+      -- The reference itself (or a direction equal to it): drawn, left out of the means.
+      local is_ref = a == ref or (extra and extra.direction_cosine and extra.direction_cosine > 0.99999)
       r.jaccard, r.kendall, r.n_union = c.jaccard, c.kendall, c.n_union
       r.top_setting, r.top_reference, r.R = C.join(c.top_b), C.join(c.top_a), a.R
       if not is_ref then

@@ -279,7 +279,45 @@ if d then
         upstream.json_encode(m.direction or {}))
 end
 
--- 4. Misuse raises with a message.
+-- 4. A model standing for a real checkpoint (tests/lua/experiments_tiny.cfg): no organism.json,
+-- no direction file (all.lua hands the selected one to the later experiments), two SAEs at the
+-- source layer. Its checkpoint's vocabulary outgrows its tokenizer,
+-- so nothing is generated.
+do
+  local cmd = {q(exe), "run", q(root .. "/experiments/all.lua"), "--config", q(root .. "/tests/lua/experiments_tiny.cfg"),
+    "--quiet", "--set", q("results=" .. scratch .. "/tiny/results"), "--set", q("plots=" .. scratch .. "/tiny/plots"),
+    "--set", q("cache=" .. CACHE), "--set", "max_new_tokens=0", "--set", "only=direction,case_hugging,sensitivity",
+    "--set", "steer_k=1", "--set", "alphas=0.5", "--set", "controls=0", "--set", "k=5", "--set", "n_eval=2"}
+  local outf = scratch .. "/out.txt"
+  ok = sh(table.concat(cmd, " ") .. " > " .. q(outf) .. " 2>&1")
+  check(ok, "all.lua on the tiny checkpoint failed:\n%s", read(outf))
+  local function last(name)
+    local p = io.popen("ls -1 " .. q(scratch .. "/tiny/results/" .. name) .. " 2>/dev/null")
+    local l
+    for line in p:lines() do l = line end
+    p:close()
+    return l and (scratch .. "/tiny/results/" .. name .. "/" .. l)
+  end
+  local ddir, cdir, sdir2 = last("direction"), last("case_hugging"), last("sensitivity")
+  if check(ddir and cdir and sdir2, "tiny: missing runs") then
+    local m = upstream.json_read(cdir .. "/manifest.json")
+    check(m.direction and m.direction.path == ddir .. "/direction.safetensors",
+          "tiny: case_hugging did not take the selected direction (%s)", upstream.json_encode(m.direction or {}))
+    check(not exists(cdir .. "/planted.csv"), "tiny: a planted table without organism.json")
+    local widths = 0
+    for _, r in ipairs(table_of(sdir2, "sensitivity")) do
+      if r.dimension == "sae_width" then
+        widths = widths + 1
+        -- The deflated fixture holds the same numbers: every top latent finds itself.
+        check(tonumber(r.matched) == 1 and r.top_setting == r.top_reference, "tiny: sae_width row %s / %s", r.matched,
+              r.top_setting)
+      end
+    end
+    check(widths == 3, "tiny: %d sae_width rows, expected 3", widths)
+  end
+end
+
+-- 5. Misuse raises with a message.
 ok, out = run("all.lua", {"no_such_param=1"})
 check(not ok and out:find("no_such_param", 1, true), "all.lua accepted an unknown --set:\n%s", out)
 ok, out = run("all.lua", {"only=nope"})
