@@ -1,6 +1,7 @@
 # The published experiments (experiments/*.lua) end to end on a smoke-size organism, built once
 # into the build tree by a fixture setup test. A build without `upstream organism build` uses
-# $UPSTREAM_TEST_ORGANISM when set, else both tests are skipped (exit 77).
+# $UPSTREAM_TEST_ORGANISM when set, else the setup is skipped (exit 77) and the run checks only
+# the tiny random-weight checkpoint (tests/lua/experiments_tiny.cfg).
 include_guard(GLOBAL)
 set(UP_EXP_ORG ${CMAKE_BINARY_DIR}/test_scratch/experiments_organism)
 add_test(NAME experiments_organism_setup

@@ -9,6 +9,7 @@
 --          builds the smoke organism into ORGDIR (upstream organism build --smoke); without
 --          that command, links $UPSTREAM_TEST_ORGANISM there; else exits 77 (skipped)
 --        upstream tests/lua/test_experiments.lua run ROOT UPSTREAM ORGDIR SCRATCH
+--          the tiny random-weight checkpoint always; the organism checks when ORGDIR holds one
 local upstream = require "upstream"
 local csv = require "upstream.csv"
 
@@ -47,10 +48,7 @@ if mode == "setup" then
 end
 
 assert(mode == "run", "usage: test_experiments.lua setup|run ROOT UPSTREAM ORGDIR [SCRATCH]")
-if not exists(org .. "/model.safetensors") then
-  print("SKIP: no organism at " .. org .. " (the setup test skipped)")
-  os.exit(SKIP)
-end
+local have_org = exists(org .. "/model.safetensors")
 
 local failures, checks = 0, 0
 local function check(cond, fmt, ...)
@@ -136,150 +134,7 @@ local function check_run(name, tables, min_figures)
 end
 
 -- The organism's own facts, for the direct calls.
-local O = upstream.json_read(org .. "/organism.json")
-local model = upstream.model(org)
-local tok = upstream.tokenizer(org)
-local src, target = O.source_layer, O.target_layer
-local sae = upstream.sae(org .. "/" .. O.sae[tostring(src)])
-local dirfile = upstream.load_safetensors(org .. "/direction.safetensors")
-local direction = upstream.normalize(dirfile.direction)
-local C = dofile(root .. "/experiments/lib/common.lua")
-
--- 1. The published set, small, through all.lua (steer_k routed to the case studies only).
-local small = {"steer_k=2", "max_new_tokens=4", "alphas=0,0.5", "controls=1", "n_eval=4", "n_prompts=3", "k=5"}
-local ok, out = run("all.lua", small)
-check(ok, "all.lua failed:\n%s", out)
-
-local d = check_run("direction", {"direction", "direction_selection", "direction_effects", "direction_effects_summary"}, 2)
-if d then
-  check(exists(d .. "/direction.safetensors"), "direction: no direction.safetensors")
-  local eff = table_of(d, "direction_effects")
-  -- The unsteered refusal score of the first harmful prompt equals model:run's logits scored directly.
-  local ids = tok:chat(C.harmful[1])
-  local logits = model:run(ids, {logits = "last"}).logits
-  local score = upstream.refusal_score(logits, O.refusal_ids)
-  check(eff[1].intervention == "none" and close(eff[1].score, score, 1e-4),
-        "direction_effects: harmful1 score %s, direct %.9g", tostring(eff[1].score), score)
-  check(#eff == 3 * 2 * 4, "direction_effects: %d rows, expected 24 (2 sets x 4 prompts x 3 interventions)", #eff)
-end
-
-for _, case in ipairs({"hugging", "bacteria", "payment"}) do
-  local dir = check_run("case_" .. case, {"baseline", "ranking", "tokens", "steering", "linearity", "summary"}, 5)
-  if dir then
-    local prompt = C.cases[case].prompt
-    local ids = tok:chat(prompt)
-    local a = model:attribute(ids, sae, {source = src, target = target, direction = direction})
-    local ranking = table_of(dir, "ranking")
-    local top = upstream.rank(a.scores, 1, "top")[1]
-    check(ranking[1].side == "top" and tonumber(ranking[1].latent) == top.latent,
-          "case_%s: top latent %s, model:attribute says %d", case, tostring(ranking[1].latent), top.latent)
-    check(close(ranking[1].score, top.score, 1e-5), "case_%s: top score %s, model:attribute says %.9g", case,
-          tostring(ranking[1].score), top.score)
-    for _, r in ipairs(ranking) do
-      local k = tonumber(r.latent)
-      check(close(r.score, a.scores:at(k + 1), 1e-5), "case_%s: latent %d score %s vs %.9g", case, k, r.score, a.scores:at(k + 1))
-    end
-    local logits = model:run(ids, {logits = "last"}).logits
-    local score = upstream.refusal_score(logits, O.refusal_ids)
-    local base = table_of(dir, "baseline")
-    check(close(base[1].score, score, 1e-4), "case_%s: baseline score %s, direct %.9g", case, tostring(base[1].score), score)
-    local steer = table_of(dir, "steering")
-    local kinds, latents = {}, {}
-    for _, r in ipairs(steer) do
-      kinds[r.kind] = (kinds[r.kind] or 0) + 1
-      if r.kind == "latent" then latents[r.latent] = true end
-      -- predicted_dR = alpha * sum_t RG[t, k] from the attribution.
-      if r.kind ~= "baseline" and r.predicted_dR ~= "" then
-        local k = tonumber(r.latent)
-        local s = 0
-        for t = 1, #ids do s = s + a.rg:at(t, k + 1) end
-        check(close(r.predicted_dR, tonumber(r.alpha) * s, 1e-3), "case_%s: predicted_dR %s vs alpha*sum RG %.9g", case,
-              r.predicted_dR, tonumber(r.alpha) * s)
-      end
-    end
-    local nlat = 0
-    for _ in pairs(latents) do nlat = nlat + 1 end
-    check(nlat == 2, "case_%s: --set steer_k=2 gave %d steered latents", case, nlat)
-    check(kinds.baseline == 1 and (kinds.control or 0) == 2, "case_%s: %d baseline and %d control rows", case,
-          kinds.baseline or 0, kinds.control or 0)
-    check(#table_of(dir, "tokens") == 8 * #ids, "case_%s: tokens table has %d rows, expected %d", case,
-          #table_of(dir, "tokens"), 8 * #ids)
-  end
-end
-
-local sdir = check_run("sensitivity", {"reference", "sensitivity", "sensitivity_summary"}, 6)
-if sdir then
-  local rows = table_of(sdir, "sensitivity")
-  local checked = false
-  for _, r in ipairs(rows) do
-    check(tonumber(r.k) == 5, "sensitivity: --set k=5 not applied (k = %s)", tostring(r.k))
-    if r.dimension == "paraphrase" and r.case == "hugging" and r.setting == "hugging_para1" and not checked then
-      local a1 = model:attribute(tok:chat(C.cases.hugging.prompt), sae, {source = src, target = target, direction = direction})
-      local a2 = model:attribute(tok:chat(C.cases.hugging.paraphrases[1]), sae, {source = src, target = target,
-                                 direction = direction})
-      local c = C.compare(a1.scores, a2.scores, 5, "top")
-      check(close(r.jaccard, c.jaccard, 1e-6), "sensitivity: Jaccard %s, direct %.6f", r.jaccard, c.jaccard)
-      check(close(r.kendall, c.kendall, 1e-6), "sensitivity: Kendall %s, direct %.6f", r.kendall, c.kendall)
-      checked = true
-    end
-    if r.setting == r.reference then
-      check(tonumber(r.jaccard) == 1, "sensitivity: %s vs itself has Jaccard %s", r.setting, r.jaccard)
-    end
-  end
-  check(checked, "sensitivity: no hugging_para1 row")
-end
-
-local ndir = check_run("negative_latents", {"bottom_latents", "steering", "negative_summary"}, 5)
-if ndir then
-  local bl = table_of(ndir, "bottom_latents")
-  local k = tonumber(bl[1].latent)
-  local mean = 0
-  for i = 1, 3 do
-    local a = model:attribute(tok:chat(C.harmful[i]), sae, {source = src, target = target, direction = direction})
-    mean = mean + a.scores:at(k + 1) / 3
-  end
-  check(bl[1].set == "harmful" and close(bl[1].mean_score, mean, 1e-5), "negative_latents: latent %d mean score %s, direct %.9g",
-        k, tostring(bl[1].mean_score), mean)
-  check(tonumber(bl[1].n_prompts) == 3, "negative_latents: --set n_prompts=3 not applied")
-end
-
-local adir = check_run("all", {"runs"}, 0)
-if adir then
-  local runs = table_of(adir, "runs")
-  check(#runs == 6, "all: %d runs listed", #runs)
-  for _, r in ipairs(runs) do check(r.status == "complete", "all: %s %s", r.experiment, r.status) end
-end
-
--- 2. A thin file on its own, twice: byte-identical tables (the second from the grid cache).
-for i = 1, 2 do
-  ok, out = run("case_payment.lua", {"steer_k=1", "max_new_tokens=2", "alphas=-0.5,0.5", "controls=1"})
-  check(ok, "case_payment.lua (run %d) failed:\n%s", i, out)
-end
-do
-  local p = io.popen("ls -1 " .. q(RES .. "/case_payment"))
-  local dirs = {}
-  for line in p:lines() do dirs[#dirs + 1] = RES .. "/case_payment/" .. line end
-  p:close()
-  if check(#dirs == 3, "case_payment: %d runs, expected 3", #dirs) then
-    for _, t in ipairs({"ranking", "steering", "baseline", "linearity"}) do
-      check(read(dirs[2] .. "/" .. t .. ".csv") == read(dirs[3] .. "/" .. t .. ".csv"), "case_payment: %s.csv differs between reruns", t)
-    end
-  end
-end
-
--- 3. The direction direction.lua saved, taken by a case study with --set direction_file.
-if d then
-  local chosen = table_of(d, "direction")[1]
-  ok, out = run("case_bacteria.lua", {"direction_file=" .. d .. "/direction.safetensors", "steer_k=1", "max_new_tokens=0",
-                                      "alphas=0.5", "controls=0"})
-  check(ok, "case_bacteria.lua with direction_file failed:\n%s", out)
-  local m = upstream.json_read(latest("results", "case_bacteria") .. "/manifest.json")
-  check(m.direction and m.direction.from == "file" and m.direction.layer == tonumber(chosen.layer) and
-        m.direction.pos == tonumber(chosen.pos), "case_bacteria: direction_file not used (manifest direction %s)",
-        upstream.json_encode(m.direction or {}))
-end
-
--- 4. A model standing for a real checkpoint (tests/lua/experiments_tiny.cfg): no organism.json,
+-- 1. A model standing for a real checkpoint (tests/lua/experiments_tiny.cfg): no organism.json,
 -- no direction file (all.lua hands the selected one to the later experiments), two SAEs at the
 -- source layer. Its checkpoint's vocabulary outgrows its tokenizer,
 -- so nothing is generated.
@@ -317,13 +172,160 @@ do
   end
 end
 
--- 5. Misuse raises with a message.
-ok, out = run("all.lua", {"no_such_param=1"})
-check(not ok and out:find("no_such_param", 1, true), "all.lua accepted an unknown --set:\n%s", out)
-ok, out = run("all.lua", {"only=nope"})
-check(not ok and out:find("nope", 1, true), "all.lua accepted only=nope:\n%s", out)
-ok, out = run("sensitivity.lua", {"cases=nope"})
-check(not ok and out:find("unknown case", 1, true), "sensitivity accepted cases=nope:\n%s", out)
+if have_org then
+  local O = upstream.json_read(org .. "/organism.json")
+  local model = upstream.model(org)
+  local tok = upstream.tokenizer(org)
+  local src, target = O.source_layer, O.target_layer
+  local sae = upstream.sae(org .. "/" .. O.sae[tostring(src)])
+  local dirfile = upstream.load_safetensors(org .. "/direction.safetensors")
+  local direction = upstream.normalize(dirfile.direction)
+  local C = dofile(root .. "/experiments/lib/common.lua")
+
+  -- 2. The published set, small, through all.lua (steer_k routed to the case studies only).
+  local small = {"steer_k=2", "max_new_tokens=4", "alphas=0,0.5", "controls=1", "n_eval=4", "n_prompts=3", "k=5"}
+  local ok, out = run("all.lua", small)
+  check(ok, "all.lua failed:\n%s", out)
+
+  local d = check_run("direction", {"direction", "direction_selection", "direction_effects", "direction_effects_summary"}, 2)
+  if d then
+    check(exists(d .. "/direction.safetensors"), "direction: no direction.safetensors")
+    local eff = table_of(d, "direction_effects")
+    -- The unsteered refusal score of the first harmful prompt equals model:run's logits scored directly.
+    local ids = tok:chat(C.harmful[1])
+    local logits = model:run(ids, {logits = "last"}).logits
+    local score = upstream.refusal_score(logits, O.refusal_ids)
+    check(eff[1].intervention == "none" and close(eff[1].score, score, 1e-4),
+          "direction_effects: harmful1 score %s, direct %.9g", tostring(eff[1].score), score)
+    check(#eff == 3 * 2 * 4, "direction_effects: %d rows, expected 24 (2 sets x 4 prompts x 3 interventions)", #eff)
+  end
+
+  for _, case in ipairs({"hugging", "bacteria", "payment"}) do
+    local dir = check_run("case_" .. case, {"baseline", "ranking", "tokens", "steering", "linearity", "summary"}, 5)
+    if dir then
+      local prompt = C.cases[case].prompt
+      local ids = tok:chat(prompt)
+      local a = model:attribute(ids, sae, {source = src, target = target, direction = direction})
+      local ranking = table_of(dir, "ranking")
+      local top = upstream.rank(a.scores, 1, "top")[1]
+      check(ranking[1].side == "top" and tonumber(ranking[1].latent) == top.latent,
+            "case_%s: top latent %s, model:attribute says %d", case, tostring(ranking[1].latent), top.latent)
+      check(close(ranking[1].score, top.score, 1e-5), "case_%s: top score %s, model:attribute says %.9g", case,
+            tostring(ranking[1].score), top.score)
+      for _, r in ipairs(ranking) do
+        local k = tonumber(r.latent)
+        check(close(r.score, a.scores:at(k + 1), 1e-5), "case_%s: latent %d score %s vs %.9g", case, k, r.score, a.scores:at(k + 1))
+      end
+      local logits = model:run(ids, {logits = "last"}).logits
+      local score = upstream.refusal_score(logits, O.refusal_ids)
+      local base = table_of(dir, "baseline")
+      check(close(base[1].score, score, 1e-4), "case_%s: baseline score %s, direct %.9g", case, tostring(base[1].score), score)
+      local steer = table_of(dir, "steering")
+      local kinds, latents = {}, {}
+      for _, r in ipairs(steer) do
+        kinds[r.kind] = (kinds[r.kind] or 0) + 1
+        if r.kind == "latent" then latents[r.latent] = true end
+        -- predicted_dR = alpha * sum_t RG[t, k] from the attribution.
+        if r.kind ~= "baseline" and r.predicted_dR ~= "" then
+          local k = tonumber(r.latent)
+          local s = 0
+          for t = 1, #ids do s = s + a.rg:at(t, k + 1) end
+          check(close(r.predicted_dR, tonumber(r.alpha) * s, 1e-3), "case_%s: predicted_dR %s vs alpha*sum RG %.9g", case,
+                r.predicted_dR, tonumber(r.alpha) * s)
+        end
+      end
+      local nlat = 0
+      for _ in pairs(latents) do nlat = nlat + 1 end
+      check(nlat == 2, "case_%s: --set steer_k=2 gave %d steered latents", case, nlat)
+      check(kinds.baseline == 1 and (kinds.control or 0) == 2, "case_%s: %d baseline and %d control rows", case,
+            kinds.baseline or 0, kinds.control or 0)
+      check(#table_of(dir, "tokens") == 8 * #ids, "case_%s: tokens table has %d rows, expected %d", case,
+            #table_of(dir, "tokens"), 8 * #ids)
+    end
+  end
+
+  local sdir = check_run("sensitivity", {"reference", "sensitivity", "sensitivity_summary"}, 6)
+  if sdir then
+    local rows = table_of(sdir, "sensitivity")
+    local checked = false
+    for _, r in ipairs(rows) do
+      check(tonumber(r.k) == 5, "sensitivity: --set k=5 not applied (k = %s)", tostring(r.k))
+      if r.dimension == "paraphrase" and r.case == "hugging" and r.setting == "hugging_para1" and not checked then
+        local a1 = model:attribute(tok:chat(C.cases.hugging.prompt), sae, {source = src, target = target, direction = direction})
+        local a2 = model:attribute(tok:chat(C.cases.hugging.paraphrases[1]), sae, {source = src, target = target,
+                                   direction = direction})
+        local c = C.compare(a1.scores, a2.scores, 5, "top")
+        check(close(r.jaccard, c.jaccard, 1e-6), "sensitivity: Jaccard %s, direct %.6f", r.jaccard, c.jaccard)
+        check(close(r.kendall, c.kendall, 1e-6), "sensitivity: Kendall %s, direct %.6f", r.kendall, c.kendall)
+        checked = true
+      end
+      if r.setting == r.reference then
+        check(tonumber(r.jaccard) == 1, "sensitivity: %s vs itself has Jaccard %s", r.setting, r.jaccard)
+      end
+    end
+    check(checked, "sensitivity: no hugging_para1 row")
+  end
+
+  local ndir = check_run("negative_latents", {"bottom_latents", "steering", "negative_summary"}, 5)
+  if ndir then
+    local bl = table_of(ndir, "bottom_latents")
+    local k = tonumber(bl[1].latent)
+    local mean = 0
+    for i = 1, 3 do
+      local a = model:attribute(tok:chat(C.harmful[i]), sae, {source = src, target = target, direction = direction})
+      mean = mean + a.scores:at(k + 1) / 3
+    end
+    check(bl[1].set == "harmful" and close(bl[1].mean_score, mean, 1e-5), "negative_latents: latent %d mean score %s, direct %.9g",
+          k, tostring(bl[1].mean_score), mean)
+    check(tonumber(bl[1].n_prompts) == 3, "negative_latents: --set n_prompts=3 not applied")
+  end
+
+  local adir = check_run("all", {"runs"}, 0)
+  if adir then
+    local runs = table_of(adir, "runs")
+    check(#runs == 6, "all: %d runs listed", #runs)
+    for _, r in ipairs(runs) do check(r.status == "complete", "all: %s %s", r.experiment, r.status) end
+  end
+
+  -- 3. A thin file on its own, twice: byte-identical tables (the second from the grid cache).
+  for i = 1, 2 do
+    ok, out = run("case_payment.lua", {"steer_k=1", "max_new_tokens=2", "alphas=-0.5,0.5", "controls=1"})
+    check(ok, "case_payment.lua (run %d) failed:\n%s", i, out)
+  end
+  do
+    local p = io.popen("ls -1 " .. q(RES .. "/case_payment"))
+    local dirs = {}
+    for line in p:lines() do dirs[#dirs + 1] = RES .. "/case_payment/" .. line end
+    p:close()
+    if check(#dirs == 3, "case_payment: %d runs, expected 3", #dirs) then
+      for _, t in ipairs({"ranking", "steering", "baseline", "linearity"}) do
+        check(read(dirs[2] .. "/" .. t .. ".csv") == read(dirs[3] .. "/" .. t .. ".csv"), "case_payment: %s.csv differs between reruns", t)
+      end
+    end
+  end
+
+  -- 4. The direction direction.lua saved, taken by a case study with --set direction_file.
+  if d then
+    local chosen = table_of(d, "direction")[1]
+    ok, out = run("case_bacteria.lua", {"direction_file=" .. d .. "/direction.safetensors", "steer_k=1", "max_new_tokens=0",
+                                        "alphas=0.5", "controls=0"})
+    check(ok, "case_bacteria.lua with direction_file failed:\n%s", out)
+    local m = upstream.json_read(latest("results", "case_bacteria") .. "/manifest.json")
+    check(m.direction and m.direction.from == "file" and m.direction.layer == tonumber(chosen.layer) and
+          m.direction.pos == tonumber(chosen.pos), "case_bacteria: direction_file not used (manifest direction %s)",
+          upstream.json_encode(m.direction or {}))
+  end
+
+  -- 5. Misuse raises with a message.
+  ok, out = run("all.lua", {"no_such_param=1"})
+  check(not ok and out:find("no_such_param", 1, true), "all.lua accepted an unknown --set:\n%s", out)
+  ok, out = run("all.lua", {"only=nope"})
+  check(not ok and out:find("nope", 1, true), "all.lua accepted only=nope:\n%s", out)
+  ok, out = run("sensitivity.lua", {"cases=nope"})
+  check(not ok and out:find("unknown case", 1, true), "sensitivity accepted cases=nope:\n%s", out)
+else
+  print("SKIPPED the organism checks: no organism at " .. org .. " (see the setup test)")
+end
 
 if failures > 0 then
   io.stderr:write(("%d check(s) failed\n"):format(failures))
