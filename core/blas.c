@@ -22,6 +22,11 @@ void up_blas_set_threads(int n) {
 
 int up_blas_threads(void) { return n_threads > 0 ? n_threads : omp_get_max_threads(); }
 
+/* cblas.h of OpenBLAS declares openblas_get_config, but not every cblas.h does. */
+extern char *openblas_get_config(void);
+
+const char *up_blas_version(void) { return openblas_get_config(); }
+
 void up_sgemm(int M, int N, int K, float alpha, const float *A, const float *B, int b_transposed,
               float beta, float *C) {
     if (M <= 0 || N <= 0) return;

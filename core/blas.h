@@ -18,6 +18,8 @@
 /* Sets the threads used by OpenBLAS and by our own OpenMP kernels. n <= 0 keeps the default. */
 void up_blas_set_threads(int n);
 int up_blas_threads(void);
+/* The BLAS library's own description (OpenBLAS: version, kernel, build options), for manifests. */
+const char *up_blas_version(void);
 
 /* C (M,N) = alpha * A (M,K) @ B(K,N) + beta * C; all fp32 row-major, B optionally transposed
  * (then B is (N,K)). Thin wrapper over cblas_sgemm. */

@@ -268,3 +268,5 @@ void up_png_image_free(up_png_image *img) {
     free(img->pixels);
     memset(img, 0, sizeof *img);
 }
+
+const char *up_png_version(void) { return png_get_libpng_ver(NULL); }

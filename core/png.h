@@ -54,4 +54,7 @@ const char *up_png_text(const up_png_image *img, const char *key);
 
 void up_png_image_free(up_png_image *img);
 
+/* The version of the libpng linked in (e.g. "1.6.39"), for manifests. */
+const char *up_png_version(void);
+
 #endif

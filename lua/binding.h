@@ -39,6 +39,8 @@ void up_lua_register_steer(lua_State *L); /* upstream.grid, metrics, model:steer
 /* upstream.train_sae, collect_activations, auroc, best_auroc, Sae:pre/save_npz
  * (lua_sae_train.c); needs upstream.sae registered first. */
 void up_lua_register_sae_train(lua_State *L);
+void up_lua_register_system(lua_State *L); /* digests, mkdir, versions, threads (lua_system.c) */
+void up_lua_register_json(lua_State *L);   /* upstream.json_encode / json_decode (lua_json.c) */
 /* Pushes a Model userdata that owns m (freed by its __gc/__close). */
 void up_lua_push_model(lua_State *L, struct up_model *m);
 

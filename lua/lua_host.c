@@ -1,5 +1,12 @@
 /* The Lua side of the host: a Lua 5.4 state with `upstream.core` (the C bindings) preloaded
- * and lua/ on package.path, so `require "upstream"` finds lua/upstream/init.lua. */
+ * and lua/ on package.path, so `require "upstream"` finds lua/upstream/init.lua.
+ *
+ * `upstream FILE.lua ARGS` hands every argument to the script. `upstream run [OPTIONS] FILE.lua
+ * [OPTIONS] [-- ARGS]` first takes the experiment options below (before or after the file),
+ * and the script reads them as upstream.run_options = {config =, model =, run_id =,
+ * threads =, quiet =, sets = {"key=value", ...} (in command-line order)}; lua/upstream/
+ * experiment.lua applies them. Parsing stays here so `--help` and a malformed option fail
+ * before any Lua runs. */
 #include <lauxlib.h>
 #include <lua.h>
 #include <lualib.h>
@@ -9,10 +16,14 @@
 
 #include "cli.h"
 
+#define RUN_OPTIONS_KEY "upstream.run_options"
+
 static int open_core(lua_State *L) {
     lua_newtable(L);
     up_lua_register_model(L);
     up_lua_register_tokenizer(L);
+    lua_getfield(L, LUA_REGISTRYINDEX, RUN_OPTIONS_KEY);
+    lua_setfield(L, -2, "run_options");
     return 1;
 }
 
@@ -23,14 +34,121 @@ static int traceback(lua_State *L) {
     return 1;
 }
 
-/* A Lua state with the standard libraries, upstream.core preloaded and lua/ on package.path;
- * NULL (after a message) when Lua cannot allocate one. */
-static lua_State *new_host(void) {
+/* The script runs with options (a table on top of L's stack, consumed) or without (NULL). */
+static int run_script(lua_State *L, int argc, char **argv);
+
+static const char run_usage[] =
+    "usage: upstream run [options] FILE.lua [options] [-- script args]\n"
+    "Runs an experiment script (see docs/lua-api.md). Options:\n"
+    "  --config FILE       settings file (else $UPSTREAM_CONFIG, ./upstream.cfg,\n"
+    "                      ~/.config/upstream/upstream.cfg, built-in defaults)\n"
+    "  --model NAME|DIR    a model of the settings' registry, or a checkpoint directory\n"
+    "  --set KEY=VALUE     override an experiment field or parameter (top_k=5,\n"
+    "                      source_layers=1,2) or a setting (threads=2, results=DIR,\n"
+    "                      models.organism.path=DIR); repeatable, later wins\n"
+    "  --run-id ID         name of the run directory (default: UTC time; never reused)\n"
+    "  --threads N         BLAS/OpenMP threads (same as --set threads=N)\n"
+    "  --quiet             no progress on stderr\n";
+
+int up_cmd_run(int argc, char **argv) {
+    lua_State *L = luaL_newstate();
+    if (!L) {
+        fprintf(stderr, "upstream run: cannot create a Lua state\n");
+        return 1;
+    }
+    lua_newtable(L); /* run_options */
+    lua_newtable(L); /* sets */
+    int n_sets = 0, script = 0, status = 0, n_args = 0;
+    char **args = calloc((size_t)argc + 1, sizeof *args);
+    if (!args) {
+        lua_close(L);
+        fprintf(stderr, "upstream run: out of memory\n");
+        return 1;
+    }
+    for (int i = 1; i < argc; i++) {
+        const char *v = NULL;
+        int missing = 0;
+        if (script && !strcmp(argv[i], "--")) {
+            for (i++; i < argc; i++) args[n_args++] = argv[i];
+            break;
+        }
+        if (up_cli_flag(argv, i, "--help") || up_cli_flag(argv, i, "-h")) {
+            fputs(run_usage, stdout);
+            goto done;
+        } else if (up_cli_flag(argv, i, "--quiet")) {
+            lua_pushboolean(L, 1), lua_setfield(L, -3, "quiet");
+        } else if (up_cli_opt(argc, argv, &i, "--set", &v, &missing)) {
+            if (v && !strchr(v, '=')) {
+                fprintf(stderr, "upstream run: --set takes KEY=VALUE, got '%s'\n", v);
+                missing = 1;
+            }
+            if (v && !missing) lua_pushstring(L, v), lua_rawseti(L, -2, ++n_sets);
+        } else if (up_cli_opt(argc, argv, &i, "--config", &v, &missing)) {
+            if (v) lua_pushstring(L, v), lua_setfield(L, -3, "config");
+        } else if (up_cli_opt(argc, argv, &i, "--model", &v, &missing)) {
+            if (v) lua_pushstring(L, v), lua_setfield(L, -3, "model");
+        } else if (up_cli_opt(argc, argv, &i, "--run-id", &v, &missing)) {
+            if (v && (!*v || strchr(v, '/') || !strcmp(v, ".") || !strcmp(v, ".."))) {
+                fprintf(stderr, "upstream run: --run-id must be a plain name, got '%s'\n", v);
+                missing = 1;
+            }
+            if (v && !missing) lua_pushstring(L, v), lua_setfield(L, -3, "run_id");
+        } else if (up_cli_opt(argc, argv, &i, "--threads", &v, &missing)) {
+            char *end;
+            long t = v ? strtol(v, &end, 10) : 0;
+            if (v && (*end || t < 1 || t > 4096)) {
+                fprintf(stderr, "upstream run: --threads takes a positive integer, got '%s'\n", v);
+                missing = 1;
+            }
+            if (v && !missing) lua_pushinteger(L, t), lua_setfield(L, -3, "threads");
+        } else if (argv[i][0] == '-' && argv[i][1]) {
+            fprintf(stderr, "upstream run: unknown option '%s'\n%s", argv[i], run_usage);
+            status = 2;
+            goto done;
+        } else if (!script) {
+            script = i;
+            args[n_args++] = argv[i];
+        } else {
+            args[n_args++] = argv[i];
+        }
+        if (missing) {
+            status = 2;
+            goto done;
+        }
+    }
+    if (!script) {
+        fprintf(stderr, "%s", run_usage);
+        status = 2;
+        goto done;
+    }
+    lua_setfield(L, -2, "sets");
+    lua_pushstring(L, argv[script]), lua_setfield(L, -2, "script");
+    lua_setfield(L, LUA_REGISTRYINDEX, RUN_OPTIONS_KEY);
+    status = run_script(L, n_args, args);
+    L = NULL; /* run_script closed it */
+done:
+    if (L) lua_close(L);
+    free(args);
+    return status;
+}
+
+int up_cmd_run_lua(int argc, char **argv) {
+    if (argc < 1 || !strcmp(argv[0], "--help") || !strcmp(argv[0], "-h")) {
+        printf("usage: upstream FILE.lua [args]   (or: upstream run FILE.lua [args])\n"
+               "Runs a Lua 5.4 script; `require \"upstream\"` gives the upstream library.\n"
+               "Script arguments are in the global `arg` (arg[0] is the script).\n");
+        return argc < 1 ? 2 : 0;
+    }
     lua_State *L = luaL_newstate();
     if (!L) {
         fprintf(stderr, "upstream: cannot create a Lua state\n");
-        return NULL;
+        return 1;
     }
+    return run_script(L, argc, argv);
+}
+
+/* Opens the standard libraries, preloads upstream.core and puts lua/ on package.path. */
+static void prepare_state(lua_State *L) {
     luaL_openlibs(L);
     luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
     lua_pushcfunction(L, open_core);
@@ -45,18 +163,10 @@ static lua_State *new_host(void) {
     lua_concat(L, 2);
     lua_setfield(L, -2, "path");
     lua_pop(L, 1);
-    return L;
 }
 
-int up_cmd_run_lua(int argc, char **argv) {
-    if (argc < 1 || !strcmp(argv[0], "--help") || !strcmp(argv[0], "-h")) {
-        printf("usage: upstream FILE.lua [args]   (or: upstream run FILE.lua [args])\n"
-               "Runs a Lua 5.4 script; `require \"upstream\"` gives the upstream library.\n"
-               "Script arguments are in the global `arg` (arg[0] is the script).\n");
-        return argc < 1 ? 2 : 0;
-    }
-    lua_State *L = new_host();
-    if (!L) return 1;
+static int run_script(lua_State *L, int argc, char **argv) {
+    prepare_state(L);
 
     lua_createtable(L, argc, 1);
     for (int i = 0; i < argc; i++) {
@@ -82,8 +192,12 @@ int up_cmd_run_lua(int argc, char **argv) {
 }
 
 int up_cmd_lua_module(const char *module, int argc, char **argv) {
-    lua_State *L = new_host();
-    if (!L) return 1;
+    lua_State *L = luaL_newstate();
+    if (!L) {
+        fprintf(stderr, "upstream %s: cannot create a Lua state\n", argv[0]);
+        return 1;
+    }
+    prepare_state(L);
     int status = 1;
     lua_pushcfunction(L, traceback);
     lua_getglobal(L, "require");
@@ -98,11 +212,10 @@ int up_cmd_lua_module(const char *module, int argc, char **argv) {
             lua_rawseti(L, -2, i);
         }
         /* A command's errors are messages for its user; UPSTREAM_TRACEBACK=1 adds the stack. */
-        if (lua_pcall(L, 1, 1, getenv("UPSTREAM_TRACEBACK") ? 1 : 0) != LUA_OK) {
+        if (lua_pcall(L, 1, 1, getenv("UPSTREAM_TRACEBACK") ? 1 : 0) != LUA_OK)
             fprintf(stderr, "upstream %s: %s\n", argv[0], lua_tostring(L, -1));
-        } else {
+        else
             status = lua_isinteger(L, -1) ? (int)lua_tointeger(L, -1) : 0;
-        }
     }
     lua_close(L);
     return status;

@@ -214,4 +214,6 @@ void up_lua_register_model(lua_State *L) {
     up_lua_register_plot(L);
     up_lua_register_steer(L);
     up_lua_register_sae_train(L);
+    up_lua_register_system(L);
+    up_lua_register_json(L);
 }

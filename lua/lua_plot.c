@@ -7,7 +7,10 @@
  *   upstream.plot.groups{...}     grouped bars over categories (Kendall τ per setting)
  *   upstream.plot.scatter{...}    predicted vs measured ΔR with the y = x line
  *   upstream.plot.selection{...}  bypass / induce / KL per layer, one line per position
- *   upstream.plot.info(path)      -> {width = w, height = h, text = {key = value, ...}}
+ *   upstream.plot.info(path)      -> {width = w, height = h, text = {key = value, ...},
+ *                                     ink = fraction of pixels unlike the top-left one,
+ *                                     colors = number of distinct RGBA values}
+ *                                    (ink and colors let tests tell a drawn figure from a blank)
  * Each figure function returns the path it wrote.
  *
  * Fields every figure takes:
@@ -536,6 +539,11 @@ static int l_selection(lua_State *L) {
     return finish(L, up_plot_selection(path, &st, &d, &e), &e, path);
 }
 
+static int cmp_u32(const void *a, const void *b) {
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return (x > y) - (x < y);
+}
+
 static int l_info(lua_State *L) {
     const char *path = luaL_checkstring(L, 1);
     up_png_image img;
@@ -550,6 +558,18 @@ static int l_info(lua_State *L) {
         lua_setfield(L, -2, img.keys[i]);
     }
     lua_setfield(L, -2, "text");
+    size_t n = (size_t)img.w * (size_t)img.h, ink = 0;
+    uint32_t *px = lua_newuserdatauv(L, n * sizeof *px, 0); /* Lua-owned: a raise leaks nothing */
+    for (size_t i = 0; i < n; i++) {
+        memcpy(&px[i], img.pixels + 4 * i, 4);
+        ink += px[i] != px[0];
+    }
+    qsort(px, n, sizeof *px, cmp_u32);
+    size_t colors = n > 0;
+    for (size_t i = 1; i < n; i++) colors += px[i] != px[i - 1];
+    lua_pop(L, 1);
+    lua_pushnumber(L, n ? (double)ink / (double)n : 0), lua_setfield(L, -2, "ink");
+    lua_pushinteger(L, (lua_Integer)colors), lua_setfield(L, -2, "colors");
     up_png_image_free(&img);
     return 1;
 }

@@ -19,7 +19,7 @@ static const struct {
     {"tokenize", up_cmd_tokenize, "text -> token ids and pieces"},
     {"detokenize", up_cmd_detokenize, "token ids -> text"},
     {"organism", up_cmd_organism, "build a model organism from its spec, or evaluate one"},
-    {"run", up_cmd_run_lua, "run a Lua script (same as `upstream FILE.lua`)"},
+    {"run", up_cmd_run, "run an experiment script with --config/--model/--set (docs/lua-api.md)"},
 };
 
 static void usage(FILE *f) {
@@ -47,7 +47,6 @@ int main(int argc, char **argv) {
     if (n > 4 && !strcmp(cmd + n - 4, ".lua")) return up_cmd_run_lua(argc - 1, argv + 1);
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++) {
         if (!strcmp(cmd, commands[i].name)) {
-            if (commands[i].run == up_cmd_run_lua) return up_cmd_run_lua(argc - 2, argv + 2);
             return commands[i].run(argc - 1, argv + 1);
         }
     }

@@ -1,0 +1,106 @@
+-- experiments/all.lua: the full published set, one run of each —
+--   direction, case_hugging, case_bacteria, case_payment, sensitivity, negative_latents —
+-- then an index run (results/all/<run>/report.md) linking their reports.
+--
+--   upstream run experiments/all.lua                                # the organism
+--   upstream run experiments/all.lua --model DIR                    # another checkpoint
+--   upstream run experiments/all.lua --set only=direction,case_hugging --set max_new_tokens=32
+--
+-- A --set reaches every experiment that has that param (steer_k, alphas, max_new_tokens,
+-- controls, ...) and is a setting for all of them otherwise (threads, results, cache, ...);
+-- `only` names the experiments to run. The defaults are small (a few coefficients, a dozen
+-- generated tokens) so the set runs in seconds on the organism; --set enlarges them.
+local upstream = require "upstream"
+local core = require "upstream.core"
+local csv = require "upstream.csv"
+local here = debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or "."
+local C = dofile(here .. "/lib/common.lua")
+local case_study = dofile(here .. "/lib/case_study.lua")
+
+local runs = {
+  {name = "direction", E = dofile(here .. "/lib/direction.lua")},
+  {name = "case_hugging", E = case_study("hugging")},
+  {name = "case_bacteria", E = case_study("bacteria")},
+  {name = "case_payment", E = case_study("payment")},
+  {name = "sensitivity", E = dofile(here .. "/lib/sensitivity.lua")},
+  {name = "negative_latents", E = dofile(here .. "/lib/negative_latents.lua")},
+}
+
+-- Fields of upstream.experiment that --set may override (lua/upstream/experiment.lua).
+local fields = {model = true, sae = true, source_layers = true, target_layer = true, direction = true, seed = true}
+
+local opts = core.run_options or {}
+local all_sets = opts.sets or {}
+local only
+local routed = {} -- routed[name] = {"k=v", ...}
+local common_sets = {}
+for _, r in ipairs(runs) do routed[r.name] = {} end
+for _, kv in ipairs(all_sets) do
+  local key, value = kv:match("^([^=]+)=(.*)$")
+  if not key then error(("--set %s: expected KEY=VALUE"):format(kv), 0) end
+  if key == "only" then
+    only = {}
+    for n in (value .. ","):gmatch("([^,]*),") do if n ~= "" then only[n] = true end end
+    for n in pairs(only) do
+      local ok = false
+      for _, r in ipairs(runs) do ok = ok or r.name == n end
+      if not ok then error(("--set only: no experiment '%s' in the set"):format(n), 0) end
+    end
+  else
+    local pkey = key:match("^params%.(.+)$") or key
+    local takers = {}
+    for _, r in ipairs(runs) do
+      if r.E.decl.params and r.E.decl.params[pkey] ~= nil then takers[#takers + 1] = r.name end
+    end
+    if #takers > 0 and not fields[key] then
+      for _, n in ipairs(takers) do table.insert(routed[n], kv) end
+    else
+      common_sets[#common_sets + 1] = kv -- a field or a setting: every experiment takes it
+    end
+  end
+end
+
+-- A model without a direction file of its own would have every experiment select one again:
+-- the later ones take the direction direction.lua selected (unless direction_file is set).
+local user_direction = false
+for _, kv in ipairs(all_sets) do user_direction = user_direction or kv:match("^direction_file=") ~= nil end
+
+local index = {}
+local t_all = os.time()
+for _, r in ipairs(runs) do
+  if not only or only[r.name] then
+    local sets = {}
+    for _, kv in ipairs(common_sets) do sets[#sets + 1] = kv end
+    for _, kv in ipairs(routed[r.name]) do sets[#sets + 1] = kv end
+    core.run_options = core.run_options or {}
+    core.run_options.sets = sets
+    local dir = C.main(r.E)
+    local m = core.json_read(dir .. "/manifest.json")
+    if r.name == "direction" and not user_direction and not C.exists(m.model.path .. "/direction.safetensors") then
+      for _, other in ipairs(runs) do
+        if other.E.decl.params.direction_file ~= nil then
+          table.insert(routed[other.name], "direction_file=" .. dir .. "/direction.safetensors")
+        end
+      end
+    end
+    index[#index + 1] = csv.record({experiment = r.name, run_id = m.run_id, status = m.status, seconds = m.seconds,
+      tables = #m.outputs.tables, figures = #m.outputs.figures, results = dir},
+      {"experiment", "run_id", "status", "seconds", "tables", "figures", "results"})
+    collectgarbage()
+  end
+end
+
+-- The index: one run of its own, whose report links every experiment's.
+core.run_options.sets = common_sets
+local X = C.setup(upstream.experiment{name = "all", title = "The published set",
+  description = "One run of each published experiment; each has its own report.md, tables and figures."})
+local links = {}
+for _, row in ipairs(index) do
+  -- results/all/<run>/ -> results/<experiment>/<run>/report.md
+  links[#links + 1] = ("- **%s**: [%s/%s/report.md](../../%s/%s/report.md)"):format(row.experiment, row.experiment,
+    row.run_id, row.experiment, row.run_id)
+end
+X:note(table.concat(links, "\n"))
+X:table("runs", index, {title = "Runs of this set"})
+X:log("the set took %d s", os.time() - t_all)
+C.finish(X)

@@ -1,0 +1,159 @@
+-- upstream.figures: the ready-made figures of an experiment, each one upstream.plot call on
+-- what a step returned (Attribution, Steering, Direction), named after the prompt and layer
+-- so a loop over prompts or layers gives distinct files.
+--
+--   X:plot_ranking(a, k)          top-k and bottom-k latents by score, labelled bars
+--   X:plot_tokens(a, k)           RG[t, k] over the prompt's tokens for the top-k latents
+--   X:plot_dose(s[, {metric}])    metric vs alpha, a line per latent, random controls grey,
+--                                 the unsteered baseline dashed
+--   X:plot_linearity(s)           predicted vs measured dR, with y = x
+--   X:plot_selection(dir)         bypass / induce / KL of every direction candidate
+-- Each returns the PNG's path. Error rule: misuse raises with the experiment's file:line.
+local util = require "upstream.util"
+local M = {}
+
+local function latent_label(a, r)
+  return ("#%d%s"):format(r.latent, r.name ~= "" and ("  " .. r.name) or "")
+end
+
+local function shorten(s, n)
+  if #s <= n then return s end
+  return s:sub(1, n - 3) .. "..."
+end
+
+local function check_attr(a, what)
+  if type(a) ~= "table" or not a.scores then util.fail("%s: expected an Attribution (from X:attribute)", what) end
+end
+
+local function check_k(k, what)
+  if math.type(k) ~= "integer" or k < 1 then util.fail("%s: k must be a positive integer", what) end
+end
+
+local metric_names = {
+  score = "refusal score  log p/(1-p)", dscore = "change in refusal score", dR = "change in R = <h_L, r>",
+  p_refusal = "P(refusal token)", refused = "fraction refused (substring judge)",
+}
+
+local metric_titles = {
+  score = "refusal score", dscore = "change in refusal score", dR = "change in R", p_refusal = "P(refusal)",
+  refused = "refusal rate",
+}
+
+local where_words = {all = "every position", prompt = "the prompt's positions", generated = "generated positions"}
+
+function M.install(X, step)
+  X.plot_ranking = step("plot_ranking", function(self, a, k)
+    check_attr(a, "plot_ranking")
+    check_k(k, "plot_ranking")
+    local labels, values = {}, {}
+    local top, bottom = a:top(k), a:bottom(k)
+    for _, r in ipairs(top) do labels[#labels + 1] = latent_label(a, r); values[#values + 1] = r.score end
+    for _, r in ipairs(bottom) do labels[#labels + 1] = latent_label(a, r); values[#values + 1] = r.score end
+    return self:_figure("bars", {
+      name = ("ranking_%s_L%d"):format(a.label, a.layer),
+      title = ("Latents ranked by the refusal gradient — layer %d → %d"):format(a.layer, a.target),
+      subtitle = shorten(a.prompt, 90),
+      xlabel = a.score_kind == "gradient" and "S_k = mean_t  W_dec[k] · ∂R/∂h_l[t]" or ("score (" .. a.score_kind .. ")"),
+      labels = labels, values = values, n_top = #top, pos_label = "raises R (top)", neg_label = "lowers R (bottom)",
+      caption = ("Top and bottom %d latents of %s at layer %d for prompt %s: %s"):format(k, a.sae_name, a.layer, a.label,
+        shorten(a.prompt, 120)),
+    })
+  end)
+
+  X.plot_tokens = step("plot_tokens", function(self, a, k)
+    check_attr(a, "plot_tokens")
+    check_k(k, "plot_tokens")
+    local top = a:top(k)
+    local rows, row_labels = {}, {}
+    for i, r in ipairs(top) do
+      row_labels[i] = latent_label(a, r)
+      local row = {}
+      for t = 1, #a.ids do row[t] = a.rg:at(t, r.latent + 1) end
+      rows[i] = row
+    end
+    local cols = {}
+    for t, piece in ipairs(a.tokens) do
+      cols[t] = shorten(piece:gsub("\n", "\\n"):gsub("▁", " "), 14)
+    end
+    return self:_figure("heatmap", {
+      name = ("tokens_%s_L%d"):format(a.label, a.layer),
+      title = ("Per-token refusal gradient RG[t, k] — layer %d → %d"):format(a.layer, a.target),
+      subtitle = shorten(a.prompt, 90), xlabel = "prompt token", ylabel = "latent (top by S_k)",
+      values = rows, row_labels = row_labels, col_labels = cols, cmap = "diverging", colorbar = "W_dec[k] · g_t",
+      -- Wider for long prompts at the usual scale (2 px per layout unit), so a token keeps
+      -- room for its label instead of the whole figure being scaled up.
+      width = math.max(1600, 44 * #cols + 500), height = math.max(1000, 90 * #rows + 560), scale = 2,
+      caption = ("RG[t, k] = W_dec[k]·∂R/∂h_%d[t] for the top %d latents over the tokens of %s"):format(a.layer, k, a.label),
+    })
+  end)
+
+  X.plot_dose = step("plot_dose", function(self, s, opts)
+    if type(s) ~= "table" or not s.grid_rows then util.fail("plot_dose: expected a Steering (from X:steer)") end
+    opts = util.check_fields(opts or {}, {metric = "string", name = "string", where = "string"}, "plot_dose")
+    local metric = opts.metric or "score"
+    if not metric_names[metric] then util.fail("plot_dose: unknown metric '%s'", metric) end
+    local where = opts.where or s.wheres[1]
+    local series = s:series(metric, where)
+    local base, n = 0, 0
+    for _, v in pairs(s.baseline) do base, n = base + v, n + 1 end
+    local baseline
+    if metric == "score" and n > 0 then baseline = base / n
+    elseif metric == "dscore" or metric == "dR" then baseline = 0 end
+    return self:_figure("lines", {
+      name = opts.name or ("dose_%s_%s%s"):format(s.label, metric, where == "all" and "" or ("_" .. where)),
+      title = ("Steering at layer %d: %s vs α"):format(s.layer, metric_titles[metric]),
+      subtitle = ("h_%d[t] += α · W_dec[k] at %s; %d prompt%s"):format(s.layer, where_words[where] or where,
+        #s.prompt_labels, #s.prompt_labels == 1 and "" or "s"),
+      xlabel = "steering coefficient α", ylabel = metric_names[metric], series = series, baseline = baseline,
+      baseline_label = metric == "score" and "unsteered" or "no change",
+      caption = ("Dose-response of %s for the steered latents; grey lines are random latents (controls)"):format(metric),
+    })
+  end)
+
+  X.plot_linearity = step("plot_linearity", function(self, s, opts)
+    if type(s) ~= "table" or not s.grid_rows then util.fail("plot_linearity: expected a Steering (from X:steer)") end
+    opts = util.check_fields(opts or {}, {name = "string", where = "string"}, "plot_linearity")
+    local where = opts.where or s.wheres[1]
+    local x, y, group = {}, {}, {}
+    for _, r in ipairs(s:rows()) do
+      if r.kind ~= "baseline" and r.where == where and r.alpha ~= 0 and r.predicted_dR and r.dR
+         and r.predicted_dR == r.predicted_dR then
+        x[#x + 1], y[#y + 1] = r.predicted_dR, r.dR
+        group[#group + 1] = r.kind == "control" and "random latents" or "ranked latents"
+      end
+    end
+    if #x == 0 then util.fail("plot_linearity: no steered cell has both predicted and measured dR") end
+    return self:_figure("scatter", {
+      name = opts.name or ("linearity_%s%s"):format(s.label, where == "all" and "" or ("_" .. where)),
+      title = ("First-order prediction vs measured ΔR — layer %d"):format(s.layer),
+      xlabel = "predicted ΔR = α · Σ_t RG[t, k]", ylabel = "measured ΔR", x = x, y = y, group = group, identity = true,
+      caption = "Each point is one (latent, α) cell; on the line y = x the gradient predicts steering exactly",
+    })
+  end)
+
+  X.plot_selection = step("plot_selection", function(self, dir)
+    local info = (dir and dir.selection) and self._selection_for_plot
+    if not info then util.fail("plot_selection: the direction was not selected (use X:direction{from = \"select\"})") end
+    local n_pos, n_layers = info.n_pos, info.n_layers
+    local function matrix() local m = {} for p = 1, n_pos do m[p] = {} for l = 1, n_layers do m[p][l] = false end end return m end
+    local bypass, induce, kl, dropped = matrix(), matrix(), matrix(), matrix()
+    for _, s in ipairs(info.sel.scores) do
+      local p, l = n_pos + s.pos + 1, s.layer + 1
+      local function num(v) return (type(v) == "number" and v == v) and v or false end
+      bypass[p][l], induce[p][l], kl[p][l] = num(s.bypass), num(s.induce), num(s.kl)
+      dropped[p][l] = s.dropped ~= "kept"
+    end
+    local positions = {}
+    for p = 1, n_pos do positions[p] = ("pos %d"):format(p - n_pos - 1) end
+    local best = info.sel.best and {pos = n_pos + info.sel.best.pos + 1, layer = info.sel.best.layer} or nil
+    return self:_figure("selection", {
+      name = "direction_selection", title = "Refusal direction selection",
+      subtitle = "bypass: harmful prompts with r ablated; induce: harmless with +r; KL: harmless, ablated vs not",
+      bypass = bypass, induce = induce, kl = kl, dropped = dropped, positions = positions, best = best,
+      max_kl = 0.1, min_induce = 0, max_layer = 0.8 * n_layers,
+      caption = "Candidates by layer and post-instruction position; the chosen one has the lowest bypass score among those kept",
+    })
+  end)
+end
+
+return M

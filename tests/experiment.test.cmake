@@ -1,0 +1,17 @@
+# The experiment layer (docs/lua-api.md) on the tiny test model, settings in
+# tests/experiment/upstream.cfg:
+#   experiment_run     experiments/example.lua end to end: outputs parse, tables equal the C API's
+#                      numbers, figures decode with content and the manifest (check.lua); two runs
+#                      give identical tables; run directories are never reused; a stopped run
+#                      resumes from the grid cache with the same tables
+#   experiment_errors  bad declarations, steps, Lua errors, settings and --set give file:line
+#   experiment_lua     the library's pieces on their own (CSV, JSON, paths, --set values)
+include_guard(GLOBAL)
+set(UP_EXP_ENV "OMP_WAIT_POLICY=passive;OMP_NUM_THREADS=1;OPENBLAS_NUM_THREADS=1")
+add_test(NAME experiment_run
+         COMMAND bash ${CMAKE_SOURCE_DIR}/tests/experiment/experiment_test.sh $<TARGET_FILE:upstream> ${CMAKE_SOURCE_DIR})
+add_test(NAME experiment_errors
+         COMMAND bash ${CMAKE_SOURCE_DIR}/tests/experiment/errors_test.sh $<TARGET_FILE:upstream> ${CMAKE_SOURCE_DIR})
+add_test(NAME experiment_lua
+         COMMAND upstream ${CMAKE_SOURCE_DIR}/tests/experiment/library_test.lua ${CMAKE_SOURCE_DIR})
+set_tests_properties(experiment_run experiment_errors experiment_lua PROPERTIES ENVIRONMENT "${UP_EXP_ENV}" TIMEOUT 300)

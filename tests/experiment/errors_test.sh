@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Errors name where they come from: bad experiment declarations, steps and Lua errors give the
+# experiment's file:line; bad settings give the settings file's file:line; bad --set and
+# options say which. usage: errors_test.sh UPSTREAM_EXE SOURCE_DIR
+set -u
+exe=$1 src=$2
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+cfg=$src/tests/experiment/upstream.cfg
+d=$src/tests/experiment/bad
+fails=0
+expect() { # expect STATUS PATTERN -- command...
+  local want=$1 pattern=$2; shift 3
+  local out got
+  out=$("$@" 2>&1); got=$?
+  if [ "$got" -ne "$want" ]; then echo "FAIL $* -> exit $got (want $want): $out"; fails=$((fails + 1)); return; fi
+  if ! grep -qE -- "$pattern" <<<"$out"; then echo "FAIL $* -> lacks /$pattern/: $out"; fails=$((fails + 1)); fi
+}
+sets=(--set results="$tmp/results" --set plots="$tmp/plots" --set cache="$tmp/cache" --quiet)
+exp() { "$exe" run "$@" --config "$cfg" "${sets[@]}"; }
+
+expect 1 "misspelt\.lua:4: experiment: unknown field 'sorce_layers' \(did you mean 'source_layers'\?\)" -- exp "$d/misspelt.lua"
+expect 1 "step_field\.lua:6: attribute: unknown field 'promt' \(did you mean 'prompt'\?\)" -- exp "$d/step_field.lua"
+expect 1 "wrong_type\.lua:4: experiment: field 'target_layer' must be integer, got string" -- exp "$d/wrong_type.lua"
+expect 1 "runtime\.lua:6: attempt to perform arithmetic on a nil value \(field 'no_such_field'\)" -- exp "$d/runtime.lua"
+expect 1 "binding\.lua:8: bad argument .*spec.latents: index out of range" -- exp "$d/binding.lua"
+expect 1 "no_sae\.lua:5: SAE 'nosuch' is not in the settings' registry" -- exp "$d/no_sae.lua"
+
+# Settings: libconfig's syntax errors and the schema's checks both give file:line.
+expect 1 "syntax\.cfg:[34]: syntax error" -- "$exe" run "$src/experiments/example.lua" --config "$d/syntax.cfg" --quiet
+expect 1 "unknown_key\.cfg:4: modles: unknown setting \(did you mean 'models'\?\)" -- \
+  "$exe" run "$src/experiments/example.lua" --config "$d/unknown_key.cfg" --quiet
+expect 1 "wrong_type\.cfg:5: models\.tiny\.path: must be string, got number" -- \
+  "$exe" run "$src/experiments/example.lua" --config "$d/wrong_type.cfg" --quiet
+expect 1 "experiment_section\.cfg:6: experiments\.example\.source_layers: must be integers or integer" -- \
+  "$exe" run "$src/experiments/example.lua" --config "$d/experiment_section.cfg" --quiet
+expect 1 "--set target_layer: must be integer" -- exp "$src/experiments/example.lua" --set target_layer=three
+expect 1 "settings file .*nosuch\.cfg does not exist" -- "$exe" run "$src/experiments/example.lua" --config "$tmp/nosuch.cfg"
+UPSTREAM_CONFIG=$d/unknown_key.cfg expect 1 "unknown_key\.cfg:4: " -- "$exe" run "$src/experiments/example.lua" --quiet
+
+# --set and options.
+expect 1 "--set nosuch: unknown setting" -- exp "$src/experiments/example.lua" --set nosuch=1
+expect 1 "--set threads: must be integer" -- exp "$src/experiments/example.lua" --set threads=many
+expect 1 "--set name: the experiment's name cannot be overridden" -- exp "$src/experiments/example.lua" --set name=x
+expect 1 "model 'nosuch' is neither in the settings' registry \(tiny(, organism)?|organism, tiny\)" -- \
+  exp "$src/experiments/example.lua" --model nosuch
+expect 2 "--set takes KEY=VALUE" -- "$exe" run "$src/experiments/example.lua" --set novalue
+expect 2 "unknown option '--frobnicate'" -- "$exe" run "$src/experiments/example.lua" --frobnicate
+expect 2 "--run-id must be a plain name" -- "$exe" run "$src/experiments/example.lua" --run-id ../x
+expect 0 "usage: upstream run" -- "$exe" run --help
+
+[ "$fails" -eq 0 ] && echo "errors test passed"
+exit $((fails > 0))
