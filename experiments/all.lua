@@ -102,5 +102,35 @@ for _, row in ipairs(index) do
 end
 X:note(table.concat(links, "\n"))
 X:table("runs", index, {title = "Runs of this set"})
+
+-- On the organism: where each case study's planted cause ranked (its best latent).
+local planted = {}
+for _, row in ipairs(index) do
+  local path = row.results .. "/planted.csv"
+  if C.exists(path) then
+    local f = assert(io.open(path))
+    local header, rows = csv.decode(f:read("a"))
+    f:close()
+    local col = {}
+    for i, h in ipairs(header) do col[h] = i end
+    local best = {}
+    for _, r in ipairs(rows) do
+      local key = r[col.layer] .. "|" .. r[col.concept]
+      local rank = tonumber(r[col.rank])
+      if not best[key] or rank < best[key].rank then
+        best[key] = {case = row.experiment, layer = tonumber(r[col.layer]), concept = r[col.concept],
+                     latent = tonumber(r[col.latent]), rank = rank, n_latents = tonumber(r[col.n_latents]),
+                     score = tonumber(r[col.score])}
+      end
+    end
+    for _, key in ipairs(require("upstream.util").sorted_keys(best)) do
+      local b = best[key]
+      planted[#planted + 1] = csv.record(b, {"case", "layer", "concept", "latent", "rank", "n_latents", "score"})
+    end
+  end
+end
+if #planted > 0 then
+  X:table("planted", planted, {title = "The planted cause of each case study: rank of its best latent (1 = most upstream of refusal)"})
+end
 X:log("the set took %d s", os.time() - t_all)
 C.finish(X)

@@ -284,6 +284,7 @@ if have_org then
   if adir then
     local runs = table_of(adir, "runs")
     check(#runs == 6, "all: %d runs listed", #runs)
+    check(#table_of(adir, "planted") == 3, "all: the planted table should have a row per case study")
     for _, r in ipairs(runs) do check(r.status == "complete", "all: %s %s", r.experiment, r.status) end
   end
 
