@@ -4,7 +4,8 @@
 -- compared with rankings made
 --   - from paraphrases of the prompt (and across case studies),
 --   - at other source layers, with the reference layer's dictionary (the residual stream's
---     basis is shared; SAEs of other layers are other dictionaries, whose indices do not match),
+--     basis is shared), and with those layers' own SAEs where the model has them (other
+--     dictionaries: compared by decoder directions, as their indices do not correspond),
 --   - at other target layers L of the objective R = <h_L[last], r>,
 --   - with other refusal directions (difference-of-means candidates at other positions and layers),
 --   - with the cosine and activation-weighted score variants,
@@ -40,6 +41,21 @@ local function list(v)
   if type(v) == "table" then return v end
   if v == nil or v == "" then return {} end
   return {v}
+end
+
+-- How many of A's top latents have a decoder row within cosine >= threshold of one of B's
+-- top latents' rows (dictionaries whose indices do not correspond), and the mean best cosine.
+local function match(sae_a, top_a, sae_b, top_b, threshold)
+  local rows_b = {}
+  for i, kb in ipairs(top_b) do rows_b[i] = sae_b:decoder_row(kb) end
+  local matched, sum = 0, 0
+  for _, ka in ipairs(top_a) do
+    local ra, best = sae_a:decoder_row(ka), -1
+    for _, rb in ipairs(rows_b) do best = math.max(best, C.cosine(ra, rb)) end
+    sum = sum + best
+    if best >= threshold then matched = matched + 1 end
+  end
+  return matched / #top_a, sum / #top_a
 end
 
 function E.body(X)
@@ -137,11 +153,26 @@ function E.body(X)
       end
       layer_series[#layer_series + 1] = {name = name, x = xs, y = js, tau = ts}
     end
-    local others = {}
-    for _, l in ipairs(sweep) do if l ~= src and C.has_sae(X, l) then others[#others + 1] = l end end
     X:note(("Rankings at every source layer use the dictionary of layer %d (the reference), so latent indices stay " ..
-      "comparable.%s"):format(src, #others > 0 and (" The model also has SAEs at layer(s) " .. C.join(others, ", ") ..
-      "; their latents are other features and are not compared index by index.") or ""))
+      "comparable."):format(src))
+  end
+  -- Source layers with SAEs of their own: other dictionaries, compared by decoder directions.
+  local own = {}
+  for _, l in ipairs(sweep) do if l ~= src and l < target and C.has_sae(X, l) then own[#own + 1] = l end end
+  for _, l in ipairs(own) do
+    local other = C.sae(X, l)
+    for _, name in ipairs(cases) do
+      local a = X:attribute{prompt = C.cases[name].prompt, layer = l, direction = dir, sae = other, label = name}
+      local ta, tb = ref[name]:top_latents(k), a:top_latents(k)
+      local matched, mean_cos = match(sae, ta, other, tb, P.match_cos)
+      add(name, "source_layer_sae", ("L%d"):format(src), ("L%d"):format(l), ref[name], nil, {matched = matched,
+        mean_max_cos = mean_cos, top_setting = C.join(tb), top_reference = C.join(ta), R = a.R})
+    end
+  end
+  if #own > 0 then
+    X:note(("Layer(s) %s also have SAEs of their own: rankings there (rows `source_layer_sae`) are compared by " ..
+      "decoder directions — `matched` is the share of the reference's top %d whose decoder row has cosine >= %.2g " ..
+      "with one of theirs."):format(C.join(own, ", "), k, P.match_cos))
   end
 
   -- 3. Target layers.
@@ -273,16 +304,8 @@ function E.body(X)
         for _, name in ipairs(cases) do
           local a = X:attribute{prompt = C.cases[name].prompt, layer = src, direction = dir, sae = other, label = name}
           local ta, tb = ref[name]:top_latents(k), a:top_latents(k)
-          local rows_b = {}
-          for i, kb in ipairs(tb) do rows_b[i] = other:decoder_row(kb) end
-          local matched, sum = 0, 0
-          for _, ka in ipairs(ta) do
-            local ra, best = sae:decoder_row(ka), -1
-            for _, rb in ipairs(rows_b) do best = math.max(best, C.cosine(ra, rb)) end
-            sum = sum + best
-            if best >= P.match_cos then matched = matched + 1 end
-          end
-          add(name, "sae_width", X.sae_name, n, ref[name], nil, {matched = matched / #ta, mean_max_cos = sum / #ta,
+          local matched, mean_cos = match(sae, ta, other, tb, P.match_cos)
+          add(name, "sae_width", X.sae_name, n, ref[name], nil, {matched = matched, mean_max_cos = mean_cos,
             top_setting = C.join(tb), top_reference = C.join(ta), R = a.R})
         end
       end

@@ -169,6 +169,15 @@ do
       end
     end
     check(widths == 3, "tiny: %d sae_width rows, expected 3", widths)
+    local own = 0
+    for _, r in ipairs(table_of(sdir2, "sensitivity")) do
+      if r.dimension == "source_layer_sae" then
+        own = own + 1
+        local m = tonumber(r.matched)
+        check(r.setting == "L0" and m and m >= 0 and m <= 1, "tiny: source_layer_sae row %s %s", r.setting, r.matched)
+      end
+    end
+    check(own == 3, "tiny: %d source_layer_sae rows, expected 3", own)
   end
 end
 
