@@ -155,25 +155,12 @@ end
 C.exists = util.exists
 
 -- Sets up an experiment the way every file here wants it.
--- Tiny models (the organism: d_model in the tens) run fastest on one thread: BLAS and OpenMP
--- threads on 32-wide matrices cost more than they give, and on a busy machine far more (the
--- published set took 63 s with two threads beside other work, 9 s with one). So unless the
--- settings or --threads ask for a count, a model with d_model <= small_model_d gets one.
-C.small_model_d = 256
 
 function C.setup(X)
   fix_labels(X)
   if not X.source_layers or #X.source_layers == 0 then
     error(("model %s: no source layer; set models.%s.defaults.source_layers in upstream.cfg or pass " ..
       "--set source_layers=L"):format(X.model_name, X.model_name), 0)
-  end
-  if (X.settings.threads or 0) <= 0 then
-    local ok, cfg = pcall(core.json_read, X.model_entry.path .. "/config.json")
-    local d = ok and (cfg.hidden_size or cfg.d_model) or nil
-    if d and d <= C.small_model_d then
-      core.set_threads(1)
-      X._manifest.threads = core.threads()
-    end
   end
   return X
 end
