@@ -11,12 +11,13 @@
 -- Params (--set): top_k (ranked latents shown), heat_k (latents in the token heatmap), steer_k
 -- (top latents steered), alphas (coefficients; multiples of the mean residual norm at the
 -- source layer when alpha_unit = "norm", as given when "raw"), controls (random latents),
--- max_new_tokens (generated tokens per cell; 0 scores only), direction_file (a direction
+-- max_new_tokens (generated tokens per cell; 0 scores only), where (positions steered: "all",
+-- "prompt", "generated", or a list of them, one grid each), direction_file (a direction
 -- written by experiments/direction.lua; default the model's own or a selected one).
 local csv = require "upstream.csv"
 local C = dofile((debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or ".") .. "/common.lua")
 
-local steer_cols = {"prompt", "layer", "kind", "latent", "name", "alpha", "alpha_frac", "max_new_tokens", "score",
+local steer_cols = {"prompt", "layer", "kind", "latent", "name", "where", "alpha", "alpha_frac", "max_new_tokens", "score",
                     "dscore", "p_refusal", "R", "dR", "predicted_dR", "refused", "text"}
 
 -- Least-squares slope through the origin of measured on predicted dR, and their correlation.
@@ -45,7 +46,7 @@ return function(name)
     prompts = {case = {case.prompt}, paraphrases = case.paraphrases, contrast = {case.contrast}, harmful = C.harmful,
                harmless = C.harmless},
     params = {top_k = 10, heat_k = 8, steer_k = 3, alphas = {-1, -0.5, 0, 0.5, 1}, alpha_unit = "norm", controls = 2,
-              max_new_tokens = 12, direction_file = ""},
+              max_new_tokens = 12, direction_file = "", where = "all"},
   }
 
   function E.body(X)
@@ -97,7 +98,7 @@ return function(name)
       X:section(("Steering with the top %d latents — layer %d"):format(P.steer_k, layer))
       local raw, scale = C.alphas(X, {a.ids}, layer)
       local s = X:steer{attribution = a, latents = a:top_latents(P.steer_k), alphas = raw, controls = P.controls,
-                        max_new_tokens = P.max_new_tokens}
+                        max_new_tokens = P.max_new_tokens, where = P.where}
       local rows = C.with_frac(s:rows(), scale)
       X:table("steering", rows, {columns = steer_cols, title = "Steering cells: refusal score, R and completion per (latent, alpha)",
         show = 12})
@@ -114,8 +115,8 @@ return function(name)
       local by = {}
       for _, r in ipairs(rows) do
         if r.kind ~= "baseline" and r.alpha ~= 0 and r.predicted_dR and r.dR then
-          local key = r.latent
-          by[key] = by[key] or {kind = r.kind, name = r.name, x = {}, y = {}}
+          local key = r.latent .. "|" .. tostring(r.where)
+          by[key] = by[key] or {kind = r.kind, name = r.name, where = r.where, x = {}, y = {}}
           table.insert(by[key].x, r.predicted_dR)
           table.insert(by[key].y, r.dR)
         end
@@ -123,12 +124,16 @@ return function(name)
       local order = {}
       for _, k in ipairs(s.latents) do order[#order + 1] = k end
       for _, k in ipairs(s.controls) do order[#order + 1] = k end
+      local wheres = type(P.where) == "table" and P.where or {P.where or "all"}
       for _, k in ipairs(order) do
-        local b = by[k]
-        if b then
-          local slope, r = fit(b.x, b.y)
-          lin[#lin + 1] = csv.record({layer = layer, latent = k, kind = b.kind, name = b.name, slope = slope, r = r,
-            n = #b.x, sum_rg = a:sum_rg(k)}, {"layer", "latent", "kind", "name", "slope", "r", "n", "sum_rg"})
+        for _, w in ipairs(wheres) do
+          local b = by[k .. "|" .. tostring(w)]
+          if b then
+            local slope, r = fit(b.x, b.y)
+            lin[#lin + 1] = csv.record({layer = layer, latent = k, kind = b.kind, name = b.name, where = b.where,
+              slope = slope, r = r, n = #b.x, sum_rg = a:sum_rg(k)},
+              {"layer", "latent", "kind", "name", "where", "slope", "r", "n", "sum_rg"})
+          end
         end
       end
       X:table("linearity", lin, {title = "Measured dR vs the first-order prediction alpha · sum_t RG[t, k] (slope 1 = exact)"})
@@ -138,10 +143,11 @@ return function(name)
       for _, r in ipairs(rows) do if r.kind == "latent" and r.alpha then amax = math.max(amax, r.alpha) end end
       for _, r in ipairs(rows) do
         if r.kind == "latent" and r.alpha == amax then
-          summary[#summary + 1] = csv.record({layer = layer, latent = r.latent, name = r.name, alpha = r.alpha,
-            alpha_frac = r.alpha_frac, baseline_score = s.baseline[1], score = r.score, dscore = r.dscore,
+          summary[#summary + 1] = csv.record({layer = layer, latent = r.latent, name = r.name, where = r.where,
+            alpha = r.alpha, alpha_frac = r.alpha_frac, baseline_score = s.baseline[1], score = r.score, dscore = r.dscore,
             refused = r.refused, text = r.text},
-            {"layer", "latent", "name", "alpha", "alpha_frac", "baseline_score", "score", "dscore", "refused", "text"})
+            {"layer", "latent", "name", "where", "alpha", "alpha_frac", "baseline_score", "score", "dscore", "refused",
+             "text"})
         end
       end
     end

@@ -7,7 +7,7 @@
 --
 -- Params: n_prompts (per set), list_k (bottom latents listed), steer_k (steered), alphas
 -- (multiples of the mean residual norm when alpha_unit = "norm"), controls, max_new_tokens,
--- direction_file.
+-- where (positions steered), direction_file.
 local csv = require "upstream.csv"
 local upstream = require "upstream"
 local C = dofile((debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or ".") .. "/common.lua")
@@ -26,10 +26,10 @@ E.decl = {
     "refusal direction.",
   prompts = {harmful = C.harmful, borderline = borderline, harmless = C.harmless},
   params = {n_prompts = 6, list_k = 10, steer_k = 3, alphas = {0, 0.5, 1}, alpha_unit = "norm", controls = 2,
-            max_new_tokens = 8, direction_file = ""},
+            max_new_tokens = 8, direction_file = "", where = "all"},
 }
 
-local steer_cols = {"set", "prompt", "layer", "kind", "latent", "name", "alpha", "alpha_frac", "max_new_tokens", "score",
+local steer_cols = {"set", "prompt", "layer", "kind", "latent", "name", "where", "alpha", "alpha_frac", "max_new_tokens", "score",
                     "dscore", "p_refusal", "R", "dR", "predicted_dR", "refused", "text"}
 
 function E.body(X)
@@ -76,7 +76,7 @@ function E.body(X)
     local steer = C.head(bottom, P.steer_k)
     local raw, scale = C.alphas(X, ids, src)
     local s = X:steer{prompts = texts, layer = src, sae = sae, direction = dir, target = target, latents = steer,
-                      alphas = raw, controls = P.controls, max_new_tokens = P.max_new_tokens, label = set}
+                      alphas = raw, controls = P.controls, max_new_tokens = P.max_new_tokens, label = set, where = P.where}
     local srows = C.with_frac(s:rows(), scale)
     for _, r in ipairs(srows) do r.set = set end
     X:table("steering", srows, {columns = steer_cols, title = "Steering cells: bottom latents and random controls", show = 12})
