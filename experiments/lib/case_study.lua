@@ -58,6 +58,16 @@ return function(name)
     for i, p in ipairs(case.paraphrases) do texts[#texts + 1] = p; labels[#labels + 1] = ("%s_para%d"):format(name, i) end
     local base = C.baseline(X, texts, labels, P.max_new_tokens)
     X:table("baseline", base, {title = "Unsteered: the case prompt, its one-word contrast and its paraphrases"})
+    local bl, bv = {}, {}
+    for i, r in ipairs(base) do
+      local kind = r.prompt == name and "case" or r.prompt:sub(#name + 2)
+      bl[i] = ("%s%s: %s"):format(r.refused and "[R] " or "", kind, C.shorten(r.text_in, 34))
+      bv[i] = r.score
+    end
+    X:figure("bars", {name = "baseline_" .. name, title = "Unsteered refusal score",
+      subtitle = "the case prompt, its one-word contrast and its paraphrases", xlabel = "refusal score  log p/(1-p)",
+      labels = bl, values = bv, pos_label = "leans to refuse", neg_label = "leans to answer",
+      caption = "[R]: the completion matched a refusal phrase"})
     X:note(("Unsteered, the model's refusal score on the case prompt is %.3f (P(refusal token) %.3f) and it answers: " ..
       "\"%s\"."):format(base[1].score, base[1].p_refusal, C.shorten(base[1].completion or "", 200)))
 
