@@ -155,7 +155,6 @@ end
 C.exists = util.exists
 
 -- Sets up an experiment the way every file here wants it.
-
 function C.setup(X)
   fix_labels(X)
   if not X.source_layers or #X.source_layers == 0 then

@@ -291,9 +291,11 @@ function E.body(X)
   -- 6. SAE widths at the source layer (registered SAEs of this model other than the reference).
   X:section("SAE width")
   local widths = {}
+  local mine = X.sae_name and X.settings.saes[X.sae_name] or {}
   for _, n in ipairs(util.sorted_keys(X.settings.saes)) do
     local e = X.settings.saes[n]
-    if e.model == X.model_name and n ~= X.sae_name then widths[#widths + 1] = n end
+    -- Same model and the same hook (an MLP-output SAE is another kind, not another width).
+    if e.model == X.model_name and n ~= X.sae_name and (e.hook or "") == (mine.hook or "") then widths[#widths + 1] = n end
   end
   if #widths == 0 or not X.sae_name then
     X:note("One SAE at the source layer: SAE widths not compared (register others for this model in upstream.cfg).")
