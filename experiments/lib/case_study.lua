@@ -54,10 +54,18 @@ return function(name)
     local dir = C.direction(X)
 
     X:section("Baseline completions")
-    local texts, labels = {case.prompt, case.contrast}, {name, name .. "_contrast"}
-    for i, p in ipairs(case.paraphrases) do texts[#texts + 1] = p; labels[#labels + 1] = ("%s_para%d"):format(name, i) end
+    -- The literal contrast and paraphrases, then organism.json's (reassured variants too).
+    local cp = C.case_prompts(X, name)
+    local texts, labels = {case.prompt}, {name}
+    for _, kind in ipairs({{"contrasts", "contrast"}, {"paraphrases", "para"}, {"reassured", "reassured"}}) do
+      for i, p in ipairs(cp[kind[1]]) do
+        texts[#texts + 1] = p
+        labels[#labels + 1] = (i == 1 and kind[2] == "contrast") and (name .. "_contrast") or ("%s_%s%d"):format(name, kind[2], i)
+      end
+    end
     local base = C.baseline(X, texts, labels, P.max_new_tokens)
-    X:table("baseline", base, {title = "Unsteered: the case prompt, its one-word contrast and its paraphrases"})
+    X:table("baseline", base, {title = "Unsteered: the case prompt, its one-word contrasts, paraphrases and " ..
+      "reassured variants"})
     local bl, bv = {}, {}
     for i, r in ipairs(base) do
       local kind = r.prompt == name and "case" or r.prompt:sub(#name + 2)
@@ -65,7 +73,7 @@ return function(name)
       bv[i] = r.score
     end
     X:figure("bars", {name = "baseline_" .. name, title = "Unsteered refusal score",
-      subtitle = "the case prompt, its one-word contrast and its paraphrases", xlabel = "refusal score  log p/(1-p)",
+      subtitle = "the case prompt, its one-word contrasts, paraphrases and reassured variants", xlabel = "refusal score  log p/(1-p)",
       labels = bl, values = bv, pos_label = "leans to refuse", neg_label = "leans to answer",
       caption = "[R]: the completion matched a refusal phrase"})
     X:note(("Unsteered, the model's refusal score on the case prompt is %.3f (P(refusal token) %.3f) and it answers: " ..

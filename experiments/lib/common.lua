@@ -377,6 +377,27 @@ function C.baseline(X, prompts, labels, max_new)
   return out
 end
 
+-- A case study's prompts: the literal lists above, then what organism.json adds for the same
+-- prompt (its builder's paraphrases, word-swap contrasts and reassured variants), without
+-- repeats. Returns {paraphrases = {...}, contrasts = {...}, reassured = {...}}.
+function C.case_prompts(X, name)
+  local case = C.cases[name]
+  local out, seen = {paraphrases = {}, contrasts = {}, reassured = {}}, {[case.prompt] = true}
+  local function add(kind, text)
+    if type(text) == "string" and not seen[text] then seen[text] = true; table.insert(out[kind], text) end
+  end
+  for _, p in ipairs(case.paraphrases) do add("paraphrases", p) end
+  add("contrasts", case.contrast)
+  for _, cs in ipairs(X.organism and X.organism.case_studies or {}) do
+    if cs.prompt == case.prompt then
+      for _, kind in ipairs({"paraphrases", "contrasts", "reassured"}) do
+        if type(cs[kind]) == "table" then for _, p in ipairs(cs[kind]) do add(kind, p) end end
+      end
+    end
+  end
+  return out
+end
+
 -- Adds alpha_frac (alpha / scale) to steering rows.
 function C.with_frac(rows, scale)
   for _, r in ipairs(rows) do

@@ -108,7 +108,7 @@ function E.body(X)
   local all, names = {}, {}
   for _, name in ipairs(cases) do
     all[#all + 1], names[#names + 1] = ref[name], name
-    for i, p in ipairs(C.cases[name].paraphrases) do
+    for i, p in ipairs(C.case_prompts(X, name).paraphrases) do
       local label = ("%s_para%d"):format(name, i)
       local a = X:attribute{prompt = p, layer = src, direction = dir, sae = sae, label = label}
       all[#all + 1], names[#names + 1] = a, label
