@@ -69,7 +69,9 @@ return function(name)
     local bl, bv = {}, {}
     for i, r in ipairs(base) do
       local kind = r.prompt == name and "case" or r.prompt:sub(#name + 2)
-      bl[i] = ("%s%s: %s"):format(r.refused and "[R] " or "", kind, C.shorten(r.text_in, 34))
+      -- The end of a long prompt: where a contrast's swapped word or a reassuring modifier sits.
+      local text = #r.text_in > 40 and ("..." .. r.text_in:sub(-37)) or r.text_in
+      bl[i] = ("%s%s: %s"):format(r.refused and "[R] " or "", kind, text)
       bv[i] = r.score
     end
     X:figure("bars", {name = "baseline_" .. name, title = "Unsteered refusal score",
