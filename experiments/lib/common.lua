@@ -233,15 +233,28 @@ function C.alphas(X, id_lists, layer)
   return raw, scale
 end
 
--- Scores as a Lua array (index latent + 1).
+-- Scores as a Lua array (index latent + 1), memoised per Tensor (a 16k- or 65k-latent SAE is
+-- compared many times in sensitivity.lua).
+local values_memo = setmetatable({}, {__mode = "k"})
 function C.values(scores)
   if type(scores) == "table" then return scores end
-  return scores:totable()
+  local v = values_memo[scores]
+  if not v then v = scores:totable(); values_memo[scores] = v end
+  return v
 end
 
 -- Latents (0-based) ordered by score, highest first ("top") or lowest first ("bottom").
+local order_memo = {top = setmetatable({}, {__mode = "k"}), bottom = setmetatable({}, {__mode = "k"})}
 function C.order(scores, side)
-  local v = C.values(scores)
+  side = side == "bottom" and "bottom" or "top"
+  local memo = order_memo[side][scores]
+  if memo then return memo end
+  local idx = C.order_of(C.values(scores), side)
+  order_memo[side][scores] = idx
+  return idx
+end
+
+function C.order_of(v, side)
   local idx = {}
   for i = 1, #v do idx[i] = i - 1 end
   if side == "bottom" then
