@@ -1,5 +1,6 @@
 -- experiments/lib/case_study.lua: one published case study (Lee, Breck and Arditi 2025) —
--- a prompt the model refuses although it is benign-ish: its completion, the latents whose
+-- a prompt the model refuses although it is benign-ish: its completion (beside its one-word
+-- contrasts, paraphrases and, from organism.json, reassured variants), the latents whose
 -- decoder rows best align with the refusal gradient (top: raise R, bottom: lower it), where on
 -- the prompt that gradient sits (RG[t, k] per token), steering with the top latents against
 -- random-latent controls (scores and completions), the dose-response, and the first-order
