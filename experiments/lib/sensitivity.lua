@@ -126,11 +126,31 @@ function E.body(X)
   X:figure("matrix", {name = "paraphrase_jaccard", title = ("Jaccard@%d of the top latents across prompts"):format(k),
     subtitle = ("source layer %d, target %d; each case study followed by its paraphrases"):format(src, target),
     values = J, labels = names, format = "%.2f",
-    caption = "High within a case study and low across them: the ranking follows what the prompt is about, not its words"})
+    caption = "Blocks on the diagonal: agreement among a case study's paraphrases; off the blocks: across case studies"})
   X:figure("heatmap", {name = "paraphrase_kendall", title = "Kendall tau-b over the union of both top-k sets",
     subtitle = ("source layer %d, target %d"):format(src, target), values = T, row_labels = names, col_labels = names,
     cmap = "diverging", vmin = -1, vmax = 1, annotate = true, format = "%.2f", colorbar = "tau",
     caption = "Agreement of the scores' order among the latents either prompt ranks in its top k"})
+
+  local function line_figs(series, what, xlabel, ref_at)
+    if #series == 0 or #series[1].x == 0 then return end
+    -- Layers as categories, so the axis has one tick per layer.
+    local sj, st, xl = {}, {}, {}
+    for i, l in ipairs(series[1].x) do xl[i] = ("L%d"):format(l) end
+    for _, s in ipairs(series) do
+      local xi = {}
+      for i = 1, #s.x do xi[i] = i - 1 end
+      sj[#sj + 1] = {name = s.name, x = xi, y = s.y}
+      st[#st + 1] = {name = s.name, x = xi, y = s.tau}
+    end
+    X:figure("lines", {name = what .. "_jaccard", title = ("Jaccard@%d with the reference ranking, by %s"):format(k, xlabel),
+      subtitle = ("reference at %s"):format(ref_at), xlabel = xlabel, ylabel = ("Jaccard@%d"):format(k), series = sj,
+      x_labels = xl, ymin = 0, ymax = 1.05, caption = ("Overlap of the top-%d latents with the reference, by %s"):format(k, xlabel)})
+    X:figure("lines", {name = what .. "_kendall", title = ("Kendall tau with the reference ranking, by %s"):format(xlabel),
+      subtitle = ("reference at %s; over the union of both top-%d sets"):format(ref_at, k), xlabel = xlabel,
+      ylabel = "Kendall tau-b", series = st, x_labels = xl, ymin = -1, ymax = 1.05,
+      caption = ("Rank agreement with the reference, by %s"):format(xlabel)})
+  end
 
   -- 2. Source layers, one dictionary (the reference layer's SAE applied at every layer).
   X:section("Source layer")
@@ -156,6 +176,8 @@ function E.body(X)
     X:note(("Rankings at every source layer use the dictionary of layer %d (the reference), so latent indices stay " ..
       "comparable."):format(src))
   end
+  line_figs(layer_series, "source_layer", "source layer", ("layer %d"):format(src))
+
   -- Source layers with SAEs of their own: other dictionaries, compared by decoder directions.
   local own = {}
   for _, l in ipairs(sweep) do if l ~= src and l < target and C.has_sae(X, l) then own[#own + 1] = l end end
@@ -193,26 +215,7 @@ function E.body(X)
     target_series[#target_series + 1] = {name = name, x = xs, y = js, tau = ts}
   end
 
-  local function line_figs(series, what, xlabel, ref_at)
-    if #series == 0 or #series[1].x == 0 then return end
-    -- Layers as categories, so the axis has one tick per layer.
-    local sj, st, xl = {}, {}, {}
-    for i, l in ipairs(series[1].x) do xl[i] = ("L%d"):format(l) end
-    for _, s in ipairs(series) do
-      local xi = {}
-      for i = 1, #s.x do xi[i] = i - 1 end
-      sj[#sj + 1] = {name = s.name, x = xi, y = s.y}
-      st[#st + 1] = {name = s.name, x = xi, y = s.tau}
-    end
-    X:figure("lines", {name = what .. "_jaccard", title = ("Jaccard@%d with the reference ranking, by %s"):format(k, xlabel),
-      subtitle = ("reference at %s"):format(ref_at), xlabel = xlabel, ylabel = ("Jaccard@%d"):format(k), series = sj, x_labels = xl,
-      ymin = 0, ymax = 1.05, caption = ("Overlap of the top-%d latents with the reference, by %s"):format(k, xlabel)})
-    X:figure("lines", {name = what .. "_kendall", title = ("Kendall tau with the reference ranking, by %s"):format(xlabel),
-      subtitle = ("reference at %s; over the union of both top-%d sets"):format(ref_at, k), xlabel = xlabel,
-      ylabel = "Kendall tau-b", series = st, x_labels = xl, ymin = -1, ymax = 1.05,
-      caption = ("Rank agreement with the reference, by %s"):format(xlabel)})
-  end
-  line_figs(layer_series, "source_layer", "source layer", ("layer %d"):format(src))
+
   line_figs(target_series, "target_layer", "target layer", ("layer %d"):format(target))
 
   -- 4. Directions: difference-of-means candidates at every post-instruction position of the
