@@ -160,21 +160,27 @@ return function(name)
       end
       X:table("linearity", lin, {title = "Measured dR vs the first-order prediction alpha · sum_t RG[t, k] (slope 1 = exact)"})
 
-      -- Summary: the strongest positive coefficient per steered latent.
-      local amax = -math.huge
-      for _, r in ipairs(rows) do if r.kind == "latent" and r.alpha then amax = math.max(amax, r.alpha) end end
+      -- Summary: each steered latent at the most negative and the most positive coefficient
+      -- (removing it should lower refusal, adding it raise it), beside the unsteered model.
+      local amin, amax = math.huge, -math.huge
       for _, r in ipairs(rows) do
-        if r.kind == "latent" and r.alpha == amax then
-          summary[#summary + 1] = csv.record({layer = layer, latent = r.latent, name = r.name, where = r.where,
-            alpha = r.alpha, alpha_frac = r.alpha_frac, baseline_score = s.baseline[1], score = r.score, dscore = r.dscore,
-            refused = r.refused, text = r.text},
-            {"layer", "latent", "name", "where", "alpha", "alpha_frac", "baseline_score", "score", "dscore", "refused",
-             "text"})
+        if r.kind == "latent" and r.alpha then amin, amax = math.min(amin, r.alpha), math.max(amax, r.alpha) end
+      end
+      local base_row
+      for _, r in ipairs(rows) do if r.kind == "baseline" then base_row = base_row or r end end
+      for _, r in ipairs(rows) do
+        if r.kind == "latent" and (r.alpha == amin or r.alpha == amax) and r.alpha ~= 0 then
+          summary[#summary + 1] = csv.record({case = name, layer = layer, latent = r.latent, name = r.name, where = r.where,
+            alpha = r.alpha, alpha_frac = r.alpha_frac, baseline_score = s.baseline[1],
+            baseline_refused = base_row and base_row.refused, score = r.score, dscore = r.dscore, refused = r.refused,
+            text = r.text},
+            {"case", "layer", "latent", "name", "where", "alpha", "alpha_frac", "baseline_score", "baseline_refused",
+             "score", "dscore", "refused", "text"})
         end
       end
     end
     X:section("Summary")
-    X:table("summary", summary, {title = "Each steered latent at the largest coefficient"})
+    X:table("summary", summary, {title = "Each steered latent at the most negative and the most positive coefficient"})
   end
 
   return E

@@ -294,6 +294,8 @@ if have_org then
     local runs = table_of(adir, "runs")
     check(#runs == 6, "all: %d runs listed", #runs)
     check(#table_of(adir, "planted") == 3, "all: the planted table should have a row per case study")
+    -- headline: steer_k = 2 latents x the one non-zero alpha (0.5) x 3 case studies.
+    check(#table_of(adir, "headline") == 6, "all: the headline table should have 6 rows")
     for _, r in ipairs(runs) do check(r.status == "complete", "all: %s %s", r.experiment, r.status) end
   end
 
