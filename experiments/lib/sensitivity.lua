@@ -35,7 +35,7 @@ E.decl = {
 }
 
 local cols = {"case", "dimension", "reference", "setting", "k", "jaccard", "kendall", "n_union", "direction_cosine",
-              "matched", "mean_max_cos", "R", "top_setting", "top_reference"}
+              "matched", "mean_max_cos", "planted_rank", "R", "top_setting", "top_reference"}
 
 local function list(v)
   if type(v) == "table" then return v end
@@ -71,6 +71,18 @@ function E.body(X)
     if not C.cases[name] then error(("sensitivity: unknown case '%s' (hugging, bacteria, payment)"):format(name), 0) end
   end
 
+  -- On the organism: the latents organism.json ties to each case's planted cause (at the
+  -- reference layer's dictionary), whose best rank every setting reports.
+  local planted = {}
+  for _, name in ipairs(cases) do
+    local list = {}
+    for _, concept in ipairs(C.planted(X, C.cases[name].prompt) or {}) do
+      for _, o in ipairs(C.concept_latents(X, src, concept)) do list[#list + 1] = o.latent end
+    end
+    planted[name] = #list > 0 and list or nil
+  end
+  local best_planted = {}
+
   local rows = {}
   local means = {} -- means[dimension][case] = {j = sum of Jaccard, t = sum of tau, n, nt}
   local dim_order = {}
@@ -82,6 +94,16 @@ function E.body(X)
       local is_ref = a == ref or (extra and extra.direction_cosine and extra.direction_cosine > 0.99999)
       r.jaccard, r.kendall, r.n_union = c.jaccard, c.kendall, c.n_union
       r.top_setting, r.top_reference, r.R = C.join(c.top_b), C.join(c.top_a), a.R
+      if planted[case] then
+        for _, pk in ipairs(planted[case]) do
+          local rank = C.rank_of(a.scores, pk)
+          if not r.planted_rank or rank < r.planted_rank then r.planted_rank = rank end
+        end
+        local b = best_planted[case]
+        if not b or r.planted_rank < b.rank then
+          best_planted[case] = {rank = r.planted_rank, dimension = dimension, setting = setting}
+        end
+      end
       if not is_ref then
         if not means[dimension] then means[dimension] = {}; dim_order[#dim_order + 1] = dimension end
         local mm = means[dimension][case] or {j = 0, t = 0, n = 0, nt = 0}
@@ -318,7 +340,17 @@ function E.body(X)
   end
 
   X:section("Summary")
-  X:table("sensitivity", rows, {columns = cols, title = "Every comparison with the reference ranking", show = 30})
+  X:table("sensitivity", rows, {columns = cols, title = "Every comparison with the reference ranking (planted_rank: " ..
+    "best rank of the planted cause's latents in that setting, on the organism)", show = 30})
+  for _, name in ipairs(cases) do
+    local b = best_planted[name]
+    if b then
+      local r0
+      for _, r in ipairs(rows) do if r.case == name and r.planted_rank and r.setting == r.reference then r0 = r0 or r end end
+      X:note(("**%s**: the planted cause's best latent ranks %s in the reference setting and at best %d (%s: %s)."):format(
+        name, r0 and tostring(r0.planted_rank) or "?", b.rank, b.dimension, b.setting))
+    end
+  end
   local summary, cats, series = {}, {}, {}
   for ni, name in ipairs(cases) do series[ni] = {name = name, values = {}} end
   for di, dim in ipairs(dim_order) do
