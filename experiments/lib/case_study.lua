@@ -12,7 +12,8 @@
 -- Params (--set): top_k (ranked latents shown), heat_k (latents in the token heatmap), steer_k
 -- (top latents steered), alphas (coefficients; multiples of the mean residual norm at the
 -- source layer when alpha_unit = "norm", as given when "raw"), controls (random latents),
--- max_new_tokens (generated tokens per cell; 0 scores only), where (positions steered: "all",
+-- max_new_tokens (generated tokens per cell; 0 scores only), planted_k (on the organism, the
+-- planted cause's best-ranked latents also steered; 0: none), where (positions steered: "all",
 -- "prompt", "generated", or a list of them, one grid each), direction_file (a direction
 -- written by experiments/direction.lua; default the model's own or a selected one).
 local csv = require "upstream.csv"
@@ -46,8 +47,8 @@ return function(name)
     -- harmful and harmless: for selecting a direction when the model ships none.
     prompts = {case = {case.prompt}, paraphrases = case.paraphrases, contrast = {case.contrast}, harmful = C.harmful,
                harmless = C.harmless},
-    params = {top_k = 10, heat_k = 8, steer_k = 3, alphas = {-1, -0.5, 0, 0.5, 1}, alpha_unit = "norm", controls = 2,
-              max_new_tokens = 12, direction_file = "", where = "all"},
+    params = {top_k = 10, heat_k = 8, steer_k = 3, alphas = {-1, -0.5, -0.25, 0, 0.25, 0.5, 1}, alpha_unit = "norm",
+              controls = 2, max_new_tokens = 12, direction_file = "", where = "all", planted_k = 2},
   }
 
   function E.body(X)
@@ -96,6 +97,7 @@ return function(name)
 
       -- The planted cause (organism only): where its latents rank.
       local planted = C.planted(X, case.prompt)
+      local planted_latents = {}
       if planted then
         local rows = {}
         for _, concept in ipairs(planted) do
@@ -111,6 +113,10 @@ return function(name)
           for _, r in ipairs(rows) do if r.rank < best.rank then best = r end end
           X:note(("Planted cause **%s**: its best latent #%d ranks %d of %d at layer %d."):format(best.concept, best.latent,
             best.rank, best.n_latents, layer))
+          local by_rank = {}
+          for _, r in ipairs(rows) do by_rank[#by_rank + 1] = r end
+          table.sort(by_rank, function(x, y) return x.rank < y.rank end)
+          for i = 1, math.min(P.planted_k, #by_rank) do planted_latents[i] = by_rank[i].latent end
         else
           X:note(("organism.json names the planted concept(s) %s but labels no latent of layer %d with them.")
             :format(C.join(planted, ", "), layer))
@@ -177,6 +183,18 @@ return function(name)
             {"case", "layer", "latent", "name", "where", "alpha", "alpha_frac", "baseline_score", "baseline_refused",
              "score", "dscore", "refused", "text"})
         end
+      end
+
+      -- The planted cause's own latents steered the same way (organism only): what the
+      -- ranking would have found had it put them on top.
+      if #planted_latents > 0 then
+        X:section(("Steering with the planted cause's latents — layer %d"):format(layer))
+        local sp = X:steer{attribution = a, latents = planted_latents, alphas = raw, controls = 0,
+                           max_new_tokens = P.max_new_tokens, where = P.where, label = ("%s_planted_L%d"):format(name, layer)}
+        X:table("steering_planted", C.with_frac(sp:rows(), scale), {columns = steer_cols,
+          title = "Steering cells of the planted cause's latents", show = 12})
+        X:plot_dose(sp)
+        if P.max_new_tokens > 0 then X:plot_dose(sp, {metric = "refused"}) end
       end
     end
     X:section("Summary")

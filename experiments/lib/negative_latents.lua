@@ -25,7 +25,7 @@ E.decl = {
     "prompt set) steered into harmful and borderline prompts, against random latents and against ablating the " ..
     "refusal direction.",
   prompts = {harmful = C.harmful, borderline = borderline, harmless = C.harmless},
-  params = {n_prompts = 6, list_k = 10, steer_k = 3, alphas = {0, 0.5, 1}, alpha_unit = "norm", controls = 2,
+  params = {n_prompts = 6, list_k = 10, steer_k = 3, alphas = {0, 0.25, 0.5, 1}, alpha_unit = "norm", controls = 2,
             max_new_tokens = 8, direction_file = "", where = "all"},
 }
 
