@@ -126,13 +126,21 @@ function E.body(X)
       if a.kind == "latent" and (not best or row.mean_score < best.mean_score) then best = row end
     end
     local abl = acc[order[#order]]
+    -- Random latents at the best latent's coefficient: what any push of that size does.
+    local ctl_sum, ctl_n = 0, 0
+    for _, r in ipairs(summary) do
+      if best and r.set == set and r.kind == "control" and r.alpha == best.alpha then
+        ctl_sum, ctl_n = ctl_sum + r.mean_score, ctl_n + 1
+      end
+    end
     if base and best then
       verdicts[#verdicts + 1] = ("**%s**: unsteered mean refusal score %.3f%s; the strongest bottom latent (#%d%s, alpha %.3g " ..
         "= %.2g x the residual norm) brings it to %.3f%s; ablating the refusal direction gives %.3f%s."):format(set,
         base.mean_score, base.refusal_rate and (" (refusal rate %.2f)"):format(base.refusal_rate) or "", best.latent,
         best.name ~= "" and (" " .. best.name) or "", best.alpha, best.alpha_frac or 0 / 0, best.mean_score,
         best.refusal_rate and (" (refusal rate %.2f)"):format(best.refusal_rate) or "", abl.score / abl.n,
-        P.max_new_tokens > 0 and (" (refusal rate %.2f)"):format(abl.refused / abl.n) or "")
+        P.max_new_tokens > 0 and (" (refusal rate %.2f)"):format(abl.refused / abl.n) or "") ..
+        (ctl_n > 0 and (" Random latents at the same coefficient: %.3f."):format(ctl_sum / ctl_n) or "")
     end
   end
 
