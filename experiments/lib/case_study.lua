@@ -174,6 +174,23 @@ return function(name)
       end
       local base_row
       for _, r in ipairs(rows) do if r.kind == "baseline" then base_row = base_row or r end end
+      -- In words: the top latents and the random ones at both ends of the grid.
+      local function span(kind, alpha)
+        local lo, hi, n, refused = math.huge, -math.huge, 0, 0
+        for _, r in ipairs(rows) do
+          if r.kind == kind and r.alpha == alpha then
+            lo, hi, n = math.min(lo, r.score), math.max(hi, r.score), n + 1
+            if r.refused then refused = refused + 1 end
+          end
+        end
+        if n == 0 then return "none" end
+        return ("%.2f to %.2f%s"):format(lo, hi, P.max_new_tokens > 0 and (", %d of %d refused"):format(refused, n) or "")
+      end
+      if base_row and amin < amax then
+        X:note(("Unsteered refusal score %.2f. Top latents at alpha = %.3g (%.2g x the norm): %s; random latents: %s. " ..
+          "At alpha = %.3g: %s; random latents: %s."):format(base_row.score, amin, amin / scale, span("latent", amin),
+          span("control", amin), amax, span("latent", amax), span("control", amax)))
+      end
       for _, r in ipairs(rows) do
         if r.kind == "latent" and (r.alpha == amin or r.alpha == amax) and r.alpha ~= 0 then
           summary[#summary + 1] = csv.record({case = name, layer = layer, latent = r.latent, name = r.name, where = r.where,
