@@ -269,7 +269,7 @@ function E.body(X)
     choices[#choices + 1] = {pos = -1, layer = others[j]}
   end
   local dir_names, dir_vals = {}, {}
-  for ci, ch in ipairs(choices) do
+  for _, ch in ipairs(choices) do
     local v = cand(ch.pos, ch.layer)
     if v then
       local label = ("pos %d L%d"):format(ch.pos, ch.layer)
@@ -283,7 +283,6 @@ function E.body(X)
         dir_vals[ni][#dir_names] = r.jaccard
       end
     end
-    local _ = ci
   end
   if #dir_names > 0 then
     local series = {}
