@@ -84,12 +84,30 @@ C.case_order = {"hugging", "bacteria", "payment"}
 
 -- organism.json labels are {concept = ..., auroc = ...} objects; the API's X:label returns
 -- them as they are. This instance method returns the concept name (API_REQUESTS.md, 2).
+-- For a latent without a concept, organism.json lists its top-activating tokens; the name
+-- becomes "~tok1/tok2/tok3" (the ~ says: tokens, not a label), so an unlabelled latent in a
+-- ranking still says what it reads.
+C.token_hint = 3
+
 local function fix_labels(X)
   local class_label = getmetatable(X).__index.label
   X.label = function(self, layer, k, sae_name)
     local v = class_label(self, layer, k, sae_name)
     if type(v) == "table" then v = v.concept or v.name or "" end
-    return type(v) == "string" and v or ""
+    v = type(v) == "string" and v or ""
+    if v == "" and C.token_hint > 0 then
+      local by_layer = self.organism and self.organism.labels and self.organism.labels[tostring(layer)]
+      local e = by_layer and by_layer[tostring(k)]
+      if type(e) == "table" and type(e.tokens) == "table" and #e.tokens > 0 then
+        local t = {}
+        for i = 1, math.min(C.token_hint, #e.tokens) do
+          local piece = tostring(e.tokens[i]):gsub("\n", "\\n"):gsub("^%s+", ""):gsub("%s+$", "")
+          t[#t + 1] = piece ~= "" and piece or "_"
+        end
+        v = "~" .. table.concat(t, "/")
+      end
+    end
+    return v
   end
 end
 
