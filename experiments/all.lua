@@ -102,5 +102,60 @@ for _, row in ipairs(index) do
 end
 X:note(table.concat(links, "\n"))
 X:table("runs", index, {title = "Runs of this set"})
+
+-- A table's records (header names as keys), or nil when the run did not write it.
+local function records(path)
+  if not C.exists(path) then return nil end
+  local f = assert(io.open(path))
+  local header, rows = csv.decode(f:read("a"))
+  f:close()
+  local out = {}
+  for i, r in ipairs(rows) do
+    local rec = {}
+    for j, h in ipairs(header) do
+      local v = r[j]
+      if v == "true" then rec[h] = true elseif v == "false" then rec[h] = false
+      else rec[h] = tonumber(v) or (v ~= "" and v or nil) end
+    end
+    out[i] = rec
+  end
+  return out
+end
+
+-- The headline of each case study: its top latents removed (most negative coefficient) and
+-- added (most positive), against the unsteered model.
+local headline = {}
+for _, row in ipairs(index) do
+  for _, r in ipairs(records(row.results .. "/summary.csv") or {}) do
+    headline[#headline + 1] = csv.record({case = r.case, latent = r.latent, name = r.name, alpha_frac = r.alpha_frac,
+      baseline_score = r.baseline_score, score = r.score, baseline_refused = r.baseline_refused, refused = r.refused,
+      text = r.text}, {"case", "latent", "name", "alpha_frac", "baseline_score", "score", "baseline_refused", "refused",
+      "text"})
+  end
+end
+if #headline > 0 then
+  X:table("headline", headline, {title = "Case studies: the top latents removed (alpha < 0) and added (alpha > 0); " ..
+    "alpha_frac in units of the residual norm", show = 30})
+end
+
+-- On the organism: where each case study's planted cause ranked (its best latent).
+local planted = {}
+for _, row in ipairs(index) do
+  local best, order = {}, {}
+  for _, r in ipairs(records(row.results .. "/planted.csv") or {}) do
+    local key = r.layer .. "|" .. r.concept
+    if not best[key] then order[#order + 1] = key end
+    if not best[key] or r.rank < best[key].rank then
+      best[key] = {case = row.experiment, layer = r.layer, concept = r.concept, latent = r.latent, rank = r.rank,
+                   n_latents = r.n_latents, score = r.score}
+    end
+  end
+  for _, key in ipairs(order) do
+    planted[#planted + 1] = csv.record(best[key], {"case", "layer", "concept", "latent", "rank", "n_latents", "score"})
+  end
+end
+if #planted > 0 then
+  X:table("planted", planted, {title = "The planted cause of each case study: rank of its best latent (1 = most upstream of refusal)"})
+end
 X:log("the set took %d s", os.time() - t_all)
 C.finish(X)

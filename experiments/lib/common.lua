@@ -84,12 +84,30 @@ C.case_order = {"hugging", "bacteria", "payment"}
 
 -- organism.json labels are {concept = ..., auroc = ...} objects; the API's X:label returns
 -- them as they are. This instance method returns the concept name (API_REQUESTS.md, 2).
+-- For a latent without a concept, organism.json lists its top-activating tokens; the name
+-- becomes "~tok1/tok2/tok3" (the ~ says: tokens, not a label), so an unlabelled latent in a
+-- ranking still says what it reads.
+C.token_hint = 3
+
 local function fix_labels(X)
   local class_label = getmetatable(X).__index.label
   X.label = function(self, layer, k, sae_name)
     local v = class_label(self, layer, k, sae_name)
     if type(v) == "table" then v = v.concept or v.name or "" end
-    return type(v) == "string" and v or ""
+    v = type(v) == "string" and v or ""
+    if v == "" and C.token_hint > 0 then
+      local by_layer = self.organism and self.organism.labels and self.organism.labels[tostring(layer)]
+      local e = by_layer and by_layer[tostring(k)]
+      if type(e) == "table" and type(e.tokens) == "table" and #e.tokens > 0 then
+        local t = {}
+        for i = 1, math.min(C.token_hint, #e.tokens) do
+          local piece = tostring(e.tokens[i]):gsub("\n", "\\n"):gsub("^%s+", ""):gsub("%s+$", "")
+          t[#t + 1] = piece ~= "" and piece or "_"
+        end
+        v = "~" .. table.concat(t, "/")
+      end
+    end
+    return v
   end
 end
 
@@ -155,25 +173,11 @@ end
 C.exists = util.exists
 
 -- Sets up an experiment the way every file here wants it.
--- Tiny models (the organism: d_model in the tens) run fastest on one thread: BLAS and OpenMP
--- threads on 32-wide matrices cost more than they give, and on a busy machine far more (the
--- published set took 63 s with two threads beside other work, 9 s with one). So unless the
--- settings or --threads ask for a count, a model with d_model <= small_model_d gets one.
-C.small_model_d = 256
-
 function C.setup(X)
   fix_labels(X)
   if not X.source_layers or #X.source_layers == 0 then
     error(("model %s: no source layer; set models.%s.defaults.source_layers in upstream.cfg or pass " ..
       "--set source_layers=L"):format(X.model_name, X.model_name), 0)
-  end
-  if (X.settings.threads or 0) <= 0 then
-    local ok, cfg = pcall(core.json_read, X.model_entry.path .. "/config.json")
-    local d = ok and (cfg.hidden_size or cfg.d_model) or nil
-    if d and d <= C.small_model_d then
-      core.set_threads(1)
-      X._manifest.threads = core.threads()
-    end
   end
   return X
 end
@@ -247,15 +251,28 @@ function C.alphas(X, id_lists, layer)
   return raw, scale
 end
 
--- Scores as a Lua array (index latent + 1).
+-- Scores as a Lua array (index latent + 1), memoised per Tensor (a 16k- or 65k-latent SAE is
+-- compared many times in sensitivity.lua).
+local values_memo = setmetatable({}, {__mode = "k"})
 function C.values(scores)
   if type(scores) == "table" then return scores end
-  return scores:totable()
+  local v = values_memo[scores]
+  if not v then v = scores:totable(); values_memo[scores] = v end
+  return v
 end
 
 -- Latents (0-based) ordered by score, highest first ("top") or lowest first ("bottom").
+local order_memo = {top = setmetatable({}, {__mode = "k"}), bottom = setmetatable({}, {__mode = "k"})}
 function C.order(scores, side)
-  local v = C.values(scores)
+  side = side == "bottom" and "bottom" or "top"
+  local memo = order_memo[side][scores]
+  if memo then return memo end
+  local idx = C.order_of(C.values(scores), side)
+  order_memo[side][scores] = idx
+  return idx
+end
+
+function C.order_of(v, side)
   local idx = {}
   for i = 1, #v do idx[i] = i - 1 end
   if side == "bottom" then
@@ -391,12 +408,67 @@ function C.baseline(X, prompts, labels, max_new)
   return out
 end
 
+-- A case study's prompts: the literal lists above, then what organism.json adds for the same
+-- prompt (its builder's paraphrases, word-swap contrasts and reassured variants), without
+-- repeats. Returns {paraphrases = {...}, contrasts = {...}, reassured = {...}}.
+function C.case_prompts(X, name)
+  local case = C.cases[name]
+  local out, seen = {paraphrases = {}, contrasts = {}, reassured = {}}, {[case.prompt] = true}
+  local function add(kind, text)
+    if type(text) == "string" and not seen[text] then seen[text] = true; table.insert(out[kind], text) end
+  end
+  for _, p in ipairs(case.paraphrases) do add("paraphrases", p) end
+  add("contrasts", case.contrast)
+  for _, cs in ipairs(X.organism and X.organism.case_studies or {}) do
+    if cs.prompt == case.prompt then
+      for _, kind in ipairs({"paraphrases", "contrasts", "reassured"}) do
+        if type(cs[kind]) == "table" then for _, p in ipairs(cs[kind]) do add(kind, p) end end
+      end
+    end
+  end
+  return out
+end
+
 -- Adds alpha_frac (alpha / scale) to steering rows.
 function C.with_frac(rows, scale)
   for _, r in ipairs(rows) do
     if r.alpha then r.alpha_frac = r.alpha / scale end
   end
   return rows
+end
+
+-- The instruction's own tokens in a chat prompt of n tokens: 1-based first, last (the
+-- template's prefix, e.g. <bos><start_of_turn>user\n, and its post-instruction tokens left out).
+function C.instruction_span(X, n)
+  local tok = X:tokenizer()
+  local n_post = tok:post_instruction_count(X.model_entry.template)
+  local prefix = #X:encode("") - n_post
+  return prefix + 1, n - n_post
+end
+
+-- RG[t, k] over the instruction's tokens only, for the top k latents: the last prompt token
+-- (t*, where the objective is read) carries most of the gradient and washes the rest of
+-- X:plot_tokens out; here the colour scale is the instruction's own.
+function C.plot_instruction_tokens(X, a, k)
+  local first, last = C.instruction_span(X, #a.ids)
+  if last < first then return nil end
+  local rows, row_labels, cols = {}, {}, {}
+  for i, r in ipairs(a:top(k)) do
+    row_labels[i] = ("#%d%s"):format(r.latent, r.name ~= "" and ("  " .. r.name) or "")
+    local row = {}
+    for t = first, last do row[#row + 1] = a.rg:at(t, r.latent + 1) end
+    rows[i] = row
+  end
+  for t = first, last do
+    cols[#cols + 1] = C.shorten((a.tokens[t] or ""):gsub("\n", "\\n"):gsub("▁", " "), 14)
+  end
+  return X:figure("heatmap", {name = ("tokens_instruction_%s_L%d"):format(a.label, a.layer),
+    title = ("RG[t, k] over the instruction's tokens — layer %d → %d"):format(a.layer, a.target),
+    subtitle = C.shorten(a.prompt, 90), xlabel = "instruction token", ylabel = "latent (top by S_k)",
+    values = rows, row_labels = row_labels, col_labels = cols, cmap = "diverging", colorbar = "W_dec[k] · g_t",
+    width = math.max(1600, 70 * #cols + 600), height = math.max(900, 70 * #rows + 400),
+    caption = ("As the full heatmap, without the chat template's tokens (the last of which, t*, dominates it): " ..
+      "which words of %s feed each latent's effect on refusal"):format(a.label)})
 end
 
 function C.shorten(s, n)

@@ -54,11 +54,19 @@ function E.body(X)
     if t.direction then shipped_cos = C.cosine(t.direction, dir.vector) end
   end
   local sel = dir.selection or {}
-  X:table("direction", {csv.record({from = dir.from, layer = dir.layer, pos = dir.pos, norm = dir.norm,
+  local dcols = {"from", "layer", "pos", "norm", "bypass", "induce", "kl", "n_kept", "base_harmful", "base_harmless",
+                 "cosine_with_shipped"}
+  local drows = {csv.record({from = dir.from, layer = dir.layer, pos = dir.pos, norm = dir.norm,
     bypass = best and best.bypass, induce = best and best.induce, kl = best and best.kl, n_kept = sel.n_kept,
-    base_harmful = sel.base_harmful, base_harmless = sel.base_harmless, cosine_with_shipped = shipped_cos},
-    {"from", "layer", "pos", "norm", "bypass", "induce", "kl", "n_kept", "base_harmful", "base_harmless",
-     "cosine_with_shipped"})}, {title = "The chosen direction (base_*: mean refusal score without intervention)"})
+    base_harmful = sel.base_harmful, base_harmless = sel.base_harmless, cosine_with_shipped = shipped_cos}, dcols)}
+  -- The shipped direction as its builder recorded it (organism.json), on its own prompts.
+  local od = X.organism and X.organism.direction
+  if type(od) == "table" then
+    drows[2] = csv.record({from = "shipped (organism.json)", layer = od.layer, pos = od.pos, norm = od.norm,
+      bypass = od.bypass, induce = od.induce, kl = od.kl, cosine_with_shipped = shipped_cos and 1 or nil}, dcols)
+  end
+  X:table("direction", drows, {title = "The chosen direction (base_*: mean refusal score without intervention; the " ..
+    "shipped direction's numbers are its builder's, on its own prompts)"})
   if shipped_cos then
     X:note(("Cosine similarity between the selected direction and the model's shipped direction.safetensors: %.3f.")
       :format(shipped_cos))

@@ -7,7 +7,7 @@
 --
 -- Params: n_prompts (per set), list_k (bottom latents listed), steer_k (steered), alphas
 -- (multiples of the mean residual norm when alpha_unit = "norm"), controls, max_new_tokens,
--- direction_file.
+-- where (positions steered), direction_file.
 local csv = require "upstream.csv"
 local upstream = require "upstream"
 local C = dofile((debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or ".") .. "/common.lua")
@@ -25,11 +25,11 @@ E.decl = {
     "prompt set) steered into harmful and borderline prompts, against random latents and against ablating the " ..
     "refusal direction.",
   prompts = {harmful = C.harmful, borderline = borderline, harmless = C.harmless},
-  params = {n_prompts = 6, list_k = 10, steer_k = 3, alphas = {0, 0.5, 1}, alpha_unit = "norm", controls = 2,
-            max_new_tokens = 8, direction_file = ""},
+  params = {n_prompts = 6, list_k = 10, steer_k = 3, alphas = {0, 0.25, 0.5, 1}, alpha_unit = "norm", controls = 2,
+            max_new_tokens = 8, direction_file = "", where = "all"},
 }
 
-local steer_cols = {"set", "prompt", "layer", "kind", "latent", "name", "alpha", "alpha_frac", "max_new_tokens", "score",
+local steer_cols = {"set", "prompt", "layer", "kind", "latent", "name", "where", "alpha", "alpha_frac", "max_new_tokens", "score",
                     "dscore", "p_refusal", "R", "dR", "predicted_dR", "refused", "text"}
 
 function E.body(X)
@@ -76,7 +76,7 @@ function E.body(X)
     local steer = C.head(bottom, P.steer_k)
     local raw, scale = C.alphas(X, ids, src)
     local s = X:steer{prompts = texts, layer = src, sae = sae, direction = dir, target = target, latents = steer,
-                      alphas = raw, controls = P.controls, max_new_tokens = P.max_new_tokens, label = set}
+                      alphas = raw, controls = P.controls, max_new_tokens = P.max_new_tokens, label = set, where = P.where}
     local srows = C.with_frac(s:rows(), scale)
     for _, r in ipairs(srows) do r.set = set end
     X:table("steering", srows, {columns = steer_cols, title = "Steering cells: bottom latents and random controls", show = 12})
@@ -126,13 +126,21 @@ function E.body(X)
       if a.kind == "latent" and (not best or row.mean_score < best.mean_score) then best = row end
     end
     local abl = acc[order[#order]]
+    -- Random latents at the best latent's coefficient: what any push of that size does.
+    local ctl_sum, ctl_n = 0, 0
+    for _, r in ipairs(summary) do
+      if best and r.set == set and r.kind == "control" and r.alpha == best.alpha then
+        ctl_sum, ctl_n = ctl_sum + r.mean_score, ctl_n + 1
+      end
+    end
     if base and best then
       verdicts[#verdicts + 1] = ("**%s**: unsteered mean refusal score %.3f%s; the strongest bottom latent (#%d%s, alpha %.3g " ..
         "= %.2g x the residual norm) brings it to %.3f%s; ablating the refusal direction gives %.3f%s."):format(set,
         base.mean_score, base.refusal_rate and (" (refusal rate %.2f)"):format(base.refusal_rate) or "", best.latent,
         best.name ~= "" and (" " .. best.name) or "", best.alpha, best.alpha_frac or 0 / 0, best.mean_score,
         best.refusal_rate and (" (refusal rate %.2f)"):format(best.refusal_rate) or "", abl.score / abl.n,
-        P.max_new_tokens > 0 and (" (refusal rate %.2f)"):format(abl.refused / abl.n) or "")
+        P.max_new_tokens > 0 and (" (refusal rate %.2f)"):format(abl.refused / abl.n) or "") ..
+        (ctl_n > 0 and (" Random latents at the same coefficient: %.3f."):format(ctl_sum / ctl_n) or "")
     end
   end
 

@@ -4,7 +4,8 @@
 -- compared with rankings made
 --   - from paraphrases of the prompt (and across case studies),
 --   - at other source layers, with the reference layer's dictionary (the residual stream's
---     basis is shared; SAEs of other layers are other dictionaries, whose indices do not match),
+--     basis is shared), and with those layers' own SAEs where the model has them (other
+--     dictionaries: compared by decoder directions, as their indices do not correspond),
 --   - at other target layers L of the objective R = <h_L[last], r>,
 --   - with other refusal directions (difference-of-means candidates at other positions and layers),
 --   - with the cosine and activation-weighted score variants,
@@ -34,12 +35,27 @@ E.decl = {
 }
 
 local cols = {"case", "dimension", "reference", "setting", "k", "jaccard", "kendall", "n_union", "direction_cosine",
-              "matched", "mean_max_cos", "R", "top_setting", "top_reference"}
+              "matched", "mean_max_cos", "planted_rank", "R", "top_setting", "top_reference"}
 
 local function list(v)
   if type(v) == "table" then return v end
   if v == nil or v == "" then return {} end
   return {v}
+end
+
+-- How many of A's top latents have a decoder row within cosine >= threshold of one of B's
+-- top latents' rows (dictionaries whose indices do not correspond), and the mean best cosine.
+local function match(sae_a, top_a, sae_b, top_b, threshold)
+  local rows_b = {}
+  for i, kb in ipairs(top_b) do rows_b[i] = sae_b:decoder_row(kb) end
+  local matched, sum = 0, 0
+  for _, ka in ipairs(top_a) do
+    local ra, best = sae_a:decoder_row(ka), -1
+    for _, rb in ipairs(rows_b) do best = math.max(best, C.cosine(ra, rb)) end
+    sum = sum + best
+    if best >= threshold then matched = matched + 1 end
+  end
+  return matched / #top_a, sum / #top_a
 end
 
 function E.body(X)
@@ -55,6 +71,18 @@ function E.body(X)
     if not C.cases[name] then error(("sensitivity: unknown case '%s' (hugging, bacteria, payment)"):format(name), 0) end
   end
 
+  -- On the organism: the latents organism.json ties to each case's planted cause (at the
+  -- reference layer's dictionary), whose best rank every setting reports.
+  local planted = {}
+  for _, name in ipairs(cases) do
+    local list = {}
+    for _, concept in ipairs(C.planted(X, C.cases[name].prompt) or {}) do
+      for _, o in ipairs(C.concept_latents(X, src, concept)) do list[#list + 1] = o.latent end
+    end
+    planted[name] = #list > 0 and list or nil
+  end
+  local best_planted = {}
+
   local rows = {}
   local means = {} -- means[dimension][case] = {j = sum of Jaccard, t = sum of tau, n, nt}
   local dim_order = {}
@@ -66,6 +94,16 @@ function E.body(X)
       local is_ref = a == ref or (extra and extra.direction_cosine and extra.direction_cosine > 0.99999)
       r.jaccard, r.kendall, r.n_union = c.jaccard, c.kendall, c.n_union
       r.top_setting, r.top_reference, r.R = C.join(c.top_b), C.join(c.top_a), a.R
+      if planted[case] then
+        for _, pk in ipairs(planted[case]) do
+          local rank = C.rank_of(a.scores, pk)
+          if not r.planted_rank or rank < r.planted_rank then r.planted_rank = rank end
+        end
+        local b = best_planted[case]
+        if not b or r.planted_rank < b.rank then
+          best_planted[case] = {rank = r.planted_rank, dimension = dimension, setting = setting}
+        end
+      end
       if not is_ref then
         if not means[dimension] then means[dimension] = {}; dim_order[#dim_order + 1] = dimension end
         local mm = means[dimension][case] or {j = 0, t = 0, n = 0, nt = 0}
@@ -92,7 +130,7 @@ function E.body(X)
   local all, names = {}, {}
   for _, name in ipairs(cases) do
     all[#all + 1], names[#names + 1] = ref[name], name
-    for i, p in ipairs(C.cases[name].paraphrases) do
+    for i, p in ipairs(C.case_prompts(X, name).paraphrases) do
       local label = ("%s_para%d"):format(name, i)
       local a = X:attribute{prompt = p, layer = src, direction = dir, sae = sae, label = label}
       all[#all + 1], names[#names + 1] = a, label
@@ -110,11 +148,31 @@ function E.body(X)
   X:figure("matrix", {name = "paraphrase_jaccard", title = ("Jaccard@%d of the top latents across prompts"):format(k),
     subtitle = ("source layer %d, target %d; each case study followed by its paraphrases"):format(src, target),
     values = J, labels = names, format = "%.2f",
-    caption = "High within a case study and low across them: the ranking follows what the prompt is about, not its words"})
+    caption = "Blocks on the diagonal: agreement among a case study's paraphrases; off the blocks: across case studies"})
   X:figure("heatmap", {name = "paraphrase_kendall", title = "Kendall tau-b over the union of both top-k sets",
     subtitle = ("source layer %d, target %d"):format(src, target), values = T, row_labels = names, col_labels = names,
     cmap = "diverging", vmin = -1, vmax = 1, annotate = true, format = "%.2f", colorbar = "tau",
     caption = "Agreement of the scores' order among the latents either prompt ranks in its top k"})
+
+  local function line_figs(series, what, xlabel, ref_at)
+    if #series == 0 or #series[1].x == 0 then return end
+    -- Layers as categories, so the axis has one tick per layer.
+    local sj, st, xl = {}, {}, {}
+    for i, l in ipairs(series[1].x) do xl[i] = ("L%d"):format(l) end
+    for _, s in ipairs(series) do
+      local xi = {}
+      for i = 1, #s.x do xi[i] = i - 1 end
+      sj[#sj + 1] = {name = s.name, x = xi, y = s.y}
+      st[#st + 1] = {name = s.name, x = xi, y = s.tau}
+    end
+    X:figure("lines", {name = what .. "_jaccard", title = ("Jaccard@%d with the reference ranking, by %s"):format(k, xlabel),
+      subtitle = ("reference at %s"):format(ref_at), xlabel = xlabel, ylabel = ("Jaccard@%d"):format(k), series = sj,
+      x_labels = xl, ymin = 0, ymax = 1.05, caption = ("Overlap of the top-%d latents with the reference, by %s"):format(k, xlabel)})
+    X:figure("lines", {name = what .. "_kendall", title = ("Kendall tau with the reference ranking, by %s"):format(xlabel),
+      subtitle = ("reference at %s; over the union of both top-%d sets"):format(ref_at, k), xlabel = xlabel,
+      ylabel = "Kendall tau-b", series = st, x_labels = xl, ymin = -1, ymax = 1.05,
+      caption = ("Rank agreement with the reference, by %s"):format(xlabel)})
+  end
 
   -- 2. Source layers, one dictionary (the reference layer's SAE applied at every layer).
   X:section("Source layer")
@@ -137,11 +195,28 @@ function E.body(X)
       end
       layer_series[#layer_series + 1] = {name = name, x = xs, y = js, tau = ts}
     end
-    local others = {}
-    for _, l in ipairs(sweep) do if l ~= src and C.has_sae(X, l) then others[#others + 1] = l end end
     X:note(("Rankings at every source layer use the dictionary of layer %d (the reference), so latent indices stay " ..
-      "comparable.%s"):format(src, #others > 0 and (" The model also has SAEs at layer(s) " .. C.join(others, ", ") ..
-      "; their latents are other features and are not compared index by index.") or ""))
+      "comparable."):format(src))
+  end
+  line_figs(layer_series, "source_layer", "source layer", ("layer %d"):format(src))
+
+  -- Source layers with SAEs of their own: other dictionaries, compared by decoder directions.
+  local own = {}
+  for _, l in ipairs(sweep) do if l ~= src and l < target and C.has_sae(X, l) then own[#own + 1] = l end end
+  for _, l in ipairs(own) do
+    local other = C.sae(X, l)
+    for _, name in ipairs(cases) do
+      local a = X:attribute{prompt = C.cases[name].prompt, layer = l, direction = dir, sae = other, label = name}
+      local ta, tb = ref[name]:top_latents(k), a:top_latents(k)
+      local matched, mean_cos = match(sae, ta, other, tb, P.match_cos)
+      add(name, "source_layer_sae", ("L%d"):format(src), ("L%d"):format(l), ref[name], nil, {matched = matched,
+        mean_max_cos = mean_cos, top_setting = C.join(tb), top_reference = C.join(ta), R = a.R})
+    end
+  end
+  if #own > 0 then
+    X:note(("Layer(s) %s also have SAEs of their own: rankings there (rows `source_layer_sae`) are compared by " ..
+      "decoder directions — `matched` is the share of the reference's top %d whose decoder row has cosine >= %.2g " ..
+      "with one of theirs."):format(C.join(own, ", "), k, P.match_cos))
   end
 
   -- 3. Target layers.
@@ -162,26 +237,7 @@ function E.body(X)
     target_series[#target_series + 1] = {name = name, x = xs, y = js, tau = ts}
   end
 
-  local function line_figs(series, what, xlabel, ref_at)
-    if #series == 0 or #series[1].x == 0 then return end
-    -- Layers as categories, so the axis has one tick per layer.
-    local sj, st, xl = {}, {}, {}
-    for i, l in ipairs(series[1].x) do xl[i] = ("L%d"):format(l) end
-    for _, s in ipairs(series) do
-      local xi = {}
-      for i = 1, #s.x do xi[i] = i - 1 end
-      sj[#sj + 1] = {name = s.name, x = xi, y = s.y}
-      st[#st + 1] = {name = s.name, x = xi, y = s.tau}
-    end
-    X:figure("lines", {name = what .. "_jaccard", title = ("Jaccard@%d with the reference ranking, by %s"):format(k, xlabel),
-      subtitle = ("reference at %s"):format(ref_at), xlabel = xlabel, ylabel = ("Jaccard@%d"):format(k), series = sj, x_labels = xl,
-      ymin = 0, ymax = 1.05, caption = ("Overlap of the top-%d latents with the reference, by %s"):format(k, xlabel)})
-    X:figure("lines", {name = what .. "_kendall", title = ("Kendall tau with the reference ranking, by %s"):format(xlabel),
-      subtitle = ("reference at %s; over the union of both top-%d sets"):format(ref_at, k), xlabel = xlabel,
-      ylabel = "Kendall tau-b", series = st, x_labels = xl, ymin = -1, ymax = 1.05,
-      caption = ("Rank agreement with the reference, by %s"):format(xlabel)})
-  end
-  line_figs(layer_series, "source_layer", "source layer", ("layer %d"):format(src))
+
   line_figs(target_series, "target_layer", "target layer", ("layer %d"):format(target))
 
   -- 4. Directions: difference-of-means candidates at every post-instruction position of the
@@ -213,7 +269,7 @@ function E.body(X)
     choices[#choices + 1] = {pos = -1, layer = others[j]}
   end
   local dir_names, dir_vals = {}, {}
-  for ci, ch in ipairs(choices) do
+  for _, ch in ipairs(choices) do
     local v = cand(ch.pos, ch.layer)
     if v then
       local label = ("pos %d L%d"):format(ch.pos, ch.layer)
@@ -227,7 +283,6 @@ function E.body(X)
         dir_vals[ni][#dir_names] = r.jaccard
       end
     end
-    local _ = ci
   end
   if #dir_names > 0 then
     local series = {}
@@ -260,9 +315,11 @@ function E.body(X)
   -- 6. SAE widths at the source layer (registered SAEs of this model other than the reference).
   X:section("SAE width")
   local widths = {}
+  local mine = X.sae_name and X.settings.saes[X.sae_name] or {}
   for _, n in ipairs(util.sorted_keys(X.settings.saes)) do
     local e = X.settings.saes[n]
-    if e.model == X.model_name and n ~= X.sae_name then widths[#widths + 1] = n end
+    -- Same model and the same hook (an MLP-output SAE is another kind, not another width).
+    if e.model == X.model_name and n ~= X.sae_name and (e.hook or "") == (mine.hook or "") then widths[#widths + 1] = n end
   end
   if #widths == 0 or not X.sae_name then
     X:note("One SAE at the source layer: SAE widths not compared (register others for this model in upstream.cfg).")
@@ -273,16 +330,8 @@ function E.body(X)
         for _, name in ipairs(cases) do
           local a = X:attribute{prompt = C.cases[name].prompt, layer = src, direction = dir, sae = other, label = name}
           local ta, tb = ref[name]:top_latents(k), a:top_latents(k)
-          local rows_b = {}
-          for i, kb in ipairs(tb) do rows_b[i] = other:decoder_row(kb) end
-          local matched, sum = 0, 0
-          for _, ka in ipairs(ta) do
-            local ra, best = sae:decoder_row(ka), -1
-            for _, rb in ipairs(rows_b) do best = math.max(best, C.cosine(ra, rb)) end
-            sum = sum + best
-            if best >= P.match_cos then matched = matched + 1 end
-          end
-          add(name, "sae_width", X.sae_name, n, ref[name], nil, {matched = matched / #ta, mean_max_cos = sum / #ta,
+          local matched, mean_cos = match(sae, ta, other, tb, P.match_cos)
+          add(name, "sae_width", X.sae_name, n, ref[name], nil, {matched = matched, mean_max_cos = mean_cos,
             top_setting = C.join(tb), top_reference = C.join(ta), R = a.R})
         end
       end
@@ -290,7 +339,17 @@ function E.body(X)
   end
 
   X:section("Summary")
-  X:table("sensitivity", rows, {columns = cols, title = "Every comparison with the reference ranking", show = 30})
+  X:table("sensitivity", rows, {columns = cols, title = "Every comparison with the reference ranking (planted_rank: " ..
+    "best rank of the planted cause's latents in that setting, on the organism)", show = 30})
+  for _, name in ipairs(cases) do
+    local b = best_planted[name]
+    if b then
+      local r0
+      for _, r in ipairs(rows) do if r.case == name and r.planted_rank and r.setting == r.reference then r0 = r0 or r end end
+      X:note(("**%s**: the planted cause's best latent ranks %s in the reference setting and at best %d (%s: %s)."):format(
+        name, r0 and tostring(r0.planted_rank) or "?", b.rank, b.dimension, b.setting))
+    end
+  end
   local summary, cats, series = {}, {}, {}
   for ni, name in ipairs(cases) do series[ni] = {name = name, values = {}} end
   for di, dim in ipairs(dim_order) do

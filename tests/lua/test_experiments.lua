@@ -169,6 +169,15 @@ do
       end
     end
     check(widths == 3, "tiny: %d sae_width rows, expected 3", widths)
+    local own = 0
+    for _, r in ipairs(table_of(sdir2, "sensitivity")) do
+      if r.dimension == "source_layer_sae" then
+        own = own + 1
+        local m = tonumber(r.matched)
+        check(r.setting == "L0" and m and m >= 0 and m <= 1, "tiny: source_layer_sae row %s %s", r.setting, r.matched)
+      end
+    end
+    check(own == 3, "tiny: %d source_layer_sae rows, expected 3", own)
   end
 end
 
@@ -284,6 +293,9 @@ if have_org then
   if adir then
     local runs = table_of(adir, "runs")
     check(#runs == 6, "all: %d runs listed", #runs)
+    check(#table_of(adir, "planted") == 3, "all: the planted table should have a row per case study")
+    -- headline: steer_k = 2 latents x the one non-zero alpha (0.5) x 3 case studies.
+    check(#table_of(adir, "headline") == 6, "all: the headline table should have 6 rows")
     for _, r in ipairs(runs) do check(r.status == "complete", "all: %s %s", r.experiment, r.status) end
   end
 
