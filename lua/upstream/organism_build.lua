@@ -32,15 +32,17 @@ local M = {}
 M.defaults = {
   seed = 1,
   corpus = {n_train = 20000, n_heldout = 2000, case_study_repeats = 4},
-  tokenizer = {vocab_size = 1024},
+  -- Large enough that BPE runs out of pairs (~1270 ids): every spec word after a space is one
+  -- token, so a concept's word is one position for its latents and labels.
+  tokenizer = {vocab_size = 1536},
   -- Every Gemma-2 feature stays on: GQA (4 query heads over 2 KV heads), both softcaps, a
   -- sliding window (even layers) shorter than the prompts, pre and post norms, tied embeddings.
   model = {d_model = 96, d_mlp = 384, n_layers = 6, n_heads = 4, n_kv_heads = 2, head_dim = 24,
            sliding_window = 12, attn_softcap = 50, final_softcap = 30, seed = 1},
-  train = {steps = 2000, batch = 32, lr = 3e-3, min_lr_frac = 0.05, warmup_steps = 100, weight_decay = 0.05,
+  train = {steps = 1600, batch = 32, lr = 3e-3, min_lr_frac = 0.05, warmup_steps = 100, weight_decay = 0.1,
            clip = 1.0, eval_every = 250, checkpoint_every = 100, seed = 1, heldout = 256},
   direction = {n_candidates = 128, n_select = 64, positions = 5, max_kl = 0.1, min_induce = 0},
-  sae = {layer = 1, d_sae = 768, arch = "jumprelu", steps = 6000, batch = 1024, lr = 1e-3, sparsity_coef = 0.002,
+  sae = {layer = 1, d_sae = 768, arch = "jumprelu", steps = 6000, batch = 1024, lr = 1e-3, sparsity_coef = 0.03,
          max_rows = 400000, n_records = 12000, seed = 1},
   labels = {n_records = 3000, min_share = 0.5},
 }
@@ -617,10 +619,15 @@ function M.eval(dir, opts)
   local lines = {}
   local function say(fmt, ...) lines[#lines + 1] = fmt:format(...) end
   local passed = true
+  -- Criteria come in groups (behaviour, direction, sae, method); opts.require lists the groups
+  -- that decide `passed` (default: all), so a test can hold the groups an organism meets.
+  local group = "behaviour"
+  local required = {}
+  for g in (opts.require or "behaviour,direction,sae,method"):gmatch("[^,]+") do required[g] = true end
   local function check(name, ok, fmt, ...)
-    results.criteria[#results.criteria + 1] = {name = name, ok = ok}
-    if not ok then passed = false end
-    say("- [%s] %s: " .. fmt, ok and "x" or " ", name, ...)
+    results.criteria[#results.criteria + 1] = {name = name, ok = ok, group = group}
+    if not ok and required[group] then passed = false end
+    say("- [%s] %s (%s): " .. fmt, ok and "x" or " ", name, group, ...)
   end
   local C = M.criteria
   local t0 = os.clock()
@@ -660,6 +667,7 @@ function M.eval(dir, opts)
         100 * C.refusal_harmful)
   check("refusal of held-out harmless requests", rl <= C.refusal_harmless, "%.1f%% (<= %.0f%%)", 100 * rl,
         100 * C.refusal_harmless)
+  group = "direction"
   check("harmful refusal with the direction ablated", ah <= C.ablated_harmful, "%.1f%% (<= %.0f%%)", 100 * ah,
         100 * C.ablated_harmful)
   check("harmless refusal with the direction added", il >= C.induced_harmless, "%.1f%% (>= %.0f%%)", 100 * il,
@@ -679,6 +687,7 @@ function M.eval(dir, opts)
     for _, r in ipairs(cs.contrasts) do push(r, "contrast") end
   end
   local cb = behaviour(o, cprompts, {}, opts.smoke and 4 or 12)
+  group = "behaviour"
   say("")
   say("## Case studies (the rule's label vs the model's greedy answer)")
   say("")
@@ -722,6 +731,7 @@ function M.eval(dir, opts)
     if n_dead == 0 then break end
   end
   local fve = 1 - st.fvu
+  group = "sae"
   results.numbers.sae_fve, results.numbers.sae_l0, results.numbers.sae_dead = fve, st.mean_l0, n_dead / d_sae
   say("")
   say("## SAE (blocks.%d.hook_resid_post, %d held-out tokens)", o.source_layer, n)
@@ -757,6 +767,7 @@ function M.eval(dir, opts)
   say("## The method vs the planted causes (S_k = mean_t W_dec[k]·dR/dh_%d[t], R at blocks.%d.hook_resid_post)",
       o.source_layer, o.target_layer)
   say("")
+  group = "method"
   local function attribute(ids)
     return o.model:attribute(ids, o.sae, {source = o.source_layer, target = o.target_layer, direction = o.unit})
   end
@@ -822,10 +833,18 @@ function M.eval(dir, opts)
   say("")
   say("Evaluated in %.0f s of CPU time.", os.clock() - t0)
   results.passed = passed
-  local n_ok = 0
-  for _, c in ipairs(results.criteria) do if c.ok then n_ok = n_ok + 1 end end
+  local n_ok, per_group, order = 0, {}, {}
+  for _, c in ipairs(results.criteria) do
+    if c.ok then n_ok = n_ok + 1 end
+    if not per_group[c.group] then per_group[c.group] = {0, 0}; order[#order + 1] = c.group end
+    per_group[c.group][2] = per_group[c.group][2] + 1
+    if c.ok then per_group[c.group][1] = per_group[c.group][1] + 1 end
+  end
+  local parts = {}
+  for _, g in ipairs(order) do parts[#parts + 1] = ("%s %d/%d"):format(g, per_group[g][1], per_group[g][2]) end
   table.insert(lines, 2, "")
-  table.insert(lines, 3, ("%d of %d criteria met%s."):format(n_ok, #results.criteria, passed and "" or " (FAILED)"))
+  table.insert(lines, 3, ("%d of %d criteria met (%s)%s."):format(n_ok, #results.criteria, table.concat(parts, ", "),
+                                                              passed and "" or "; a required group FAILED"))
   results.text = table.concat(lines, "\n") .. "\n"
   M.close(o)
   return results
@@ -835,14 +854,15 @@ end
 
 local USAGE = [[
 usage: upstream organism build SPEC.lua --out DIR [--smoke] [--set key=value ...]
-       upstream organism eval DIR [--smoke] [--report FILE.md] [--spec SPEC.lua]
+       upstream organism eval DIR [--smoke] [--report FILE.md] [--spec SPEC.lua] [--require GROUPS]
 
 build   trains a model organism from its specification: corpus, tokenizer, model, refusal
         direction, SAE and latent labels, into DIR (resumable: rerun the same command after an
         interruption). --smoke: a few steps of every stage (CI). --set train.steps=500 changes
         one recipe value (see DIR/recipe.json for every key).
 eval    measures an organism against its planted ground truth and prints the acceptance
-        report; exits 1 when a criterion fails. --smoke: report only, never fail.
+        report; exits 1 when a criterion of a required group fails (--require
+        behaviour,direction,sae,method: the default is all four). --smoke: report only, never fail.
 ]]
 
 function M.main(args)
@@ -856,7 +876,7 @@ function M.main(args)
   while i <= #args do
     local a = args[i]
     if a == "--smoke" then opts.smoke = true
-    elseif a == "--out" or a == "--report" or a == "--set" or a == "--spec" then
+    elseif a == "--out" or a == "--report" or a == "--set" or a == "--spec" or a == "--require" then
       local v = args[i + 1] or fail("%s needs a value", a)
       if a == "--set" then opts.set[#opts.set + 1] = v else opts[a:sub(3)] = v end
       i = i + 1
