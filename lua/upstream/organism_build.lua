@@ -41,7 +41,11 @@ M.defaults = {
            sliding_window = 12, attn_softcap = 50, final_softcap = 30, seed = 1},
   train = {steps = 1600, batch = 32, lr = 3e-3, min_lr_frac = 0.05, warmup_steps = 100, weight_decay = 0.1,
            clip = 1.0, eval_every = 250, checkpoint_every = 100, seed = 1, heldout = 256},
-  direction = {n_candidates = 128, n_select = 64, positions = 5, max_kl = 0.1, min_induce = 0},
+  -- max_kl: design.md's filter is KL <= 0.1, but in the organism every candidate that induces
+  -- refusal moves harmless logits far more when ablated (KL 3 to 6 nats; a table of every
+  -- candidate is in the build log), so no candidate would pass; the organism keeps the other
+  -- filters and the lowest-bypass rule.
+  direction = {n_candidates = 128, n_select = 64, positions = 5, max_kl = 10, min_induce = 0},
   sae = {layer = 1, d_sae = 768, arch = "jumprelu", steps = 6000, batch = 1024, lr = 1e-3, sparsity_coef = 0.03,
          max_rows = 400000, n_records = 12000, seed = 1},
   labels = {n_records = 3000, min_share = 0.5},
@@ -329,6 +333,12 @@ local function stage_direction(ctx)
   local sel = model:select_direction(cand, chat_ids(tok, slice(harmful, dc.n_candidates + 1, math.huge)),
                                      chat_ids(tok, slice(harmless, dc.n_candidates + 1, math.huge)),
                                      {refusal_ids = refusal, max_kl = dc.max_kl, min_induce = dc.min_induce})
+  for _, c in ipairs(sel.scores) do
+    if c.bypass then
+      ctx.log:line("direction: candidate pos %d layer %d  bypass %8.3f  induce %8.3f  KL %7.4f  %s", c.pos, c.layer,
+                   c.bypass, c.induce, c.kl, c.dropped)
+    end
+  end
   if not sel.best then fail("direction: no candidate passes the filters (%d candidates)", #sel.scores) end
   local unit, norm = upstream.normalize(sel.direction)
   local meta = {pos = tostring(sel.best.pos), layer = tostring(sel.best.layer), norm = ("%.9g"):format(norm),
