@@ -49,7 +49,9 @@ static up_status workspace_init(workspace *w, const up_model_config *c, int firs
     const int n_layers = last - first + 1;
     size_t per_layer = 3 * N * d + 4 * N + N * qd + 2 * N * kvd + 2 * att + 2 * N * f + N * d +
                        (with_weights ? N * qd : 0);
-    w->wscratch_floats = f * d > qd * d ? f * d : qd * d;
+    /* Widened weight slabs: the activation products' summed dimension is d, qd, kvd or d_mlp. */
+    const size_t k_max = f > d ? (f > qd ? f : qd) : (d > qd ? d : qd);
+    w->wscratch_floats = up_linear_scratch_floats((int)k_max);
     size_t total = (size_t)n_layers * per_layer + 3 * N * d + 2 * N * qd + 2 * N * kvd + 2 * N * f + att +
                    w->wscratch_floats + (with_weights ? N * d + N * f : 0);
     w->tape.layers = calloc((size_t)(n_layers > 0 ? n_layers : 1), sizeof *w->tape.layers);

@@ -3,6 +3,7 @@
 #include <assert.h>
 #include <cblas.h>
 #include <omp.h>
+#include <pthread.h>
 #include <string.h>
 #if defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>
@@ -11,34 +12,75 @@
 /* OpenBLAS's own thread-count setter; declared here because cblas.h does not promise it. */
 extern void openblas_set_num_threads(int n);
 
+/* One thread pool in the program: ours. OpenBLAS is held at one thread and every product is
+ * cut into blocks that our OpenMP threads run as single-threaded sgemm calls. With OpenBLAS's
+ * pthread pool alive as well, its workers and ours spin against each other for the cores
+ * (perf showed it on a 2-core machine: 0.55 s per tiny training step against 0.42 with
+ * everything single-threaded). */
 static int n_threads = 0;
+static pthread_once_t blas_once = PTHREAD_ONCE_INIT;
+
+static void blas_init(void) { openblas_set_num_threads(1); }
 
 void up_blas_set_threads(int n) {
+    pthread_once(&blas_once, blas_init);
     if (n <= 0) return;
     n_threads = n;
-    openblas_set_num_threads(n);
     omp_set_num_threads(n);
 }
 
 int up_blas_threads(void) { return n_threads > 0 ? n_threads : omp_get_max_threads(); }
 
-void up_sgemm(int M, int N, int K, float alpha, const float *A, const float *B, int b_transposed,
-              float beta, float *C) {
-    if (M <= 0 || N <= 0) return;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, b_transposed ? CblasTrans : CblasNoTrans, M, N, K,
-                alpha, A, K, B, b_transposed ? K : N, beta, C, N);
+/* Below this many multiply-adds a product runs as one call on the calling thread: waking the
+ * pool costs more than it saves. */
+#define SERIAL_MACS (1L << 20)
+/* Target size of one block's share of the partitioned operand (fp32 bytes): big enough that
+ * OpenBLAS's repacking of the other operand per call stays a small cost, small enough that
+ * a widened block stays in the last-level cache until sgemm has packed it. */
+#define BLOCK_BYTES (1L << 20)
+
+/* Block width along a dimension of length n whose slices are `depth` floats long: a
+ * multiple of 16 (OpenBLAS's kernel widths divide it), at least 16. It depends on the shape
+ * only, never on the thread count, so every element of a result comes from the same sgemm
+ * call shape whatever the threads. */
+static int block_width(int n, int depth) {
+    long w = BLOCK_BYTES / ((long)sizeof(float) * (depth > 0 ? depth : 1));
+    w = w < 16 ? 16 : w & ~15L;
+    return w >= n ? n : (int)w;
 }
 
-/* Widen a whole matrix in parallel; the chunking does not affect the (exact) result. */
-static void widen(float *dst, const void *src, up_dtype dtype, size_t n) {
-    const size_t chunk = 1 << 16;
-    long n_chunks = (long)((n + chunk - 1) / chunk);
-#pragma omp parallel for schedule(static)
-    for (long c = 0; c < n_chunks; c++) {
-        size_t off = (size_t)c * chunk;
-        size_t len = n - off < chunk ? n - off : chunk;
-        up_convert_to_f32(dst + off, (const char *)src + off * up_dtype_size(dtype), dtype, len);
+static int n_blocks(int n, int w) { return (n + w - 1) / w; }
+
+/* C (M,N) = alpha op(A) op(B) + beta C, row-major, cut into column blocks of C (split_n) or
+ * row blocks, each one single-threaded sgemm run by one of our threads. */
+static void gemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int M, int N, int K, float alpha, const float *A,
+                 int lda, const float *B, int ldb, float beta, float *C, int ldc) {
+    pthread_once(&blas_once, blas_init);
+    if (M <= 0 || N <= 0) return;
+    if ((long)M * N * K < SERIAL_MACS) {
+        cblas_sgemm(CblasRowMajor, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        return;
     }
+    /* Cut the larger side: its slices are what each call brings in fresh. */
+    const int split_n = N >= M;
+    const int w = split_n ? block_width(N, K) : block_width(M, K), nb = n_blocks(split_n ? N : M, w);
+#pragma omp parallel for schedule(static)
+    for (int i = 0; i < nb; i++) {
+        const int o = i * w, len = (split_n ? N : M) - o < w ? (split_n ? N : M) - o : w;
+        if (split_n) {
+            const float *Bo = tb == CblasNoTrans ? B + o : B + (size_t)o * ldb;
+            cblas_sgemm(CblasRowMajor, ta, tb, M, len, K, alpha, A, lda, Bo, ldb, beta, C + o, ldc);
+        } else {
+            const float *Ao = ta == CblasNoTrans ? A + (size_t)o * lda : A + o;
+            cblas_sgemm(CblasRowMajor, ta, tb, len, N, K, alpha, Ao, lda, B, ldb, beta, C + (size_t)o * ldc, ldc);
+        }
+    }
+}
+
+void up_sgemm(int M, int N, int K, float alpha, const float *A, const float *B, int b_transposed,
+              float beta, float *C) {
+    gemm(CblasNoTrans, b_transposed ? CblasTrans : CblasNoTrans, M, N, K, alpha, A, K, B, b_transposed ? K : N,
+         beta, C, N);
 }
 
 /* dot(x, w) over K with w in the storage dtype. The 8-lane accumulation order is fixed, so
@@ -122,52 +164,72 @@ static void linear_fused(float *y, const float *x, const void *W, up_dtype dtype
     }
 }
 
-/* Rows of W handled per sgemm call: all of them for fp32, else what fits the scratch. */
-static int block_rows(up_dtype dtype, int N, int K, size_t scratch_floats) {
-    if (dtype == UP_DTYPE_F32) return N;
-    size_t rows = scratch_floats / (size_t)K;
-    assert(rows >= 1);
-    return rows >= (size_t)N ? N : (int)rows;
+/* Widened-block scratch per thread for a product whose blocks are slices of `depth` floats:
+ * block_width's block, at least 16 slices. */
+static size_t slot_floats(int depth) {
+    const size_t a = BLOCK_BYTES / sizeof(float), b = (size_t)16 * (depth > 0 ? depth : 1);
+    return a > b ? a : b;
 }
 
-/* Rows [n0, n0 + nb) of W as fp32: in place for F32, else widened into scratch. */
-static const float *weight_rows(const void *W, up_dtype dtype, int n0, int nb, int K, float *scratch) {
-    const void *src = (const char *)W + (size_t)n0 * K * up_dtype_size(dtype);
-    if (dtype == UP_DTYPE_F32) return src;
-    widen(scratch, src, dtype, (size_t)nb * K);
-    return scratch;
+size_t up_linear_scratch_floats(int max_dim) { return (size_t)omp_get_max_threads() * slot_floats(max_dim); }
+
+/* Threads that may run at once given the scratch: each needs its own slot. */
+static int scratch_threads(size_t scratch_floats, size_t slot) {
+    size_t n = scratch_floats / slot, max = (size_t)omp_get_max_threads();
+    assert(n >= 1 && "blas: scratch smaller than one block (see up_linear_scratch_floats)");
+    return (int)(n < max ? n : max);
 }
 
 void up_linear(float *y, const float *x, const void *W, up_dtype dtype, int M, int N, int K,
                int accumulate, float *scratch, size_t scratch_floats) {
+    pthread_once(&blas_once, blas_init);
     if (M <= 0) return;
     if (M <= UP_LINEAR_FUSED_MAX_M) {
         linear_fused(y, x, W, dtype, M, N, K, accumulate);
         return;
     }
-    int rows = block_rows(dtype, N, K, scratch_floats);
-    for (int n0 = 0; n0 < N; n0 += rows) {
-        int nb = N - n0 < rows ? N - n0 : rows;
-        const float *Wf = weight_rows(W, dtype, n0, nb, K, scratch);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, nb, K, 1.0f, x, K, Wf, K,
-                    accumulate ? 1.0f : 0.0f, y + n0, N);
+    const float beta = accumulate ? 1.0f : 0.0f;
+    if (dtype == UP_DTYPE_F32) {
+        gemm(CblasNoTrans, CblasTrans, M, N, K, 1.0f, x, K, W, K, beta, y, N);
+        return;
+    }
+    /* Each thread widens a block of weight rows into its own slot and multiplies it at once,
+     * while the block is still in cache. */
+    const size_t esz = up_dtype_size(dtype), slot = slot_floats(K);
+    const int w = block_width(N, K), nb = n_blocks(N, w);
+#pragma omp parallel for schedule(static) num_threads(scratch_threads(scratch_floats, slot))
+    for (int i = 0; i < nb; i++) {
+        const int n0 = i * w, len = N - n0 < w ? N - n0 : w;
+        float *Wf = scratch + (size_t)omp_get_thread_num() * slot;
+        up_convert_to_f32(Wf, (const char *)W + (size_t)n0 * K * esz, dtype, (size_t)len * K);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, len, K, 1.0f, x, K, Wf, K, beta, y + n0, N);
     }
 }
 
 void up_linear_backward_input(float *dx, const float *dy, const void *W, up_dtype dtype, int M,
                               int N, int K, int accumulate, float *scratch, size_t scratch_floats) {
+    pthread_once(&blas_once, blas_init);
     if (M <= 0) return;
-    int rows = block_rows(dtype, N, K, scratch_floats);
-    for (int n0 = 0; n0 < N; n0 += rows) {
-        int nb = N - n0 < rows ? N - n0 : rows;
-        const float *Wf = weight_rows(W, dtype, n0, nb, K, scratch);
-        float beta = (accumulate || n0 > 0) ? 1.0f : 0.0f;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, K, nb, 1.0f, dy + n0, N, Wf, K,
-                    beta, dx, K);
+    const float beta = accumulate ? 1.0f : 0.0f;
+    if (dtype == UP_DTYPE_F32) {
+        gemm(CblasNoTrans, CblasNoTrans, M, K, N, 1.0f, dy, N, W, K, beta, dx, K);
+        return;
+    }
+    /* Column blocks of W (all N rows of a slab of columns), so each output element is one
+     * call's full sum over N. */
+    const size_t esz = up_dtype_size(dtype), slot = slot_floats(N);
+    const int w = block_width(K, N), nb = n_blocks(K, w);
+#pragma omp parallel for schedule(static) num_threads(scratch_threads(scratch_floats, slot))
+    for (int i = 0; i < nb; i++) {
+        const int k0 = i * w, len = K - k0 < w ? K - k0 : w;
+        float *Wf = scratch + (size_t)omp_get_thread_num() * slot;
+        for (int n = 0; n < N; n++)
+            up_convert_to_f32(Wf + (size_t)n * len, (const char *)W + ((size_t)n * K + k0) * esz, dtype, len);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, len, N, 1.0f, dy, N, Wf, len, beta, dx + k0, K);
     }
 }
 
 void up_linear_backward_weight(float *dW, const float *dy, const float *x, int M, int N, int K) {
     if (M <= 0) return;
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, N, K, M, 1.0f, dy, N, x, K, 1.0f, dW, K);
+    gemm(CblasTrans, CblasNoTrans, N, K, M, 1.0f, dy, N, x, K, 1.0f, dW, K);
 }

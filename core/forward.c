@@ -104,9 +104,9 @@ up_status up_state_init(up_state **out, const up_model *m, int max_rows, int max
     s->n_threads = omp_get_max_threads();
     const size_t N = (size_t)max_rows * max_seq, d = c->d_model, qd = (size_t)c->n_heads * c->head_dim,
                  kvd = (size_t)c->n_kv_heads * c->head_dim, f = c->d_mlp;
-    /* The largest block matrix of a layer; the unembedding is widened in blocks of this size. */
-    size_t big = f * d > qd * d ? f * d : qd * d;
-    s->wscratch_floats = big;
+    /* Widened weight blocks: the products' inner dimension is d, qd or d_mlp. */
+    const size_t k_max = f > d ? (f > qd ? f : qd) : (d > qd ? d : qd);
+    s->wscratch_floats = up_linear_scratch_floats((int)k_max);
     size_t cache = (size_t)c->n_layers * N * kvd;
     size_t floats = 2 * cache + 3 * N * d + 2 * N * qd + 2 * N * kvd + 2 * N * f + (size_t)max_rows * d +
                     (size_t)s->n_threads * max_seq + s->wscratch_floats;
@@ -242,7 +242,9 @@ static void attention(up_state *s, int layer, int B, int T, up_tape_layer *tape)
     const float *kc = s->k_cache + (size_t)layer * s->max_rows * row_stride;
     const float *vc = s->v_cache + (size_t)layer * s->max_rows * row_stride;
     const int col0 = n_cols - T;
-#pragma omp parallel for collapse(3) schedule(static)
+    /* s->scores has a row per thread the pool had at up_state_init; a pool grown since must
+     * not index past it. */
+#pragma omp parallel for collapse(3) schedule(static) num_threads(s->n_threads)
     for (int b = 0; b < B; b++) {
         for (int h = 0; h < nh; h++) {
             for (int t = 0; t < T; t++) {
