@@ -108,7 +108,7 @@ static void workspace_free(workspace *w) {
  * accumulate: dx += instead of =. */
 static void rmsnorm_backward(float *dx, const float *dy, const float *x, const float *rstd, const float *w, int n,
                              int d, int accumulate) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((long)n * d >= UP_OMP_MIN_FLOATS)
     for (int i = 0; i < n; i++) {
         const float *xi = x + (size_t)i * d, *gi = dy + (size_t)i * d;
         float *di = dx + (size_t)i * d;
@@ -125,7 +125,7 @@ static void rmsnorm_backward(float *dx, const float *dy, const float *x, const f
 
 /* dw (d) += sum over rows of dy * xhat, xhat = x * r. Columns in parallel: no races, fixed order. */
 static void rmsnorm_backward_weight(float *dw, const float *dy, const float *x, const float *rstd, int n, int d) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((long)n * d >= UP_OMP_MIN_FLOATS)
     for (int j = 0; j < d; j++) {
         double acc = 0;
         for (int i = 0; i < n; i++) acc += (double)dy[(size_t)i * d + j] * (x[(size_t)i * d + j] * rstd[i]);
@@ -135,7 +135,7 @@ static void rmsnorm_backward_weight(float *dw, const float *dy, const float *x, 
 
 /* The forward's norm output again, from the recorded input and 1/rms. */
 static void rmsnorm_recompute(float *out, const float *x, const float *rstd, const float *w, int n, int d) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((long)n * d >= UP_OMP_MIN_FLOATS)
     for (int i = 0; i < n; i++)
         for (int j = 0; j < d; j++) out[(size_t)i * d + j] = (x[(size_t)i * d + j] * rstd[i]) * (1.0f + w[j]);
 }

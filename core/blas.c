@@ -64,7 +64,7 @@ static void gemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int M, int N, int K, fl
     /* Cut the larger side: its slices are what each call brings in fresh. */
     const int split_n = N >= M;
     const int w = split_n ? block_width(N, K) : block_width(M, K), nb = n_blocks(split_n ? N : M, w);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (nb > 1)
     for (int i = 0; i < nb; i++) {
         const int o = i * w, len = (split_n ? N : M) - o < w ? (split_n ? N : M) - o : w;
         if (split_n) {
@@ -197,7 +197,7 @@ void up_linear(float *y, const float *x, const void *W, up_dtype dtype, int M, i
      * while the block is still in cache. */
     const size_t esz = up_dtype_size(dtype), slot = slot_floats(K);
     const int w = block_width(N, K), nb = n_blocks(N, w);
-#pragma omp parallel for schedule(static) num_threads(scratch_threads(scratch_floats, slot))
+#pragma omp parallel for schedule(static) num_threads(scratch_threads(scratch_floats, slot)) if (nb > 1)
     for (int i = 0; i < nb; i++) {
         const int n0 = i * w, len = N - n0 < w ? N - n0 : w;
         float *Wf = scratch + (size_t)omp_get_thread_num() * slot;
@@ -219,7 +219,7 @@ void up_linear_backward_input(float *dx, const float *dy, const void *W, up_dtyp
      * call's full sum over N. */
     const size_t esz = up_dtype_size(dtype), slot = slot_floats(N);
     const int w = block_width(K, N), nb = n_blocks(K, w);
-#pragma omp parallel for schedule(static) num_threads(scratch_threads(scratch_floats, slot))
+#pragma omp parallel for schedule(static) num_threads(scratch_threads(scratch_floats, slot)) if (nb > 1)
     for (int i = 0; i < nb; i++) {
         const int k0 = i * w, len = K - k0 < w ? K - k0 : w;
         float *Wf = scratch + (size_t)omp_get_thread_num() * slot;

@@ -172,7 +172,7 @@ const up_model *up_state_model(const up_state *s) { return s->m; }
 
 /* HF Gemma2RMSNorm: (x * rsqrt(mean(x^2) + eps)) * (1 + w), in fp32. */
 static void rmsnorm(float *out, const float *x, const float *w, int n_slots, int d, float eps, float *rstd_out) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((long)n_slots * d >= UP_OMP_MIN_FLOATS)
     for (int i = 0; i < n_slots; i++) {
         const float *xi = x + (size_t)i * d;
         float *oi = out + (size_t)i * d;
@@ -303,7 +303,7 @@ static void attention(up_state *s, int layer, int B, int T, up_tape_layer *tape)
 }
 
 static void add_into(float *x, const float *y, size_t n) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n >= (size_t)UP_OMP_MIN_FLOATS)
     for (size_t i = 0; i < n; i++) x[i] += y[i];
 }
 
@@ -364,7 +364,7 @@ up_status up_forward(up_state *s, const int32_t *tokens, const int *n_pad, const
     /* Embedding, scaled by sqrt(d) rounded to fp32 as HF's normalizer tensor is. */
     const float normalizer = (float)sqrt((double)d);
     const size_t esz = up_dtype_size(m->embed.dtype);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((long)N * d >= UP_OMP_MIN_FLOATS)
     for (int i = 0; i < N; i++) {
         float *xi = s->x + (size_t)i * d;
         if (s->pos[i] < 0) {
