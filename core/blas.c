@@ -83,83 +83,96 @@ void up_sgemm(int M, int N, int K, float alpha, const float *A, const float *B, 
          beta, C, N);
 }
 
-/* dot(x, w) over K with w in the storage dtype. The 8-lane accumulation order is fixed, so
- * the result does not depend on threading. */
-static float dot_f32(const float *x, const float *w, int K) {
-    int k = 0;
-#if defined(__AVX2__) && defined(__FMA__)
-    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
-    for (; k + 16 <= K; k += 16) {
-        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + k), _mm256_loadu_ps(w + k), a0);
-        a1 = _mm256_fmadd_ps(_mm256_loadu_ps(x + k + 8), _mm256_loadu_ps(w + k + 8), a1);
-    }
-    float lanes[8];
-    _mm256_storeu_ps(lanes, _mm256_add_ps(a0, a1));
-    float s = ((lanes[0] + lanes[4]) + (lanes[1] + lanes[5])) + ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7]));
-#else
-    float s = 0.0f;
-#endif
-    for (; k < K; k++) s += x[k] * w[k];
-    return s;
-}
-
-static float dot_bf16(const float *x, const uint16_t *w, int K) {
-    int k = 0;
-#if defined(__AVX2__) && defined(__FMA__)
-    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
-    for (; k + 16 <= K; k += 16) {
-        __m256i wi = _mm256_loadu_si256((const __m256i *)(w + k));
-        __m256i lo = _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm256_castsi256_si128(wi)), 16);
-        __m256i hi = _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm256_extracti128_si256(wi, 1)), 16);
-        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + k), _mm256_castsi256_ps(lo), a0);
-        a1 = _mm256_fmadd_ps(_mm256_loadu_ps(x + k + 8), _mm256_castsi256_ps(hi), a1);
-    }
-    float lanes[8];
-    _mm256_storeu_ps(lanes, _mm256_add_ps(a0, a1));
-    float s = ((lanes[0] + lanes[4]) + (lanes[1] + lanes[5])) + ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7]));
-#else
-    float s = 0.0f;
-#endif
-    for (; k < K; k++) s += x[k] * up_bf16_to_f32(w[k]);
-    return s;
-}
-
-static float dot_f16(const float *x, const uint16_t *w, int K) {
-    int k = 0;
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
-    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
-    for (; k + 16 <= K; k += 16) {
-        __m256 w0 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(w + k)));
-        __m256 w1 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(w + k + 8)));
-        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + k), w0, a0);
-        a1 = _mm256_fmadd_ps(_mm256_loadu_ps(x + k + 8), w1, a1);
+#define UP_FUSED_SIMD 1
+/* Weights k..k+15 of a row in its dtype, as two fp32 vectors (the conversions of dot_*). */
+static inline __attribute__((always_inline)) void load16(const void *w, up_dtype dt, int k, __m256 *lo, __m256 *hi) {
+    if (dt == UP_DTYPE_F32) {
+        *lo = _mm256_loadu_ps((const float *)w + k);
+        *hi = _mm256_loadu_ps((const float *)w + k + 8);
+    } else if (dt == UP_DTYPE_BF16) {
+        __m256i wi = _mm256_loadu_si256((const __m256i *)((const uint16_t *)w + k));
+        *lo = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm256_castsi256_si128(wi)), 16));
+        *hi = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm256_extracti128_si256(wi, 1)), 16));
+    } else {
+        *lo = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)w + k)));
+        *hi = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)w + k + 8)));
     }
-    float lanes[8];
-    _mm256_storeu_ps(lanes, _mm256_add_ps(a0, a1));
-    float s = ((lanes[0] + lanes[4]) + (lanes[1] + lanes[5])) + ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7]));
-#else
-    float s = 0.0f;
-#endif
-    for (; k < K; k++) s += x[k] * up_f16_to_f32(w[k]);
-    return s;
 }
 
-/* Small-M path: each weight row is read once from memory and dotted with all M inputs while it
- * sits in L1, so batched decode costs about one pass over the weights. */
+static inline __attribute__((always_inline)) float weight_at(const void *w, up_dtype dt, int k) {
+    if (dt == UP_DTYPE_F32) return ((const float *)w)[k];
+    if (dt == UP_DTYPE_BF16) return up_bf16_to_f32(((const uint16_t *)w)[k]);
+    return up_f16_to_f32(((const uint16_t *)w)[k]);
+}
+
+/* out[g] = dot(x + g*K, w) for g < G (G a constant at each call site, so the accumulators live
+ * in registers): every 16 weights are loaded and converted once for the G inputs. Each out[g]
+ * is summed in one fixed order (two 8-lane accumulators over 16-weight steps, a fixed lane
+ * reduction, then the scalar tail), whatever G, so an output's bits depend neither on how many
+ * rows share the kernel nor on threading. */
+static inline __attribute__((always_inline)) void dots(float *out, const float *x, const void *w, up_dtype dt, int K,
+                                                       const int G) {
+    __m256 a0[4], a1[4];
+    for (int g = 0; g < G; g++) a0[g] = a1[g] = _mm256_setzero_ps();
+    int k = 0;
+    for (; k + 16 <= K; k += 16) {
+        __m256 lo, hi;
+        load16(w, dt, k, &lo, &hi);
+        for (int g = 0; g < G; g++) {
+            a0[g] = _mm256_fmadd_ps(_mm256_loadu_ps(x + (size_t)g * K + k), lo, a0[g]);
+            a1[g] = _mm256_fmadd_ps(_mm256_loadu_ps(x + (size_t)g * K + k + 8), hi, a1[g]);
+        }
+    }
+    for (int g = 0; g < G; g++) {
+        float lanes[8];
+        _mm256_storeu_ps(lanes, _mm256_add_ps(a0[g], a1[g]));
+        float s = ((lanes[0] + lanes[4]) + (lanes[1] + lanes[5])) + ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7]));
+        for (int j = k; j < K; j++) s += x[(size_t)g * K + j] * weight_at(w, dt, j);
+        out[g] = s;
+    }
+}
+
+/* All M (<= 8) inputs against one weight row, four at a time. */
+static inline __attribute__((always_inline)) void row_dots(float *v, const float *x, const void *row, up_dtype dt, int M,
+                                                           int K) {
+    int m = 0;
+    for (; m + 4 <= M; m += 4) dots(v + m, x + (size_t)m * K, row, dt, K, 4);
+    if (M - m >= 2) dots(v + m, x + (size_t)m * K, row, dt, K, 2), m += 2;
+    if (m < M) dots(v + m, x + (size_t)m * K, row, dt, K, 1);
+}
+#endif
+
+/* Small-M path: each weight row is read once from memory, converted once per 16 weights and
+ * dotted with up to four inputs at a time in registers, so batched decode costs about one pass
+ * over the weights rather than M. */
 static void linear_fused(float *y, const float *x, const void *W, up_dtype dtype, int M, int N,
                          int K, int accumulate) {
     size_t esz = up_dtype_size(dtype);
 #pragma omp parallel for schedule(static)
     for (int n = 0; n < N; n++) {
         const void *row = (const char *)W + (size_t)n * K * esz;
+        float v[UP_LINEAR_FUSED_MAX_M];
+#ifdef UP_FUSED_SIMD
+        /* One call per dtype, so each is compiled with its conversion inlined. */
+        if (dtype == UP_DTYPE_BF16) row_dots(v, x, row, UP_DTYPE_BF16, M, K);
+        else if (dtype == UP_DTYPE_F32) row_dots(v, x, row, UP_DTYPE_F32, M, K);
+        else row_dots(v, x, row, UP_DTYPE_F16, M, K);
+#else
+        /* Without AVX2/FMA/F16C: plain dot products in index order. */
+        float wk[1];
         for (int m = 0; m < M; m++) {
-            const float *xm = x + (size_t)m * K;
-            float v;
-            if (dtype == UP_DTYPE_F32) v = dot_f32(xm, row, K);
-            else if (dtype == UP_DTYPE_BF16) v = dot_bf16(xm, row, K);
-            else v = dot_f16(xm, row, K);
+            float acc = 0.0f;
+            for (int k = 0; k < K; k++) {
+                up_convert_to_f32(wk, (const char *)row + (size_t)k * esz, dtype, 1);
+                acc += x[(size_t)m * K + k] * wk[0];
+            }
+            v[m] = acc;
+        }
+#endif
+        for (int m = 0; m < M; m++) {
             float *out = y + (size_t)m * N + n;
-            *out = accumulate ? *out + v : v;
+            *out = accumulate ? *out + v[m] : v[m];
         }
     }
 }
