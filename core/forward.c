@@ -204,7 +204,8 @@ float up_gelu_grad(float x, up_activation act) {
 void up_rope_rotate(float *t, const int *pos, int n_slots, int n_heads, int hd, float theta, int transpose) {
     const int half = hd / 2;
     const float sign = transpose ? -1.0f : 1.0f;
-#pragma omp parallel for schedule(static)
+    /* A decode step's few slots (tens of microseconds) are not worth a parallel region. */
+#pragma omp parallel for schedule(static) if (n_slots > 4)
     for (int i = 0; i < n_slots; i++) {
         float p = (float)(pos[i] < 0 ? 0 : pos[i]);
         for (int h = 0; h < n_heads; h++) {
