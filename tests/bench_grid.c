@@ -162,6 +162,9 @@ int main(int argc, char **argv) {
     up_error e = {0};
     char hook[64];
     snprintf(hook, sizeof hook, "blocks.%d.hook_resid_post", layer);
+    /* Ceilings first: their buffers are freed before the model exists, so they add nothing to
+     * the peak RSS reported. */
+    const double bw = bench_bandwidth((size_t)1024 << 20, 3), gf = bench_sgemm(64, 9216, 2304, 5);
     if (up_model_init_random(&m, &cfg, o.dtype, 1234, &e) || up_sae_alloc(&sae, UP_SAE_JUMPRELU, d, d_sae, 0, 0, hook, &e)) {
         fprintf(stderr, "bench_grid: %s\n", e.msg);
         return 1;
@@ -190,8 +193,6 @@ int main(int argc, char **argv) {
         fprintf(stderr, "bench_grid: %s\n", e.msg);
         return 1;
     }
-    /* Ceilings first, before the model's pages compete for memory bandwidth with anything. */
-    const double bw = bench_bandwidth((size_t)1024 << 20, 3), gf = bench_sgemm(64, 9216, 2304, 5);
     const int cells = 1 + o.latents * o.alphas;
     printf("gemma-2-2b shapes, %d layer(s), %s weights, %d threads; SAE 16k at %s\n", cfg.n_layers,
            o.dtype == UP_DTYPE_BF16 ? "bf16" : "f32", up_blas_threads(), hook);
