@@ -13,9 +13,11 @@
  * it, right before, while it is in cache. Nothing else spins.
  *
  * Determinism: the block edges depend on the shapes only, never on the thread
- * count, so each output element is one sgemm call of the same shape whatever
- * the threads: the same inputs give the same bits for a given thread count
- * (and, as far as OpenBLAS's single-threaded kernels are shape-stable, for any). */
+ * count, so each output element is one single-threaded sgemm call of the same
+ * shape whatever the threads, and the small-M kernel sums each output in one
+ * fixed order: the products give the same bits for any thread count
+ * (test_blas checks 1-3). A row's bits may still depend on how many rows the
+ * product has (OpenBLAS's kernels tile rows), as forward.h says. */
 #ifndef UP_BLAS_H
 #define UP_BLAS_H
 
