@@ -49,7 +49,9 @@ static up_status workspace_init(workspace *w, const up_model_config *c, int firs
     const int n_layers = last - first + 1;
     size_t per_layer = 3 * N * d + 4 * N + N * qd + 2 * N * kvd + 2 * att + 2 * N * f + N * d +
                        (with_weights ? N * qd : 0);
-    w->wscratch_floats = f * d > qd * d ? f * d : qd * d;
+    /* Widened weight slabs: the activation products' summed dimension is d, qd, kvd or d_mlp. */
+    const size_t k_max = f > d ? (f > qd ? f : qd) : (d > qd ? d : qd);
+    w->wscratch_floats = up_linear_scratch_floats((int)k_max);
     size_t total = (size_t)n_layers * per_layer + 3 * N * d + 2 * N * qd + 2 * N * kvd + 2 * N * f + att +
                    w->wscratch_floats + (with_weights ? N * d + N * f : 0);
     w->tape.layers = calloc((size_t)(n_layers > 0 ? n_layers : 1), sizeof *w->tape.layers);
@@ -106,7 +108,7 @@ static void workspace_free(workspace *w) {
  * accumulate: dx += instead of =. */
 static void rmsnorm_backward(float *dx, const float *dy, const float *x, const float *rstd, const float *w, int n,
                              int d, int accumulate) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((long)n * d >= UP_OMP_MIN_FLOATS)
     for (int i = 0; i < n; i++) {
         const float *xi = x + (size_t)i * d, *gi = dy + (size_t)i * d;
         float *di = dx + (size_t)i * d;
@@ -123,7 +125,7 @@ static void rmsnorm_backward(float *dx, const float *dy, const float *x, const f
 
 /* dw (d) += sum over rows of dy * xhat, xhat = x * r. Columns in parallel: no races, fixed order. */
 static void rmsnorm_backward_weight(float *dw, const float *dy, const float *x, const float *rstd, int n, int d) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((long)n * d >= UP_OMP_MIN_FLOATS)
     for (int j = 0; j < d; j++) {
         double acc = 0;
         for (int i = 0; i < n; i++) acc += (double)dy[(size_t)i * d + j] * (x[(size_t)i * d + j] * rstd[i]);
@@ -133,7 +135,7 @@ static void rmsnorm_backward_weight(float *dw, const float *dy, const float *x, 
 
 /* The forward's norm output again, from the recorded input and 1/rms. */
 static void rmsnorm_recompute(float *out, const float *x, const float *rstd, const float *w, int n, int d) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((long)n * d >= UP_OMP_MIN_FLOATS)
     for (int i = 0; i < n; i++)
         for (int j = 0; j < d; j++) out[(size_t)i * d + j] = (x[(size_t)i * d + j] * rstd[i]) * (1.0f + w[j]);
 }

@@ -17,7 +17,8 @@
  * activation of the current chunk (B, T, d). A hook may read it, overwrite or
  * add to it, return UP_HOOK_STOP to end the pass there (work above is skipped;
  * the state must then be reset before the next append), or return a negative
- * value to abort (the pass returns UP_ERR_ABORTED). Hook points use
+ * value to abort (the pass returns UP_ERR_ABORTED). A pass can also pause at a residual
+ * point and resume later, after its rows were copied (below). Hook points use
  * TransformerLens names: hook_embed, blocks.{l}.hook_resid_pre,
  * blocks.{l}.hook_attn_out (after post_attention_layernorm, i.e. what is added
  * to the residual), blocks.{l}.hook_resid_mid, blocks.{l}.hook_mlp_out (after
@@ -137,6 +138,35 @@ const up_model *up_state_model(const up_state *s);
 up_status up_forward(up_state *s, const int32_t *tokens, const int *n_pad, const int *n_prompt,
                      int n_rows, int n_tok, const up_hooks *hooks, float *logits,
                      up_logits_mode mode, up_error *err);
+
+/* ---- pausing a pass and sharing its rows ----------------------------------------------------
+ *
+ * Rows that agree up to some point (a prompt shared by differently steered rows, whose
+ * steering acts only from some hook point on) can be computed once and copied:
+ *   up_state_pause_at(s, p)   the next up_forward pauses at residual point p (the activation is
+ *                             computed up to p; p's hooks have not run). The request holds for
+ *                             that one pass; no tape.
+ *   up_state_share_rows(s, src, n)  row b (< n) of the state becomes a copy of row src[b]
+ *                             (src[b] <= b, src[b] < the current rows): cached keys/values,
+ *                             positions and, when paused, the chunk's activation. Works paused
+ *                             or between passes.
+ *   up_forward_resume(s, ...) finishes the paused pass for every (now n) row, from p's hooks on,
+ *                             with hooks, n_prompt and logits as up_forward.
+ * A paused-and-resumed pass computes exactly what one uninterrupted pass computes, provided
+ * the hooks given to the first part are the second part's hooks before p (usually none: the
+ * caller pauses before the first point where a hook does anything). Copied rows get the bits
+ * of their source row; the pass over n rows may round differently in the last bit (the
+ * products' kernels tile rows), as any row computed in another batch does. */
+up_status up_state_pause_at(up_state *s, up_hook_point p, up_error *err);
+int up_state_paused(const up_state *s);
+up_status up_state_share_rows(up_state *s, const int *src, int n_rows, up_error *err);
+up_status up_forward_resume(up_state *s, const int *n_prompt, const up_hooks *hooks, float *logits,
+                            up_logits_mode mode, up_error *err);
+
+/* Below this many floats a cheap elementwise loop (norms, residual adds, copies) runs on the
+ * calling thread: a parallel region costs a fork and a barrier, and on a shared machine a
+ * barrier whose partner thread is descheduled costs far more than such a loop. */
+#define UP_OMP_MIN_FLOATS (1L << 18)
 
 /* Kernels the backward shares (fp32, in place / elementwise, OpenMP over slots):
  * rotate-half RoPE over the full head_dim for n_heads heads of each slot (pad slots, pos -1,

@@ -73,3 +73,73 @@ out:
     free(logits);
     return st;
 }
+
+/* Rows with equal prompts: src[b] is the index, in order of first appearance, of row b's
+ * prompt among the distinct ones, first[u] the first row holding prompt u. Returns their count.
+ * Quadratic in the rows, which is nothing next to a forward pass. */
+static int group_prompts(const int32_t *const *prompts, const int *lens, int B, int *src, int *first) {
+    int n = 0;
+    for (int b = 0; b < B; b++) {
+        src[b] = -1;
+        for (int u = 0; u < n && src[b] < 0; u++) {
+            const int a = first[u];
+            if (lens[a] == lens[b] &&
+                (prompts[a] == prompts[b] || !memcmp(prompts[a], prompts[b], (size_t)lens[b] * sizeof *prompts[b])))
+                src[b] = u;
+        }
+        if (src[b] < 0) first[n] = b, src[b] = n++;
+    }
+    return n;
+}
+
+up_status up_prefill(up_state *s, const int32_t *const *prompts, const int *lens, int B, up_prefill_share share,
+                     up_hook_point until, const up_hooks *hooks, float *logits, long *prompt_tokens, up_error *err) {
+    const up_model *m = up_state_model(s);
+    const int V = m->cfg.vocab_size;
+    int T = 0;
+    for (int b = 0; b < B; b++) {
+        if (lens[b] <= 0) return up_error_set(err, UP_ERR_INVALID, "prefill: row %d has an empty prompt", b);
+        if (lens[b] > T) T = lens[b];
+    }
+    int32_t *tok = malloc((size_t)B * T * sizeof *tok);
+    int *ints = malloc((size_t)4 * B * sizeof *ints);
+    up_status st = UP_OK;
+    if (!tok || !ints) {
+        st = up_error_set(err, UP_ERR_NOMEM, "prefill: out of memory for %d rows", B);
+        goto out;
+    }
+    int *pad = ints, *src = ints + B, *first = ints + 2 * B, *ulens = ints + 3 * B;
+    const int U = share == UP_PREFILL_ALONE ? B : group_prompts(prompts, lens, B, src, first);
+    const int shared = U < B;
+    /* The rows that run from the embedding: every row, or the first of each prompt. */
+    const int n_run = shared ? U : B;
+    for (int u = 0; u < n_run; u++) {
+        const int b = shared ? first[u] : u;
+        ulens[u] = lens[b];
+        pad[u] = T - lens[b];
+        for (int t = 0; t < pad[u]; t++) tok[(size_t)u * T + t] = m->cfg.pad_id;
+        memcpy(tok + (size_t)u * T + pad[u], prompts[b], (size_t)lens[b] * sizeof *tok);
+        if (prompt_tokens) *prompt_tokens += lens[b];
+    }
+    up_state_reset(s);
+    const up_logits_mode mode = logits ? UP_LOGITS_LAST : UP_LOGITS_NONE;
+    if (!shared) {
+        st = up_forward(s, tok, pad, lens, B, T, hooks, logits, mode, err);
+    } else if (share == UP_PREFILL_WHOLE) {
+        st = up_forward(s, tok, pad, ulens, U, T, NULL, logits, mode, err);
+        if (!st) st = up_state_share_rows(s, src, B, err);
+        /* Descending with src[b] <= b, as the state's rows: no source is overwritten early. */
+        for (int b = B - 1; !st && logits && b >= 0; b--)
+            if (src[b] != b) memcpy(logits + (size_t)b * V, logits + (size_t)src[b] * V, (size_t)V * sizeof *logits);
+    } else {
+        st = up_state_pause_at(s, until, err);
+        if (!st) st = up_forward(s, tok, pad, ulens, U, T, NULL, NULL, UP_LOGITS_NONE, err);
+        if (!st && !up_state_paused(s)) st = up_error_set(err, UP_ERR_INVALID, "prefill: the shared pass did not pause");
+        if (!st) st = up_state_share_rows(s, src, B, err);
+        if (!st) st = up_forward_resume(s, lens, hooks, logits, mode, err);
+    }
+out:
+    free(tok);
+    free(ints);
+    return st;
+}

@@ -408,6 +408,7 @@ up_grid_opts up_grid_opts_default(void) {
     o.coherence = 1;
     o.rep_n = 3;
     o.predict = 1;
+    o.share_prompts = 1;
     return o;
 }
 
@@ -657,8 +658,8 @@ static up_status run_batch(run_ctx *c, up_state *s, run_bufs *bu, const int *idx
     up_hooks hooks = {extra, n_extra};
     up_steer_plan plan = {bu->rows, B};
     up_steer_batch bt = {bu->prompts, bu->lens, B, &plan, &hooks, o->refusal_ids, o->n_refusal, max_new, o->stop_ids,
-                         o->n_stop};
-    up_steer_out out = {NULL, bu->logits, max_new > 0 ? bu->tokens : NULL, bu->n_tokens};
+                         o->n_stop, !o->share_prompts};
+    up_steer_out out = {NULL, bu->logits, max_new > 0 ? bu->tokens : NULL, bu->n_tokens, &g->totals.prompt_tokens};
     up_status st = up_steer_run(s, &bt, &out, err);
     if (c->stopped) return UP_ERR_ABORTED;
     if (st) return st;

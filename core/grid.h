@@ -26,14 +26,16 @@
  * Batching and what is shared. Cells that need computing run as batch rows, each row with its
  * own steering (steer.h plan rows; at most opts.batch rows per pass), ordered by decoding,
  * then prompt, then intervention, so rows of one prompt sit together and padding appears only
- * where a batch crosses from one prompt to the next. Rows do not share KV-cache entries: a
- * steered row differs from the unsteered prompt from its first steered position up, so the
- * prompt's prefix below the steering point is recomputed per row (forward.h has no way to
- * start a pass above layer 0). What is shared: a cell's one prefill gives both its score and
+ * where a batch crosses from one prompt to the next. Cells that share a prompt share its
+ * prefix computation (opts.share_prompts): within a batch, each distinct prompt runs once up
+ * to the first hook point where any row's steering can act on a prompt slot (for steering of
+ * generated tokens only, the whole prompt, KV cache and logits), and its rows continue from a
+ * copy (steer.h's up_steer_run). A cell's one prefill gives both its score and
  * the cache its completion decodes from (no second prefill); the unsteered baseline is
  * computed once per prompt and decoding; the coherence log-probs of a batch's completions are
  * one teacher-forced pass, with one row per distinct (prompt, completion) pair, since the
- * unsteered model scores a completion the same whichever steering produced it; and cells with identical keys (below) are computed once — in
+ * unsteered model scores a completion the same whichever steering produced it, and that
+ * pass computes each prompt once too (metrics.h); and cells with identical keys (below) are computed once — in
  * particular every ADD with alpha 0 is dropped from the key (steer.h skips it, so the
  * computation is the same), so an alpha = 0 cell *is* the "none" cell, bit for bit.
  *
@@ -156,6 +158,7 @@ typedef struct up_grid_opts {
     int coherence;                    /* 1: completion log-probs under the unsteered model (1) */
     int rep_n;                        /* n-gram size of the repetition ratio (3) */
     int predict;                      /* 1: first-order predictions (needs an objective) (1) */
+    int share_prompts;                /* 1: a batch's rows with one prompt share its prefix (1) */
     up_grid_progress_fn progress;     /* may be NULL */
     void *user;
 } up_grid_opts;
@@ -203,6 +206,8 @@ typedef struct up_grid_totals {
     int cells, unique;    /* cells, and distinct keys among them */
     int cached, computed; /* distinct keys read from the cache / computed in the last run */
     int batches;          /* batches run */
+    long prompt_tokens;   /* prompt tokens the steering passes ran from the embedding: a prompt
+                             shared by a batch's rows counts once (coherence passes not counted) */
     double seconds;       /* wall time of the last run */
 } up_grid_totals;
 

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "generate.h"
 #include "model.h"
 
 const char *const up_metrics_refusal_substrings[UP_METRICS_N_REFUSAL_SUBSTRINGS] = {
@@ -131,7 +132,7 @@ up_status up_metrics_logprob(up_state *s, const int32_t *const *prompts, const i
     const up_model *m = up_state_model(s);
     const int V = m->cfg.vocab_size;
     if (B <= 0) return up_error_set(err, UP_ERR_INVALID, "logprob: no rows");
-    int Tp = 0, Tc = 0;
+    int Tc = 0;
     for (int b = 0; b < B; b++) {
         if (prompt_lens[b] <= 0) return up_error_set(err, UP_ERR_INVALID, "logprob: row %d has an empty prompt", b);
         if (completion_lens[b] < 0) return up_error_set(err, UP_ERR_INVALID, "logprob: row %d: negative length", b);
@@ -139,7 +140,6 @@ up_status up_metrics_logprob(up_state *s, const int32_t *const *prompts, const i
             if (completions[b][i] < 0 || completions[b][i] >= V)
                 return up_error_set(err, UP_ERR_INVALID, "logprob: row %d completion token %d: id %d outside [0, %d)",
                                     b, i, completions[b][i], V);
-        if (prompt_lens[b] > Tp) Tp = prompt_lens[b];
         if (completion_lens[b] > Tc) Tc = completion_lens[b];
     }
     /* Completion token i is predicted by the slot before it, so the last one is never fed. */
@@ -149,23 +149,18 @@ up_status up_metrics_logprob(up_state *s, const int32_t *const *prompts, const i
         chunk = auto_chunk < 1 ? 1 : auto_chunk > (size_t)INT32_MAX ? INT32_MAX : (int)auto_chunk;
     }
     if (chunk > n_feed) chunk = n_feed > 0 ? n_feed : 1;
-    const int Tbuf = Tp > chunk ? Tp : chunk;
-    int32_t *tok = malloc((size_t)B * Tbuf * sizeof *tok);
-    int *pad = malloc((size_t)B * sizeof *pad);
+    int32_t *tok = malloc((size_t)B * chunk * sizeof *tok);
     double *sum = calloc((size_t)B, sizeof *sum);
     float *logits = malloc((size_t)B * chunk * V * sizeof *logits);
     up_status st = UP_OK;
-    if (!tok || !pad || !sum || !logits) {
+    if (!tok || !sum || !logits) {
         st = up_error_set(err, UP_ERR_NOMEM, "logprob: out of memory for %d rows", B);
         goto out;
     }
-    for (int b = 0; b < B; b++) {
-        pad[b] = Tp - prompt_lens[b];
-        for (int t = 0; t < pad[b]; t++) tok[(size_t)b * Tp + t] = m->cfg.pad_id;
-        memcpy(tok + (size_t)b * Tp + pad[b], prompts[b], (size_t)prompt_lens[b] * sizeof *tok);
-    }
-    up_state_reset(s);
-    st = up_forward(s, tok, pad, prompt_lens, B, Tp, hooks, logits, UP_LOGITS_LAST, err);
+    /* Without hooks nothing differs between rows of one prompt until their completions: each
+     * distinct prompt runs once and its rows copy it (generate.h). */
+    st = up_prefill(s, prompts, prompt_lens, B, hooks ? UP_PREFILL_ALONE : UP_PREFILL_WHOLE,
+                    (up_hook_point){UP_HOOK_EMBED, -1}, hooks, logits, NULL, err);
     for (int b = 0; !st && b < B; b++)
         if (completion_lens[b] > 0) sum[b] += up_metrics_logprob_of(logits + (size_t)b * V, V, completions[b][0]);
     for (int c0 = 0; !st && c0 < n_feed; c0 += chunk) {
@@ -187,7 +182,6 @@ up_status up_metrics_logprob(up_state *s, const int32_t *const *prompts, const i
     for (int b = 0; !st && b < B; b++) mean_logprob[b] = completion_lens[b] ? sum[b] / completion_lens[b] : NAN;
 out:
     free(tok);
-    free(pad);
     free(sum);
     free(logits);
     return st;

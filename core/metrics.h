@@ -57,7 +57,8 @@ double up_metrics_repetition(const int32_t *ids, int n_ids, int n);
 
 /* mean_logprob (n_rows) = mean over i of log P(completion[i] | prompt, completion[<i]) for each
  * row (NaN for an empty completion), on state s (reset first; it needs n_rows rows and
- * max(prompt_lens) + max(completion_lens) − 1 columns). One left-padded prefill, then the
+ * max(prompt_lens) + max(completion_lens) − 1 columns). One left-padded prefill (without hooks,
+ * rows with equal prompts share it: generate.h's up_prefill), then the
  * completions (right-filled with pad ids, whose logits are ignored) chunk tokens per pass;
  * chunk 0 picks about 2^25 logits per pass (128 MiB). hooks (may be NULL, the usual case: the
  * unsteered model) run in every pass, with n_prompt = prompt_lens. */

@@ -132,8 +132,8 @@ up_status up_select_direction(const up_model *m, const float *candidates, int n_
     for (int start = 0; !st && start < nh + nl; start += batch) {
         const int B = nh + nl - start < batch ? nh + nl - start : batch;
         for (int b = 0; b < B; b++) bb.prompts[b] = jobs[start + b].ids, bb.lens[b] = jobs[start + b].len;
-        up_steer_batch bt = {bb.prompts, bb.lens, B, NULL, NULL, refusal_ids, n_refusal, 0, NULL, 0};
-        up_steer_out out = {bb.score, bb.logits, NULL, NULL};
+        up_steer_batch bt = {bb.prompts, bb.lens, B, NULL, NULL, refusal_ids, n_refusal, 0, NULL, 0, 0};
+        up_steer_out out = {bb.score, bb.logits, NULL, NULL, NULL};
         if ((st = up_steer_run(s, &bt, &out, err))) break;
         for (int b = 0; b < B; b++) {
             const job *jb = &jobs[start + b];
@@ -168,8 +168,8 @@ up_status up_select_direction(const up_model *m, const float *candidates, int n_
                     bb.rows[b] = jb->kind == JOB_INDUCE ? add_row : ablate_row;
                 }
                 up_steer_plan plan = {bb.rows, B};
-                up_steer_batch bt = {bb.prompts, bb.lens, B, &plan, NULL, refusal_ids, n_refusal, 0, NULL, 0};
-                up_steer_out out = {bb.score, bb.logits, NULL, NULL};
+                up_steer_batch bt = {bb.prompts, bb.lens, B, &plan, NULL, refusal_ids, n_refusal, 0, NULL, 0, 0};
+                up_steer_out out = {bb.score, bb.logits, NULL, NULL, NULL};
                 if ((st = up_steer_run(s, &bt, &out, err))) break;
                 for (int b = 0; b < B; b++) {
                     const job *jb = &jobs[start + b];

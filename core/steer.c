@@ -1,5 +1,6 @@
 #include "steer.h"
 
+#include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -316,6 +317,62 @@ static int is_stop(const up_steer_batch *bt, int32_t id) {
     return 0;
 }
 
+/* The earliest hook point at which item `it` can change a prompt slot of a row whose prompt
+ * has n tokens (steer.h's position rules), or INT_MAX if it never does. */
+static int first_prompt_point(const up_steer *it, int n, int L) {
+    if (it->kind == UP_STEER_ADD && it->alpha == 0.0f) return INT_MAX; /* skipped by apply() */
+    int acts = 0;
+    switch (it->where) {
+    case UP_STEER_POS_ALL:
+    case UP_STEER_POS_PROMPT: acts = 1; break;
+    case UP_STEER_POS_GENERATED: acts = 0; break;
+    case UP_STEER_POS_LIST:
+        for (int i = 0; i < it->n_positions && !acts; i++) {
+            const int p = it->positions[i] < 0 ? n + it->positions[i] : it->positions[i];
+            acts = p >= 0 && p < n;
+        }
+        break;
+    }
+    if (!acts) return INT_MAX;
+    if (it->kind == UP_STEER_ABLATE) return up_hook_point_index((up_hook_point){UP_HOOK_RESID_PRE, 0}, L);
+    return up_hook_point_index(it->point, L);
+}
+
+/* How the batch's prefill may share prompts (generate.h's up_prefill): up to the residual point
+ * at or before the first point where any row's steering, or any extra hook, may act on a prompt
+ * slot. Extra hooks are opaque, so they count as acting on every slot at their point. */
+static up_prefill_share share_rule(const up_model *m, const up_steer_batch *bt, up_hook_point *until) {
+    const int L = m->cfg.n_layers;
+    int first = INT_MAX;
+    for (int b = 0; bt->plan && b < bt->n_rows; b++) {
+        const up_steer_row *row = &bt->plan->rows[bt->plan->n_rows == 1 ? 0 : b];
+        for (int i = 0; i < row->n; i++) {
+            const int p = first_prompt_point(&row->items[i], bt->lens[b], L);
+            first = p < first ? p : first;
+        }
+    }
+    for (int i = 0; bt->extra && i < bt->extra->n; i++) {
+        up_hook_point p = bt->extra->items[i].point;
+        if (p.layer == UP_HOOK_ANY_LAYER) p.layer = 0;
+        const int k = up_hook_point_index(p, L);
+        first = k < first ? k : first;
+    }
+    if (first == INT_MAX) return UP_PREFILL_WHOLE;
+    const up_hook_point p = up_hook_point_at(L, first);
+    switch (p.kind) {
+    case UP_HOOK_EMBED: return UP_PREFILL_ALONE;
+    case UP_HOOK_RESID_PRE:
+    case UP_HOOK_ATTN_OUT: *until = (up_hook_point){UP_HOOK_RESID_PRE, p.layer}; break;
+    case UP_HOOK_RESID_MID:
+    case UP_HOOK_MLP_OUT: *until = (up_hook_point){UP_HOOK_RESID_MID, p.layer}; break;
+    case UP_HOOK_RESID_POST: *until = p; break;
+    default: *until = (up_hook_point){UP_HOOK_RESID_POST, L - 1}; break; /* ln_final */
+    }
+    /* Pausing before layer 0 would share only the embedding. */
+    if (until->kind == UP_HOOK_RESID_PRE && until->layer == 0) return UP_PREFILL_ALONE;
+    return UP_PREFILL_UNTIL;
+}
+
 up_status up_steer_run(up_state *s, const up_steer_batch *bt, up_steer_out *out, up_error *err) {
     const up_model *m = up_state_model(s);
     const int V = m->cfg.vocab_size, B = bt->n_rows;
@@ -324,31 +381,23 @@ up_status up_steer_run(up_state *s, const up_steer_batch *bt, up_steer_out *out,
     if (bt->plan && bt->plan->n_rows != 1 && bt->plan->n_rows != B)
         return up_error_set(err, UP_ERR_INVALID, "steer run: the plan has %d rows for a batch of %d", bt->plan->n_rows, B);
     if (out->tokens && !out->n_tokens) return up_error_set(err, UP_ERR_INVALID, "steer run: tokens need n_tokens");
-    int T = 0;
-    for (int b = 0; b < B; b++) {
+    for (int b = 0; b < B; b++)
         if (bt->lens[b] <= 0) return up_error_set(err, UP_ERR_INVALID, "steer run: row %d has an empty prompt", b);
-        if (bt->lens[b] > T) T = bt->lens[b];
-    }
     up_steer_set *set = NULL;
     up_status st = UP_OK;
     if (bt->plan && (st = up_steer_hooks(&set, m, bt->plan, bt->extra, err))) return st;
     const up_hooks *hooks = set ? up_steer_set_hooks(set) : bt->extra;
-    int32_t *tok = malloc((size_t)B * T * sizeof *tok);
-    int *pad = malloc((size_t)B * sizeof *pad);
+    int32_t *tok = malloc((size_t)B * sizeof *tok);
     int *done = calloc((size_t)B, sizeof *done);
     float *logits = malloc((size_t)B * V * sizeof *logits);
-    if (!tok || !pad || !done || !logits) {
+    if (!tok || !done || !logits) {
         st = up_error_set(err, UP_ERR_NOMEM, "steer run: out of memory for %d rows", B);
         goto out;
     }
-    for (int b = 0; b < B; b++) {
-        pad[b] = T - bt->lens[b];
-        for (int t = 0; t < pad[b]; t++) tok[(size_t)b * T + t] = m->cfg.pad_id;
-        memcpy(tok + (size_t)b * T + pad[b], bt->prompts[b], (size_t)bt->lens[b] * sizeof *tok);
-    }
-    up_state_reset(s);
+    up_hook_point until = {UP_HOOK_EMBED, -1};
+    const up_prefill_share share = bt->no_sharing ? UP_PREFILL_ALONE : share_rule(m, bt, &until);
     /* n_prompt = lens in every pass, as up_generate passes it, so hooks see the same calls. */
-    st = up_forward(s, tok, pad, bt->lens, B, T, hooks, logits, UP_LOGITS_LAST, err);
+    st = up_prefill(s, bt->prompts, bt->lens, B, share, until, hooks, logits, out->prompt_tokens, err);
     if (!st && up_state_stopped(s)) st = up_error_set(err, UP_ERR_INVALID, "steer run: a hook stopped the pass");
     if (st) goto out;
     for (int b = 0; b < B; b++) {
@@ -377,7 +426,6 @@ up_status up_steer_run(up_state *s, const up_steer_batch *bt, up_steer_out *out,
 out:
     up_steer_set_free(set);
     free(tok);
-    free(pad);
     free(done);
     free(logits);
     return st;

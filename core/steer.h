@@ -111,6 +111,7 @@ typedef struct up_steer_batch {
     int max_new_tokens;            /* 0: prefill only */
     const int32_t *stop_ids;       /* (n_stop) */
     int n_stop;
+    int no_sharing;                /* 1: every row computes its own prompt (for comparisons) */
 } up_steer_batch;
 
 /* Every output is optional (NULL: not wanted). */
@@ -119,12 +120,23 @@ typedef struct up_steer_out {
     float *logits;    /* (n_rows, V) logits at the last prompt position */
     int32_t *tokens;  /* (n_rows, max_new_tokens) greedy continuation, as up_generate */
     int *n_tokens;    /* (n_rows) tokens produced per row; required with tokens */
+    long *prompt_tokens; /* (1) increased by the prompt tokens run from the embedding: a prompt
+                            shared by several rows counts once */
 } up_steer_out;
 
 /* Runs the batch on state s (reset first; it needs n_rows rows and max(lens) + max_new_tokens
  * columns): one left-padded prefill, whose last-position logits give score/logits, then, if
  * tokens is set, greedy decoding that continues from the same cache exactly as up_generate
  * does (same stop rule and ties, n_prompt passed in every pass), so no second prefill.
+ *
+ * Shared prompts: rows with equal prompts compute the prompt once (generate.h's up_prefill)
+ * up to the residual point at or before the first hook point where any row's steering can
+ * change a prompt slot (by its kind, point, alpha and position rule, for that row's prompt
+ * length; ABLATE acts from blocks.0.hook_resid_pre) or where any `extra` hook sits (extra hooks
+ * are opaque, so they count as acting everywhere at their point). If nothing acts on the
+ * prompt (e.g. every item steers generated tokens only), the whole prompt, its cache and its
+ * logits are shared. Results equal the unshared run's to the rounding of a row computed in
+ * another batch (forward.h); no_sharing turns it off.
  * Allocates its logits and token buffers per call. */
 up_status up_steer_run(up_state *s, const up_steer_batch *batch, up_steer_out *out, up_error *err);
 

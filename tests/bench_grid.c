@@ -17,6 +17,14 @@
  *   bench_grid [--layers N] [--dtype bf16|f32] [--latents 8] [--alphas 8] [--prompt T]
  *              [--new N] [--batch B] [--alone K] [--threads N] [--mode score|gen|both]
  *              [--no-coherence]   (skip the unsteered log-prob pass, to see generation alone)
+ *              [--no-share]       (every row computes its own prompt, to see what sharing gives)
+ *
+ * The machine bounds the ratio: batch-1 decode reads every weight once per token, so it runs at
+ * memory bandwidth, while batched work is compute-bound at sgemm speed. The bench measures both
+ * ceilings (bench_machine.h) and prints, next to the measured ratio, the ratio the two runs
+ * would have if each ran at its ceiling (matmul FLOPs and weight bytes only; attention and
+ * elementwise work left out). A batched run cannot beat alone by more than the FLOP/s-to-
+ * bandwidth balance allows unless alone runs below its ceiling.
  */
 #include <math.h>
 #include <stdint.h>
@@ -25,13 +33,14 @@
 #include <string.h>
 #include <sys/resource.h>
 
+#include "bench_machine.h"
 #include "blas.h"
 #include "grid.h"
 #include "model.h"
 #include "sae.h"
 
 typedef struct opts {
-    int layers, latents, alphas, prompt, new_tokens, batch, alone, threads, score, gen, coherence;
+    int layers, latents, alphas, prompt, new_tokens, batch, alone, threads, score, gen, coherence, share;
     up_dtype dtype;
 } opts;
 
@@ -39,13 +48,6 @@ static double peak_rss_gb(void) {
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     return (double)ru.ru_maxrss * 1024.0 / 1e9; /* KiB on Linux */
-}
-
-static uint64_t rng_next(uint64_t *s) {
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
 }
 
 /* gemma-2-2b-it's config.json; layers > 0 shrinks it for quick runs. */
@@ -66,10 +68,12 @@ static int stop_progress(const up_grid_progress *p, void *user) {
 
 /* Runs the grid with `batch` rows per pass (stopping after `stop` computed cells if > 0);
  * returns computed cells per second, or -1 on error. */
-static double run(up_grid *g, int batch, int stop, int coherence, const int32_t *refusal, int *computed, double *seconds) {
+static double run(up_grid *g, int batch, int stop, int coherence, int share, const int32_t *refusal, int *computed,
+                  double *seconds, long *prompt_tokens) {
     up_grid_opts o = up_grid_opts_default();
     o.batch = batch;
     o.coherence = coherence;
+    o.share_prompts = share;
     o.refusal_ids = refusal, o.n_refusal = 1;
     o.predict = 0;
     stop_after sa = {stop};
@@ -81,8 +85,36 @@ static double run(up_grid *g, int batch, int stop, int coherence, const int32_t 
         return -1;
     }
     up_grid_totals t = up_grid_get_totals(g);
-    *computed = t.computed, *seconds = t.seconds;
+    *computed = t.computed, *seconds = t.seconds, *prompt_tokens = t.prompt_tokens;
     return t.computed / t.seconds;
+}
+
+/* Seconds per cell of the two runs at the machine's ceilings (see the header): F FLOP/s, BW
+ * bytes/s, W weight bytes; the first `shared` of the L layers of the prompt run once per batch
+ * of B rows (prefix sharing), the rest per row. */
+typedef struct ceiling {
+    double alone, batched;
+} ceiling;
+
+static ceiling at_ceiling(const up_model_config *c, double W, int T, int n_new, int B, int shared, int coherence,
+                          double F, double BW) {
+    const double d = c->d_model, qd = (double)c->n_heads * c->head_dim, kvd = (double)c->n_kv_heads * c->head_dim;
+    const double P_layer = c->n_layers * (2 * d * qd + 2 * d * kvd + 3 * d * c->d_mlp), P_head = (double)c->vocab_size * d;
+    const double f = (double)shared / c->n_layers, steps = n_new > 0 ? n_new - 1 : 0;
+    const double per_token = 2 * (P_layer + P_head);
+    ceiling k;
+    k.alone = (2 * P_layer * T + 2 * P_head) / F;
+    k.batched = (2 * P_layer * T * ((1 - f) + f / B) + 2 * P_head) / F;
+    if (n_new > 0) {
+        k.alone += steps * fmax(W / BW, per_token / F);
+        k.batched += steps * per_token / F;
+        if (coherence) {
+            k.alone += (2 * P_layer * (T + steps) + 2 * P_head * n_new) / F;
+            /* Each prompt once per batch (no hooks in that pass), then every completion. */
+            k.batched += (2 * P_layer * (steps + (double)T / B) + 2 * P_head * n_new) / F;
+        }
+    }
+    return k;
 }
 
 static int parse_int(const char *v, int min, int *out) {
@@ -94,7 +126,7 @@ static int parse_int(const char *v, int min, int *out) {
 }
 
 int main(int argc, char **argv) {
-    opts o = {0, 8, 8, 24, 32, 64, 8, 0, 1, 1, 1, UP_DTYPE_BF16};
+    opts o = {0, 8, 8, 24, 32, 64, 8, 0, 1, 1, 1, 1, UP_DTYPE_BF16};
     int bad = 0;
     for (int i = 1; i < argc && !bad; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -107,6 +139,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--alone")) bad = parse_int(v, 1, &o.alone);
         else if (!strcmp(a, "--threads")) bad = parse_int(v, 1, &o.threads);
         else if (!strcmp(a, "--no-coherence")) o.coherence = 0, i--;
+        else if (!strcmp(a, "--no-share")) o.share = 0, i--;
         else if (!strcmp(a, "--dtype") && v && (!strcmp(v, "bf16") || !strcmp(v, "f32")))
             o.dtype = !strcmp(v, "bf16") ? UP_DTYPE_BF16 : UP_DTYPE_F32;
         else if (!strcmp(a, "--mode") && v && (!strcmp(v, "score") || !strcmp(v, "gen") || !strcmp(v, "both")))
@@ -117,7 +150,7 @@ int main(int argc, char **argv) {
     if (bad) {
         fprintf(stderr, "usage: bench_grid [--layers N] [--dtype bf16|f32] [--latents 8] [--alphas 8] [--prompt T]\n"
                         "                  [--new N] [--batch B] [--alone K] [--threads N] [--mode score|gen|both]\n"
-                        "                  [--no-coherence]\n");
+                        "                  [--no-coherence] [--no-share]\n");
         return 2;
     }
     if (o.threads) up_blas_set_threads(o.threads);
@@ -129,6 +162,9 @@ int main(int argc, char **argv) {
     up_error e = {0};
     char hook[64];
     snprintf(hook, sizeof hook, "blocks.%d.hook_resid_post", layer);
+    /* Ceilings first: their buffers are freed before the model exists, so they add nothing to
+     * the peak RSS reported. */
+    const double bw = bench_bandwidth((size_t)1024 << 20, 3), gf = bench_sgemm(64, 9216, 2304, 5);
     if (up_model_init_random(&m, &cfg, o.dtype, 1234, &e) || up_sae_alloc(&sae, UP_SAE_JUMPRELU, d, d_sae, 0, 0, hook, &e)) {
         fprintf(stderr, "bench_grid: %s\n", e.msg);
         return 1;
@@ -160,8 +196,11 @@ int main(int argc, char **argv) {
     const int cells = 1 + o.latents * o.alphas;
     printf("gemma-2-2b shapes, %d layer(s), %s weights, %d threads; SAE 16k at %s\n", cfg.n_layers,
            o.dtype == UP_DTYPE_BF16 ? "bf16" : "f32", up_blas_threads(), hook);
-    printf("grid: 1 prompt of %d tokens x (none + %d latents x %d alphas) = %d cells; batch %d vs 1 (alone: first %d cells)%s\n",
-           o.prompt, o.latents, o.alphas, cells, o.batch, o.alone, o.coherence ? "" : "; coherence off");
+    printf("grid: 1 prompt of %d tokens x (none + %d latents x %d alphas) = %d cells; batch %d vs 1 (alone: first %d cells)%s%s\n",
+           o.prompt, o.latents, o.alphas, cells, o.batch, o.alone, o.coherence ? "" : "; coherence off",
+           o.share ? "" : "; prompt sharing off");
+    printf("machine (load average %.2f): sgemm 64x9216x2304 %.1f GFLOP/s, read bandwidth %.1f GB/s: %.1f FLOP per byte\n",
+           load_average(), gf, bw, gf / bw);
     int rc = 0;
     for (int pass = 0; pass < 2 && !rc; pass++) {
         const int max_new = pass == 0 ? 0 : o.new_tokens;
@@ -178,8 +217,9 @@ int main(int argc, char **argv) {
         }
         int nb, na;
         double sb, sa;
-        const double batched = run(g, o.batch, 0, o.coherence, refusal, &nb, &sb);
-        const double alone = batched < 0 ? -1 : run(g, 1, o.alone, o.coherence, refusal, &na, &sa);
+        long pb, pa;
+        const double batched = run(g, o.batch, 0, o.coherence, o.share, refusal, &nb, &sb, &pb);
+        const double alone = batched < 0 ? -1 : run(g, 1, o.alone, o.coherence, o.share, refusal, &na, &sa, &pa);
         if (batched < 0 || alone < 0) {
             rc = 1;
             break;
@@ -187,6 +227,13 @@ int main(int argc, char **argv) {
         printf("%-22s batched: %3d cells in %7.2f s = %8.3f cells/s | alone: %3d cells in %7.2f s = %8.3f cells/s | x%.1f\n",
                max_new ? "generate" : "score only", nb, sb, batched, na, sa, alone, batched / alone);
         if (max_new) printf("%-22s (%d new tokens per cell, every row to the end)\n", "", max_new);
+        /* The steering point blocks.{layer}.hook_resid_post: layers 0..layer of the prompt are shared. */
+        const int rows = o.batch < nb ? o.batch : nb;
+        const ceiling k = at_ceiling(&cfg, (double)up_model_weight_bytes(m), o.prompt, max_new, rows, o.share ? layer + 1 : 0,
+                                     o.coherence, gf * 1e9, bw * 1e9);
+        printf("%-22s prompt tokens run: batched %ld for %d cells, alone %ld for %d\n", "", pb, nb, pa, na);
+        printf("%-22s at the ceilings: alone %.2f s/cell, batched %.2f s/cell: x%.1f (measured %.2f and %.2f s/cell)\n", "",
+               k.alone, k.batched, k.alone / k.batched, 1 / alone, 1 / batched);
         fflush(stdout);
     }
     printf("peak RSS %.2f GB\n", peak_rss_gb());

@@ -1,5 +1,6 @@
 /* The steering grid on tiny_f32 with the SAE fixture at blocks.1.hook_resid_post: alpha = 0 is
- * the unsteered cell bit for bit; batched cells equal cells run alone; cached results equal
+ * the unsteered cell bit for bit; batched cells equal cells run alone; cells sharing a prompt
+ * compute its prefix once and equal cells that do not; cached results equal
  * computed ones bit for bit; a run stopped part-way (between batches or inside one) resumes
  * without recomputing finished cells and ends with the same bits as an uninterrupted run; a
  * new alpha recomputes only its cells; keys change exactly with what determines a cell; the
@@ -167,8 +168,8 @@ static void test_shape_and_alpha_zero(void **state) {
     up_state *s;
     up_error e = {0};
     if (up_state_init(&s, model, 1, 17, &e)) fail_msg("%s", e.msg);
-    up_steer_batch bt = {prompts, &len, 1, NULL, NULL, refusal_ids, 1, 6, stop_ids, 1};
-    up_steer_out out = {&score, NULL, toks, &n_tok};
+    up_steer_batch bt = {prompts, &len, 1, NULL, NULL, refusal_ids, 1, 6, stop_ids, 1, 0};
+    up_steer_out out = {&score, NULL, toks, &n_tok, NULL};
     if (up_steer_run(s, &bt, &out, &e)) fail_msg("%s", e.msg);
     up_state_free(s);
     assert_true(same(score, none->score));
@@ -227,6 +228,37 @@ static void test_batched_equals_alone(void **state) {
     assert_true(same(none->logprob, small->logprob));
     up_grid_free(g);
     up_grid_free(batched), up_grid_free(alone);
+}
+
+/* Cells that share a prompt share its prefix: the grid's totals count each prompt once per
+ * batch, and every cell agrees with the run without sharing (to the 1e-5 of batched vs alone:
+ * shared rows run their prefix in a pass of another height). */
+static void test_shared_prefix(void **state) {
+    up_grid *shared = make_grid(3, alphas), *plain = make_grid(3, alphas);
+    up_grid_opts os = base_opts(64), op = base_opts(64);
+    op.share_prompts = 0;
+    run(shared, &os);
+    run(plain, &op);
+    const up_grid_totals ts = up_grid_get_totals(shared), tp = up_grid_get_totals(plain);
+    /* Per decoding one batch of 2 prompts x 7 distinct interventions (alpha 0 is "none"). */
+    assert_int_equal(ts.batches, 2);
+    assert_int_equal(ts.computed, 28);
+    assert_int_equal(ts.prompt_tokens, 2 * (7 + 11));
+    assert_int_equal(tp.prompt_tokens, 2 * 7 * (7 + 11));
+    double worst = 0;
+    for (int i = 0; i < up_grid_n_cells(shared); i++) {
+        const up_grid_cell *x = up_grid_cell_at(shared, i), *y = up_grid_cell_at(plain, i);
+        const double ds = fabs(x->score - y->score) / fmax(1, fabs(y->score));
+        const double dr = fabs(x->R - y->R) / fmax(1, fabs(y->R));
+        worst = fmax(worst, fmax(ds, dr));
+        assert_true(ds < 1e-5 && dr < 1e-5);
+        assert_int_equal(x->n_tokens, y->n_tokens);
+        if (x->n_tokens) assert_memory_equal(x->tokens, y->tokens, x->n_tokens * sizeof(int32_t));
+        assert_true(same(x->logprob, y->logprob) || fabs(x->logprob - y->logprob) < 1e-5 * fmax(1, fabs(y->logprob)));
+    }
+    printf("shared vs unshared prefix: %ld vs %ld prompt tokens, worst relative difference %.2g\n", ts.prompt_tokens,
+           tp.prompt_tokens, worst);
+    up_grid_free(shared), up_grid_free(plain);
 }
 
 /* Every kind of item in one batch: each row equals its cell run alone (to rounding). */
@@ -629,7 +661,7 @@ static void test_errors(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_shape_and_alpha_zero), cmocka_unit_test(test_batched_equals_alone),
-        cmocka_unit_test(test_mixed_kinds_batched_equals_alone),
+        cmocka_unit_test(test_mixed_kinds_batched_equals_alone), cmocka_unit_test(test_shared_prefix),
         cmocka_unit_test(test_cache_and_resume),     cmocka_unit_test(test_keys),
         cmocka_unit_test(test_prediction),           cmocka_unit_test(test_text_and_judge),
         cmocka_unit_test(test_progress_format),      cmocka_unit_test(test_errors),

@@ -1,7 +1,8 @@
 /* Steering hooks on tiny_f32 with the SAE fixture at blocks.1.hook_resid_post: alpha = 0 is no
  * steering bit for bit, a batch of mixed cells equals each cell alone, cached generation equals
  * uncached and up_generate, ablation removes the direction at every site, clamp follows its
- * encode/set/decode/add-error definition, and each position mode touches exactly its slots. */
+ * encode/set/decode/add-error definition, each position mode touches exactly its slots, and
+ * rows sharing a prompt compute it once and agree with rows that do not. */
 #include "testutil.h"
 
 #include <stdlib.h>
@@ -145,8 +146,8 @@ static void run_cells(int first, int n, run_result *r) {
     int32_t *tokens = malloc((size_t)n * NEW * sizeof *tokens);
     if (up_state_init(&s, model, n, MAXLEN + NEW, &e)) fail_msg("%s", e.msg);
     up_steer_plan plan = {cell_rows + first, n};
-    up_steer_batch bt = {cell_ptr + first, cell_lens + first, n, &plan, NULL, refusal_ids, 1, NEW, NULL, 0};
-    up_steer_out out = {r->score + first, logits, tokens, r->n_tokens + first};
+    up_steer_batch bt = {cell_ptr + first, cell_lens + first, n, &plan, NULL, refusal_ids, 1, NEW, NULL, 0, 0};
+    up_steer_out out = {r->score + first, logits, tokens, r->n_tokens + first, NULL};
     if (up_steer_run(s, &bt, &out, &e)) fail_msg("%s", e.msg);
     for (int b = 0; b < n; b++) {
         memcpy(r->logits[first + b], logits + (size_t)b * V, V * sizeof(float));
@@ -241,8 +242,8 @@ static void test_run_stops(void **state) {
     int n_tokens[NCELL];
     for (int c = 0; c < NCELL; c++) stops[c] = r.tokens[c][2];
     up_steer_plan plan = {cell_rows, NCELL};
-    up_steer_batch bt = {cell_ptr, cell_lens, NCELL, &plan, NULL, NULL, 0, NEW, stops, NCELL};
-    up_steer_out out = {NULL, NULL, tokens, n_tokens};
+    up_steer_batch bt = {cell_ptr, cell_lens, NCELL, &plan, NULL, NULL, 0, NEW, stops, NCELL, 0};
+    up_steer_out out = {NULL, NULL, tokens, n_tokens, NULL};
     if (up_state_init(&s, model, NCELL, MAXLEN + NEW, &e) || up_steer_run(s, &bt, &out, &e)) fail_msg("%s", e.msg);
     for (int c = 0; c < NCELL; c++) {
         assert_true(n_tokens[c] >= 1 && n_tokens[c] <= 3);
@@ -444,8 +445,8 @@ static void run_positions(up_steer_where where, const int *list, int n_list, int
     if (gen) {
         int32_t out[12];
         int n_out[2];
-        up_steer_batch bt = {prompts, lens, 2, NULL, &hk, NULL, 0, 6, NULL, 0};
-        up_steer_out o = {NULL, NULL, out, n_out};
+        up_steer_batch bt = {prompts, lens, 2, NULL, &hk, NULL, 0, 6, NULL, 0, 0};
+        up_steer_out o = {NULL, NULL, out, n_out, NULL};
         if (up_steer_run(s, &bt, &o, &e)) fail_msg("%s", e.msg);
     } else {
         int32_t tok[16];
@@ -548,6 +549,111 @@ static void test_gradient_hooks(void **state) {
     free(v), free(g), free(logits);
 }
 
+/* ---- shared prompts ------------------------------------------------------------------- */
+
+/* Five rows over two prompts (A A B A B), each case steering every row its own way: with
+ * sharing on, each prompt runs once up to where steering first acts on it, and every output
+ * equals the unshared run's to the rounding allowed between batches (1e-5 relative, as batched
+ * vs alone above; a shared row's products run in a pass of another height, and the sgemm
+ * kernels round a row by its place in the tiling). Tokens must be equal. The prompt-token
+ * count shows what ran from the embedding: the two prompts once each when shared. */
+enum { SH_ROWS = 5, SH_NEW = 6 };
+
+typedef struct share_case {
+    const char *name;
+    up_steer items[SH_ROWS];
+    int shares; /* 1: the rule lets the prompts be shared */
+} share_case;
+
+static void run_shared(const up_steer_row *rows, int max_new, int no_sharing, run_result *r, long *prompt_tokens) {
+    static int32_t pa[9], pb[6];
+    fill(pa, 9, 41), fill(pb, 6, 42);
+    const int32_t *prompts[SH_ROWS] = {pa, pa, pb, pa, pb};
+    const int lens[SH_ROWS] = {9, 9, 6, 9, 6};
+    up_state *s;
+    up_error e = {0};
+    float *logits = malloc((size_t)SH_ROWS * V * sizeof *logits);
+    int32_t *tokens = malloc((size_t)SH_ROWS * SH_NEW * sizeof *tokens);
+    if (up_state_init(&s, model, SH_ROWS, 9 + SH_NEW, &e)) fail_msg("%s", e.msg);
+    up_steer_plan plan = {rows, SH_ROWS};
+    up_steer_batch bt = {prompts, lens, SH_ROWS, &plan, NULL, refusal_ids, 1, max_new, NULL, 0, no_sharing};
+    *prompt_tokens = 0;
+    up_steer_out out = {r->score, logits, max_new ? tokens : NULL, r->n_tokens, prompt_tokens};
+    if (up_steer_run(s, &bt, &out, &e)) fail_msg("%s", e.msg);
+    for (int b = 0; b < SH_ROWS; b++) {
+        memcpy(r->logits[b], logits + (size_t)b * V, V * sizeof(float));
+        memcpy(r->tokens[b], tokens + (size_t)b * SH_NEW, SH_NEW * sizeof(int32_t));
+    }
+    up_state_free(s);
+    free(logits), free(tokens);
+}
+
+static void test_shared_prompts_equal_unshared(void **state) {
+    if (!dir_a) dir_a = unit_direction(0.1f), dir_b = unit_direction(2.0f);
+    static const int last[1] = {-1}, generated_only[1] = {12};
+    share_case cases[8];
+    memset(cases, 0, sizeof cases);
+    const float alphas[SH_ROWS] = {3.0f, -5.0f, 2.0f, 0.0f, 6.0f};
+    for (int b = 0; b < SH_ROWS; b++) {
+        cases[0].items[b] = up_steer_add(RESID_POST_1, dec_row(11 + b), alphas[b]);
+        cases[1].items[b] = up_steer_add((up_hook_point){UP_HOOK_RESID_PRE, 2}, dec_row(20 + b), alphas[b]);
+        cases[1].items[b].where = UP_STEER_POS_PROMPT;
+        cases[2].items[b] = up_steer_add((up_hook_point){UP_HOOK_MLP_OUT, 0}, dec_row(30 + b), alphas[b]);
+        cases[2].items[b].where = UP_STEER_POS_GENERATED;
+        cases[3].items[b] = up_steer_clamp(sae, 3 + b, 2.0f + b);
+        cases[4].items[b] = up_steer_ablate(b % 2 ? dir_a : dir_b);
+        cases[5].items[b] = up_steer_ablate(b % 2 ? dir_a : dir_b);
+        cases[5].items[b].where = UP_STEER_POS_GENERATED;
+        cases[6].items[b] = up_steer_add((up_hook_point){UP_HOOK_ATTN_OUT, 2}, dir_a, alphas[b]);
+        cases[6].items[b].where = UP_STEER_POS_LIST, cases[6].items[b].positions = b == 4 ? generated_only : last;
+        cases[6].items[b].n_positions = 1;
+    }
+    /* Kinds mixed across rows: sharing stops at the earliest of them (the clamp). */
+    cases[7].items[0] = up_steer_add((up_hook_point){UP_HOOK_MLP_OUT, 3}, dir_a, 2.0f);
+    cases[7].items[1] = up_steer_clamp(sae, 5, 4.0f);
+    cases[7].items[1].where = UP_STEER_POS_PROMPT;
+    cases[7].items[2] = up_steer_add(RESID_POST_1, dec_row(7), 3.0f);
+    cases[7].items[2].where = UP_STEER_POS_GENERATED;
+    cases[7].items[3] = up_steer_add(RESID_POST_1, dec_row(7), 0.0f);
+    cases[7].items[4] = up_steer_ablate(dir_b);
+    cases[7].items[4].where = UP_STEER_POS_GENERATED;
+    const char *names[8] = {"add all", "add prompt", "add generated", "clamp all", "ablate all", "ablate generated",
+                            "add listed", "mixed"};
+    /* Ablation of prompt slots acts from blocks.0.hook_resid_pre: nothing to share. */
+    const int shares[8] = {1, 1, 1, 1, 0, 1, 1, 1};
+    for (int k = 0; k < 8; k++) {
+        up_steer_row rows[SH_ROWS];
+        for (int b = 0; b < SH_ROWS; b++) rows[b] = (up_steer_row){&cases[k].items[b], 1};
+        for (int gen = 0; gen < 2; gen++) {
+            static run_result shared, alone;
+            long n_shared, n_alone;
+            const int max_new = gen ? SH_NEW : 0;
+            run_shared(rows, max_new, 0, &shared, &n_shared);
+            run_shared(rows, max_new, 1, &alone, &n_alone);
+            assert_int_equal(n_alone, 9 * 3 + 6 * 2);
+            if (shares[k] && n_shared != 9 + 6) fail_msg("%s: %ld prompt tokens run, want 15", names[k], n_shared);
+            if (!shares[k]) assert_int_equal(n_shared, n_alone);
+            double worst = 0;
+            for (int b = 0; b < SH_ROWS; b++) {
+                worst = fmax(worst, rel_err(shared.logits[b], alone.logits[b], V));
+                assert_close(shared.logits[b], alone.logits[b], V, 1e-5, names[k]);
+                assert_true(fabs(shared.score[b] - alone.score[b]) <= 1e-5 * fmax(1, fabs(alone.score[b])));
+                if (!gen) continue;
+                assert_int_equal(shared.n_tokens[b], alone.n_tokens[b]);
+                assert_memory_equal(shared.tokens[b], alone.tokens[b], shared.n_tokens[b] * sizeof(int32_t));
+            }
+            /* Steering that moves prompt slots must show in the last-position logits of some
+             * row, so the comparison above is not between unsteered runs. */
+            int moved = 0;
+            for (int b = 1; b < SH_ROWS; b++)
+                moved |= b != 2 && b != 4 && memcmp(shared.logits[b], shared.logits[0], V * sizeof(float));
+            if (k != 2 && k != 5) assert_true(moved);
+            printf("%-16s %s: %ld vs %ld prompt tokens, worst logits error %.2g\n", names[k], gen ? "generate" : "score",
+                   n_shared, n_alone, worst);
+        }
+    }
+}
+
 static void test_errors(void **state) {
     up_error e = {0};
     up_steer_set *set;
@@ -587,8 +693,8 @@ static void test_errors(void **state) {
     up_state *s;
     assert_int_equal(up_state_init(&s, model, 3, 4, &e), UP_OK);
     double score[3];
-    up_steer_batch bt = {prompts, lens, 3, &plan, NULL, refusal_ids, 1, 0, NULL, 0};
-    up_steer_out out = {score, NULL, NULL, NULL};
+    up_steer_batch bt = {prompts, lens, 3, &plan, NULL, refusal_ids, 1, 0, NULL, 0, 0};
+    up_steer_out out = {score, NULL, NULL, NULL, NULL};
     assert_int_equal(up_steer_run(s, &bt, &out, &e), UP_ERR_INVALID);
     assert_int_equal(up_steer_hooks(&set, model, &plan, NULL, &e), UP_OK);
     assert_int_equal(up_forward(s, &ids[0][0], NULL, NULL, 3, 4, up_steer_set_hooks(set), NULL, UP_LOGITS_NONE, &e),
@@ -611,6 +717,7 @@ int main(void) {
         cmocka_unit_test(test_alpha_zero_is_identity),
         cmocka_unit_test(test_mixed_batch_equals_cells_alone),
         cmocka_unit_test(test_cached_equals_uncached),
+        cmocka_unit_test(test_shared_prompts_equal_unshared),
         cmocka_unit_test(test_run_stops),
         cmocka_unit_test(test_ablation_removes_direction),
         cmocka_unit_test(test_clamp),

@@ -1,0 +1,113 @@
+/* The products of blas.h on shapes big enough to take the blocked, threaded paths (the model
+ * tests' tiny products stay on one call): each equals a double-precision reference, and the
+ * bits are the same for 1, 2 and 3 threads, since block edges depend on the shapes only. */
+#include "testutil.h"
+
+#include <stdlib.h>
+
+#include "blas.h"
+#include "tensor.h"
+
+static uint64_t rng = 12345;
+
+static float uniform(void) {
+    rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+    return (float)(rng >> 40) / (float)(1 << 24) - 0.5f;
+}
+
+static float *random_floats(size_t n) {
+    float *x = malloc(n * sizeof *x);
+    for (size_t i = 0; i < n; i++) x[i] = uniform();
+    return x;
+}
+
+/* W (N, K) as bf16 (truncated), and its exact fp32 value. */
+static uint16_t *random_bf16(size_t n, float **exact) {
+    uint16_t *w = malloc(n * sizeof *w);
+    *exact = malloc(n * sizeof **exact);
+    for (size_t i = 0; i < n; i++) {
+        float f = uniform();
+        uint32_t u;
+        memcpy(&u, &f, 4);
+        w[i] = (uint16_t)(u >> 16);
+        (*exact)[i] = up_bf16_to_f32(w[i]);
+    }
+    return w;
+}
+
+/* max |got - want| relative to the largest |want|, want = sum_k A(m,k) B(k,n) in double with
+ * A (M,K) row-major and B given by strides. */
+static double check(const float *got, const float *A, const float *B, size_t b_k, size_t b_n, int M, int N, int K) {
+    double worst = 0, scale = 1e-30;
+    for (int m = 0; m < M; m++)
+        for (int n = 0; n < N; n++) {
+            double want = 0;
+            for (int k = 0; k < K; k++) want += (double)A[(size_t)m * K + k] * B[k * b_k + n * b_n];
+            worst = fmax(worst, fabs(got[(size_t)m * N + n] - want));
+            scale = fmax(scale, fabs(want));
+        }
+    return worst / scale;
+}
+
+static void test_products(void **state) {
+    /* N 2000 by K 600 cuts into several column blocks; M 40 takes the sgemm path. */
+    enum { M = 40, N = 2000, K = 600 };
+    float *Wf, *x = random_floats((size_t)M * K), *dy = random_floats((size_t)M * N);
+    uint16_t *W = random_bf16((size_t)N * K, &Wf);
+    const size_t sf = up_linear_scratch_floats(N > K ? N : K);
+    float *scratch = malloc(sf * sizeof *scratch);
+    float *y[3], *yf[3], *dx[3], *dW[3], *small[3];
+    for (int t = 0; t < 3; t++) {
+        up_blas_set_threads(t + 1);
+        y[t] = malloc((size_t)M * N * sizeof(float)), yf[t] = malloc((size_t)M * N * sizeof(float));
+        dx[t] = malloc((size_t)M * K * sizeof(float)), dW[t] = calloc((size_t)N * K, sizeof(float));
+        small[t] = malloc((size_t)8 * N * sizeof(float));
+        up_linear(y[t], x, W, UP_DTYPE_BF16, M, N, K, 0, scratch, sf);
+        up_linear(yf[t], x, Wf, UP_DTYPE_F32, M, N, K, 0, scratch, sf);
+        up_linear_backward_input(dx[t], dy, W, UP_DTYPE_BF16, M, N, K, 0, scratch, sf);
+        up_linear_backward_weight(dW[t], dy, x, M, N, K);
+        up_linear(small[t], x, W, UP_DTYPE_BF16, 8, N, K, 0, scratch, sf);
+    }
+    /* y = x W^T: B(k, n) = W[n, k]. dx = dy W: B(n, k) = W[n, k]. dW = dy^T x: A = dy^T. */
+    assert_true(check(y[0], x, Wf, 1, K, M, N, K) < 1e-5);
+    assert_true(check(yf[0], x, Wf, 1, K, M, N, K) < 1e-5);
+    assert_true(check(small[0], x, Wf, 1, K, 8, N, K) < 1e-5);
+    assert_true(check(dx[0], dy, Wf, K, 1, M, K, N) < 1e-5);
+    float *dyT = malloc((size_t)N * M * sizeof *dyT);
+    for (int m = 0; m < M; m++)
+        for (int n = 0; n < N; n++) dyT[(size_t)n * M + m] = dy[(size_t)m * N + n];
+    assert_true(check(dW[0], dyT, x, K, 1, N, K, M) < 1e-5);
+    for (int t = 1; t < 3; t++) {
+        assert_memory_equal(y[0], y[t], (size_t)M * N * sizeof(float));
+        assert_memory_equal(yf[0], yf[t], (size_t)M * N * sizeof(float));
+        assert_memory_equal(dx[0], dx[t], (size_t)M * K * sizeof(float));
+        assert_memory_equal(dW[0], dW[t], (size_t)N * K * sizeof(float));
+        assert_memory_equal(small[0], small[t], (size_t)8 * N * sizeof(float));
+    }
+    /* The small-M kernel gives each row the bits it has alone. */
+    float *one = malloc((size_t)N * sizeof *one);
+    for (int m = 0; m < 8; m++) {
+        up_linear(one, x + (size_t)m * K, W, UP_DTYPE_BF16, 1, N, K, 0, scratch, sf);
+        assert_memory_equal(one, small[0] + (size_t)m * N, (size_t)N * sizeof(float));
+    }
+    /* up_sgemm, B plain (K, N) and transposed (N, K); more rows than columns cuts rows. */
+    enum { M2 = 900, N2 = 300, K2 = 200 };
+    float *A = random_floats((size_t)M2 * K2), *B = random_floats((size_t)K2 * N2);
+    float *C[2] = {malloc((size_t)M2 * N2 * sizeof(float)), malloc((size_t)M2 * N2 * sizeof(float))};
+    for (int t = 0; t < 2; t++) {
+        up_blas_set_threads(t + 1);
+        up_sgemm(M2, N2, K2, 1.0f, A, B, 0, 0.0f, C[t]);
+    }
+    assert_true(check(C[0], A, B, N2, 1, M2, N2, K2) < 1e-5);
+    assert_memory_equal(C[0], C[1], (size_t)M2 * N2 * sizeof(float));
+    up_sgemm(M2, N2, K2, 1.0f, A, B, 1, 0.0f, C[1]); /* B read as (N2, K2) */
+    assert_true(check(C[1], A, B, 1, K2, M2, N2, K2) < 1e-5);
+    for (int t = 0; t < 3; t++) free(y[t]), free(yf[t]), free(dx[t]), free(dW[t]), free(small[t]);
+    free(C[0]), free(C[1]), free(A), free(B), free(one), free(dyT);
+    free(x), free(dy), free(W), free(Wf), free(scratch);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_products)};
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
