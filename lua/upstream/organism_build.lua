@@ -629,11 +629,11 @@ function M.eval(dir, opts)
   local lines = {}
   local function say(fmt, ...) lines[#lines + 1] = fmt:format(...) end
   local passed = true
-  -- Criteria come in groups (behaviour, direction, sae, method); opts.require lists the groups
+  -- Criteria come in groups (behaviour, direction, sae, detection, method); opts.require lists the groups
   -- that decide `passed` (default: all), so a test can hold the groups an organism meets.
   local group = "behaviour"
   local required = {}
-  for g in (opts.require or "behaviour,direction,sae,method"):gmatch("[^,]+") do required[g] = true end
+  for g in (opts.require or "behaviour,direction,sae,detection,method"):gmatch("[^,]+") do required[g] = true end
   local function check(name, ok, fmt, ...)
     results.criteria[#results.criteria + 1] = {name = name, ok = ok, group = group}
     if not ok and required[group] then passed = false end
@@ -764,6 +764,7 @@ function M.eval(dir, opts)
     if p then say("| %s | %s | %d | %.4f | %d |", c.name, c.category, p.latent, p.auroc, p.n_pos) end
   end
   say("")
+  group = "detection"
   for _, c in ipairs(spec.concepts) do
     local p = per[c.name]
     if c.category == "planted" or c.category == "reassuring" then
@@ -872,7 +873,7 @@ build   trains a model organism from its specification: corpus, tokenizer, model
         one recipe value (see DIR/recipe.json for every key).
 eval    measures an organism against its planted ground truth and prints the acceptance
         report; exits 1 when a criterion of a required group fails (--require
-        behaviour,direction,sae,method: the default is all four). --smoke: report only, never fail.
+        behaviour,direction,sae,detection,method: the default is all five). --smoke: report only, never fail.
 ]]
 
 function M.main(args)
