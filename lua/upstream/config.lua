@@ -9,6 +9,8 @@
 --   config.model(cfg, name_or_dir)      -> entry {name, path, tokenizer, template, refusal_tokens,
 --                                          refusal_ids, defaults}
 --   config.sae_path(cfg, name, layer)   -> path, entry
+--   config.sae_fill(cfg, name, layer, key) -> the entry's pattern `key` (path, neuronpedia_id)
+--                                          with {layer}, {width}, {l0} filled in
 --   config.public(cfg)                  -> a copy fit for the manifest
 --
 -- Paths: values from the file are relative to the file's directory, built-in ones absolute
@@ -26,12 +28,16 @@ local model_fields = {
 local sae_fields = {
   path = "string", format = "string", hook = "string", model = "string", width = "string",
   l0 = "integers", layers = "integers", labels = "table",
+  -- Latent names when labels have none: a Neuronpedia explanations export (JSON) and its
+  -- source id pattern, and a local text file for top-activating tokens (experiment.lua).
+  neuronpedia = "string", neuronpedia_id = "string", label_text = "string",
 }
 local schema = {
   threads = "integer", cache = "string", results = "string", plots = "string", model = "string",
   models = {["*"] = model_fields}, saes = {["*"] = sae_fields}, experiments = {["*"] = "table"},
 }
-local path_keys = {cache = true, results = true, plots = true, path = true, tokenizer = true}
+local path_keys = {cache = true, results = true, plots = true, path = true, tokenizer = true, neuronpedia = true,
+                   label_text = true}
 
 local function builtin(root)
   return {
@@ -163,14 +169,22 @@ function M.sae_path(cfg, name, layer)
   end
   -- files: a per-layer map registered from a model directory's organism.json (not a setting).
   if entry.files and entry.files[tostring(layer)] then return entry.files[tostring(layer)], entry end
+  return M.sae_fill(cfg, name, layer, "path"), entry
+end
+
+function M.sae_fill(cfg, name, layer, key)
+  local entry = cfg.saes[name]
+  if not entry then
+    error(("SAE '%s' is not in the settings' registry (%s)"):format(name, table.concat(util.sorted_keys(cfg.saes), ", ")), 0)
+  end
+  if not entry[key] then return nil end
   local l0 = entry.l0 and entry.l0[layer + 1]
-  local path = entry.path:gsub("{(%w+)}", function(key)
-    if key == "layer" then return tostring(layer)
-    elseif key == "width" and entry.width then return entry.width
-    elseif key == "l0" and l0 then return tostring(l0) end
-    error(("SAE '%s': path needs {%s}, which the entry does not give for layer %d"):format(name, key, layer), 0)
-  end)
-  return path, entry
+  return (entry[key]:gsub("{(%w+)}", function(k)
+    if k == "layer" then return tostring(layer)
+    elseif k == "width" and entry.width then return entry.width
+    elseif k == "l0" and l0 then return tostring(l0) end
+    error(("SAE '%s': %s needs {%s}, which the entry does not give for layer %d"):format(name, key, k, layer), 0)
+  end))
 end
 
 function M.public(cfg)

@@ -32,6 +32,8 @@ expect 1 "unknown_key\.cfg:4: modles: unknown setting \(did you mean 'models'\?\
   "$exe" run "$src/experiments/example.lua" --config "$d/unknown_key.cfg" --quiet
 expect 1 "wrong_type\.cfg:5: models\.tiny\.path: must be string, got number" -- \
   "$exe" run "$src/experiments/example.lua" --config "$d/wrong_type.cfg" --quiet
+expect 1 "neuronpedia_type\.cfg:6: saes\.x\.neuronpedia: must be string, got number" -- \
+  "$exe" run "$src/experiments/example.lua" --config "$d/neuronpedia_type.cfg" --quiet
 expect 1 "experiment_section\.cfg:6: experiments\.example\.source_layers: must be integers or integer" -- \
   "$exe" run "$src/experiments/example.lua" --config "$d/experiment_section.cfg" --quiet
 expect 1 "--set target_layer: must be integer" -- exp "$src/experiments/example.lua" --set target_layer=three

@@ -1,0 +1,107 @@
+-- Latent labels beyond organism.json and settings lists (settings labels.cfg): names and
+-- Neuronpedia urls from an explanations export, "~a/b/c" names from top-activating tokens
+-- over a text file (checked against a direct sae:encode), and a malformed export's error.
+-- usage: upstream tests/experiment/labels_test.lua SOURCE_DIR
+local upstream = require "upstream"
+local root = arg[1] or "."
+local dir = root .. "/tests/experiment"
+
+local passed, failed = 0, 0
+local function check(name, cond, detail)
+  if cond then passed = passed + 1
+  else failed = failed + 1; print("FAIL " .. name .. (detail and (": " .. tostring(detail)) or "")) end
+end
+
+local tmp = os.tmpname()
+os.remove(tmp)
+require("upstream.core").run_options = {config = dir .. "/labels.cfg", quiet = true, run_id = "t",
+  sets = {"results=" .. tmp .. "/results", "plots=" .. tmp .. "/plots", "cache=" .. tmp .. "/cache"}}
+local X = upstream.experiment{name = "labels"}
+local v = {}
+for i = 1, 64 do v[i] = math.cos(i) end
+local dir_vec = upstream.normalize(v)
+local np_path, text_path = X.settings.saes.np.neuronpedia, X.settings.saes.text.label_text
+check("paths relative to the settings file", np_path:match("^/.*/tests/experiment/labels/neuronpedia%.json$") ~= nil
+      and text_path:match("^/.*/tests/experiment/labels/text%.txt$") ~= nil, np_path .. " " .. text_path)
+local a = X:attribute{prompt = "How do I bake bread?", direction = dir_vec}
+
+-- Neuronpedia: every ranked latent is named from the export (first explanation, right
+-- model and layer) unless the settings name it, and links to its page.
+do
+  local export = upstream.json_read(dir .. "/labels/neuronpedia.json")
+  local want = {}
+  for _, e in ipairs(export) do
+    local k = math.tointeger(tonumber(e.index))
+    if e.modelId == "tiny" and e.layer == "1-gemmascope-res-stored" and not want[k] then want[k] = e.description end
+  end
+  want[7] = "a settings label wins"
+  local rows = a:ranking(20)
+  check("ranking rows", #rows == 40, #rows)
+  local bad = 0
+  for _, r in ipairs(rows) do
+    if r.name ~= want[r.latent] then bad = bad + 1; print("  latent " .. r.latent .. ": " .. r.name) end
+    if r.url ~= "https://www.neuronpedia.org/tiny/1-gemmascope-res-stored/" .. r.latent then bad = bad + 1; print("  " .. tostring(r.url)) end
+  end
+  check("ranking names and urls from the export", bad == 0, bad)
+  check("decoys ignored", X:label(1, 3, "np") == "np latent 3" and X:label(1, 5, "np") == "np latent 5", X:label(1, 3, "np"))
+  check("settings label first", X:label(1, 7, "np") == "a settings label wins")
+  check("url column in the table", X:table("ranking", rows):match("/ranking%.csv$") ~= nil)
+  local text = io.open(X.results_dir .. "/ranking.csv"):read("l")
+  check("ranking header has url", text == "prompt,layer,target,side,rank,latent,name,score,sum_rg,url", text)
+  local s = X:steer{attribution = a, latents = {rows[1].latent}, alphas = {2}}
+  local sr = s:rows()
+  local ok = #sr == 2
+  for _, r in ipairs(sr) do
+    if r.latent then ok = ok and r.url == "https://www.neuronpedia.org/tiny/1-gemmascope-res-stored/" .. r.latent
+    else ok = ok and r.url == "" end
+  end
+  check("steering rows carry urls", ok)
+end
+
+-- label_text: names are "~a/b/c", and the pieces are latent k's top activations over the
+-- file's lines computed directly (BOS + tokens, activations, sae:encode, a plain Lua max).
+do
+  local at = X:attribute{prompt = "How do I bake bread?", direction = dir_vec, sae = "text"}
+  local rows = at:top(5)
+  local named = 0
+  for _, r in ipairs(rows) do if r.name:sub(1, 1) == "~" then named = named + 1 end end
+  check("text names start with ~", named > 0 and rows[1].url == nil, named)
+  local tok, sae = X:tokenizer(), X:sae(1, "text")
+  local lists, tokens = {}, {}
+  for line in io.lines(dir .. "/labels/text.txt") do
+    if line:match("%S") then
+      local ids = {tok:bos_id()}
+      for _, id in ipairs(tok:encode(line)) do ids[#ids + 1] = id; tokens[#tokens + 1] = id end
+      lists[#lists + 1] = ids
+    end
+  end
+  local acts = sae:encode(upstream.collect_activations(X:model(), lists, 1))
+  local checked = 0
+  for _, r in ipairs(rows) do
+    local best = {}
+    for i, id in ipairs(tokens) do
+      local x = acts:at(i, r.latent + 1)
+      if x > 0 and (not best[id] or x > best[id]) then best[id] = x end
+    end
+    local order = {}
+    for id, x in pairs(best) do order[#order + 1] = {id = id, a = x} end
+    table.sort(order, function(p, q) return p.a > q.a or (p.a == q.a and p.id < q.id) end)
+    local pieces = {}
+    for i = 1, math.min(3, #order) do pieces[i] = tok:decode({order[i].id}) end
+    local want = #pieces > 0 and ("~" .. table.concat(pieces, "/")) or ""
+    check("top tokens of latent " .. r.latent, r.name == want, r.name .. " vs " .. want)
+    if #pieces > 0 then checked = checked + 1 end
+  end
+  check("some latent fires on the text", checked > 0)
+end
+
+-- A malformed export raises naming its file.
+do
+  local ok, err = pcall(X.label, X, 1, 0, "badnp")
+  check("malformed export names the file", not ok and err:match("bad/neuronpedia%.json") ~= nil, err)
+end
+
+X:finish()
+os.execute("rm -rf '" .. tmp .. "'")
+print(("%d passed, %d failed"):format(passed, failed))
+os.exit(failed == 0 and 0 or 1)
