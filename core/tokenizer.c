@@ -1013,7 +1013,7 @@ static up_status build_vocab(up_tokenizer *t, parsed *p, up_error *err) {
     size_t base = 0;
     for (int c = 0; c < p->n_vocab_chunks; c++) {
         chunk_out *co = &p->vocab[c];
-        memcpy(t->arena + base, co->strs.p, co->strs.n);
+        if (co->strs.n) memcpy(t->arena + base, co->strs.p, co->strs.n); /* an empty chunk has no buffer */
         for (size_t i = 0; i < co->n; i++) {
             int32_t id = co->b[i];
             uint32_t off = (uint32_t)(base + co->a[i]);
