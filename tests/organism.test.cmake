@@ -14,3 +14,5 @@ add_test(NAME organism_build_smoke
 add_test(NAME organism_acceptance
          COMMAND upstream organism eval ${CMAKE_SOURCE_DIR}/models/organism --require behaviour,sae)
 set_tests_properties(organism_acceptance PROPERTIES WORKING_DIRECTORY ${CMAKE_SOURCE_DIR})
+# The README's main job (experiments/all.lua on the shipped organism, ~10 s).
+add_test(NAME main_job COMMAND bash ${CMAKE_SOURCE_DIR}/tests/main_job_test.sh $<TARGET_FILE:upstream> ${CMAKE_SOURCE_DIR})
