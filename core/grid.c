@@ -14,6 +14,7 @@
 
 #include "backward.h"
 #include "direction.h"
+#include "fs.h"
 #include "hash.h"
 #include "metrics.h"
 
@@ -470,20 +471,6 @@ const char *up_grid_progress_format(const up_grid_progress *p, int width, char *
 
 /* ---- the cache ------------------------------------------------------------------------------ */
 
-static int mkdir_p(const char *dir) {
-    char tmp[PATH_MAX];
-    size_t n = strlen(dir);
-    if (n == 0 || n >= sizeof tmp) return -1;
-    memcpy(tmp, dir, n + 1);
-    for (char *p = tmp + 1; *p; p++) {
-        if (*p != '/') continue;
-        *p = '\0';
-        if (mkdir(tmp, 0777) && errno != EEXIST) return -1;
-        *p = '/';
-    }
-    return mkdir(tmp, 0777) && errno != EEXIST ? -1 : 0;
-}
-
 static json_t *jnum(double v) {
     if (isnan(v)) return json_null();
     if (isinf(v)) return json_string(v > 0 ? "inf" : "-inf");
@@ -548,7 +535,7 @@ static up_status cache_write(const char *dir, const up_grid_cell *c, const char 
     snprintf(sub, sizeof sub, "%s/%.2s", dir, c->key);
     cell_file(dir, c->key, path, sizeof path);
     snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
-    if (mkdir_p(sub)) return up_error_set(err, UP_ERR_IO, "grid cache: cannot create %s: %s", sub, strerror(errno));
+    if (up_mkdirs(sub)) return up_error_set(err, UP_ERR_IO, "grid cache: cannot create %s: %s", sub, strerror(errno));
     json_t *o = json_object(), *toks = json_array();
     if (!o || !toks) {
         json_decref(o), json_decref(toks);

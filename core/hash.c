@@ -13,6 +13,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "fs.h"
+
 struct up_hasher {
     EVP_MD_CTX *ctx;
     int failed; /* a printf could not allocate: the digest would miss text, so final refuses */
@@ -119,20 +121,6 @@ static up_status hash_fd(int fd, const char *path, char hex[UP_HASH_HEX], up_err
     return st;
 }
 
-static int mkdir_p(const char *dir) {
-    char tmp[PATH_MAX];
-    size_t n = strlen(dir);
-    if (n == 0 || n >= sizeof tmp) return -1;
-    memcpy(tmp, dir, n + 1);
-    for (char *p = tmp + 1; *p; p++) {
-        if (*p != '/') continue;
-        *p = '\0';
-        if (mkdir(tmp, 0777) && errno != EEXIST) return -1;
-        *p = '/';
-    }
-    return mkdir(tmp, 0777) && errno != EEXIST ? -1 : 0;
-}
-
 typedef struct memo_entry {
     long long size, mtime_s, mtime_ns, ino, dev;
     char hex[UP_HASH_HEX];
@@ -168,7 +156,7 @@ static int memo_read(const char *file, memo_entry *e) {
 
 static void memo_write(const char *memo_dir, const char *file, const char *real, const memo_entry *e) {
     char tmp[PATH_MAX + 128];
-    if (mkdir_p(memo_dir)) return;
+    if (up_mkdirs(memo_dir)) return;
     snprintf(tmp, sizeof tmp, "%s.tmp.%ld", file, (long)getpid());
     FILE *f = fopen(tmp, "w");
     if (!f) return;

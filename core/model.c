@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fs.h"
 #include "safetensors.h"
 
 /* ---- config.json ------------------------------------------------------- */
@@ -375,19 +376,6 @@ up_status up_model_param_blocks(up_model *m, float **mats, size_t *n_mats, float
     return UP_OK;
 }
 
-/* mkdir -p: each missing component of dir. */
-static int make_dirs(const char *dir) {
-    char path[4096];
-    snprintf(path, sizeof path, "%s", dir);
-    for (char *p = path + 1; *p; p++) {
-        if (*p != '/') continue;
-        *p = '\0';
-        if (mkdir(path, 0755) && errno != EEXIST) return -1;
-        *p = '/';
-    }
-    return mkdir(path, 0755) && errno != EEXIST ? -1 : 0;
-}
-
 static up_status write_config(const up_model *m, const char *dir, up_error *err) {
     const up_model_config *c = &m->cfg;
     json_t *j = json_object();
@@ -428,7 +416,7 @@ static up_status write_config(const up_model *m, const char *dir, up_error *err)
 
 up_status up_model_save(const up_model *m, const char *dir, up_error *err) {
     const up_model_config *c = &m->cfg;
-    if (make_dirs(dir)) return up_error_set(err, UP_ERR_IO, "cannot create directory %s", dir);
+    if (up_mkdirs(dir)) return up_error_set(err, UP_ERR_IO, "cannot create directory %s", dir);
     up_status s = write_config(m, dir, err);
     if (s) return s;
     char path[4096];

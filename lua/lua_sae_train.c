@@ -37,6 +37,7 @@
 #include <unistd.h>
 
 #include "binding.h"
+#include "fs.h"
 #include "model.h"
 #include "sae.h"
 #include "sae_train.h"
@@ -151,20 +152,6 @@ static int rm_entry(const char *p, const struct stat *sb, int flag, struct FTW *
     return remove(p);
 }
 
-/* mkdir -p; 0 on success. */
-static int make_dirs(const char *path) {
-    char buf[4096];
-    if (strlen(path) >= sizeof buf) return -1;
-    strcpy(buf, path);
-    for (char *p = buf + 1; *p; p++)
-        if (*p == '/') {
-            *p = 0;
-            mkdir(buf, 0755);
-            *p = '/';
-        }
-    return mkdir(buf, 0755) == 0 || access(buf, F_OK) == 0 ? 0 : -1;
-}
-
 static int l_train_sae(lua_State *L) {
     const up_lua_tensor *X = up_lua_tensor_check(L, 1);
     if (X->ndim != 2) return luaL_argerror(L, 1, "expected a Tensor (n, d) of activations");
@@ -261,7 +248,7 @@ static int l_train_sae(lua_State *L) {
         snprintf(path, sizeof path, "%s", out);
         st = up_sae_save_npz(sae, path, compress ? UP_NPZ_DEFLATED : UP_NPZ_STORED, &e);
     } else {
-        if (make_dirs(base) != 0) {
+        if (up_mkdirs(base) != 0) {
             up_sae_free(sae);
             return luaL_error(L, "cannot create directory %s", base);
         }

@@ -27,6 +27,7 @@
 
 #include "binding.h"
 #include "blas.h"
+#include "fs.h"
 #include "hash.h"
 #include "png.h"
 
@@ -66,24 +67,11 @@ static int l_mkdir(lua_State *L) {
 }
 
 static int l_mkdirs(lua_State *L) {
-    size_t n;
-    const char *path = luaL_checklstring(L, 1, &n);
-    luaL_Buffer b;
-    char *p = luaL_buffinitsize(L, &b, n + 1);
-    memcpy(p, path, n + 1);
-    /* Each prefix ending before a '/' in turn, then the whole path; existing directories are fine. */
-    for (size_t i = 1; i <= n; i++) {
-        if (i < n && p[i] != '/') continue;
-        char c = p[i];
-        p[i] = '\0';
-        struct stat st;
-        if (mkdir(p, 0777) != 0 && !(errno == EEXIST && stat(p, &st) == 0 && S_ISDIR(st.st_mode))) {
-            int err = errno == EEXIST ? ENOTDIR : errno;
-            lua_pushnil(L);
-            lua_pushfstring(L, "%s: %s", p, strerror(err));
-            return 2;
-        }
-        p[i] = c;
+    const char *path = luaL_checkstring(L, 1);
+    if (up_mkdirs(path) != 0) {
+        lua_pushnil(L);
+        lua_pushfstring(L, "%s: %s", path, strerror(errno));
+        return 2;
     }
     lua_pushboolean(L, 1);
     return 1;
