@@ -26,6 +26,8 @@
 --
 -- Error rule: a bad spec or misuse raises with a message naming the field; lookups that
 -- find nothing return nil; write_corpus/read_corpus raise on I/O failure.
+local core = require "upstream.core"
+
 local M = {}
 
 local function fail(fmt, ...) error("organism: " .. fmt:format(...), 0) end
@@ -765,146 +767,12 @@ end
 
 -- ---------------------------------------------------------------- JSON
 
-local ESC = {['"'] = '\\"', ['\\'] = '\\\\', ['\n'] = '\\n', ['\r'] = '\\r', ['\t'] = '\\t',
-             ['\b'] = '\\b', ['\f'] = '\\f'}
+-- One-line JSON through upstream.json_encode (jansson): object keys sorted, so equal values
+-- give equal text; an empty table is []; floats keep 17 significant digits.
+function M.json_encode(v) return core.json_encode(v, {indent = 0}) end
 
-local function encode(v, out)
-  local t = type(v)
-  if t == "string" then
-    out[#out + 1] = '"' .. v:gsub('[%c"\\]', function(ch) return ESC[ch] or ("\\u%04x"):format(ch:byte()) end) .. '"'
-  elseif t == "number" then
-    if math.type(v) == "integer" then out[#out + 1] = ("%d"):format(v)
-    elseif v ~= v or v == math.huge or v == -math.huge then fail("JSON cannot hold %s", tostring(v))
-    else out[#out + 1] = ("%.14g"):format(v) end
-  elseif t == "boolean" then
-    out[#out + 1] = tostring(v)
-  elseif t == "table" then
-    local n = #v
-    local is_array = n > 0 or next(v) == nil
-    if is_array then
-      for k in pairs(v) do
-        if math.type(k) ~= "integer" or k < 1 or k > n then is_array = false; break end
-      end
-    end
-    if is_array then
-      out[#out + 1] = "["
-      for i = 1, n do
-        if i > 1 then out[#out + 1] = "," end
-        encode(v[i], out)
-      end
-      out[#out + 1] = "]"
-    else
-      out[#out + 1] = "{"
-      for i, k in ipairs(sorted_keys(v)) do
-        if type(k) ~= "string" then fail("JSON object keys must be strings") end
-        if i > 1 then out[#out + 1] = "," end
-        encode(k, out)
-        out[#out + 1] = ":"
-        encode(v[k], out)
-      end
-      out[#out + 1] = "}"
-    end
-  else
-    fail("JSON cannot hold a %s", t)
-  end
-end
-
--- Compact JSON; object keys sorted (so equal values give equal text), strings escaped,
--- floats with 14 significant digits. An empty table is [].
-function M.json_encode(v)
-  local out = {}
-  encode(v, out)
-  return table.concat(out)
-end
-
--- A small JSON reader (enough for corpus files): null becomes nil.
-function M.json_decode(s)
-  local pos = 1
-  local function ws() pos = s:find("[^ \t\r\n]", pos) or #s + 1 end
-  local function err(what) fail("JSON: %s at byte %d", what, pos) end
-  local value
-  local function str()
-    local out = {}
-    pos = pos + 1
-    while true do
-      local a, b = s:find('["\\]', pos)
-      if not a then err("unterminated string") end
-      out[#out + 1] = s:sub(pos, a - 1)
-      if s:sub(a, a) == '"' then pos = a + 1; break end
-      local e = s:sub(a + 1, a + 1)
-      local simple = ({['"'] = '"', ['\\'] = '\\', ['/'] = '/', b = '\b', f = '\f', n = '\n', r = '\r', t = '\t'})[e]
-      if simple then
-        out[#out + 1] = simple
-        pos = a + 2
-      elseif e == "u" then
-        local cp = tonumber(s:sub(a + 2, a + 5), 16) or err("bad \\u escape")
-        pos = a + 6
-        if cp >= 0xD800 and cp <= 0xDBFF and s:sub(pos, pos + 1) == "\\u" then
-          local lo = tonumber(s:sub(pos + 2, pos + 5), 16)
-          if lo and lo >= 0xDC00 and lo <= 0xDFFF then
-            cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00)
-            pos = pos + 6
-          end
-        end
-        out[#out + 1] = utf8.char(cp)
-      else
-        err("bad escape")
-      end
-    end
-    return table.concat(out)
-  end
-  function value()
-    ws()
-    local ch = s:sub(pos, pos)
-    if ch == "{" then
-      local obj = {}
-      pos = pos + 1
-      ws()
-      if s:sub(pos, pos) == "}" then pos = pos + 1; return obj end
-      while true do
-        ws()
-        if s:sub(pos, pos) ~= '"' then err("expected a key") end
-        local k = str()
-        ws()
-        if s:sub(pos, pos) ~= ":" then err("expected ':'") end
-        pos = pos + 1
-        obj[k] = value()
-        ws()
-        local c = s:sub(pos, pos)
-        pos = pos + 1
-        if c == "}" then return obj end
-        if c ~= "," then err("expected ',' or '}'") end
-      end
-    elseif ch == "[" then
-      local arr = {}
-      pos = pos + 1
-      ws()
-      if s:sub(pos, pos) == "]" then pos = pos + 1; return arr end
-      while true do
-        arr[#arr + 1] = value()
-        ws()
-        local c = s:sub(pos, pos)
-        pos = pos + 1
-        if c == "]" then return arr end
-        if c ~= "," then err("expected ',' or ']'") end
-      end
-    elseif ch == '"' then
-      return str()
-    elseif s:sub(pos, pos + 3) == "true" then pos = pos + 4; return true
-    elseif s:sub(pos, pos + 4) == "false" then pos = pos + 5; return false
-    elseif s:sub(pos, pos + 3) == "null" then pos = pos + 4; return nil
-    else
-      local num = s:match("^-?%d+%.?%d*[eE]?[-+]?%d*", pos)
-      if not num or num == "" then err("unexpected character") end
-      pos = pos + #num
-      return math.tointeger(tonumber(num)) or tonumber(num) or err("bad number")
-    end
-  end
-  local v = value()
-  ws()
-  if pos <= #s then err("trailing text") end
-  return v
-end
+-- The reverse; corpus records hold no null (it would come back as upstream.json_null).
+function M.json_decode(s) return core.json_decode(s) end
 
 -- ---------------------------------------------------------------- corpus files
 
