@@ -26,6 +26,7 @@
 -- pass/fail per criterion; the command prints a report and exits 1 when one fails).
 local upstream = require "upstream"
 local organism = require "upstream.organism"
+local util = require "upstream.util"
 
 local M = {}
 
@@ -71,12 +72,7 @@ local function merge(dst, src)
   return dst
 end
 
-local function copy(t)
-  if type(t) ~= "table" then return t end
-  local out = {}
-  for k, v in pairs(t) do out[k] = copy(v) end
-  return out
-end
+local copy, exists, write_atomic = util.copy, util.exists, util.write_atomic
 
 -- "train.steps=100" -> recipe.train.steps = 100 (numbers and booleans parsed; the key must exist).
 local function apply_set(recipe, assignment)
@@ -107,24 +103,9 @@ end
 
 -- ---------------------------------------------------------------- files and logging
 
-local function exists(path)
-  local f = io.open(path, "rb")
-  if f then f:close() end
-  return f ~= nil
-end
-
 local function mkdir(path)
-  local ok = os.execute(("mkdir -p '%s'"):format(path:gsub("'", "'\\''")))
-  if not ok then fail("cannot create directory %s", path) end
-end
-
-local function write_atomic(path, text)
-  local tmp = path .. ".tmp"
-  local f = io.open(tmp, "wb") or fail("cannot write %s", tmp)
-  f:write(text)
-  f:close()
-  local ok, err = os.rename(tmp, path)
-  if not ok then fail("cannot rename %s: %s", tmp, err) end
+  local ok, err = upstream.mkdirs(path)
+  if not ok then fail("cannot create directory %s", err) end
 end
 
 local Log = {}
@@ -554,16 +535,9 @@ M.criteria = {
   sae_fve = 0.85, sae_l0_min = 5, sae_l0_max = 60, sae_dead = 0.25, concept_auroc = 0.95,
 }
 
-local function read_file(path)
-  local f = io.open(path, "rb") or fail("cannot read %s", path)
-  local text = f:read("a")
-  f:close()
-  return text
-end
-
 -- Loads an organism directory: model, tokenizer, SAE, direction and organism.json.
 function M.open(dir)
-  local info = organism.json_decode(read_file(dir .. "/organism.json"))
+  local info = upstream.json_read(dir .. "/organism.json")
   local tensors, meta = upstream.load_safetensors(dir .. "/direction.safetensors")
   local layer = info.source_layer
   return {
@@ -732,13 +706,13 @@ function M.eval(dir, opts)
   local st = o.sae:stats(X)
   local acts = o.sae:encode(X)
   local n, d_sae = acts:shape()[1], acts:shape()[2]
-  local fired = {}
-  local n_dead = d_sae
-  for i = 1, n do
-    for k = 1, d_sae do
-      if not fired[k] and acts:at(i, k) > 0 then fired[k] = true; n_dead = n_dead - 1 end
-    end
-    if n_dead == 0 then break end
+  -- A latent is dead when its largest activation over these tokens is 0.
+  local one_group = {}
+  for i = 1, n do one_group[i] = 1 end
+  local peak = acts:group_reduce(one_group, 1, "max")
+  local n_dead = 0
+  for k = 1, d_sae do
+    if peak:at(1, k) <= 0 then n_dead = n_dead + 1 end
   end
   local fve = 1 - st.fvu
   group = "sae"
