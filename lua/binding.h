@@ -51,4 +51,9 @@ float *up_lua_check_vector(lua_State *L, int idx, int n);
 /* Reads a Lua array of integers (token ids) at idx into a malloc'd buffer; raises on misuse. */
 int32_t *up_lua_check_ids(lua_State *L, int idx, int *n);
 
+/* Field k of the options table at t: dflt when nil, else its value; anything else raises
+ * with luaL_argerror naming k ("k must be an integer" / "k must be a number"). */
+lua_Integer up_lua_opt_integer(lua_State *L, int t, const char *k, lua_Integer dflt);
+lua_Number up_lua_opt_number(lua_State *L, int t, const char *k, lua_Number dflt);
+
 #endif

@@ -148,29 +148,6 @@ static up_token_lists read_lists(lua_State *L, int idx, const char *what) {
 
 static int field(lua_State *L, int t, const char *k) { return lua_getfield(L, t, k); }
 
-static lua_Integer int_field(lua_State *L, int t, const char *k, lua_Integer dflt) {
-    int type = field(L, t, k);
-    lua_Integer v = dflt;
-    if (type != LUA_TNIL) {
-        int ok;
-        v = lua_tointegerx(L, -1, &ok);
-        if (!ok) luaL_argerror(L, t, lua_pushfstring(L, "%s must be an integer", k));
-    }
-    lua_pop(L, 1);
-    return v;
-}
-
-static lua_Number num_field(lua_State *L, int t, const char *k, lua_Number dflt) {
-    int type = field(L, t, k);
-    lua_Number v = dflt;
-    if (type != LUA_TNIL) {
-        int ok;
-        v = lua_tonumberx(L, -1, &ok);
-        if (!ok) luaL_argerror(L, t, lua_pushfstring(L, "%s must be a number", k));
-    }
-    lua_pop(L, 1);
-    return v;
-}
 
 static int bool_field(lua_State *L, int t, const char *k, int dflt) {
     int type = field(L, t, k), v = type == LUA_TNIL ? dflt : lua_toboolean(L, -1);
@@ -244,7 +221,8 @@ static void add_intervention(lua_State *L, int idx, int n, lua_grid *lg, const u
             if (!sae) luaL_error(L, "%s.sae must be an SAE", iw);
             /* Keep the SAE alive as long as the grid borrows it. */
             lua_rawseti(L, refs, (lua_Integer)luaL_len(L, refs) + 1);
-            s = up_steer_clamp(sae, (int)int_field(L, it, "latent", -1), (float)num_field(L, it, "value", NAN));
+            s = up_steer_clamp(sae, (int)up_lua_opt_integer(L, it, "latent", -1),
+                               (float)up_lua_opt_number(L, it, "value", NAN));
         } else {
             float *v = scratch(L, (size_t)d * sizeof *v);
             field(L, it, "vector");
@@ -254,12 +232,12 @@ static void add_intervention(lua_State *L, int idx, int n, lua_grid *lg, const u
             if (kind == UP_STEER_ABLATE) {
                 s = up_steer_ablate(v);
             } else {
-                up_hook_point p = {UP_HOOK_RESID_POST, (int)int_field(L, it, "layer", -1)};
+                up_hook_point p = {UP_HOOK_RESID_POST, (int)up_lua_opt_integer(L, it, "layer", -1)};
                 if (field(L, it, "point") == LUA_TSTRING &&
                     up_hook_point_parse(lua_tostring(L, -1), m->cfg.n_layers, &p))
                     luaL_error(L, "%s.point '%s' is not a hook point of this model", iw, lua_tostring(L, -1));
                 lua_pop(L, 1);
-                s = up_steer_add(p, v, (float)num_field(L, it, "alpha", 1));
+                s = up_steer_add(p, v, (float)up_lua_opt_number(L, it, "alpha", 1));
             }
         }
         if (kind != UP_STEER_ABLATE) s.where = parse_where(L, it, iw, (int **)&s.positions, &s.n_positions);
@@ -268,8 +246,8 @@ static void add_intervention(lua_State *L, int idx, int n, lua_grid *lg, const u
     }
     field(L, idx, "label");
     const char *label = lua_tostring(L, -1);
-    up_grid_intervention iv = {label, items, n_items, (int)int_field(L, idx, "latent", -1),
-                               (float)num_field(L, idx, "alpha", NAN)};
+    up_grid_intervention iv = {label, items, n_items, (int)up_lua_opt_integer(L, idx, "latent", -1),
+                               (float)up_lua_opt_number(L, idx, "alpha", NAN)};
     up_error e = {0};
     if (up_grid_add_intervention(lg->g, &iv, &e) < 0) luaL_error(L, "%s", e.msg);
     lua_settop(L, top);
@@ -339,7 +317,7 @@ static int l_grid(lua_State *L) {
         (!lua_isstring(L, -1) || up_steer_where_parse(lua_tostring(L, -1), &where) || where == UP_STEER_POS_LIST))
         return luaL_argerror(L, 1, "spec.where must be \"all\", \"prompt\" or \"generated\"");
     lua_settop(L, 4);
-    const lua_Integer layer = int_field(L, 1, "layer", -1);
+    const lua_Integer layer = up_lua_opt_integer(L, 1, "layer", -1);
     if (field(L, 1, "latents") != LUA_TNIL) {
         int n_lat, n_alpha;
         int32_t *lat = read_ints(L, 5, &n_lat, "spec.latents");
@@ -415,7 +393,7 @@ static int l_grid(lua_State *L) {
     lua_settop(L, 4);
     if (field(L, 1, "objective") != LUA_TNIL) {
         if (!lua_istable(L, 5)) return luaL_argerror(L, 1, "spec.objective must be {layer =, direction =, positions =}");
-        const int L_ = (int)int_field(L, 5, "layer", -1);
+        const int L_ = (int)up_lua_opt_integer(L, 5, "layer", -1);
         float *r = scratch(L, (size_t)d * sizeof *r);
         if (field(L, 5, "direction") == LUA_TNIL) return luaL_argerror(L, 1, "spec.objective.direction is required");
         read_vec(L, lua_gettop(L), d, r, "spec.objective.direction");
@@ -478,8 +456,8 @@ static int l_grid(lua_State *L) {
     }
     lua_settop(L, 4);
     up_grid_opts dflt = up_grid_opts_default();
-    lg->batch = (int)int_field(L, 1, "batch", dflt.batch);
-    lg->rep_n = (int)int_field(L, 1, "rep_n", dflt.rep_n);
+    lg->batch = (int)up_lua_opt_integer(L, 1, "batch", dflt.batch);
+    lg->rep_n = (int)up_lua_opt_integer(L, 1, "rep_n", dflt.rep_n);
     if (lg->batch <= 0 || lg->rep_n <= 0) return luaL_argerror(L, 1, "spec.batch and spec.rep_n must be positive");
     lg->coherence = bool_field(L, 1, "coherence", 1);
     lg->predict = bool_field(L, 1, "predict", 1);
@@ -768,10 +746,10 @@ static int m_select_direction(lua_State *L) {
     luaL_checktype(L, 5, LUA_TTABLE);
     lua_settop(L, 5);
     up_select_opts o = up_select_opts_default();
-    o.max_layer_frac = num_field(L, 5, "max_layer_frac", o.max_layer_frac);
-    o.max_kl = num_field(L, 5, "max_kl", o.max_kl);
-    o.min_induce = num_field(L, 5, "min_induce", o.min_induce);
-    o.batch = (int)int_field(L, 5, "batch", o.batch);
+    o.max_layer_frac = up_lua_opt_number(L, 5, "max_layer_frac", o.max_layer_frac);
+    o.max_kl = up_lua_opt_number(L, 5, "max_kl", o.max_kl);
+    o.min_induce = up_lua_opt_number(L, 5, "min_induce", o.min_induce);
+    o.batch = (int)up_lua_opt_integer(L, 5, "batch", o.batch);
     if (o.batch <= 0) return luaL_argerror(L, 5, "batch must be positive");
     if (field(L, 5, "refusal_ids") == LUA_TNIL) return luaL_argerror(L, 5, "opts.refusal_ids is required");
     int n_ref;

@@ -74,6 +74,28 @@ float *up_lua_check_vector(lua_State *L, int idx, int n) {
     return v;
 }
 
+lua_Integer up_lua_opt_integer(lua_State *L, int t, const char *k, lua_Integer dflt) {
+    lua_Integer v = dflt;
+    if (lua_getfield(L, t, k) != LUA_TNIL) {
+        int ok;
+        v = lua_tointegerx(L, -1, &ok);
+        if (!ok) luaL_argerror(L, t, lua_pushfstring(L, "%s must be an integer", k));
+    }
+    lua_pop(L, 1);
+    return v;
+}
+
+lua_Number up_lua_opt_number(lua_State *L, int t, const char *k, lua_Number dflt) {
+    lua_Number v = dflt;
+    if (lua_getfield(L, t, k) != LUA_TNIL) {
+        int ok;
+        v = lua_tonumberx(L, -1, &ok);
+        if (!ok) luaL_argerror(L, t, lua_pushfstring(L, "%s must be a number", k));
+    }
+    lua_pop(L, 1);
+    return v;
+}
+
 static int t_gc(lua_State *L) {
     up_lua_tensor *t = luaL_checkudata(L, 1, UP_TENSOR_MT);
     free(t->data);

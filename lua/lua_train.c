@@ -22,19 +22,6 @@
 #include "model.h"
 #include "train.h"
 
-static lua_Integer opt_int(lua_State *L, int t, const char *k, lua_Integer dflt) {
-    lua_getfield(L, t, k);
-    lua_Integer v = lua_isnil(L, -1) ? dflt : luaL_checkinteger(L, -1);
-    lua_pop(L, 1);
-    return v;
-}
-
-static lua_Number opt_num(lua_State *L, int t, const char *k, lua_Number dflt) {
-    lua_getfield(L, t, k);
-    lua_Number v = lua_isnil(L, -1) ? dflt : luaL_checknumber(L, -1);
-    lua_pop(L, 1);
-    return v;
-}
 
 static int req_int(lua_State *L, int t, const char *k) {
     lua_getfield(L, t, k);
@@ -55,23 +42,23 @@ static int l_new_model(lua_State *L) {
     c.n_kv_heads = req_int(L, 1, "n_kv_heads");
     c.head_dim = req_int(L, 1, "head_dim");
     c.vocab_size = req_int(L, 1, "vocab_size");
-    c.sliding_window = (int)opt_int(L, 1, "sliding_window", 4096);
-    c.query_pre_attn_scalar = (float)opt_num(L, 1, "query_pre_attn_scalar", c.head_dim);
-    c.attn_softcap = (float)opt_num(L, 1, "attn_softcap", 50);
-    c.final_softcap = (float)opt_num(L, 1, "final_softcap", 30);
-    c.rope_theta = (float)opt_num(L, 1, "rope_theta", 10000);
-    c.rms_norm_eps = (float)opt_num(L, 1, "rms_norm_eps", 1e-6);
-    c.bos_id = (int)opt_int(L, 1, "bos_id", 2);
-    c.eos_id = (int)opt_int(L, 1, "eos_id", 1);
-    c.pad_id = (int)opt_int(L, 1, "pad_id", 0);
-    c.max_position_embeddings = (int)opt_int(L, 1, "max_position_embeddings", 8192);
+    c.sliding_window = (int)up_lua_opt_integer(L, 1, "sliding_window", 4096);
+    c.query_pre_attn_scalar = (float)up_lua_opt_number(L, 1, "query_pre_attn_scalar", c.head_dim);
+    c.attn_softcap = (float)up_lua_opt_number(L, 1, "attn_softcap", 50);
+    c.final_softcap = (float)up_lua_opt_number(L, 1, "final_softcap", 30);
+    c.rope_theta = (float)up_lua_opt_number(L, 1, "rope_theta", 10000);
+    c.rms_norm_eps = (float)up_lua_opt_number(L, 1, "rms_norm_eps", 1e-6);
+    c.bos_id = (int)up_lua_opt_integer(L, 1, "bos_id", 2);
+    c.eos_id = (int)up_lua_opt_integer(L, 1, "eos_id", 1);
+    c.pad_id = (int)up_lua_opt_integer(L, 1, "pad_id", 0);
+    c.max_position_embeddings = (int)up_lua_opt_integer(L, 1, "max_position_embeddings", 8192);
     c.activation = UP_ACT_GELU_TANH;
     c.tie_word_embeddings = 1;
     if (c.d_model <= 0 || c.d_mlp <= 0 || c.n_layers <= 0 || c.n_heads <= 0 || c.n_kv_heads <= 0 ||
         c.n_heads % c.n_kv_heads || c.head_dim <= 0 || c.head_dim % 2 || c.vocab_size <= 0)
         return luaL_argerror(L, 1, "inconsistent shapes (heads must divide by kv heads; head_dim even)");
     uint64_t seed = 1;
-    if (lua_istable(L, 2)) seed = (uint64_t)opt_int(L, 2, "seed", 1);
+    if (lua_istable(L, 2)) seed = (uint64_t)up_lua_opt_integer(L, 2, "seed", 1);
     up_model *m;
     up_error e = {0};
     if (up_model_init_random(&m, &c, UP_DTYPE_F32, seed, &e)) return luaL_error(L, "%s", e.msg);
@@ -151,18 +138,18 @@ static int m_train(lua_State *L) {
     luaL_checktype(L, 3, LUA_TTABLE);
     lua_settop(L, 3);
     up_train_opts o = up_train_opts_default();
-    o.steps = (int)opt_int(L, 3, "steps", o.steps);
-    o.batch = (int)opt_int(L, 3, "batch", o.batch);
-    o.seed = (uint64_t)opt_int(L, 3, "seed", (lua_Integer)o.seed);
-    o.lr = (float)opt_num(L, 3, "lr", o.lr);
-    o.min_lr_frac = (float)opt_num(L, 3, "min_lr_frac", o.min_lr_frac);
-    o.weight_decay = (float)opt_num(L, 3, "weight_decay", o.weight_decay);
-    o.beta1 = (float)opt_num(L, 3, "beta1", o.beta1);
-    o.beta2 = (float)opt_num(L, 3, "beta2", o.beta2);
-    o.clip = (float)opt_num(L, 3, "clip", o.clip);
-    o.warmup_steps = (int)opt_int(L, 3, "warmup_steps", o.warmup_steps);
-    o.eval_every = (int)opt_int(L, 3, "eval_every", o.eval_every);
-    o.checkpoint_every = (int)opt_int(L, 3, "checkpoint_every", o.checkpoint_every);
+    o.steps = (int)up_lua_opt_integer(L, 3, "steps", o.steps);
+    o.batch = (int)up_lua_opt_integer(L, 3, "batch", o.batch);
+    o.seed = (uint64_t)up_lua_opt_integer(L, 3, "seed", (lua_Integer)o.seed);
+    o.lr = (float)up_lua_opt_number(L, 3, "lr", o.lr);
+    o.min_lr_frac = (float)up_lua_opt_number(L, 3, "min_lr_frac", o.min_lr_frac);
+    o.weight_decay = (float)up_lua_opt_number(L, 3, "weight_decay", o.weight_decay);
+    o.beta1 = (float)up_lua_opt_number(L, 3, "beta1", o.beta1);
+    o.beta2 = (float)up_lua_opt_number(L, 3, "beta2", o.beta2);
+    o.clip = (float)up_lua_opt_number(L, 3, "clip", o.clip);
+    o.warmup_steps = (int)up_lua_opt_integer(L, 3, "warmup_steps", o.warmup_steps);
+    o.eval_every = (int)up_lua_opt_integer(L, 3, "eval_every", o.eval_every);
+    o.checkpoint_every = (int)up_lua_opt_integer(L, 3, "checkpoint_every", o.checkpoint_every);
     lua_getfield(L, 3, "checkpoint"); /* index 4: keeps the string alive */
     o.checkpoint = lua_isnil(L, 4) ? NULL : luaL_checkstring(L, 4);
     lua_getfield(L, 3, "progress"); /* index 5 */
