@@ -92,8 +92,14 @@ typedef struct lua_grid {
 
 /* ---- small readers that leave nothing to leak when they raise ---------------------------- */
 
-/* Scratch memory owned by Lua (a userdata left on the stack), so a raise frees it. */
-static void *scratch(lua_State *L, size_t bytes) { return lua_newuserdatauv(L, bytes ? bytes : 1, 0); }
+/* A Lua-owned block pushed on the stack (freed by the collector, so a raise leaks nothing).
+ * Readers keep one block per list entry or intervention item on the stack until they return,
+ * so each push first grows the stack (a C function is only promised LUA_MINSTACK slots) and
+ * leaves room for the few values a caller pushes between blocks. */
+static void *scratch(lua_State *L, size_t bytes) {
+    luaL_checkstack(L, 8, "too many lists or items for one call");
+    return lua_newuserdatauv(L, bytes ? bytes : 1, 0);
+}
 
 /* Reads d floats from a Tensor or a table at idx into dst; what names the field in errors. */
 static void read_vec(lua_State *L, int idx, int d, float *dst, const char *what) {

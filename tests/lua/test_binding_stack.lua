@@ -1,0 +1,36 @@
+-- Bindings that read long lists keep one Lua value per entry alive while they work; they must
+-- grow the Lua stack for them (a C function is only promised 20 slots). Before the fix, a
+-- 300-item intervention or 400-prompt direction selection wrote past the stack and corrupted
+-- the heap: a crash or a garbage score, sometimes only later, in the garbage collector.
+--   upstream tests/lua/test_binding_stack.lua
+local upstream = require "upstream"
+
+local d = 16
+local model <close> = upstream.new_model({d_model = d, d_mlp = 32, n_layers = 2, n_heads = 2, n_kv_heads = 1,
+                                          head_dim = 8, vocab_size = 40}, {seed = 7})
+
+-- A grid whose one intervention ablates 300 directions.
+local items = {}
+for i = 1, 300 do
+  local v = {}
+  for j = 1, d do v[j] = math.sin(i * 31 + j) end
+  items[i] = {kind = "ablate", vector = v}
+end
+local g <close> = upstream.grid {model = model, prompts = {{1, 5, 6, 7}}, refusal_ids = {3},
+                                 interventions = {{label = "many", items = items}}, max_new_tokens = 1}
+local rows = g:run()
+assert(#rows == 2, "expected the baseline row and the intervention row, got " .. #rows)
+for _, r in ipairs(rows) do assert(r.score == r.score, "score is NaN") end
+
+-- Direction selection over 400 harmful and 400 harmless prompts.
+local harmful, harmless = {}, {}
+for i = 1, 400 do
+  harmful[i] = {1, 5 + i % 7, 9, 2}
+  harmless[i] = {1, 20 + i % 9, 9, 2}
+end
+local cand = model:directions(harmful, harmless, {positions = 1})
+local sel = model:select_direction(cand, harmful, harmless, {refusal_ids = {3}, max_kl = 1e9, min_induce = -1e9})
+assert(#sel.scores == 2, "expected one score per candidate")
+collectgarbage()
+collectgarbage()
+print("binding stack ok")
