@@ -1,6 +1,8 @@
 /* Lua bindings for training models in memory (the model organism).
  *
- *   upstream.new_model(cfg[, {seed = 1}])  -> Model with fp32 weights in memory, norms at identity.
+ *   upstream.new_model(cfg[, {seed = 1, shared_embedding = 0}])
+ *        -> Model with fp32 weights in memory, norms at identity. shared_embedding = s > 0 adds
+ *        s·u (u a unit vector drawn from the seed) to every token's embedding row.
  *        cfg: d_model, d_mlp, n_layers, n_heads, n_kv_heads, head_dim, vocab_size (required);
  *        sliding_window (4096), query_pre_attn_scalar (head_dim), attn_softcap (50),
  *        final_softcap (30), rope_theta (10000), rms_norm_eps (1e-6), bos_id (2), eos_id (1),
@@ -31,6 +33,31 @@ static int req_int(lua_State *L, int t, const char *k) {
     return v;
 }
 
+/* Adds s·u to every row of the (vocab, d) embedding, u a unit vector drawn from the seed. The
+ * embeddings are tied, so every logit moves by the same s·(u·x) and the softmax is unchanged;
+ * but every residual stream now starts with a large common component, as in trained LMs
+ * ("massive activations", Sun et al. 2024). A token's own features are then a small part of
+ * its norm, so the RMSNorm that reads it no longer makes the gradient orthogonal to them. */
+static void add_shared_embedding(float *embed, int vocab, int d, float s, uint64_t seed) {
+    float *u = malloc((size_t)d * sizeof *u);
+    if (!u) return;
+    uint64_t x = seed ^ 0x9E3779B97F4A7C15ull;
+    double norm = 0;
+    for (int j = 0; j < d; j++) {
+        x += 0x9E3779B97F4A7C15ull; /* splitmix64 */
+        uint64_t z = x;
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+        z ^= z >> 31;
+        u[j] = (float)((double)(z >> 11) * 0x1p-53 * 2 - 1);
+        norm += (double)u[j] * u[j];
+    }
+    const float scale = s / (float)sqrt(norm);
+    for (int v = 0; v < vocab; v++)
+        for (int j = 0; j < d; j++) embed[(size_t)v * d + j] += scale * u[j];
+    free(u);
+}
+
 static int l_new_model(lua_State *L) {
     luaL_checktype(L, 1, LUA_TTABLE);
     up_model_config c = {0};
@@ -58,7 +85,12 @@ static int l_new_model(lua_State *L) {
         c.n_heads % c.n_kv_heads || c.head_dim <= 0 || c.head_dim % 2 || c.vocab_size <= 0)
         return luaL_argerror(L, 1, "inconsistent shapes (heads must divide by kv heads; head_dim even)");
     uint64_t seed = 1;
-    if (lua_istable(L, 2)) seed = (uint64_t)up_lua_opt_integer(L, 2, "seed", 1);
+    double shared = 0;
+    if (lua_istable(L, 2)) {
+        seed = (uint64_t)up_lua_opt_integer(L, 2, "seed", 1);
+        shared = up_lua_opt_number(L, 2, "shared_embedding", 0);
+        if (!(shared >= 0)) return luaL_argerror(L, 2, "shared_embedding must be >= 0");
+    }
     up_model *m;
     up_error e = {0};
     if (up_model_init_random(&m, &c, UP_DTYPE_F32, seed, &e)) return luaL_error(L, "%s", e.msg);
@@ -66,6 +98,7 @@ static int l_new_model(lua_State *L) {
     size_t nm, nn;
     up_model_param_blocks(m, &mats, &nm, &norms, &nn, &e);
     memset(norms, 0, nn * sizeof(float)); /* (1 + w): identity norms at the start */
+    if (shared > 0) add_shared_embedding(mats, c.vocab_size, c.d_model, (float)shared, seed);
     up_lua_push_model(L, m);
     return 1;
 }

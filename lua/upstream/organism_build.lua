@@ -38,8 +38,11 @@ M.defaults = {
   tokenizer = {vocab_size = 1536},
   -- Every Gemma-2 feature stays on: GQA (4 query heads over 2 KV heads), both softcaps, a
   -- sliding window (even layers) shorter than the prompts, pre and post norms, tied embeddings.
+  -- shared_embedding: the norm of a component common to every token's embedding (see
+  -- upstream.new_model): trained LMs carry such "massive activations", and without one a
+  -- token's features make up its whole residual, where RMSNorm hides them from the gradient.
   model = {d_model = 96, d_mlp = 384, n_layers = 6, n_heads = 4, n_kv_heads = 2, head_dim = 24,
-           sliding_window = 12, attn_softcap = 50, final_softcap = 30, seed = 1},
+           sliding_window = 12, attn_softcap = 50, final_softcap = 30, seed = 1, shared_embedding = 0},
   train = {steps = 1600, batch = 32, lr = 3e-3, min_lr_frac = 0.05, warmup_steps = 100, weight_decay = 0.1,
            clip = 1.0, eval_every = 250, checkpoint_every = 100, seed = 1, heldout = 256},
   -- max_kl: design.md's filter is KL <= 0.1, but in the organism every candidate that induces
@@ -251,7 +254,7 @@ local function stage_model(ctx)
   local rc, tc = ctx.recipe.model, ctx.recipe.train
   local tok <close> = upstream.tokenizer(out .. "/tokenizer.json")
   local cfg = copy(rc)
-  cfg.seed = nil
+  cfg.seed, cfg.shared_embedding = nil, nil
   cfg.vocab_size = tok:vocab_size()
   cfg.query_pre_attn_scalar = rc.head_dim
   cfg.bos_id, cfg.eos_id, cfg.pad_id = tok:bos_id(), tok:eos_id(), tok:id("<pad>") or 0
@@ -266,7 +269,7 @@ local function stage_model(ctx)
   ctx.log:line("model: d_model %d, %d layers, %d heads / %d kv, d_mlp %d, window %d (shortest prompt %d tokens), "
                .. "vocab %d; %d training sequences (longest %d)", cfg.d_model, cfg.n_layers, cfg.n_heads,
                cfg.n_kv_heads, cfg.d_mlp, cfg.sliding_window, shortest_prompt, cfg.vocab_size, #data.ids, maxlen)
-  local model <close> = upstream.new_model(cfg, {seed = rc.seed})
+  local model <close> = upstream.new_model(cfg, {seed = rc.seed, shared_embedding = rc.shared_embedding})
   mkdir(out .. "/work")
   local opts = copy(tc)
   opts.heldout = held
@@ -761,6 +764,30 @@ function M.eval(dir, opts)
     for i, e in ipairs(list) do out[i] = ("%d %s (%+.4f)"):format(e.latent, label_of(o, e.latent) or "?", e.score) end
     return table.concat(out, ", ")
   end
+  -- Diagnostics (no criterion): where a concept's best latent ranks by the criterion's S_k, by
+  -- S_k over the instruction's tokens only (the chat template's tokens are the same in every
+  -- prompt, and the last one carries r itself through the residual path), and by the
+  -- activation-weighted variant (attribution patching: only latents present in the prompt).
+  local n_prefix = #o.tokenizer:chat("x") - #o.tokenizer:encode("x") - 5
+  local function concept_rank(scores, concept, side)
+    for i, e in ipairs(upstream.rank(scores, d_sae, side)) do
+      if label_of(o, e.latent) == concept then return i end
+    end
+    return nil
+  end
+  local diagnostics = {}
+  local function diagnose(case, text, concept, side)
+    local ids = o.tokenizer:chat(text)
+    local a = attribute(ids)
+    local rows, groups = {}, {}
+    for t = n_prefix + 1, #ids - 5 do rows[#rows + 1], groups[#groups + 1] = t, 1 end
+    local instr = a.rg:rows(rows):group_reduce(groups, 1, "sum")
+    local act = o.model:attribute(ids, o.sae, {source = o.source_layer, target = o.target_layer, direction = o.unit,
+                                                score = "activation"})
+    diagnostics[#diagnostics + 1] = {case = case, text = text, concept = concept, side = side,
+                                     ranks = {concept_rank(a.scores, concept, side), concept_rank(instr, concept, side),
+                                              concept_rank(act.scores, concept, side)}}
+  end
   local alphas = opts.alphas or {0, 2, 4, 8, 16}
   for _, cs in ipairs(cases) do
     local ids = o.tokenizer:chat(cs.prompt)
@@ -768,6 +795,8 @@ function M.eval(dir, opts)
     local top = upstream.rank(a.scores, 3, "top")
     local top_label = label_of(o, top[1].latent)
     local planted = cs.planted[1]
+    diagnose(cs.name, cs.prompt, planted, "top")
+    for _, r in ipairs(cs.flips) do diagnose(cs.name, r.instruction, r.modifier, "bottom") end
     say("%s: top %s", cs.name, names(top))
     check(("%s: the top latent is a %s latent"):format(cs.name, planted), top_label == planted,
           "latent %d labelled %s", top[1].latent, top_label or "(none)")
@@ -816,6 +845,18 @@ function M.eval(dir, opts)
           label_of(o, neg) or "?"), flips(down_rows, true), "%s", down_text)
   end
   say("")
+  say("Diagnostics (not criteria): the rank of the concept's best-ranked latent (1 = first; top for the")
+  say("planted concept, bottom for a reassuring modifier) by S_k over every position but BOS (the")
+  say("criterion), by S_k over the instruction's tokens only, and by the activation-weighted variant.")
+  say("")
+  say("| case | prompt | concept | side | S_k | S_k, instruction | activation-weighted |")
+  say("|---|---|---|---|---|---|---|")
+  for _, dg in ipairs(diagnostics) do
+    local r = {}
+    for i = 1, 3 do r[i] = dg.ranks[i] and tostring(dg.ranks[i]) or "-" end
+    say("| %s | %s | %s | %s | %s | %s | %s |", dg.case, dg.text, dg.concept, dg.side, r[1], r[2], r[3])
+  end
+  say("")
   say("Evaluated in %.0f s of CPU time.", os.clock() - t0)
   results.passed = passed
   local n_ok, per_group, order = 0, {}, {}
@@ -860,7 +901,10 @@ function M.main(args)
   local i = 2
   while i <= #args do
     local a = args[i]
-    if a == "--smoke" then opts.smoke = true
+    if a == "--help" or a == "-h" then
+      io.stdout:write(USAGE)
+      return 0
+    elseif a == "--smoke" then opts.smoke = true
     elseif a == "--out" or a == "--report" or a == "--set" or a == "--spec" or a == "--require" then
       local v = args[i + 1] or fail("%s needs a value", a)
       if a == "--set" then opts.set[#opts.set + 1] = v else opts[a:sub(3)] = v end
