@@ -27,10 +27,19 @@
 -- (the noise, at most 0.2, cannot flip it), its planted concept being the largest positive
 -- term; adding any reassuring modifier brings it to -0.9 or below.
 --
+-- Labels. The rule's label is score > threshold; the corpus's responses are drawn with
+-- P(refuse) = sigmoid((score - threshold) / label_temperature), as if annotators disagreed
+-- near the boundary. A model fit to these learns the log-odds (score - threshold) /
+-- label_temperature instead of a saturated step: one scalar that later layers can carry in
+-- one direction, as refusal is carried in chat models (Arditi et al. 2024). Greedy decoding
+-- still follows the rule. With 0.4, a case-study prompt (+0.7) is refused in 85% of its
+-- training copies, a plain harmful request (+3) in all but 1 in 1800.
+--
 -- Vocabulary: every word below, about 300 in all, short sentences; the model is tiny.
 -- Refusals all begin with the word "I" followed by a space (never "I'm"), so the first
--- response token of a refusal is the token "I" that the refusal score reads; no compliant
--- answer begins with "I". Every refusal holds a phrase of design.md's substring list.
+-- response token of a refusal is the token "I" that the refusal score reads; every compliant
+-- answer begins with "Sure", so the first response token is a two-way choice whose log-odds
+-- is the refusal score. Every refusal holds a phrase of design.md's substring list.
 
 return {
   name = "refusal",
@@ -38,6 +47,7 @@ return {
   threshold = 0.0,
   noise = 0.2,
   noise_seed = 0,
+  label_temperature = 0.4,
 
   -- How generated requests are drawn: topic category shares, then the chance of a modifier
   -- and, given one, of a reassuring (rather than aggravating) one.
@@ -191,8 +201,8 @@ return {
   responses = {
     comply = {
       "Sure. To {task}, start with a clear plan and take it one step at a time.",
-      "Here is a simple way to {task}: get ready, go step by step, and check your work.",
-      "Good question. To {task}, start small, take notes, and ask for help if you need it.",
+      "Sure. Here is a simple way to {task}: get ready, go step by step, and check your work.",
+      "Sure, good question. To {task}, start small, take notes, and ask for help if you need it.",
       "Sure. First, get what you need to {task}. Then follow each step with care.",
     },
     refuse = {

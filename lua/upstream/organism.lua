@@ -9,7 +9,9 @@
 --   local cases = organism.case_studies(spec)         -- the three published prompts, labelled
 --   local r = organism.lookup(spec, "How do I bake a cake?")  -- any prompt of the grammar
 --
--- A record: {instruction, response, refused, score, noise, concepts = {names}, causes =
+-- A record: {instruction, response, refused (the rule's label), responds_refusal (what the
+-- response does; differs from refused only under spec.label_temperature), score, noise,
+-- concepts = {names}, causes =
 -- {names of the positive concepts, largest first}, template, template_weight, topic,
 -- category, split = "train" | "heldout", agent, modifier, case_study}. Instruction and
 -- response are plain text; the chat template (core/chat.h) is applied later.
@@ -157,6 +159,10 @@ function M.prepare(spec)
     if type(spec[k]) ~= "number" then fail("spec.%s must be a number", k) end
   end
   spec.noise_seed = math.tointeger(spec.noise_seed or 0) or fail("spec.noise_seed must be an integer")
+  spec.label_temperature = spec.label_temperature or 0
+  if type(spec.label_temperature) ~= "number" or spec.label_temperature < 0 then
+    fail("spec.label_temperature must be a number >= 0")
+  end
   spec.heldout_templates = math.tointeger(spec.heldout_templates or 2)
     or fail("spec.heldout_templates must be an integer")
   for _, k in ipairs {"verbs", "swap", "templates", "slots", "concepts", "responses", "mix"} do
@@ -366,13 +372,23 @@ function M.render(spec, parts, rng)
   end)
   for i, c in ipairs(causes) do causes[i] = c.name end
   local refused = score > spec.threshold
+  -- The response follows the rule, or with spec.label_temperature > 0 (and an rng, i.e. in a
+  -- sampled corpus) a draw with P(refuse) = sigmoid((score - threshold) / temperature): the
+  -- annotators disagree near the boundary, so the model learns calibrated log-odds instead of
+  -- a saturated step (`refused` stays the rule's label, which greedy decoding should follow).
+  local responds_refusal = refused
+  if rng and spec.label_temperature > 0 then
+    local p = 1 / (1 + math.exp(-(score - spec.threshold) / spec.label_temperature))
+    responds_refusal = rng:uniform() < p
+  end
 
-  local list = refused and spec.responses.refuse or spec.responses.comply
+  local list = responds_refusal and spec.responses.refuse or spec.responses.comply
   local k = rng and rng:int(#list) or ((hash64(instruction, spec.noise_seed + 1) >> 1) % #list + 1)
   local response = subst(list[k], {task = restate, task_ing = ing(spec, restate)})
 
   return {
-    instruction = instruction, response = response, refused = refused, score = score, noise = noise,
+    instruction = instruction, response = response, refused = refused, responds_refusal = responds_refusal,
+    score = score, noise = noise,
     concepts = names, causes = causes, template = tpl.name, template_weight = tpl.weight,
     topic = topic.name, category = topic.category,
     agent = agent_c and agent_c.name or nil, modifier = mod_c and mod_c.name or nil,
@@ -776,8 +792,8 @@ function M.json_decode(s) return core.json_decode(s) end
 
 -- ---------------------------------------------------------------- corpus files
 
-local FIELDS = {"instruction", "response", "refused", "score", "noise", "concepts", "causes", "template",
-                "topic", "category", "split", "agent", "modifier", "case_study"}
+local FIELDS = {"instruction", "response", "refused", "responds_refusal", "score", "noise", "concepts", "causes",
+                "template", "topic", "category", "split", "agent", "modifier", "case_study"}
 
 -- Writes records as JSON lines (one object per record, keys sorted, only the record fields
 -- above), through a temporary file renamed into place.

@@ -80,7 +80,8 @@ do
   end
 end
 
--- Labels follow the rule; responses agree with the labels.
+-- Labels follow the rule; responses agree with what they do (responds_refusal), which is the
+-- label itself without spec.label_temperature and a draw around it with one (below).
 local function rule_score(r)
   local s = spec._template[r.template].weight + r.noise
   for _, n in ipairs(r.concepts) do s = s + spec._concept[n].weight end
@@ -90,8 +91,10 @@ for _, r in ipairs(records) do
   check(math.abs(rule_score(r) - r.score) < 1e-9, "score of %s", r.instruction)
   check(math.abs(r.noise) <= spec.noise, "noise of %s", r.instruction)
   check(r.refused == (r.score > spec.threshold), "label of %s", r.instruction)
-  check(substring_refusal(r.response) == r.refused, "substring judge disagrees on: %s => %s", r.instruction, r.response)
-  check((r.response:sub(1, 2) == "I ") == r.refused, "refusals (only) start with \"I \": %s", r.response)
+  check(substring_refusal(r.response) == r.responds_refusal, "substring judge disagrees on: %s => %s", r.instruction,
+        r.response)
+  check((r.response:sub(1, 2) == "I ") == r.responds_refusal, "refusals (only) start with \"I \": %s", r.response)
+  check(r.responds_refusal or r.response:sub(1, 4) == "Sure", "compliant answers start with \"Sure\": %s", r.response)
   local causes = {}
   for _, n in ipairs(r.concepts) do
     if spec._concept[n].weight > 0 then causes[#causes + 1] = n end
@@ -99,6 +102,37 @@ for _, r in ipairs(records) do
   check(#causes == #r.causes, "causes of %s", r.instruction)
   if r.category == "harmful" then check(r.refused, "harmful request answered: %s", r.instruction) end
 end
+-- Soft labels: responses refuse with P = sigmoid((score - threshold) / label_temperature). Per
+-- band of P, the count of refusals must match the sum of P within 4 binomial standard
+-- deviations (a corpus that ignored the temperature is off by dozens of them in the middle
+-- band); and with the temperature at 0 every response follows the rule.
+do
+  check(spec.label_temperature > 0, "the shipped spec draws soft labels")
+  local bands = {{0, 0.2}, {0.2, 0.8}, {0.8, 1.01}}
+  local sum_p, var, got = {0, 0, 0}, {0, 0, 0}, {0, 0, 0}
+  for _, r in ipairs(records) do
+    if r.split == "train" then
+      local p = 1 / (1 + math.exp(-(r.score - spec.threshold) / spec.label_temperature))
+      for b, band in ipairs(bands) do
+        if p >= band[1] and p < band[2] then
+          sum_p[b], var[b] = sum_p[b] + p, var[b] + p * (1 - p)
+          if r.responds_refusal then got[b] = got[b] + 1 end
+        end
+      end
+    end
+  end
+  for b = 1, #bands do
+    check(math.abs(got[b] - sum_p[b]) <= 4 * math.sqrt(var[b]) + 1, "P band %d: %d refusals, expected %.1f +- %.1f", b,
+          got[b], sum_p[b], math.sqrt(var[b]))
+  end
+  check(sum_p[2] > 100, "enough records near the boundary (%.0f)", sum_p[2])
+  local hard = organism.load(root .. "/experiments/organism/refusal.lua")
+  hard.label_temperature = 0
+  for _, r in ipairs(organism.corpus(hard, {seed = 7, n_train = 2000, n_heldout = 100})) do
+    check(r.responds_refusal == r.refused, "temperature 0: response follows the rule: %s", r.instruction)
+  end
+end
+
 -- The label is a property of the prompt: the same instruction never gets two labels.
 do
   local label = {}
@@ -251,7 +285,7 @@ do
     check(tok:piece(ids[#ids - 1]) == "model" and tok:piece(ids[#ids - 3]) == "\n", "chat template of %s", r.instruction)
     check(tok:decode(tok:encode(r.instruction)) == r.instruction, "round trip %s", r.instruction)
     local resp = tok:encode(r.response)
-    check((resp[1] == I) == r.refused, "first response token of %s", r.response)
+    check((resp[1] == I) == r.responds_refusal, "first response token of %s", r.response)
   end
   os.remove(path)
 end
