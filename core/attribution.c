@@ -123,6 +123,18 @@ up_status up_attribute(const up_model *m, const up_sae *sae, const up_attribute_
         return up_error_set(err, UP_ERR_NOMEM, "out of memory for attribution");
     }
     for (int t = 0; t < T; t++) out->include[t] = req->include_bos || !(t == 0 && req->ids[0] == m->cfg.bos_id);
+    if (req->score_positions && req->n_score_positions > 0) {
+        memset(out->include, 0, (size_t)T);
+        for (int i = 0; i < req->n_score_positions; i++) {
+            const int p = req->score_positions[i], t = p < 0 ? T + p : p;
+            if (t < 0 || t >= T) {
+                free(h);
+                up_attribute_result_free(out);
+                return up_error_set(err, UP_ERR_INVALID, "score position %d is outside the prompt's %d tokens", p, T);
+            }
+            out->include[t] = 1;
+        }
+    }
     /* The forward of the gradient pass already computes h_l: capture it there for the encoder. */
     int n_user = req->hooks ? req->hooks->n : 0;
     up_hook *all = malloc((size_t)(n_user + 1) * sizeof *all);

@@ -6,7 +6,8 @@
  *   cosine      S_k / (‖W_dec[k]‖ ‖ḡ‖), ḡ the mean of g over included positions
  *   activation  mean over included positions of a_k[t] · RG[t,k]        (attribution patching)
  * Positive S_k raise R ("top"), negative lower it ("bottom", negatively aligned).
- * Included positions: all real tokens except BOS by default (the caller passes a mask).
+ * Included positions: all real tokens except BOS by default (the caller passes a mask); for
+ * up_attribute, a list of token indices (negative from the end) replaces the default.
  * Aggregates are accumulated in double. Buffers are the caller's; nothing is allocated here
  * except inside up_attribute, which runs the whole pipeline for one prompt. */
 #ifndef UP_ATTRIBUTION_H
@@ -38,6 +39,10 @@ typedef struct up_attribute_request {
     up_score_kind kind;
     int include_bos;       /* 0: BOS (position 0 when it is the model's bos id) is excluded */
     const up_hooks *hooks; /* optional forward hooks (e.g. steering while attributing) */
+    const int *score_positions; /* optional: the token indices S_k averages over (negative from the
+                                   end; e.g. the instruction's tokens only); NULL: every token but BOS
+                                   (or with it, per include_bos) */
+    int n_score_positions;
 } up_attribute_request;
 
 typedef struct up_attribute_result {

@@ -34,12 +34,14 @@ static void attribute_usage(FILE *f) {
             "usage: upstream attribute [--model DIR] [--sae SAE] (--prompt TEXT [--chat] | --ids ...)\n"
             "         --direction FILE.npy|FILE.safetensors[:NAME] [--direction-index POS,LAYER]\n"
             "         [--source-layer l] --target-layer L [--positions last|all|i,j,...] [--top K]\n"
-            "         [--score gradient|cosine|activation] [--include-bos] [--format table|csv|json]\n"
-            "         [--per-token FILE.csv] [--threads N]\n"
+            "         [--score gradient|cosine|activation] [--include-bos] [--score-positions all|last|i,j,...]\n"
+            "         [--format table|csv|json] [--per-token FILE.csv] [--threads N]\n"
             "Ranks SAE latents by S_k = mean_t W_dec[k]·dR/dh_l[t], R = sum over positions of <h_L[t], r>\n"
             "(r the unit direction, h_L = blocks.L.hook_resid_post, h_l the SAE's hook). Prints the top K\n"
             "(raise R) and bottom K (lower R). --source-layer defaults to the SAE's layer; --positions are\n"
-            "token indices (negative from the end) where R is read, default last. --per-token writes\n"
+            "token indices (negative from the end) where R is read, default last. --score-positions are\n"
+            "the tokens S_k averages over (default all but BOS; e.g. the instruction's tokens only).\n"
+            "--per-token writes\n"
             "RG[t,k] for the printed latents. A 3-d direction tensor (from `upstream directions`) needs\n"
             "--direction-index POS,LAYER (POS negative from the end, e.g. -1,10).\n"
             "Without --model: $UPSTREAM_MODEL or the built-in organism; an organism directory also\n"
@@ -84,7 +86,8 @@ static void print_piece(FILE *f, const up_tokenizer *tok, int32_t id, int csv) {
 int up_cmd_attribute(int argc, char **argv) {
     up_cli_input in = {0};
     const char *sae_path = NULL, *dir_spec = NULL, *dir_index = NULL, *src = NULL, *tgt = NULL, *pos_arg = "last",
-               *top_arg = "10", *score_arg = "gradient", *format = "table", *per_token = NULL;
+               *top_arg = "10", *score_arg = "gradient", *format = "table", *per_token = NULL,
+               *score_pos_arg = "all";
     int include_bos = 0, bad = 0;
     for (int i = 1; i < argc && !bad; i++) {
         if (up_cli_flag(argv, i, "--help") || up_cli_flag(argv, i, "-h")) return attribute_usage(stdout), 0;
@@ -95,6 +98,7 @@ int up_cmd_attribute(int argc, char **argv) {
             up_cli_opt(argc, argv, &i, "--source-layer", &src, &bad) ||
             up_cli_opt(argc, argv, &i, "--target-layer", &tgt, &bad) ||
             up_cli_opt(argc, argv, &i, "--positions", &pos_arg, &bad) ||
+            up_cli_opt(argc, argv, &i, "--score-positions", &score_pos_arg, &bad) ||
             up_cli_opt(argc, argv, &i, "--top", &top_arg, &bad) ||
             up_cli_opt(argc, argv, &i, "--score", &score_arg, &bad) ||
             up_cli_opt(argc, argv, &i, "--format", &format, &bad) ||
@@ -143,6 +147,19 @@ int up_cmd_attribute(int argc, char **argv) {
     if (parse_positions(pos_arg, &positions, &n_positions)) {
         fprintf(stderr, "upstream attribute: --positions must be last, all or a list like 3,-1\n");
         return 2;
+    }
+    /* --score-positions: all (every token but BOS, the default), last, or a list. */
+    int *score_pos = NULL, n_score_pos = 0;
+    if (parse_positions(score_pos_arg, &score_pos, &n_score_pos)) {
+        free(positions);
+        fprintf(stderr, "upstream attribute: --score-positions must be all, last or a list like 4,5,-1\n");
+        return 2;
+    }
+    if (!strcmp(score_pos_arg, "last")) {
+        score_pos = malloc(sizeof *score_pos);
+        score_pos[0] = -1, n_score_pos = 1;
+    } else if (n_score_pos < 0) {
+        n_score_pos = 0;
     }
     up_blas_set_threads(in.threads);
     up_error e = {0};
@@ -194,7 +211,8 @@ int up_cmd_attribute(int argc, char **argv) {
         positions = malloc((size_t)T * sizeof *positions);
         for (int t = 0; t < T; t++) positions[t] = t;
     }
-    up_attribute_request req = {ids, T, source, {target, dir, positions, n_positions}, kind, include_bos, NULL};
+    up_attribute_request req = {ids,  T,           source,   {target, dir, positions, n_positions}, kind, include_bos,
+                                NULL, score_pos, n_score_pos};
     if (up_attribute(m, sae, &req, &res, &e)) {
         rc = up_cli_fail("attribute", &e);
         goto done;
@@ -280,7 +298,7 @@ int up_cmd_attribute(int argc, char **argv) {
     }
 done:
     up_attribute_result_free(&res);
-    free(top_idx), free(bot_idx), free(positions), free(dir), free(ids);
+    free(top_idx), free(bot_idx), free(positions), free(score_pos), free(dir), free(ids);
     up_tokenizer_free(tok);
     up_sae_free(sae);
     up_model_free(m);

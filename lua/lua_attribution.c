@@ -7,7 +7,8 @@
  *   model:attribute(ids, sae, opts)            -> {scores = Tensor(d_sae), rg = Tensor(T, d_sae),
  *                                                  acts = Tensor|nil, grad = Tensor(T, d), R = number,
  *                                                  include = {bool...}}
- *        opts as gradient plus score = "gradient"|"cosine"|"activation", include_bos = false
+ *        opts as gradient plus score = "gradient"|"cosine"|"activation", include_bos = false,
+ *        score_positions = {token indices, negative from the end} (S_k averages over these only)
  *   upstream.rank(scores, k[, "top"|"bottom"]) -> {{latent = k0, score = s}, ...} (0-based latents)
  *   model:directions(harmful, harmless[, {positions = 5, batch = 8}])  (lists of id lists)
  *                                              -> Tensor(n_pos, n_layers, d)
@@ -15,6 +16,7 @@
  *   upstream.normalize(vec)                    -> Tensor(d) (unit), norm
  *   upstream.prompts(path)                     -> {strings}
  * Misuse raises with luaL_argerror; failures raise with the core's message. */
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -193,6 +195,22 @@ static int m_attribute(lua_State *L) {
     lua_getfield(L, 4, "include_bos");
     int include_bos = lua_toboolean(L, -1);
     lua_pop(L, 2);
+    /* Read before read_grad_opts allocates, into Lua-owned memory, so a raise leaks nothing. */
+    int n_score = 0, *score_pos = NULL;
+    if (lua_getfield(L, 4, "score_positions") != LUA_TNIL) {
+        if (!lua_istable(L, -1)) return luaL_argerror(L, 4, "score_positions must be a list of token indices");
+        n_score = (int)luaL_len(L, -1);
+        if (n_score <= 0) return luaL_argerror(L, 4, "score_positions must not be empty");
+        score_pos = lua_newuserdatauv(L, (size_t)n_score * sizeof *score_pos, 0);
+        for (int i = 0; i < n_score; i++) {
+            lua_geti(L, -2, i + 1);
+            int ok;
+            lua_Integer v = lua_tointegerx(L, -1, &ok);
+            if (!ok || v < INT_MIN || v > INT_MAX) return luaL_argerror(L, 4, "score_positions must be integers");
+            score_pos[i] = (int)v;
+            lua_pop(L, 1);
+        }
+    }
     lua_getfield(L, 4, "source");
     int has_source = !lua_isnil(L, -1);
     lua_pop(L, 1);
@@ -201,7 +219,7 @@ static int m_attribute(lua_State *L) {
     if (!has_source && sae->layer >= 0) o.source = sae->layer;
     int T;
     int32_t *ids = up_lua_check_ids(L, 2, &T);
-    up_attribute_request req = {ids, T, o.source, o.obj, kind, include_bos, NULL};
+    up_attribute_request req = {ids, T, o.source, o.obj, kind, include_bos, NULL, score_pos, n_score};
     up_attribute_result r;
     up_error e = {0};
     up_status st = up_attribute(m, sae, &req, &r, &e);

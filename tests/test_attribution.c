@@ -42,7 +42,7 @@ static void test_scores_match_definitions(void **state) {
     const int T = (int)ids.shape[0];
     float *v = unit_direction(d);
     for (int kind = 0; kind <= UP_SCORE_ACTIVATION; kind++) {
-        up_attribute_request req = {ids.data, T, 1, {3, v, NULL, 0}, (up_score_kind)kind, 0, NULL};
+        up_attribute_request req = {ids.data, T, 1, {3, v, NULL, 0}, (up_score_kind)kind, 0, NULL, NULL, 0};
         up_attribute_result r;
         up_error e = {0};
         if (up_attribute(model, sae, &req, &r, &e)) fail_msg("%s", e.msg);
@@ -105,7 +105,7 @@ static void test_linearity(void **state) {
     up_tensor ids = golden(gold, "case2.input_ids");
     const int T = (int)ids.shape[0];
     float *v = unit_direction(d);
-    up_attribute_request req = {ids.data, T, 1, {3, v, NULL, 0}, UP_SCORE_GRADIENT, 1, NULL};
+    up_attribute_request req = {ids.data, T, 1, {3, v, NULL, 0}, UP_SCORE_GRADIENT, 1, NULL, NULL, 0};
     up_attribute_result r;
     up_error e = {0};
     if (up_attribute(model, sae, &req, &r, &e)) fail_msg("%s", e.msg);
@@ -134,10 +134,38 @@ static void test_linearity(void **state) {
     up_attribute_result_free(&r);
 }
 
+/* score_positions: S_k averages RG over exactly the listed tokens (negative from the end);
+ * one position gives RG at that token, two their mean; an index outside the prompt is an error. */
+static void test_score_positions(void **state) {
+    const int d = model->cfg.d_model, K = sae->d_sae;
+    up_tensor ids = golden(gold, "case2.input_ids");
+    const int T = (int)ids.shape[0];
+    float *v = unit_direction(d);
+    const int one[1] = {-1}, two[2] = {2, -2}, outside[1] = {T};
+    up_attribute_request req = {ids.data, T, 1, {3, v, NULL, 0}, UP_SCORE_GRADIENT, 0, NULL, one, 1};
+    up_attribute_result r;
+    up_error e = {0};
+    if (up_attribute(model, sae, &req, &r, &e)) fail_msg("%s", e.msg);
+    for (int t = 0; t < T; t++) assert_int_equal(r.include[t], t == T - 1);
+    for (int k = 0; k < K; k += 13) assert_true(fabs(r.scores[k] - r.rg[(size_t)(T - 1) * K + k]) <= 1e-6);
+    up_attribute_result_free(&r);
+    req.score_positions = two, req.n_score_positions = 2;
+    if (up_attribute(model, sae, &req, &r, &e)) fail_msg("%s", e.msg);
+    for (int k = 0; k < K; k += 13) {
+        const double mean = 0.5 * ((double)r.rg[(size_t)2 * K + k] + r.rg[(size_t)(T - 2) * K + k]);
+        assert_true(fabs(r.scores[k] - mean) <= 1e-6 * fmax(1, fabs(mean)));
+    }
+    up_attribute_result_free(&r);
+    req.score_positions = outside, req.n_score_positions = 1;
+    assert_int_equal(up_attribute(model, sae, &req, &r, &e), UP_ERR_INVALID);
+    assert_non_null(strstr(e.msg, "outside"));
+    free(v);
+}
+
 static void test_errors(void **state) {
     up_tensor ids = golden(gold, "case2.input_ids");
     float *v = unit_direction(model->cfg.d_model);
-    up_attribute_request req = {ids.data, (int)ids.shape[0], 2, {3, v, NULL, 0}, UP_SCORE_GRADIENT, 0, NULL};
+    up_attribute_request req = {ids.data, (int)ids.shape[0], 2, {3, v, NULL, 0}, UP_SCORE_GRADIENT, 0, NULL, NULL, 0};
     up_attribute_result r;
     up_error e = {0};
     assert_int_equal(up_attribute(model, sae, &req, &r, &e), UP_ERR_INVALID); /* SAE reads layer 1 */
@@ -157,6 +185,7 @@ int main(void) {
         cmocka_unit_test(test_scores_match_definitions),
         cmocka_unit_test(test_rank),
         cmocka_unit_test(test_linearity),
+        cmocka_unit_test(test_score_positions),
         cmocka_unit_test(test_errors),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -628,6 +628,7 @@ M.Attribution = Attribution
 local attribute_fields = {
   prompt = "string|table", layer = "integer", direction = "table|upstream.Tensor", target = "integer",
   sae = "string|upstream.Sae", score = "string", positions = "string|table", include_bos = "boolean", label = "string",
+  score_positions = "string|table",
 }
 
 local function direction_vector(dir)
@@ -670,10 +671,23 @@ Experiment.attribute = step("attribute", function(self, spec)
   elseif spec.positions ~= nil and spec.positions ~= "last" then
     util.fail("attribute: positions must be \"last\", \"all\" or a list, got '%s'", spec.positions)
   end
+  -- The tokens S_k averages over: "all" (every token but BOS), "instruction" (the user's text
+  -- inside the chat template: what differs between prompts), or a list of token indices.
+  local score_positions
+  if spec.score_positions == "instruction" then
+    local tok = self:tokenizer()
+    local n_prefix = #self:encode("x") - #tok:encode("x") - 5
+    score_positions = {}
+    for t = n_prefix, #ids - 6 do score_positions[#score_positions + 1] = t end
+  elseif type(spec.score_positions) == "table" then score_positions = spec.score_positions
+  elseif spec.score_positions ~= nil and spec.score_positions ~= "all" then
+    util.fail("attribute: score_positions must be \"all\", \"instruction\" or a list, got '%s'", spec.score_positions)
+  end
   local label = self:_prompt_label(spec.prompt, ids, spec.label)
   self:log("attribute %s: layer %d -> target %d", label, layer, target)
   local res = self:model():attribute(ids, sae, {source = layer, target = target, direction = direction_vector(dir),
-    score = spec.score or "gradient", include_bos = spec.include_bos or false, positions = positions})
+    score = spec.score or "gradient", include_bos = spec.include_bos or false, positions = positions,
+    score_positions = score_positions})
   local tok = self:tokenizer()
   local tokens = {}
   for i, id in ipairs(ids) do tokens[i] = tok:piece(id) or tostring(id) end

@@ -706,6 +706,17 @@ function M.eval(dir, opts)
     end
   end
   local X = upstream.collect_activations(o.model, held, o.source_layer, {batch = 32})
+  -- The mean norm of the residual stream at the source layer (first 2000 tokens): the unit of
+  -- the steering coefficients below, so the grid means the same for any model's scale.
+  local resid_norm = 0
+  do
+    local n_rows, d = math.min(2000, X:shape()[1]), X:shape()[2]
+    for i = 1, n_rows do
+      local sq = 0
+      for j = 1, d do sq = sq + X:at(i, j) ^ 2 end
+      resid_norm = resid_norm + math.sqrt(sq) / n_rows
+    end
+  end
   local st = o.sae:stats(X)
   local acts = o.sae:encode(X)
   local n, d_sae = acts:shape()[1], acts:shape()[2]
@@ -778,17 +789,27 @@ function M.eval(dir, opts)
   local diagnostics = {}
   local function diagnose(case, text, concept, side)
     local ids = o.tokenizer:chat(text)
-    local a = attribute(ids)
-    local rows, groups = {}, {}
-    for t = n_prefix + 1, #ids - 5 do rows[#rows + 1], groups[#groups + 1] = t, 1 end
-    local instr = a.rg:rows(rows):group_reduce(groups, 1, "sum")
-    local act = o.model:attribute(ids, o.sae, {source = o.source_layer, target = o.target_layer, direction = o.unit,
-                                                score = "activation"})
+    local instruction = {} -- 0-based token indices between the template's prefix and its last 5 tokens
+    for t = n_prefix, #ids - 6 do instruction[#instruction + 1] = t end
+    local function scores(extra)
+      local req = {source = o.source_layer, target = o.target_layer, direction = o.unit}
+      for k, v in pairs(extra) do req[k] = v end
+      return o.model:attribute(ids, o.sae, req).scores
+    end
     diagnostics[#diagnostics + 1] = {case = case, text = text, concept = concept, side = side,
-                                     ranks = {concept_rank(a.scores, concept, side), concept_rank(instr, concept, side),
-                                              concept_rank(act.scores, concept, side)}}
+                                     ranks = {concept_rank(scores {}, concept, side),
+                                              concept_rank(scores {score_positions = instruction}, concept, side),
+                                              concept_rank(scores {score = "activation"}, concept, side)}}
   end
-  local alphas = opts.alphas or {0, 2, 4, 8, 16}
+  -- Steering coefficients: 0 to the residual stream's mean norm (a decoder row has norm about 1).
+  local alphas = opts.alphas
+  if not alphas then
+    alphas = {}
+    for i, f in ipairs {0, 0.125, 0.25, 0.5, 1} do alphas[i] = tonumber(("%.3g"):format(f * resid_norm)) end
+  end
+  say("Steering coefficients: %s (from 0 to the mean norm of blocks.%d.hook_resid_post, %.2f).",
+      table.concat(alphas, ", "), o.source_layer, resid_norm)
+  say("")
   for _, cs in ipairs(cases) do
     local ids = o.tokenizer:chat(cs.prompt)
     local a = attribute(ids)

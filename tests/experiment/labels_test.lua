@@ -1,6 +1,7 @@
 -- Latent labels beyond organism.json and settings lists (settings labels.cfg): names and
 -- Neuronpedia urls from an explanations export, "~a/b/c" names from top-activating tokens
--- over a text file (checked against a direct sae:encode), and a malformed export's error.
+-- over a text file (checked against a direct sae:encode), and a malformed export's error;
+-- also X:attribute's score_positions.
 -- usage: upstream tests/experiment/labels_test.lua SOURCE_DIR
 local upstream = require "upstream"
 local root = arg[1] or "."
@@ -99,6 +100,22 @@ end
 do
   local ok, err = pcall(X.label, X, 1, 0, "badnp")
   check("malformed export names the file", not ok and err:match("bad/neuronpedia%.json") ~= nil, err)
+end
+
+-- score_positions: "instruction" averages S_k over the user's text only (the chat template's
+-- prefix and its last 5 tokens left out); a list picks tokens; anything else is an error.
+do
+  local ai = X:attribute{prompt = "How do I bake bread?", direction = dir_vec, score_positions = "instruction"}
+  local n_instr = #X:tokenizer():encode("How do I bake bread?")
+  local T, first = #ai.ids, #ai.ids - 5 - n_instr
+  local ok = true
+  for t = 1, T do ok = ok and ai.include[t] == (t > first and t <= T - 5) end
+  check("instruction positions", ok)
+  local al = X:attribute{prompt = "How do I bake bread?", direction = dir_vec, score_positions = {-1}}
+  local k = al:top(1)[1].latent
+  check("one position: S_k = RG at it", math.abs(al.scores:at(k + 1) - al.rg:at(T, k + 1)) < 1e-6)
+  local bad_ok, err = pcall(X.attribute, X, {prompt = "How do I bake bread?", direction = dir_vec, score_positions = "x"})
+  check("bad score_positions", not bad_ok and err:match("score_positions") ~= nil, err)
 end
 
 X:finish()
