@@ -39,10 +39,13 @@ M.defaults = {
   -- Every Gemma-2 feature stays on: GQA (4 query heads over 2 KV heads), both softcaps, a
   -- sliding window (even layers) shorter than the prompts, pre and post norms, tied embeddings.
   -- shared_embedding: the norm of a component common to every token's embedding (see
-  -- upstream.new_model): trained LMs carry such "massive activations", and without one a
-  -- token's features make up its whole residual, where RMSNorm hides them from the gradient.
-  model = {d_model = 96, d_mlp = 384, n_layers = 6, n_heads = 4, n_kv_heads = 2, head_dim = 24,
-           sliding_window = 12, attn_softcap = 50, final_softcap = 30, seed = 1, shared_embedding = 0},
+  -- upstream.new_model; a token's own part starts near norm 1). Trained LMs carry such
+  -- "massive activations". Without one, the organism forms its refusal direction right after
+  -- block 0 (6 and 8 layers alike), leaving no layers between an SAE and the direction for
+  -- the method to work across; with 1.5 and 8 layers the direction is chosen at layer 6.
+  -- (3 moved it too, but the layer-1 SAE then detected the concepts worse.)
+  model = {d_model = 96, d_mlp = 384, n_layers = 8, n_heads = 4, n_kv_heads = 2, head_dim = 24,
+           sliding_window = 12, attn_softcap = 50, final_softcap = 30, seed = 1, shared_embedding = 1.5},
   train = {steps = 1600, batch = 32, lr = 3e-3, min_lr_frac = 0.05, warmup_steps = 100, weight_decay = 0.1,
            clip = 1.0, eval_every = 250, checkpoint_every = 100, seed = 1, heldout = 256},
   -- max_kl: design.md's filter is KL <= 0.1, but in the organism every candidate that induces
