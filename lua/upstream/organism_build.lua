@@ -53,7 +53,9 @@ M.defaults = {
   -- candidate is in the build log), so no candidate would pass; the organism keeps the other
   -- filters and the lowest-bypass rule.
   direction = {n_candidates = 128, n_select = 64, positions = 5, max_kl = 10, min_induce = 0},
-  sae = {layer = 1, d_sae = 768, arch = "jumprelu", steps = 6000, batch = 1024, lr = 1e-3, sparsity_coef = 0.03,
+  -- d_sae 1536: at 768 the layer-1 SAE of the 8-layer model detected only 5 of the 8 planted
+  -- and reassuring concepts (AUROC >= 0.95), at 1536 it detects 7.
+  sae = {layer = 1, d_sae = 1536, arch = "jumprelu", steps = 6000, batch = 1024, lr = 1e-3, sparsity_coef = 0.03,
          max_rows = 400000, n_records = 12000, seed = 1},
   labels = {n_records = 3000, min_share = 0.5},
 }
