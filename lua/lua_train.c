@@ -33,31 +33,6 @@ static int req_int(lua_State *L, int t, const char *k) {
     return v;
 }
 
-/* Adds s·u to every row of the (vocab, d) embedding, u a unit vector drawn from the seed. The
- * embeddings are tied, so every logit moves by the same s·(u·x) and the softmax is unchanged;
- * but every residual stream now starts with a large common component, as in trained LMs
- * ("massive activations", Sun et al. 2024). A token's own features are then a small part of
- * its norm, so the RMSNorm that reads it no longer makes the gradient orthogonal to them. */
-static void add_shared_embedding(float *embed, int vocab, int d, float s, uint64_t seed) {
-    float *u = malloc((size_t)d * sizeof *u);
-    if (!u) return;
-    uint64_t x = seed ^ 0x9E3779B97F4A7C15ull;
-    double norm = 0;
-    for (int j = 0; j < d; j++) {
-        x += 0x9E3779B97F4A7C15ull; /* splitmix64 */
-        uint64_t z = x;
-        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-        z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-        z ^= z >> 31;
-        u[j] = (float)((double)(z >> 11) * 0x1p-53 * 2 - 1);
-        norm += (double)u[j] * u[j];
-    }
-    const float scale = s / (float)sqrt(norm);
-    for (int v = 0; v < vocab; v++)
-        for (int j = 0; j < d; j++) embed[(size_t)v * d + j] += scale * u[j];
-    free(u);
-}
-
 static int l_new_model(lua_State *L) {
     luaL_checktype(L, 1, LUA_TTABLE);
     up_model_config c = {0};
@@ -98,7 +73,10 @@ static int l_new_model(lua_State *L) {
     size_t nm, nn;
     up_model_param_blocks(m, &mats, &nm, &norms, &nn, &e);
     memset(norms, 0, nn * sizeof(float)); /* (1 + w): identity norms at the start */
-    if (shared > 0) add_shared_embedding(mats, c.vocab_size, c.d_model, (float)shared, seed);
+    if (shared > 0 && up_model_add_shared_embedding(m, (float)shared, seed, &e)) {
+        up_model_free(m);
+        return luaL_error(L, "%s", e.msg);
+    }
     up_lua_push_model(L, m);
     return 1;
 }

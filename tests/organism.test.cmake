@@ -16,3 +16,4 @@ add_test(NAME organism_acceptance
 set_tests_properties(organism_acceptance PROPERTIES WORKING_DIRECTORY ${CMAKE_SOURCE_DIR})
 # The README's main job (experiments/all.lua on the shipped organism, ~10 s).
 add_test(NAME main_job COMMAND bash ${CMAKE_SOURCE_DIR}/tests/main_job_test.sh $<TARGET_FILE:upstream> ${CMAKE_SOURCE_DIR})
+add_test(NAME shared_embedding COMMAND upstream ${CMAKE_SOURCE_DIR}/tests/lua/test_shared_embedding.lua)
