@@ -772,8 +772,10 @@ function M.eval(dir, opts)
       o.source_layer, o.target_layer)
   say("")
   group = "method"
-  local function attribute(ids)
-    return o.model:attribute(ids, o.sae, {source = o.source_layer, target = o.target_layer, direction = o.unit})
+  local function attribute(ids, extra)
+    local req = {source = o.source_layer, target = o.target_layer, direction = o.unit}
+    for k, v in pairs(extra or {}) do req[k] = v end
+    return o.model:attribute(ids, o.sae, req)
   end
   local function names(list)
     local out = {}
@@ -792,19 +794,14 @@ function M.eval(dir, opts)
     return nil
   end
   local diagnostics = {}
-  local function diagnose(case, text, concept, side)
-    local ids = o.tokenizer:chat(text)
+  -- scores: the criterion's S_k for ids, already computed by the caller.
+  local function diagnose(case, text, ids, scores, concept, side)
     local instruction = {} -- 0-based token indices between the template's prefix and its last 5 tokens
     for t = n_prefix, #ids - 6 do instruction[#instruction + 1] = t end
-    local function scores(extra)
-      local req = {source = o.source_layer, target = o.target_layer, direction = o.unit}
-      for k, v in pairs(extra) do req[k] = v end
-      return o.model:attribute(ids, o.sae, req).scores
-    end
     diagnostics[#diagnostics + 1] = {case = case, text = text, concept = concept, side = side,
-                                     ranks = {concept_rank(scores {}, concept, side),
-                                              concept_rank(scores {score_positions = instruction}, concept, side),
-                                              concept_rank(scores {score = "activation"}, concept, side)}}
+      ranks = {concept_rank(scores, concept, side),
+               concept_rank(attribute(ids, {score_positions = instruction}).scores, concept, side),
+               concept_rank(attribute(ids, {score = "activation"}).scores, concept, side)}}
   end
   -- Steering coefficients: 0 to the residual stream's mean norm (a decoder row has norm about 1).
   local alphas = opts.alphas
@@ -821,15 +818,17 @@ function M.eval(dir, opts)
     local top = upstream.rank(a.scores, 3, "top")
     local top_label = label_of(o, top[1].latent)
     local planted = cs.planted[1]
-    diagnose(cs.name, cs.prompt, planted, "top")
-    for _, r in ipairs(cs.flips) do diagnose(cs.name, r.instruction, r.modifier, "bottom") end
+    diagnose(cs.name, cs.prompt, ids, a.scores, planted, "top")
     say("%s: top %s", cs.name, names(top))
     check(("%s: the top latent is a %s latent"):format(cs.name, planted), top_label == planted,
           "latent %d labelled %s", top[1].latent, top_label or "(none)")
     -- Reassured variants: the modifier's latent among the 3 most negative.
-    local reassured_ok, worst = true, nil
-    for _, r in ipairs(cs.flips) do
-      local ar = attribute(o.tokenizer:chat(r.instruction))
+    local reassured_ok, worst, flip_scores = true, nil, {}
+    for i, r in ipairs(cs.flips) do
+      local rids = o.tokenizer:chat(r.instruction)
+      local ar = attribute(rids)
+      flip_scores[i] = ar.scores
+      diagnose(cs.name, r.instruction, rids, ar.scores, r.modifier, "bottom")
       local bottom = upstream.rank(ar.scores, 3, "bottom")
       local found = false
       for _, e in ipairs(bottom) do found = found or label_of(o, e.latent) == r.modifier end
@@ -840,8 +839,7 @@ function M.eval(dir, opts)
     -- Steering: the top latent makes the reassured (answered) prompt refused; the reassuring
     -- latent makes the (refused) case-study prompt answered.
     local flip = cs.flips[1]
-    local fa = attribute(o.tokenizer:chat(flip.instruction))
-    local neg = upstream.rank(fa.scores, 1, "bottom")[1].latent
+    local neg = upstream.rank(flip_scores[1], 1, "bottom")[1].latent
     local function sweep(prompt_text, latent)
       local g <close> = upstream.grid {model = o.model, prompts = {o.tokenizer:chat(prompt_text)}, refusal_ids = o.refusal_ids,
                                        sae = o.sae, latents = {latent}, alphas = alphas, max_new_tokens = opts.smoke and 4 or 12,
