@@ -675,10 +675,7 @@ Experiment.attribute = step("attribute", function(self, spec)
   -- inside the chat template: what differs between prompts), or a list of token indices.
   local score_positions
   if spec.score_positions == "instruction" then
-    local tok = self:tokenizer()
-    local n_prefix = #self:encode("x") - #tok:encode("x") - 5
-    score_positions = {}
-    for t = n_prefix, #ids - 6 do score_positions[#score_positions + 1] = t end
+    score_positions = util.instruction_positions(self:tokenizer(), function(x) return self:encode(x) end, ids)
   elseif type(spec.score_positions) == "table" then score_positions = spec.score_positions
   elseif spec.score_positions ~= nil and spec.score_positions ~= "all" then
     util.fail("attribute: score_positions must be \"all\", \"instruction\" or a list, got '%s'", spec.score_positions)

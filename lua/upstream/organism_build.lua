@@ -786,7 +786,6 @@ function M.eval(dir, opts)
   -- S_k over the instruction's tokens only (the chat template's tokens are the same in every
   -- prompt, and the last one carries r itself through the residual path), and by the
   -- activation-weighted variant (attribution patching: only latents present in the prompt).
-  local n_prefix = #o.tokenizer:chat("x") - #o.tokenizer:encode("x") - 5
   local function concept_rank(scores, concept, side)
     for i, e in ipairs(upstream.rank(scores, d_sae, side)) do
       if label_of(o, e.latent) == concept then return i end
@@ -796,8 +795,7 @@ function M.eval(dir, opts)
   local diagnostics = {}
   -- scores: the criterion's S_k for ids, already computed by the caller.
   local function diagnose(case, text, ids, scores, concept, side)
-    local instruction = {} -- 0-based token indices between the template's prefix and its last 5 tokens
-    for t = n_prefix, #ids - 6 do instruction[#instruction + 1] = t end
+    local instruction = util.instruction_positions(o.tokenizer, function(x) return o.tokenizer:chat(x) end, ids)
     diagnostics[#diagnostics + 1] = {case = case, text = text, concept = concept, side = side,
       ranks = {concept_rank(scores, concept, side),
                concept_rank(attribute(ids, {score_positions = instruction}).scores, concept, side),

@@ -211,6 +211,16 @@ function M.parse_value(text, like)
   return v
 end
 
+-- The 0-based indices of the instruction's tokens in a chat-formatted prompt `ids`: what lies
+-- between the template's prefix and its 5 post-instruction tokens. chat(text) must format a
+-- prompt as ids was (the prefix is measured on "x"); tok encodes plain text.
+function M.instruction_positions(tok, chat, ids)
+  local n_prefix = #chat("x") - #tok:encode("x") - 5
+  local out = {}
+  for t = n_prefix, #ids - 6 do out[#out + 1] = t end
+  return out
+end
+
 function M.copy(t)
   if type(t) ~= "table" then return t end
   local c = {}
