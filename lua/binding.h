@@ -51,6 +51,12 @@ float *up_lua_check_vector(lua_State *L, int idx, int n);
 /* Reads a Lua array of integers (token ids) at idx into a malloc'd buffer; raises on misuse. */
 int32_t *up_lua_check_ids(lua_State *L, int idx, int *n);
 
+/* Reads a list of token id lists at idx (every list non-empty) into one Lua-owned block,
+ * pushed on the stack, so a raise leaks nothing: *ids and *lens point into it and live while
+ * it stays on the stack. Returns the number of lists. Misuse raises naming what ("harmful")
+ * or, when what is NULL, as a bad argument idx. */
+int up_lua_read_id_lists(lua_State *L, int idx, const char *what, const int32_t ***ids, int **lens);
+
 /* Field k of the options table at t: dflt when nil, else its value; anything else raises
  * with luaL_argerror naming k ("k must be an integer" / "k must be a number"). */
 lua_Integer up_lua_opt_integer(lua_State *L, int t, const char *k, lua_Integer dflt);

@@ -275,30 +275,6 @@ static int l_rank(lua_State *L) {
     return 1;
 }
 
-typedef struct id_lists {
-    int32_t **ids;
-    int *lens;
-    int n;
-} id_lists;
-
-static void free_lists(id_lists *l) {
-    for (int i = 0; l->ids && i < l->n; i++) free(l->ids[i]);
-    free(l->ids), free(l->lens);
-}
-
-static void check_lists(lua_State *L, int idx, id_lists *out) {
-    luaL_checktype(L, idx, LUA_TTABLE);
-    out->n = (int)luaL_len(L, idx);
-    if (out->n <= 0) luaL_argerror(L, idx, "expected a non-empty list of token id lists");
-    out->ids = calloc((size_t)out->n, sizeof *out->ids);
-    out->lens = calloc((size_t)out->n, sizeof *out->lens);
-    for (int i = 0; i < out->n; i++) {
-        lua_geti(L, idx, i + 1);
-        out->ids[i] = up_lua_check_ids(L, lua_gettop(L), &out->lens[i]);
-        lua_pop(L, 1);
-    }
-}
-
 static int m_directions(lua_State *L) {
     up_model *m = up_lua_check_model(L, 1);
     int n_pos = 5, batch = 8;
@@ -309,16 +285,15 @@ static int m_directions(lua_State *L) {
         batch = (int)luaL_optinteger(L, -1, 8);
         lua_pop(L, 2);
     }
-    id_lists h = {0}, l = {0};
-    check_lists(L, 2, &h);
-    check_lists(L, 3, &l);
+    const int32_t **h_ids, **l_ids;
+    int *h_lens, *l_lens;
+    int n_h = up_lua_read_id_lists(L, 2, NULL, &h_ids, &h_lens);
+    int n_l = up_lua_read_id_lists(L, 3, NULL, &l_ids, &l_lens);
     int64_t shape[3] = {n_pos, m->cfg.n_layers, m->cfg.d_model};
     up_lua_tensor *t = up_lua_tensor_new(L, 3, shape);
-    up_token_lists th = {(const int32_t *const *)h.ids, h.lens, h.n}, tl = {(const int32_t *const *)l.ids, l.lens, l.n};
+    up_token_lists th = {(const int32_t *const *)h_ids, h_lens, n_h}, tl = {(const int32_t *const *)l_ids, l_lens, n_l};
     up_error e = {0};
-    up_status st = up_direction_candidates(m, &th, &tl, n_pos, batch, t->data, NULL, NULL, &e);
-    free_lists(&h), free_lists(&l);
-    if (st) return luaL_error(L, "%s", e.msg);
+    if (up_direction_candidates(m, &th, &tl, n_pos, batch, t->data, NULL, NULL, &e)) return luaL_error(L, "%s", e.msg);
     return 1;
 }
 

@@ -292,41 +292,6 @@ static int l_train_sae(lua_State *L) {
 
 /* --- collect_activations ------------------------------------------------------------------ */
 
-/* Reads a list of id lists at idx into GC-owned userdata (so a raise leaks nothing): pushes it
- * and fills ids/lens, which point into it. */
-static int read_id_lists(lua_State *L, int idx, const int32_t ***ids, int **lens) {
-    luaL_checktype(L, idx, LUA_TTABLE);
-    lua_Integer n = luaL_len(L, idx);
-    if (n <= 0 || n > INT32_MAX) luaL_argerror(L, idx, "expected a non-empty list of token id lists");
-    size_t total = 0;
-    for (lua_Integer i = 1; i <= n; i++) {
-        if (lua_geti(L, idx, i) != LUA_TTABLE) luaL_argerror(L, idx, "every entry must be a list of token ids");
-        total += (size_t)luaL_len(L, -1);
-        lua_pop(L, 1);
-    }
-    size_t head = (size_t)n * (sizeof(int32_t *) + sizeof(int));
-    char *mem = lua_newuserdatauv(L, head + total * sizeof(int32_t) + 1, 0);
-    *ids = (const int32_t **)mem;
-    *lens = (int *)(mem + (size_t)n * sizeof(int32_t *));
-    int32_t *flat = (int32_t *)(mem + head);
-    for (lua_Integer i = 1; i <= n; i++) {
-        lua_geti(L, idx, i);
-        lua_Integer len = luaL_len(L, -1);
-        (*ids)[i - 1] = flat;
-        (*lens)[i - 1] = (int)len;
-        for (lua_Integer j = 1; j <= len; j++) {
-            lua_geti(L, -1, j);
-            int ok;
-            lua_Integer v = lua_tointegerx(L, -1, &ok);
-            if (!ok || v < 0 || v > INT32_MAX) luaL_argerror(L, idx, "token ids must be non-negative integers");
-            *flat++ = (int32_t)v;
-            lua_pop(L, 1);
-        }
-        lua_pop(L, 1);
-    }
-    return (int)n;
-}
-
 static int l_collect(lua_State *L) {
     up_model *m = up_lua_check_model(L, 1);
     int layer = (int)luaL_checkinteger(L, 3);
@@ -344,7 +309,7 @@ static int l_collect(lua_State *L) {
     }
     const int32_t **ids;
     int *lens;
-    int n = read_id_lists(L, 2, &ids, &lens);
+    int n = up_lua_read_id_lists(L, 2, NULL, &ids, &lens);
     float *rows;
     int64_t n_rows;
     up_error e = {0};

@@ -135,21 +135,12 @@ static int32_t *read_ints(lua_State *L, int idx, int *n, const char *what) {
     return v;
 }
 
-/* Lists of id lists: pointers and lengths in one scratch block (pushed, with one block per list). */
+/* Lists of id lists in one Lua-owned block (pushed); misuse raises naming what. */
 static up_token_lists read_lists(lua_State *L, int idx, const char *what) {
-    luaL_checktype(L, idx, LUA_TTABLE);
-    up_token_lists out = {0};
-    out.n = (int)luaL_len(L, idx);
-    if (out.n <= 0) luaL_argerror(L, idx, lua_pushfstring(L, "%s: expected a non-empty list of id lists", what));
-    const int32_t **ids = scratch(L, (size_t)out.n * sizeof *ids);
-    int *lens = scratch(L, (size_t)out.n * sizeof *lens);
-    for (int i = 0; i < out.n; i++) {
-        lua_geti(L, idx, i + 1);
-        ids[i] = read_ints(L, lua_gettop(L), &lens[i], what);
-        lua_replace(L, -2); /* keep the block, drop the list */
-    }
-    out.ids = ids, out.lens = lens;
-    return out;
+    const int32_t **ids;
+    int *lens;
+    int n = up_lua_read_id_lists(L, idx, what, &ids, &lens);
+    return (up_token_lists){(const int32_t *const *)ids, lens, n};
 }
 
 static int field(lua_State *L, int t, const char *k) { return lua_getfield(L, t, k); }

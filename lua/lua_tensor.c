@@ -46,6 +46,49 @@ int32_t *up_lua_check_ids(lua_State *L, int idx, int *n) {
     return ids;
 }
 
+/* Raises about the list of id lists at idx: as argument idx when what is NULL, else naming what. */
+static void lists_error(lua_State *L, int idx, const char *what, const char *msg) {
+    if (what) luaL_error(L, "%s: %s", what, msg);
+    luaL_argerror(L, idx, msg);
+}
+
+int up_lua_read_id_lists(lua_State *L, int idx, const char *what, const int32_t ***ids, int **lens) {
+    idx = lua_absindex(L, idx);
+    if (!lua_istable(L, idx)) lists_error(L, idx, what, "expected a list of token id lists");
+    lua_Integer n = luaL_len(L, idx);
+    if (n <= 0 || n > INT32_MAX) lists_error(L, idx, what, "expected a non-empty list of token id lists");
+    size_t total = 0;
+    for (lua_Integer i = 1; i <= n; i++) {
+        if (lua_geti(L, idx, i) != LUA_TTABLE) lists_error(L, idx, what, "every entry must be a list of token ids");
+        lua_Integer len = luaL_len(L, -1);
+        if (len <= 0) lists_error(L, idx, what, "every list of token ids must be non-empty");
+        total += (size_t)len;
+        lua_pop(L, 1);
+    }
+    luaL_checkstack(L, 4, "too many lists of token ids for one call");
+    size_t head = (size_t)n * (sizeof(int32_t *) + sizeof(int));
+    char *mem = lua_newuserdatauv(L, head + total * sizeof(int32_t), 0);
+    *ids = (const int32_t **)mem;
+    *lens = (int *)(mem + (size_t)n * sizeof(int32_t *));
+    int32_t *flat = (int32_t *)(mem + head);
+    for (lua_Integer i = 1; i <= n; i++) {
+        lua_geti(L, idx, i);
+        lua_Integer len = luaL_len(L, -1);
+        (*ids)[i - 1] = flat;
+        (*lens)[i - 1] = (int)len;
+        for (lua_Integer j = 1; j <= len; j++) {
+            lua_geti(L, -1, j);
+            int ok;
+            lua_Integer v = lua_tointegerx(L, -1, &ok);
+            if (!ok || v < 0 || v > INT32_MAX) lists_error(L, idx, what, "token ids must be non-negative integers");
+            *flat++ = (int32_t)v;
+            lua_pop(L, 1);
+        }
+        lua_pop(L, 1);
+    }
+    return (int)n;
+}
+
 float *up_lua_check_vector(lua_State *L, int idx, int n) {
     float *v = malloc((size_t)n * sizeof *v);
     up_lua_tensor *t = luaL_testudata(L, idx, UP_TENSOR_MT);

@@ -81,38 +81,26 @@ static int l_new_model(lua_State *L) {
     return 1;
 }
 
-typedef struct data_buf {
-    int32_t **ids;
-    int *lens, *from, n;
-} data_buf;
-
-static void free_data(data_buf *d) {
-    for (int i = 0; d->ids && i < d->n; i++) free(d->ids[i]);
-    free(d->ids), free(d->lens), free(d->from);
-    memset(d, 0, sizeof *d);
-}
-
-/* Reads {ids = {...}, loss_from = {...}} at idx; on misuse frees what it took and raises. */
-static void read_data(lua_State *L, int idx, data_buf *d) {
+/* Reads {ids = {...}, loss_from = {...}} at idx into Lua-owned blocks (pushed: the ids and
+ * the loss_from array, so a raise leaks nothing); raises on misuse. */
+static up_train_data read_data(lua_State *L, int idx) {
+    idx = lua_absindex(L, idx);
     luaL_checktype(L, idx, LUA_TTABLE);
     lua_getfield(L, idx, "ids");
     lua_getfield(L, idx, "loss_from");
     if (!lua_istable(L, -2) || !lua_istable(L, -1) || luaL_len(L, -2) != luaL_len(L, -1) || luaL_len(L, -2) == 0)
         luaL_argerror(L, idx, "data needs ids and loss_from lists of the same non-zero length");
-    int n = (int)luaL_len(L, -2);
-    d->ids = calloc((size_t)n, sizeof *d->ids);
-    d->lens = calloc((size_t)n, sizeof *d->lens);
-    d->from = calloc((size_t)n, sizeof *d->from);
-    d->n = n;
+    int ids_at = lua_gettop(L) - 1, from_at = lua_gettop(L);
+    const int32_t **ids;
+    int *lens;
+    int n = up_lua_read_id_lists(L, ids_at, "data.ids", &ids, &lens);
+    int *from = lua_newuserdatauv(L, (size_t)n * sizeof *from, 0);
     for (int i = 0; i < n; i++) {
-        lua_geti(L, -2, i + 1);
-        d->ids[i] = up_lua_check_ids(L, lua_gettop(L), &d->lens[i]);
-        lua_pop(L, 1);
-        lua_geti(L, -1, i + 1);
-        d->from[i] = (int)lua_tointeger(L, -1);
+        lua_geti(L, from_at, i + 1);
+        from[i] = (int)lua_tointeger(L, -1);
         lua_pop(L, 1);
     }
-    lua_pop(L, 2);
+    return (up_train_data){(const int32_t *const *)ids, lens, from, n};
 }
 
 typedef struct progress_ctx {
@@ -167,16 +155,12 @@ static int m_train(lua_State *L) {
     progress_ctx pc = {L, lua_isfunction(L, 5) ? 5 : 0, 0};
     o.progress = on_progress, o.user = &pc;
     lua_getfield(L, 3, "heldout"); /* index 6 */
-    data_buf train = {0}, held = {0};
-    read_data(L, 2, &train);
-    if (lua_istable(L, 6)) read_data(L, 6, &held);
-    up_train_data td = {(const int32_t *const *)train.ids, train.lens, train.from, train.n};
-    up_train_data hd = {(const int32_t *const *)held.ids, held.lens, held.from, held.n};
-    if (held.n) o.heldout = &hd;
+    int has_heldout = lua_istable(L, 6);
+    up_train_data td = read_data(L, 2), hd = {0};
+    if (has_heldout) hd = read_data(L, 6), o.heldout = &hd;
     up_train_report r;
     up_error e = {0};
     up_status st = up_train(m, &td, &o, &r, &e);
-    free_data(&train), free_data(&held);
     if (pc.failed) return lua_error(L);
     if (st) return luaL_error(L, "%s", e.msg);
     lua_createtable(L, 0, 5);
@@ -191,14 +175,10 @@ static int m_train(lua_State *L) {
 static int m_eval_loss(lua_State *L) {
     up_model *m = up_lua_check_model(L, 1);
     int batch = (int)luaL_optinteger(L, 3, 16);
-    data_buf d = {0};
-    read_data(L, 2, &d);
-    up_train_data td = {(const int32_t *const *)d.ids, d.lens, d.from, d.n};
+    up_train_data td = read_data(L, 2);
     double loss;
     up_error e = {0};
-    up_status st = up_train_eval(m, &td, batch, &loss, &e);
-    free_data(&d);
-    if (st) return luaL_error(L, "%s", e.msg);
+    if (up_train_eval(m, &td, batch, &loss, &e)) return luaL_error(L, "%s", e.msg);
     lua_pushnumber(L, loss);
     return 1;
 }

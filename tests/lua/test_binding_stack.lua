@@ -31,6 +31,20 @@ end
 local cand = model:directions(harmful, harmless, {positions = 1})
 local sel = model:select_direction(cand, harmful, harmless, {refusal_ids = {3}, max_kl = 1e9, min_induce = -1e9})
 assert(#sel.scores == 2, "expected one score per candidate")
+-- Lists of id lists share one reader (lua_tensor.c): bad input raises a message naming the
+-- problem, in every binding that takes them, and what was read so far is Lua's to collect.
+local function raises(pattern, fn, ...)
+  local ok, err = pcall(fn, ...)
+  assert(not ok, "expected an error matching " .. pattern)
+  assert(tostring(err):find(pattern), ("error %q does not match %q"):format(tostring(err), pattern))
+end
+raises("non%-empty list of token id lists", model.directions, model, {}, harmless)
+raises("every entry must be a list", model.directions, model, harmful, {{1, 2}, "x"})
+raises("must be non%-empty", upstream.collect_activations, model, {{1, 2}, {}}, 0)
+raises("non%-negative integers", upstream.collect_activations, model, {{1, -2}}, 0)
+raises("harmful: token ids must be non%-negative integers", model.select_direction, model, cand, {{1, 2.5}}, harmless,
+       {refusal_ids = {3}})
+raises("data.ids: every entry", model.eval_loss, model, {ids = {{1, 2}, 7}, loss_from = {1, 1}})
 collectgarbage()
 collectgarbage()
 print("binding stack ok")
