@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "fs.h"
+#include "rng.h"
 #include "safetensors.h"
 
 /* ---- config.json ------------------------------------------------------- */
@@ -245,17 +246,9 @@ fail:
     return s;
 }
 
-/* splitmix64: a tiny, well-mixed generator so random models are the same on every machine. */
-static uint64_t splitmix(uint64_t *state) {
-    uint64_t z = (*state += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
 static void fill_random(void *dst, up_dtype dtype, size_t n, float scale, uint64_t *state) {
     for (size_t i = 0; i < n; i++) {
-        float v = scale * ((float)(splitmix(state) >> 40) / (float)(1 << 24) * 2.0f - 1.0f);
+        float v = scale * ((float)(up_splitmix64(state) >> 40) / (float)(1 << 24) * 2.0f - 1.0f);
         if (dtype == UP_DTYPE_F32) ((float *)dst)[i] = v;
         else ((uint16_t *)dst)[i] = up_f32_to_bf16(v); /* f16 random models are not offered */
     }
@@ -387,7 +380,7 @@ up_status up_model_add_shared_embedding(up_model *m, float s, uint64_t seed, up_
     uint64_t state = seed ^ 0x9e3779b97f4a7c15ull;
     double norm = 0;
     for (int j = 0; j < d; j++) {
-        u[j] = (float)((double)(splitmix(&state) >> 11) * 0x1p-53 * 2 - 1);
+        u[j] = (float)((double)(up_splitmix64(&state) >> 11) * 0x1p-53 * 2 - 1);
         norm += (double)u[j] * u[j];
     }
     const float scale = s / (float)sqrt(norm);

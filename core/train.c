@@ -8,6 +8,7 @@
 
 #include "backward.h"
 #include "forward.h"
+#include "rng.h"
 #include "safetensors.h"
 
 up_train_opts up_train_opts_default(void) {
@@ -16,19 +17,12 @@ up_train_opts up_train_opts_default(void) {
                            .warmup_steps = 50, .eval_every = 100, .checkpoint_every = 100};
 }
 
-static uint64_t splitmix(uint64_t *s) {
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
 /* Epoch e's order: a Fisher-Yates shuffle seeded by (seed, e), so resuming needs only the step. */
 static void epoch_order(int *order, int n, uint64_t seed, int epoch) {
     uint64_t s = seed * 0x100000001b3ull + (uint64_t)epoch;
     for (int i = 0; i < n; i++) order[i] = i;
     for (int i = n - 1; i > 0; i--) {
-        int j = (int)(splitmix(&s) % (uint64_t)(i + 1));
+        int j = (int)(up_splitmix64(&s) % (uint64_t)(i + 1));
         int t = order[i];
         order[i] = order[j], order[j] = t;
     }
