@@ -27,10 +27,21 @@ static int open_core(lua_State *L) {
     return 1;
 }
 
+/* Whether the error is a fault to debug: raised by Lua code itself (a runtime error such as
+ * indexing nil) or by a failed assert(). Errors raised by other C functions (error(), a
+ * binding's luaL_error) carry a message meant for the user, often with the experiment's
+ * file:line already in front. */
+static int is_fault(lua_State *L) {
+    lua_Debug ar;
+    if (!lua_getstack(L, 1, &ar) || !lua_getinfo(L, "Sn", &ar)) return 1;
+    return strcmp(ar.what, "C") != 0 || (ar.name && strcmp(ar.name, "assert") == 0);
+}
+
 static int traceback(lua_State *L) {
     const char *msg = lua_tostring(L, 1);
     if (!msg) msg = luaL_tolstring(L, 1, NULL);
-    luaL_traceback(L, L, msg, 1);
+    if (is_fault(L) || getenv("UPSTREAM_TRACEBACK")) luaL_traceback(L, L, msg, 1);
+    else lua_pushstring(L, msg);
     return 1;
 }
 

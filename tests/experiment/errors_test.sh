@@ -16,6 +16,12 @@ expect() { # expect STATUS PATTERN -- command...
   if [ "$got" -ne "$want" ]; then echo "FAIL $* -> exit $got (want $want): $out"; fails=$((fails + 1)); return; fi
   if ! grep -qE -- "$pattern" <<<"$out"; then echo "FAIL $* -> lacks /$pattern/: $out"; fails=$((fails + 1)); fi
 }
+lacks() { # lacks PATTERN -- command...: the command's output must not match
+  local pattern=$1; shift 2
+  local out
+  out=$("$@" 2>&1)
+  if grep -qE -- "$pattern" <<<"$out"; then echo "FAIL $* -> has /$pattern/: $out"; fails=$((fails + 1)); fi
+}
 sets=(--set results="$tmp/results" --set plots="$tmp/plots" --set cache="$tmp/cache" --quiet)
 exp() { "$exe" run "$@" --config "$cfg" "${sets[@]}"; }
 
@@ -50,6 +56,13 @@ expect 2 "--set takes KEY=VALUE" -- "$exe" run "$src/experiments/example.lua" --
 expect 2 "unknown option '--frobnicate'" -- "$exe" run "$src/experiments/example.lua" --frobnicate
 expect 2 "--run-id must be a plain name" -- "$exe" run "$src/experiments/example.lua" --run-id ../x
 expect 0 "usage: upstream run" -- "$exe" run --help
+
+# A message for the user comes alone; an error at a code position (a bug) brings its stack,
+# and UPSTREAM_TRACEBACK=1 brings it always.
+lacks "stack traceback" -- exp "$src/experiments/example.lua" --set nosuch=1
+lacks "stack traceback" -- exp "$d/no_sae.lua"
+expect 1 "stack traceback:" -- exp "$d/runtime.lua"
+UPSTREAM_TRACEBACK=1 expect 1 "stack traceback:" -- exp "$src/experiments/example.lua" --set nosuch=1
 
 [ "$fails" -eq 0 ] && echo "errors test passed"
 exit $((fails > 0))
