@@ -4,9 +4,10 @@
 --   upstream organism build SPEC.lua --out DIR [--smoke] [--set key=value ...]
 --   upstream organism eval DIR [--report FILE] [--smoke]
 --
--- build runs every stage in order; each stage's output is written atomically and a stage whose
--- output exists is skipped, so a killed build resumes where it stopped (training itself
--- resumes from its checkpoint at DIR/work/train.state):
+-- build stores a copy of the spec as DIR/spec.lua (eval reads it), then runs every stage in
+-- order; each stage's output is written atomically and a stage whose output exists is skipped,
+-- so a killed build resumes where it stopped (training itself resumes from its checkpoint at
+-- DIR/work/train.state):
 --   1. corpus      organism.corpus(spec) (deterministic from the seed; not stored)
 --   2. tokenizer   BPE trained on every instruction and response   -> DIR/tokenizer.json
 --   3. model       a Gemma-2 model trained on the chat-formatted corpus, loss on the response
@@ -516,6 +517,16 @@ function M.build(spec_path, out, opts)
   local spec = organism.load(spec_path)
   local recipe = M.recipe(spec, opts)
   mkdir(out)
+  -- The spec travels with the organism (DIR/spec.lua), so eval needs nothing else; a build
+  -- resumes only from the spec it started with.
+  local spec_text = util.read_file(spec_path)
+  if exists(out .. "/spec.lua") then
+    if util.read_file(out .. "/spec.lua") ~= spec_text then
+      fail("%s was built from another spec (%s/spec.lua differs from %s): use a new --out", out, out, spec_path)
+    end
+  else
+    write_atomic(out .. "/spec.lua", spec_text)
+  end
   local log = open_log(out .. "/build.log")
   local ctx = {spec = spec, spec_path = spec_path, recipe = recipe, out = out, log = log}
   log:line("build: %s -> %s%s (command: %s)", spec_path, out, opts.smoke and " (smoke)" or "", opts.command or "-")
@@ -596,10 +607,11 @@ function M.eval(dir, opts)
   opts = opts or {}
   local o = M.open(dir)
   local info = o.info
-  -- The spec path is recorded as given at build time (relative to the source tree); a
-  -- shipped organism lives at <tree>/models/<name>, so try there too.
-  local spec_path = opts.spec or info.spec
-  if not exists(spec_path) and exists(dir .. "/../../" .. info.spec) then spec_path = dir .. "/../../" .. info.spec end
+  -- The copy the build stored, else the path it recorded (as given at build time).
+  local spec_path = opts.spec or (exists(dir .. "/spec.lua") and dir .. "/spec.lua") or info.spec
+  if not exists(spec_path) then
+    fail("%s has no spec.lua and its spec %s does not exist: pass --spec SPEC.lua", dir, tostring(spec_path))
+  end
   local spec = organism.load(spec_path)
   local recipe = info.recipe
   local records = organism.corpus(spec, {seed = recipe.seed, n_train = recipe.corpus.n_train,
