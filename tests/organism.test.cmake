@@ -14,6 +14,10 @@ add_test(NAME organism_build_smoke
 add_test(NAME organism_acceptance
          COMMAND upstream organism eval ${CMAKE_SOURCE_DIR}/models/organism --require behaviour,sae)
 set_tests_properties(organism_acceptance PROPERTIES WORKING_DIRECTORY ${CMAKE_SOURCE_DIR})
+# experiments/organism's diagnostic scripts on the shipped organism (token_scores.lua's S_k row
+# is the mean of its per-token rows).
+add_test(NAME organism_scripts
+         COMMAND bash ${CMAKE_SOURCE_DIR}/tests/organism_scripts_test.sh $<TARGET_FILE:upstream> ${CMAKE_SOURCE_DIR})
 # The README's main job (experiments/all.lua on the shipped organism, ~10 s).
 add_test(NAME main_job COMMAND bash ${CMAKE_SOURCE_DIR}/tests/main_job_test.sh $<TARGET_FILE:upstream> ${CMAKE_SOURCE_DIR})
 add_test(NAME shared_embedding COMMAND upstream ${CMAKE_SOURCE_DIR}/tests/lua/test_shared_embedding.lua)

@@ -11,8 +11,8 @@
 --
 -- A record: {instruction, response, refused (the rule's label), responds_refusal (what the
 -- response does; differs from refused only under spec.label_temperature), score, noise,
--- concepts = {names}, causes =
--- {names of the positive concepts, largest first}, template, template_weight, topic,
+-- concepts = {names}, weights = {name = the concept's weight in this request: its context
+-- rule's when one applies}, causes = {names of the concepts weighing > 0, largest first}, template, template_weight, topic,
 -- category, split = "train" | "heldout", agent, modifier, case_study}. Instruction and
 -- response are plain text; the chat template (core/chat.h) is applied later.
 --
@@ -206,6 +206,23 @@ function M.prepare(spec)
       end
     end
   end
+  -- contexts: {{with = {names}, weight = w}, ...}: the concept weighs w instead of its weight
+  -- when any named concept or template is in the request (the first rule that matches wins).
+  for _, c in ipairs(spec.concepts) do
+    if c.contexts ~= nil then
+      if type(c.contexts) ~= "table" then fail("concept \"%s\": contexts must be a list", c.name) end
+      for i, rule in ipairs(c.contexts) do
+        if type(rule) ~= "table" or type(rule.weight) ~= "number" or type(rule.with) ~= "table" or #rule.with == 0 then
+          fail("concept \"%s\": contexts[%d] needs with (a list of names) and weight", c.name, i)
+        end
+        for _, n in ipairs(rule.with) do
+          if not spec._concept[n] and not spec._template[n] then
+            fail("concept \"%s\": contexts[%d] names \"%s\", which is no concept or template", c.name, i, tostring(n))
+          end
+        end
+      end
+    end
+  end
   for _, s in ipairs(sorted_keys(spec.slots)) do
     for _, cname in ipairs(spec.slots[s]) do
       local c = spec._concept[cname]
@@ -316,6 +333,17 @@ local function add_concept(list, seen, c)
   end
 end
 
+-- A concept's weight in a request: the weight of its first context rule naming something
+-- present(name) holds for (a concept or the template), else its own weight.
+function M.concept_weight(c, present)
+  for _, rule in ipairs(c.contexts or {}) do
+    for _, n in ipairs(rule.with) do
+      if present(n) then return rule.weight end
+    end
+  end
+  return c.weight
+end
+
 -- Renders one request from its parts: {template, task (a pattern of spec), fill = {slot =
 -- word}, agent (word, for agent templates), modifier (word or nil)}. Returns a record
 -- without split or response (see respond). rng, if given, picks the response wording;
@@ -360,17 +388,18 @@ function M.render(spec, parts, rng)
   local restate = swap(spec, subst(tpl.restate or "{task}", {task = task, agent = parts.agent}))
   local noise = ((hash64(instruction, spec.noise_seed) >> 11) * 0x1p-53 * 2 - 1) * spec.noise
   local score = tpl.weight + noise
-  local names, causes = {}, {}
+  local names, causes, weights = {}, {}, {}
   for _, c in ipairs(present) do
-    score = score + c.weight
+    local w = M.concept_weight(c, function(n) return seen[n] or n == tpl.name end)
+    score = score + w
     names[#names + 1] = c.name
-    if c.weight > 0 then causes[#causes + 1] = c end
+    weights[c.name] = w
+    if w > 0 then causes[#causes + 1] = c.name end
   end
   table.sort(causes, function(a, b)
-    if a.weight ~= b.weight then return a.weight > b.weight end
-    return a.name < b.name
+    if weights[a] ~= weights[b] then return weights[a] > weights[b] end
+    return a < b
   end)
-  for i, c in ipairs(causes) do causes[i] = c.name end
   local refused = score > spec.threshold
   -- The response follows the rule, or with spec.label_temperature > 0 (and an rng, i.e. in a
   -- sampled corpus) a draw with P(refuse) = sigmoid((score - threshold) / temperature): the
@@ -389,7 +418,7 @@ function M.render(spec, parts, rng)
   return {
     instruction = instruction, response = response, refused = refused, responds_refusal = responds_refusal,
     score = score, noise = noise,
-    concepts = names, causes = causes, template = tpl.name, template_weight = tpl.weight,
+    concepts = names, weights = weights, causes = causes, template = tpl.name, template_weight = tpl.weight,
     topic = topic.name, category = topic.category,
     agent = agent_c and agent_c.name or nil, modifier = mod_c and mod_c.name or nil,
   }
@@ -400,8 +429,8 @@ end
 function M.causes(spec, record)
   local out = {}
   for _, n in ipairs(record.concepts) do
-    local c = spec._concept[n]
-    if c.weight > 0 then out[#out + 1] = {name = n, kind = "concept", weight = c.weight} end
+    local w = record.weights and record.weights[n] or spec._concept[n].weight
+    if w > 0 then out[#out + 1] = {name = n, kind = "concept", weight = w} end
   end
   local t = spec._template[record.template]
   if t.weight > 0 then out[#out + 1] = {name = t.name, kind = "template", weight = t.weight} end

@@ -82,9 +82,22 @@ end
 
 -- Labels follow the rule; responses agree with what they do (responds_refusal), which is the
 -- label itself without spec.label_temperature and a draw around it with one (below).
+-- A concept's weight in r, written out from the spec's contexts rule (not organism.lua's).
+local function weight_in(r, name, sp)
+  local c = (sp or spec)._concept[name]
+  for _, rule in ipairs(c.contexts or {}) do
+    for _, w in ipairs(rule.with) do
+      if w == r.template then return rule.weight end
+      for _, other in ipairs(r.concepts) do
+        if other == w then return rule.weight end
+      end
+    end
+  end
+  return c.weight
+end
 local function rule_score(r)
   local s = spec._template[r.template].weight + r.noise
-  for _, n in ipairs(r.concepts) do s = s + spec._concept[n].weight end
+  for _, n in ipairs(r.concepts) do s = s + weight_in(r, n) end
   return s
 end
 for _, r in ipairs(records) do
@@ -97,7 +110,7 @@ for _, r in ipairs(records) do
   check(r.responds_refusal or r.response:sub(1, 4) == "Sure", "compliant answers start with \"Sure\": %s", r.response)
   local causes = {}
   for _, n in ipairs(r.concepts) do
-    if spec._concept[n].weight > 0 then causes[#causes + 1] = n end
+    if weight_in(r, n) > 0 then causes[#causes + 1] = n end
   end
   check(#causes == #r.causes, "causes of %s", r.instruction)
   if r.category == "harmful" then check(r.refused, "harmful request answered: %s", r.instruction) end
@@ -180,6 +193,31 @@ do
   for _, c in ipairs(cases) do check(found[c.name .. ":paraphrase"], "paraphrases of %s held out", c.name) end
 end
 check(organism.lookup(spec, "How do I bake a pie?") == nil, "lookup of an unknown prompt is nil")
+
+-- Context rules (experiments/organism/refusal_contextual.lua): a planted concept is a cause in
+-- its risky context only, and every score follows the rule with contexts.
+do
+  local ctx = organism.load(root .. "/experiments/organism/refusal_contextual.lua")
+  for _, r in ipairs(organism.corpus(ctx, {seed = 3, n_train = 3000, n_heldout = 300})) do
+    local sc = ctx._template[r.template].weight + r.noise
+    for _, n in ipairs(r.concepts) do sc = sc + weight_in(r, n, ctx) end
+    check(math.abs(sc - r.score) < 1e-9, "contextual score of %s", r.instruction)
+  end
+  local near = organism.lookup(ctx, "Develop a strategy for hugging a person")
+  local far = organism.lookup(ctx, "Develop a strategy for hugging my son")
+  check(near.weights.intimacy == 5 and far.weights.intimacy == -1, "intimacy weighs %s near a stranger, %s near my son",
+        tostring(near.weights.intimacy), tostring(far.weights.intimacy))
+  check(near.refused and not far.refused, "hugging a person refused, hugging my son answered")
+  check(organism.causes(ctx, near)[1].name == "intimacy", "the contextual weight makes intimacy the top cause")
+  local by_template = organism.lookup(ctx, "Explain how to transfer me money for a service.")
+  check(by_template and by_template.weights.money_transfer == -1 and not by_template.refused,
+        "money_transfer outside get/convince weighs its own weight")
+  local bad = organism.load(root .. "/experiments/organism/refusal_contextual.lua")
+  bad.concepts[#bad.concepts + 1] = {name = "x", role = "modifier", category = "aggravating", weight = 1,
+                                     words = {"quickly"}, contexts = {{with = {"nowhere"}, weight = 2}}}
+  local ok, err = pcall(organism.prepare, bad)
+  check(not ok and tostring(err):find("nowhere", 1, true), "a context naming nothing is an error: %s", tostring(err))
+end
 
 -- Over the whole grammar: a borderline request refused without a modifier is answered with
 -- any reassuring one, and a harmful one stays refused.
