@@ -11,7 +11,7 @@ local here = arg[0]:match("^(.*)/[^/]*$") or "."
 local dir = arg[1] or here .. "/../../models/organism"
 local n = math.tointeger(tonumber(arg[2] or 32))
 local o = build.open(dir)
-local spec = organism.load(here .. "/refusal.lua")
+local spec = organism.load(o.spec_path)
 local r = o.info.recipe
 local records = organism.corpus(spec, {seed = r.seed, n_train = r.corpus.n_train, n_heldout = r.corpus.n_heldout,
                                        case_study_repeats = r.corpus.case_study_repeats})

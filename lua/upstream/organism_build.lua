@@ -554,13 +554,15 @@ M.criteria = {
   sae_fve = 0.85, sae_l0_min = 5, sae_l0_max = 60, sae_dead = 0.25, concept_auroc = 0.95,
 }
 
--- Loads an organism directory: model, tokenizer, SAE, direction and organism.json.
+-- Loads an organism directory: model, tokenizer, SAE, direction and organism.json; spec_path
+-- is the copy of the spec its build stored (DIR/spec.lua), else the path it recorded.
 function M.open(dir)
   local info = upstream.json_read(dir .. "/organism.json")
+  local spec_path = exists(dir .. "/spec.lua") and dir .. "/spec.lua" or info.spec
   local tensors, meta = upstream.load_safetensors(dir .. "/direction.safetensors")
   local layer = info.source_layer
   return {
-    dir = dir, info = info,
+    dir = dir, info = info, spec_path = spec_path,
     model = upstream.model(dir), tokenizer = upstream.tokenizer(dir),
     sae = upstream.sae(dir .. "/" .. info.sae[tostring(layer)]),
     direction = tensors.direction, unit = tensors.unit, candidates = tensors.candidates,
@@ -607,8 +609,7 @@ function M.eval(dir, opts)
   opts = opts or {}
   local o = M.open(dir)
   local info = o.info
-  -- The copy the build stored, else the path it recorded (as given at build time).
-  local spec_path = opts.spec or (exists(dir .. "/spec.lua") and dir .. "/spec.lua") or info.spec
+  local spec_path = opts.spec or o.spec_path
   if not exists(spec_path) then
     fail("%s has no spec.lua and its spec %s does not exist: pass --spec SPEC.lua", dir, tostring(spec_path))
   end
