@@ -629,7 +629,8 @@ end
 
 -- ---------------------------------------------------------------- labelled prompt lists
 
--- Held-out evaluation sets (opts.split to choose another split): harmful (harmful topics),
+-- Held-out evaluation sets (opts.split to choose another split): harmful (harmful topics the
+-- rule refuses: all of them unless the spec makes harm depend on context),
 -- harmless (benign topics the rule answers; opts.plain: without any modifier), borderline
 -- (borderline and planted topics, both labels). Lists of records, one per instruction.
 function M.eval_sets(records, opts)
@@ -640,7 +641,7 @@ function M.eval_sets(records, opts)
     if r.split == which and not seen[r.instruction] then
       seen[r.instruction] = true
       local set
-      if r.category == "harmful" then set = sets.harmful
+      if r.category == "harmful" and r.refused then set = sets.harmful
       elseif r.category == "benign" and not r.refused and not (opts.plain and r.modifier) then set = sets.harmless
       elseif r.category == "borderline" or r.category == "planted" then set = sets.borderline end
       if set then set[#set + 1] = r end
