@@ -207,7 +207,7 @@ function M.token_labels(spec, tok, records)
   local rows = {} -- rows[i] = {record = r, token = t}
   local ids_list = {}
   local marks = {} -- concept -> row -> 1 (positive) or 0 (excluded)
-  local prefix = #tok:chat("x") - #tok:encode("x") - 5 -- ids before the instruction
+  local prefix = util.chat_prefix_length(tok, function(x) return tok:chat(x) end) -- ids before the instruction
   for _, r in ipairs(records) do
     local ids = tok:chat(r.instruction)
     ids_list[#ids_list + 1] = ids

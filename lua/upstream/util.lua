@@ -211,11 +211,18 @@ function M.parse_value(text, like)
   return v
 end
 
+-- How many ids a chat-formatted prompt has before its instruction (BOS and the user turn's
+-- header): chat(text) formats a prompt (measured on "x"), tok encodes plain text, and the
+-- template ends with 5 post-instruction tokens (design.md §2).
+function M.chat_prefix_length(tok, chat)
+  return #chat("x") - #tok:encode("x") - 5
+end
+
 -- The 0-based indices of the instruction's tokens in a chat-formatted prompt `ids`: what lies
 -- between the template's prefix and its 5 post-instruction tokens. chat(text) must format a
--- prompt as ids was (the prefix is measured on "x"); tok encodes plain text.
+-- prompt as ids was; tok encodes plain text.
 function M.instruction_positions(tok, chat, ids)
-  local n_prefix = #chat("x") - #tok:encode("x") - 5
+  local n_prefix = M.chat_prefix_length(tok, chat)
   local out = {}
   for t = n_prefix, #ids - 6 do out[#out + 1] = t end
   return out
