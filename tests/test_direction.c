@@ -8,21 +8,16 @@
 #include "direction.h"
 #include "model.h"
 #include "prompts.h"
+#include "tmpdir.h"
 
-static char tmpdir[64];
+TEST_TMPDIR_GROUP("direction")
 
 static const char *write_file(const char *name, const char *text) {
-    static char path[256];
-    snprintf(path, sizeof path, "%s/%s", tmpdir, name);
+    const char *path = tpath(name);
     FILE *f = fopen(path, "wb");
     fputs(text, f);
     fclose(f);
     return path;
-}
-
-static int setup(void **state) {
-    strcpy(tmpdir, "/tmp/up_dir_XXXXXX");
-    return mkdtemp(tmpdir) ? 0 : -1;
 }
 
 static void expect(const char *name, const char *text, int n, const char *first, const char *last) {
@@ -122,5 +117,5 @@ int main(void) {
         cmocka_unit_test(test_prompt_errors),
         cmocka_unit_test(test_candidates),
     };
-    return cmocka_run_group_tests(tests, setup, NULL);
+    return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -16,12 +16,12 @@
 #include "metrics.h"
 #include "model.h"
 #include "steer.h"
+#include "tmpdir.h"
 #include "tokenizer.h"
 
 static up_model *model;
 static up_sae *sae;
 static int d, V;
-static char tmpdir[256];
 
 #define REFUSAL 5
 static const int32_t refusal_ids[1] = {REFUSAL};
@@ -33,16 +33,13 @@ static int setup(void **state) {
     if (up_model_load(&model, test_path(path, sizeof path, "golden/tiny_f32"), &e)) return -1;
     if (up_sae_load(&sae, test_path(path, sizeof path, "fixtures/sae/saelens_jumprelu"), UP_SAE_ALL, &e)) return -1;
     d = model->cfg.d_model, V = model->cfg.vocab_size;
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/up_test_grid.XXXXXX");
-    return mkdtemp(tmpdir) ? 0 : -1;
+    return test_tmpdir_create("grid");
 }
 
 static int teardown(void **state) {
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
     up_sae_free(sae);
     up_model_free(model);
-    return system(cmd) == 0 ? 0 : -1;
+    return test_tmpdir_remove();
 }
 
 static void fill(int32_t *ids, int n, int seed) {

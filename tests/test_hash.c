@@ -9,19 +9,9 @@
 #include <unistd.h>
 
 #include "hash.h"
+#include "tmpdir.h"
 
-static char tmpdir[256];
-
-static int setup(void **state) {
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/up_test_hash.XXXXXX");
-    return mkdtemp(tmpdir) ? 0 : -1;
-}
-
-static int teardown(void **state) {
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-    return system(cmd) == 0 ? 0 : -1;
-}
+TEST_TMPDIR_GROUP("hash")
 
 static void write_file(const char *path, const char *text) {
     FILE *f = fopen(path, "w");

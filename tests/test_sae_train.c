@@ -10,7 +10,6 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
-#include <ftw.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -23,10 +22,10 @@
 #include "model.h"
 #include "sae.h"
 #include "sae_train.h"
+#include "tmpdir.h"
 
 enum { N = 16384, D = 32, NF = 64, DSAE = 128 };
 
-static char tmpdir[256];
 static float *X, *F;           /* (N, D), (NF, D) */
 static unsigned char *present; /* (N, NF) */
 
@@ -67,11 +66,6 @@ static void synthesize(void) {
     }
 }
 
-static int rm_one(const char *p, const struct stat *sb, int flag, struct FTW *ftw) {
-    (void)sb, (void)flag, (void)ftw;
-    return remove(p);
-}
-
 static int setup(void **state) {
     (void)state;
     X = malloc(sizeof(float) * N * D);
@@ -79,14 +73,13 @@ static int setup(void **state) {
     present = malloc((size_t)N * NF);
     if (!X || !F || !present) return -1;
     synthesize();
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/up_test_saet_XXXXXX");
-    return mkdtemp(tmpdir) ? 0 : -1;
+    return test_tmpdir_create("saet");
 }
 
 static int teardown(void **state) {
     (void)state;
     free(X), free(F), free(present);
-    return nftw(tmpdir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+    return test_tmpdir_remove();
 }
 
 /* Features whose best decoder row has cosine >= 0.9 (rows are unit norm on output). */
