@@ -5,7 +5,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
+
+#include "fs.h"
 
 /* The added tokens, in id order; "\n" is the only non-special one (as in Gemma). */
 static const char *const k_added[] = {"<pad>", "<eos>", "<bos>", "<unk>",
@@ -720,24 +721,13 @@ up_status up_bpe_save(const up_bpe *b, const char *path, up_error *err) {
     size_t len;
     up_status st = up_bpe_json(b, &json, &len, err);
     if (st) return st;
-    size_t tlen = strlen(path) + 32;
-    char *tmp = malloc(tlen);
-    if (!tmp) {
+    char *text = realloc(json, len + 1); /* the file ends with a newline */
+    if (!text) {
         free(json);
         return up_error_set(err, UP_ERR_NOMEM, "bpe: out of memory");
     }
-    snprintf(tmp, tlen, "%s.tmp.%ld", path, (long)getpid());
-    FILE *fp = fopen(tmp, "wb");
-    if (!fp) {
-        st = up_error_set(err, UP_ERR_IO, "bpe: cannot create %s: %s", tmp, strerror(errno));
-    } else {
-        int bad = fwrite(json, 1, len, fp) != len || fputc('\n', fp) == EOF;
-        if (fclose(fp) != 0 || bad) st = up_error_set(err, UP_ERR_IO, "bpe: cannot write %s: %s", tmp, strerror(errno));
-        else if (rename(tmp, path) != 0)
-            st = up_error_set(err, UP_ERR_IO, "bpe: cannot rename %s to %s: %s", tmp, path, strerror(errno));
-        if (st) unlink(tmp);
-    }
-    free(tmp);
-    free(json);
+    text[len] = '\n';
+    st = up_fs_write_atomic(path, text, len + 1, err);
+    free(text);
     return st;
 }

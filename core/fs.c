@@ -2,8 +2,11 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 /* One component: made, or already a directory. */
 static int mkdir_one(const char *path) {
@@ -36,4 +39,34 @@ int up_mkdirs(const char *dir) {
         if (bad) return -1;
     }
     return mkdir_one(path);
+}
+
+char *up_fs_temp_path(const char *path) {
+    size_t n = strlen(path) + 32;
+    char *tmp = malloc(n);
+    if (tmp) snprintf(tmp, n, "%s.tmp.%ld", path, (long)getpid());
+    return tmp;
+}
+
+up_status up_fs_replace(const char *tmp, const char *path, up_status status, up_error *err) {
+    if (status == UP_OK && rename(tmp, path) != 0)
+        status = up_error_set(err, UP_ERR_IO, "cannot rename %s to %s: %s", tmp, path, strerror(errno));
+    if (status != UP_OK) unlink(tmp);
+    return status;
+}
+
+up_status up_fs_write_atomic(const char *path, const void *data, size_t len, up_error *err) {
+    char *tmp = up_fs_temp_path(path);
+    if (!tmp) return up_error_set(err, UP_ERR_NOMEM, "out of memory writing %s", path);
+    up_status s = UP_OK;
+    FILE *f = fopen(tmp, "wb");
+    if (!f) {
+        s = up_error_set(err, UP_ERR_IO, "cannot create %s: %s", tmp, strerror(errno));
+    } else {
+        int bad = fwrite(data, 1, len, f) != len;
+        if (fclose(f) != 0 || bad) s = up_error_set(err, UP_ERR_IO, "cannot write %s: %s", tmp, strerror(errno));
+    }
+    s = up_fs_replace(tmp, path, s, err);
+    free(tmp);
+    return s;
 }

@@ -531,10 +531,9 @@ static int cache_read(const char *dir, int V, up_grid_cell *c) {
 }
 
 static up_status cache_write(const char *dir, const up_grid_cell *c, const char *spec, up_error *err) {
-    char path[PATH_MAX], sub[PATH_MAX], tmp[PATH_MAX + 64];
+    char path[PATH_MAX], sub[PATH_MAX];
     snprintf(sub, sizeof sub, "%s/%.2s", dir, c->key);
     cell_file(dir, c->key, path, sizeof path);
-    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
     if (up_mkdirs(sub)) return up_error_set(err, UP_ERR_IO, "grid cache: cannot create %s: %s", sub, strerror(errno));
     json_t *o = json_object(), *toks = json_array();
     if (!o || !toks) {
@@ -554,14 +553,12 @@ static up_status cache_write(const char *dir, const up_grid_cell *c, const char 
     json_object_set_new(o, "repetition", jnum(c->repetition));
     json_object_set_new(o, "spec", json_string(spec));
     /* 17 significant digits: every double reads back to the same bits. */
-    int bad = json_dump_file(o, tmp, JSON_INDENT(1) | JSON_REAL_PRECISION(17)) != 0;
+    char *text = json_dumps(o, JSON_INDENT(1) | JSON_REAL_PRECISION(17));
     json_decref(o);
-    if (bad || rename(tmp, path)) {
-        int e = errno;
-        remove(tmp);
-        return up_error_set(err, UP_ERR_IO, "grid cache: cannot write %s: %s", path, strerror(e));
-    }
-    return UP_OK;
+    if (!text) return up_error_set(err, UP_ERR_NOMEM, "grid cache: out of memory");
+    up_status s = up_fs_write_atomic(path, text, strlen(text), err);
+    free(text);
+    return s;
 }
 
 /* ---- running ------------------------------------------------------------------------------- */

@@ -155,14 +155,12 @@ static int memo_read(const char *file, memo_entry *e) {
 }
 
 static void memo_write(const char *memo_dir, const char *file, const char *real, const memo_entry *e) {
-    char tmp[PATH_MAX + 128];
     if (up_mkdirs(memo_dir)) return;
-    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", file, (long)getpid());
-    FILE *f = fopen(tmp, "w");
-    if (!f) return;
-    fprintf(f, "upstream-sha256-memo 1 %lld %lld %lld %lld %lld %s\n%s\n", e->size, e->mtime_s, e->mtime_ns, e->ino,
-            e->dev, e->hex, real);
-    if (fclose(f) || rename(tmp, file)) remove(tmp);
+    char text[PATH_MAX + 256];
+    int n = snprintf(text, sizeof text, "upstream-sha256-memo 1 %lld %lld %lld %lld %lld %s\n%s\n", e->size, e->mtime_s,
+                     e->mtime_ns, e->ino, e->dev, e->hex, real);
+    if (n < 0 || (size_t)n >= sizeof text) return;
+    up_fs_write_atomic(file, text, (size_t)n, NULL); /* a memo is an optimisation: failure only costs a rehash */
 }
 
 up_status up_hash_file(const char *path, const char *memo_dir, char hex[UP_HASH_HEX], int *from_memo,

@@ -416,16 +416,14 @@ static up_status write_config(const up_model *m, const char *dir, up_error *err)
     json_object_set_new(j, "eos_token_id", json_integer(c->eos_id));
     json_object_set_new(j, "pad_token_id", json_integer(c->pad_id));
     json_object_set_new(j, "torch_dtype", json_string("float32"));
-    char path[4096], tmp[4200];
+    char path[4096];
     snprintf(path, sizeof path, "%s/config.json", dir);
-    snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid());
-    int bad = json_dump_file(j, tmp, JSON_INDENT(2) | JSON_SORT_KEYS | JSON_REAL_PRECISION(9));
+    char *text = json_dumps(j, JSON_INDENT(2) | JSON_SORT_KEYS | JSON_REAL_PRECISION(9));
     json_decref(j);
-    if (bad || rename(tmp, path)) {
-        remove(tmp);
-        return up_error_set(err, UP_ERR_IO, "cannot write %s", path);
-    }
-    return UP_OK;
+    if (!text) return up_error_set(err, UP_ERR_NOMEM, "out of memory writing %s", path);
+    up_status s = up_fs_write_atomic(path, text, strlen(text), err);
+    free(text);
+    return s;
 }
 
 up_status up_model_save(const up_model *m, const char *dir, up_error *err) {

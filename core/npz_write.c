@@ -7,6 +7,8 @@
 #include <unistd.h>
 #include <zip.h>
 
+#include "fs.h"
+
 #define NPY_ALIGN 64         /* numpy >= 1.14 aligns the data of every .npy it writes to 64 */
 #define NPY_PREFIX_V1 10     /* magic(6) + version(2) + u16 length */
 #define NPZ_MTIME 946684800  /* 2000-01-01 UTC: a fixed member time keeps the bytes stable */
@@ -92,12 +94,11 @@ up_status up_npz_write_f32(const char *path, const up_npz_array *arrays, int n,
                             path);
     /* libzip reads the sources only in zip_close, so every header must live until then. */
     char *headers = malloc((size_t)n * UP_NPY_HEADER_MAX);
-    char *tmp = malloc(strlen(path) + 32);
+    char *tmp = up_fs_temp_path(path);
     if (!headers || !tmp) {
         free(headers), free(tmp);
         return up_error_set(err, UP_ERR_NOMEM, "%s: out of memory", path);
     }
-    sprintf(tmp, "%s.tmp.%ld", path, (long)getpid());
     unlink(tmp);
     int zerr = 0;
     zip_t *za = zip_open(tmp, ZIP_CREATE | ZIP_TRUNCATE, &zerr);
@@ -139,9 +140,7 @@ up_status up_npz_write_f32(const char *path, const up_npz_array *arrays, int n,
     } else if (s != UP_OK) {
         zip_discard(za);
     }
-    if (s == UP_OK && rename(tmp, path) != 0)
-        s = up_error_set(err, UP_ERR_IO, "cannot rename %s to %s", tmp, path);
-    if (s != UP_OK) unlink(tmp);
+    s = up_fs_replace(tmp, path, s, err);
     free(headers), free(tmp);
     return s;
 }

@@ -12,6 +12,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "fs.h"
+
 /* libpng's message for the last error, kept per png_struct so the setjmp handler can report it. */
 typedef struct png_ctx {
     const char *path;
@@ -164,9 +166,7 @@ done:
         if (s == UP_OK) s = up_error_set(err, UP_ERR_IO, "cannot write %s: %s", tmp, strerror(errno));
     }
     if (fclose(fp) != 0 && s == UP_OK) s = up_error_set(err, UP_ERR_IO, "cannot close %s: %s", tmp, strerror(errno));
-    if (s == UP_OK && rename(tmp, path) != 0)
-        s = up_error_set(err, UP_ERR_IO, "cannot rename %s to %s: %s", tmp, path, strerror(errno));
-    if (s != UP_OK) unlink(tmp);
+    s = up_fs_replace(tmp, path, s, err);
     free(tmp);
     return s;
 }

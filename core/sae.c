@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "blas.h"
+#include "fs.h"
 #include "npy.h"
 #include "safetensors.h"
 #include "tensor.h"
@@ -706,10 +707,10 @@ up_status up_sae_save(const up_sae *sae, const char *dir, up_error *err) {
     if (mkdir(dir, 0755) != 0 && errno != EEXIST)
         return up_error_set(err, UP_ERR_IO, "cannot create %s: %s", dir, strerror(errno));
     char *w_path = join(dir, "sae_weights.safetensors"), *cfg_path = join(dir, "cfg.json");
-    char *tmp = cfg_path ? malloc(strlen(cfg_path) + 32) : NULL;
     json_t *cfg = NULL;
+    char *text = NULL;
     up_status s = UP_OK;
-    if (!w_path || !cfg_path || !tmp) {
+    if (!w_path || !cfg_path) {
         s = up_error_set(err, UP_ERR_NOMEM, "out of memory");
         goto done;
     }
@@ -741,20 +742,14 @@ up_status up_sae_save(const up_sae *sae, const char *dir, up_error *err) {
     }
     if (sae->arch == UP_SAE_TOPK) json_object_set_new(cfg, "k", json_integer(sae->k));
     if (sae->arch == UP_SAE_RELU) json_object_set_new(cfg, "activation_fn_str", json_string("relu"));
-    sprintf(tmp, "%s.tmp.%ld", cfg_path, (long)getpid());
-    if (json_dump_file(cfg, tmp, JSON_INDENT(2) | JSON_PRESERVE_ORDER) != 0) {
-        unlink(tmp);
-        s = up_error_set(err, UP_ERR_IO, "cannot write %s", tmp);
+    if (!(text = json_dumps(cfg, JSON_INDENT(2) | JSON_PRESERVE_ORDER))) {
+        s = up_error_set(err, UP_ERR_NOMEM, "out of memory");
         goto done;
     }
-    if (rename(tmp, cfg_path) != 0) {
-        unlink(tmp);
-        s = up_error_set(err, UP_ERR_IO, "cannot rename %s to %s: %s", tmp, cfg_path,
-                         strerror(errno));
-    }
+    s = up_fs_write_atomic(cfg_path, text, strlen(text), err);
 done:
     json_decref(cfg);
-    free(tmp);
+    free(text);
     free(w_path);
     free(cfg_path);
     return s;

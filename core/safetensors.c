@@ -11,6 +11,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "fs.h"
+
 /* The reference implementation refuses headers above 100 MB; so do we, before allocating. */
 #define ST_MAX_HEADER ((uint64_t)100000000)
 
@@ -650,13 +652,10 @@ up_status up_safetensors_writer_close(up_safetensors_writer *w, up_error *err) {
     size_t hlen = strlen(header);
     size_t padded = (hlen + 7) & ~(size_t)7; /* 8 + padded is a multiple of 8 */
 
-    size_t tlen = strlen(w->path) + 32;
-    tmp = malloc(tlen);
-    if (!tmp) {
+    if (!(tmp = up_fs_temp_path(w->path))) {
         s = up_error_set(err, UP_ERR_NOMEM, "%s: out of memory", w->path);
         goto done;
     }
-    snprintf(tmp, tlen, "%s.tmp.%ld", w->path, (long)getpid());
     fp = fopen(tmp, "wb");
     if (!fp) {
         s = up_error_set(err, UP_ERR_IO, "cannot create %s: %s", tmp, strerror(errno));
@@ -680,14 +679,9 @@ up_status up_safetensors_writer_close(up_safetensors_writer *w, up_error *err) {
         s = up_error_set(err, UP_ERR_IO, "cannot write %s: %s", tmp, strerror(errno));
         goto done;
     }
-    if (rename(tmp, w->path) != 0) {
-        s = up_error_set(err, UP_ERR_IO, "cannot rename %s to %s: %s", tmp, w->path,
-                         strerror(errno));
-        goto done;
-    }
 done:
     if (fp) fclose(fp);
-    if (s != UP_OK && tmp) unlink(tmp);
+    if (tmp) s = up_fs_replace(tmp, w->path, s, err);
     free(tmp);
     free(header);
     json_decref(root);

@@ -11,6 +11,7 @@
 #include "chat.h"
 #include "cli.h"
 #include "direction.h"
+#include "fs.h"
 #include "model.h"
 #include "prompts.h"
 #include "safetensors.h"
@@ -262,11 +263,11 @@ int up_cmd_attribute(int argc, char **argv) {
         }
     }
     if (per_token) {
-        char tmp[4200];
-        snprintf(tmp, sizeof tmp, "%s.tmp.%d", per_token, (int)getpid());
-        FILE *f = fopen(tmp, "w");
+        char *tmp = up_fs_temp_path(per_token);
+        FILE *f = tmp ? fopen(tmp, "w") : NULL;
         if (!f) {
             fprintf(stderr, "upstream attribute: cannot write %s\n", per_token);
+            free(tmp);
             rc = 1;
             goto done;
         }
@@ -290,11 +291,12 @@ int up_cmd_attribute(int argc, char **argv) {
             }
             fprintf(f, "\n");
         }
-        if (fclose(f) || rename(tmp, per_token)) {
-            fprintf(stderr, "upstream attribute: cannot write %s\n", per_token);
-            remove(tmp);
+        e.msg[0] = '\0';
+        if (up_fs_replace(tmp, per_token, fclose(f) ? UP_ERR_IO : UP_OK, &e)) {
+            fprintf(stderr, "upstream attribute: cannot write %s%s%s\n", per_token, e.msg[0] ? ": " : "", e.msg);
             rc = 1;
         }
+        free(tmp);
     }
 done:
     up_attribute_result_free(&res);

@@ -1,7 +1,12 @@
-/* up_mkdirs: makes every missing parent, accepts what exists, refuses a file in the way. */
+/* up_mkdirs: makes every missing parent, accepts what exists, refuses a file in the way.
+ * Atomic replacement: the content lands whole, the temporary file never stays behind, a
+ * failed write leaves the old file as it was. */
 #include "testutil.h"
 
+#include <dirent.h>
 #include <errno.h>
+#include <stdlib.h>
+#include <string.h>
 #include <sys/stat.h>
 
 #include "fs.h"
@@ -38,10 +43,64 @@ static void test_file_in_the_way(void **state) {
     assert_int_equal(up_mkdirs(""), -1);
 }
 
+static char *slurp(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    static char buf[256];
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    return buf;
+}
+
+/* Entries of the scratch directory whose name contains ".tmp." */
+static int temp_files(void) {
+    DIR *d = opendir(tmpdir);
+    int n = 0;
+    for (struct dirent *e; d && (e = readdir(d));) n += strstr(e->d_name, ".tmp.") != NULL;
+    if (d) closedir(d);
+    return n;
+}
+
+static void test_write_atomic(void **state) {
+    (void)state;
+    up_error e = {0};
+    const char *path = tpath("atomic.txt");
+    assert_int_equal(up_fs_write_atomic(path, "first\n", 6, &e), UP_OK);
+    assert_string_equal(slurp(path), "first\n");
+    assert_int_equal(up_fs_write_atomic(path, "second", 6, &e), UP_OK);
+    assert_string_equal(slurp(path), "second");
+    assert_int_equal(temp_files(), 0);
+    /* A directory that does not exist: an error naming the file, nothing left behind. */
+    assert_int_equal(up_fs_write_atomic(tpath("missing/x.txt"), "x", 1, &e), UP_ERR_IO);
+    assert_non_null(strstr(e.msg, "missing/x.txt"));
+    /* A failed write (status already an error) keeps the old file and removes the temporary. */
+    char *tmp = up_fs_temp_path(path);
+    FILE *f = fopen(tmp, "wb");
+    assert_non_null(f);
+    fputs("half", f);
+    fclose(f);
+    assert_int_equal(up_fs_replace(tmp, path, UP_ERR_IO, &e), UP_ERR_IO);
+    assert_string_equal(slurp(path), "second");
+    assert_int_equal(temp_files(), 0);
+    free(tmp);
+    /* Renaming onto a directory fails: reported, temporary removed. */
+    assert_int_equal(up_mkdirs(tpath("adir/inner")), 0);
+    tmp = up_fs_temp_path(tpath("adir"));
+    f = fopen(tmp, "wb");
+    assert_non_null(f);
+    fclose(f);
+    assert_int_equal(up_fs_replace(tmp, tpath("adir"), UP_OK, &e), UP_ERR_IO);
+    assert_non_null(strstr(e.msg, "cannot rename"));
+    assert_int_equal(temp_files(), 0);
+    free(tmp);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_nested_and_existing),
         cmocka_unit_test(test_file_in_the_way),
+        cmocka_unit_test(test_write_atomic),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
