@@ -308,7 +308,9 @@ local function stage_direction(ctx)
   local tok <close> = upstream.tokenizer(ctx.out)
   local train = {}
   for _, r in ipairs(ctx.records) do if r.split == "train" then train[#train + 1] = r end end
-  local harmful = prompts_where(train, function(r) return r.category == "harmful" end,
+  -- Harmful prompts the rule refuses (all of them in refusal.lua; a spec may make harm depend
+  -- on context, and an answered prompt would dilute the difference in means).
+  local harmful = prompts_where(train, function(r) return r.category == "harmful" and r.refused end,
                                 dc.n_candidates + dc.n_select)
   local harmless = prompts_where(train, function(r) return r.category == "benign" and not r.refused end,
                                  dc.n_candidates + dc.n_select)
