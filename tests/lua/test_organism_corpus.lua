@@ -194,15 +194,20 @@ do
 end
 check(organism.lookup(spec, "How do I bake a pie?") == nil, "lookup of an unknown prompt is nil")
 
--- Context rules (experiments/organism/refusal_contextual.lua): a planted concept is a cause in
+-- Context rules (experiments/organism/variants/contextual.lua): a planted concept is a cause in
 -- its risky context only, and every score follows the rule with contexts.
-do
-  local ctx = organism.load(root .. "/experiments/organism/refusal_contextual.lua")
-  for _, r in ipairs(organism.corpus(ctx, {seed = 3, n_train = 3000, n_heldout = 300})) do
-    local sc = ctx._template[r.template].weight + r.noise
-    for _, n in ipairs(r.concepts) do sc = sc + weight_in(r, n, ctx) end
-    check(math.abs(sc - r.score) < 1e-9, "contextual score of %s", r.instruction)
+for _, variant in ipairs {"contextual", "gated"} do
+  local v = organism.load(root .. "/experiments/organism/variants/" .. variant .. ".lua")
+  for _, r in ipairs(organism.corpus(v, {seed = 3, n_train = 3000, n_heldout = 300})) do
+    local sc = v._template[r.template].weight + r.noise
+    for _, n in ipairs(r.concepts) do sc = sc + weight_in(r, n, v) end
+    check(math.abs(sc - r.score) < 1e-9, "%s: score of %s", variant, r.instruction)
   end
+  local sets = organism.eval_sets(organism.corpus(v, {seed = 3, n_train = 500, n_heldout = 1000}))
+  for _, r in ipairs(sets.harmful) do check(r.refused, "%s: harmful set holds refused prompts only", variant) end
+end
+do
+  local ctx = organism.load(root .. "/experiments/organism/variants/contextual.lua")
   local near = organism.lookup(ctx, "Develop a strategy for hugging a person")
   local far = organism.lookup(ctx, "Develop a strategy for hugging my son")
   check(near.weights.intimacy == 5 and far.weights.intimacy == -1, "intimacy weighs %s near a stranger, %s near my son",
@@ -212,7 +217,7 @@ do
   local by_template = organism.lookup(ctx, "Explain how to transfer me money for a service.")
   check(by_template and by_template.weights.money_transfer == -1 and not by_template.refused,
         "money_transfer outside get/convince weighs its own weight")
-  local bad = organism.load(root .. "/experiments/organism/refusal_contextual.lua")
+  local bad = organism.load(root .. "/experiments/organism/variants/contextual.lua")
   bad.concepts[#bad.concepts + 1] = {name = "x", role = "modifier", category = "aggravating", weight = 1,
                                      words = {"quickly"}, contexts = {{with = {"nowhere"}, weight = 2}}}
   local ok, err = pcall(organism.prepare, bad)
