@@ -921,9 +921,14 @@ usage: upstream organism build SPEC.lua --out DIR [--smoke] [--set key=value ...
 
 build   trains a model organism from its specification: corpus, tokenizer, model, refusal
         direction, SAE and latent labels, into DIR (resumable: rerun the same command after an
-        interruption). --smoke: a few steps of every stage (CI). --set train.steps=500 changes
-        one recipe value (see DIR/recipe.json for every key).
-eval    measures an organism against its planted ground truth and prints the acceptance
+        interruption; DIR keeps a copy of the spec as DIR/spec.lua). --smoke: a few steps of
+        every stage (CI). --set train.steps=500 changes one recipe value (see DIR/recipe.json
+        for every key). Stages whose output exists are kept: copy an organism's config.json,
+        model.safetensors, tokenizer.json, direction.safetensors, recipe.json and spec.lua
+        into a new DIR, build DIR/spec.lua with --set sae.layer=3, and only a new SAE and its
+        labels are made.
+eval    measures an organism against its planted ground truth (its spec: --spec, else
+        DIR/spec.lua, else the path recorded at build time) and prints the acceptance
         report; exits 1 when a criterion of a required group fails (--require
         behaviour,direction,sae,detection,method: the default is all five). --smoke: report only, never fail.
 ]]
