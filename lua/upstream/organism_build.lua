@@ -306,14 +306,10 @@ local function stage_direction(ctx)
   local dc = ctx.recipe.direction
   local model <close> = upstream.model(ctx.out)
   local tok <close> = upstream.tokenizer(ctx.out)
-  local train = {}
-  for _, r in ipairs(ctx.records) do if r.split == "train" then train[#train + 1] = r end end
-  -- Harmful prompts the rule refuses (all of them in refusal.lua; a spec may make harm depend
-  -- on context, and an answered prompt would dilute the difference in means).
-  local harmful = prompts_where(train, function(r) return r.category == "harmful" and r.refused end,
-                                dc.n_candidates + dc.n_select)
-  local harmless = prompts_where(train, function(r) return r.category == "benign" and not r.refused end,
-                                 dc.n_candidates + dc.n_select)
+  -- The training split's harmful prompts the rule refuses and benign ones it answers: the
+  -- eval's sets, drawn from the other split.
+  local sets = organism.eval_sets(ctx.records, {split = "train"})
+  local harmful, harmless = sets.harmful, sets.harmless
   local function slice(list, a, b)
     local out = {}
     for i = a, math.min(b, #list) do out[#out + 1] = list[i] end
@@ -322,8 +318,9 @@ local function stage_direction(ctx)
   local cand = model:directions(chat_ids(tok, slice(harmful, 1, dc.n_candidates)),
                                 chat_ids(tok, slice(harmless, 1, dc.n_candidates)), {positions = dc.positions})
   local refusal = M.refusal_ids(tok, ctx.spec)
-  local sel = model:select_direction(cand, chat_ids(tok, slice(harmful, dc.n_candidates + 1, math.huge)),
-                                     chat_ids(tok, slice(harmless, dc.n_candidates + 1, math.huge)),
+  local last = dc.n_candidates + dc.n_select
+  local sel = model:select_direction(cand, chat_ids(tok, slice(harmful, dc.n_candidates + 1, last)),
+                                     chat_ids(tok, slice(harmless, dc.n_candidates + 1, last)),
                                      {refusal_ids = refusal, max_kl = dc.max_kl, min_induce = dc.min_induce})
   for _, c in ipairs(sel.scores) do
     if c.bypass then
