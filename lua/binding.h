@@ -51,6 +51,11 @@ float *up_lua_check_vector(lua_State *L, int idx, int n);
 /* Reads a Lua array of integers (token ids) at idx into a malloc'd buffer; raises on misuse. */
 int32_t *up_lua_check_ids(lua_State *L, int idx, int *n);
 
+/* Reads a Lua array of integers at idx into a Lua-owned block pushed on the stack (it lives
+ * while that slot does, and a raise leaks nothing); *n gets its length, which may be 0.
+ * Misuse raises naming what ("spec.latents: entry 2 is not an integer"). */
+int *up_lua_read_ints(lua_State *L, int idx, const char *what, int *n);
+
 /* Reads a list of token id lists at idx (every list non-empty) into one Lua-owned block,
  * pushed on the stack, so a raise leaks nothing: *ids and *lens point into it and live while
  * it stays on the stack. Returns the number of lists. Misuse raises naming what ("harmful")

@@ -130,12 +130,11 @@ static int s_stats(lua_State *L) {
     return 1;
 }
 
-/* Reads {source, target, direction, positions} from the options table at idx. */
+/* Reads {source, target, direction, positions} from the options table at idx; the direction and
+ * positions are Lua-owned blocks pushed on the stack, valid while the caller's frame lives. */
 typedef struct grad_opts {
     int source;
     up_objective obj;
-    float *direction;
-    int *positions;
 } grad_opts;
 
 static void read_grad_opts(lua_State *L, int idx, const up_model *m, grad_opts *o) {
@@ -147,24 +146,18 @@ static void read_grad_opts(lua_State *L, int idx, const up_model *m, grad_opts *
     lua_getfield(L, idx, "source");
     o->source = (int)luaL_optinteger(L, -1, o->obj.layer - 1);
     lua_pop(L, 2);
+    /* Lua-owned copies (left on the stack), so a later raise in the caller leaks nothing. */
+    if (lua_getfield(L, idx, "positions") != LUA_TNIL) {
+        o->obj.positions = up_lua_read_ints(L, lua_gettop(L), "opts.positions", &o->obj.n_positions);
+        if (o->obj.n_positions == 0) luaL_argerror(L, idx, "opts.positions must not be empty");
+    }
     lua_getfield(L, idx, "direction");
     if (lua_isnil(L, -1)) luaL_argerror(L, idx, "opts.direction is required");
-    o->direction = up_lua_check_vector(L, lua_gettop(L), m->cfg.d_model);
-    lua_pop(L, 1);
-    o->obj.direction = o->direction;
-    lua_getfield(L, idx, "positions");
-    if (lua_istable(L, -1)) {
-        int n = (int)luaL_len(L, -1);
-        o->positions = malloc((size_t)(n > 0 ? n : 1) * sizeof(int));
-        for (int i = 0; i < n; i++) {
-            lua_geti(L, -1, i + 1);
-            o->positions[i] = (int)lua_tointeger(L, -1);
-            lua_pop(L, 1);
-        }
-        o->obj.positions = o->positions;
-        o->obj.n_positions = n;
-    }
-    lua_pop(L, 1);
+    float *direction = up_lua_check_vector(L, lua_gettop(L), m->cfg.d_model);
+    float *owned = lua_newuserdatauv(L, (size_t)m->cfg.d_model * sizeof *owned, 0);
+    memcpy(owned, direction, (size_t)m->cfg.d_model * sizeof *owned);
+    free(direction);
+    o->obj.direction = owned;
 }
 
 static int m_gradient(lua_State *L) {
@@ -178,7 +171,7 @@ static int m_gradient(lua_State *L) {
     double R = 0;
     up_error e = {0};
     up_status st = up_gradient(m, ids, NULL, 1, T, o.source, &o.obj, NULL, NULL, g->data, &R, &e);
-    free(ids), free(o.direction), free(o.positions);
+    free(ids);
     if (st) return luaL_error(L, "%s", e.msg);
     lua_pushnumber(L, R);
     return 2;
@@ -195,21 +188,10 @@ static int m_attribute(lua_State *L) {
     lua_getfield(L, 4, "include_bos");
     int include_bos = lua_toboolean(L, -1);
     lua_pop(L, 2);
-    /* Read before read_grad_opts allocates, into Lua-owned memory, so a raise leaks nothing. */
     int n_score = 0, *score_pos = NULL;
     if (lua_getfield(L, 4, "score_positions") != LUA_TNIL) {
-        if (!lua_istable(L, -1)) return luaL_argerror(L, 4, "score_positions must be a list of token indices");
-        n_score = (int)luaL_len(L, -1);
-        if (n_score <= 0) return luaL_argerror(L, 4, "score_positions must not be empty");
-        score_pos = lua_newuserdatauv(L, (size_t)n_score * sizeof *score_pos, 0);
-        for (int i = 0; i < n_score; i++) {
-            lua_geti(L, -2, i + 1);
-            int ok;
-            lua_Integer v = lua_tointegerx(L, -1, &ok);
-            if (!ok || v < INT_MIN || v > INT_MAX) return luaL_argerror(L, 4, "score_positions must be integers");
-            score_pos[i] = (int)v;
-            lua_pop(L, 1);
-        }
+        score_pos = up_lua_read_ints(L, lua_gettop(L), "opts.score_positions", &n_score);
+        if (n_score == 0) return luaL_argerror(L, 4, "score_positions must not be empty");
     }
     lua_getfield(L, 4, "source");
     int has_source = !lua_isnil(L, -1);
@@ -223,7 +205,7 @@ static int m_attribute(lua_State *L) {
     up_attribute_result r;
     up_error e = {0};
     up_status st = up_attribute(m, sae, &req, &r, &e);
-    free(ids), free(o.direction), free(o.positions);
+    free(ids);
     if (st) return luaL_error(L, "%s", e.msg);
     const int K = sae->d_sae, d = m->cfg.d_model;
     lua_newtable(L);

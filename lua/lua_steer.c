@@ -119,21 +119,8 @@ static void read_vec(lua_State *L, int idx, int d, float *dst, const char *what)
     }
 }
 
-/* A table of integers at idx into a scratch buffer (pushed); returns it and its length. */
-static int32_t *read_ints(lua_State *L, int idx, int *n, const char *what) {
-    if (!lua_istable(L, idx)) luaL_error(L, "%s: expected a table of integers", what);
-    *n = (int)luaL_len(L, idx);
-    int32_t *v = scratch(L, (size_t)*n * sizeof *v);
-    for (int i = 0; i < *n; i++) {
-        lua_geti(L, idx, i + 1);
-        int ok;
-        lua_Integer x = lua_tointegerx(L, -1, &ok);
-        lua_pop(L, 1);
-        if (!ok || x < INT32_MIN || x > INT32_MAX) luaL_error(L, "%s: entry %d is not an integer", what, i + 1);
-        v[i] = (int32_t)x;
-    }
-    return v;
-}
+/* The grid takes token ids and latent indices as int32_t and positions as int: one reader. */
+_Static_assert(sizeof(int) == sizeof(int32_t), "int and int32_t must agree");
 
 /* Lists of id lists in one Lua-owned block (pushed); misuse raises naming what. */
 static up_token_lists read_lists(lua_State *L, int idx, const char *what) {
@@ -178,7 +165,7 @@ static up_steer_where parse_where(lua_State *L, int t, const char *what, int **l
     *list = NULL, *n_list = 0;
     if (type == LUA_TTABLE) {
         w = UP_STEER_POS_LIST;
-        *list = (int *)read_ints(L, lua_gettop(L), n_list, what); /* int32_t and int agree here */
+        *list = up_lua_read_ints(L, lua_gettop(L), what, n_list);
         lua_remove(L, -2); /* keep the scratch block, drop the table */
         return w;
     }
@@ -302,7 +289,7 @@ static int l_grid(lua_State *L) {
             label = lua_tostring(L, -1);
         }
         int n;
-        int32_t *ids = read_ints(L, ids_at, &n, what);
+        int32_t *ids = (int32_t *)up_lua_read_ints(L, ids_at, what, &n);
         if (up_grid_add_prompt(lg->g, label, ids, n, &e) < 0) return luaL_error(L, "%s: %s", what, e.msg);
         lua_settop(L, pt);
     }
@@ -317,7 +304,7 @@ static int l_grid(lua_State *L) {
     const lua_Integer layer = up_lua_opt_integer(L, 1, "layer", -1);
     if (field(L, 1, "latents") != LUA_TNIL) {
         int n_lat, n_alpha;
-        int32_t *lat = read_ints(L, 5, &n_lat, "spec.latents");
+        int32_t *lat = (int32_t *)up_lua_read_ints(L, 5, "spec.latents", &n_lat);
         float *alphas = read_alphas(L, 1, &n_alpha);
         field(L, 1, "sae");
         if (!luaL_testudata(L, -1, "upstream.Sae")) return luaL_argerror(L, 1, "spec.latents needs spec.sae");
@@ -381,7 +368,7 @@ static int l_grid(lua_State *L) {
         int n = 1;
         int32_t one, *v = &one;
         if (type == LUA_TNUMBER) one = (int32_t)luaL_checkinteger(L, 5);
-        else v = read_ints(L, 5, &n, "spec.max_new_tokens");
+        else v = (int32_t *)up_lua_read_ints(L, 5, "spec.max_new_tokens", &n);
         for (int i = 0; i < n; i++)
             if (up_grid_add_decoding(lg->g, v[i], &e) < 0) return luaL_argerror(L, 1, e.msg);
     } else if (type != LUA_TNIL) {
@@ -395,21 +382,21 @@ static int l_grid(lua_State *L) {
         if (field(L, 5, "direction") == LUA_TNIL) return luaL_argerror(L, 1, "spec.objective.direction is required");
         read_vec(L, lua_gettop(L), d, r, "spec.objective.direction");
         int n_pos = 0;
-        int32_t *pos = NULL;
-        if (field(L, 5, "positions") != LUA_TNIL) pos = read_ints(L, lua_gettop(L), &n_pos, "spec.objective.positions");
-        if (up_grid_set_objective(lg->g, L_, r, (const int *)pos, n_pos, &e)) return luaL_error(L, "%s", e.msg);
+        int *pos = NULL;
+        if (field(L, 5, "positions") != LUA_TNIL) pos = up_lua_read_ints(L, lua_gettop(L), "spec.objective.positions", &n_pos);
+        if (up_grid_set_objective(lg->g, L_, r, pos, n_pos, &e)) return luaL_error(L, "%s", e.msg);
     }
     lua_settop(L, 4);
 
     /* run settings */
     if (field(L, 1, "refusal_ids") == LUA_TNIL) return luaL_argerror(L, 1, "spec.refusal_ids is required (Gemma: the id of \"I\")");
     int n;
-    int32_t *ids = read_ints(L, 5, &n, "spec.refusal_ids");
+    int32_t *ids = (int32_t *)up_lua_read_ints(L, 5, "spec.refusal_ids", &n);
     if (n <= 0 || n > 64) return luaL_argerror(L, 1, "spec.refusal_ids must hold 1 to 64 ids");
     memcpy(lg->refusal, ids, (size_t)n * sizeof *ids), lg->n_refusal = n;
     lua_settop(L, 4);
     if (field(L, 1, "stop") != LUA_TNIL) {
-        ids = read_ints(L, 5, &n, "spec.stop");
+        ids = (int32_t *)up_lua_read_ints(L, 5, "spec.stop", &n);
         if (n > 64) return luaL_argerror(L, 1, "spec.stop holds more than 64 ids");
         memcpy(lg->stop, ids, (size_t)n * sizeof *ids), lg->n_stop = n;
     } else {
@@ -666,7 +653,7 @@ static int l_refusal_score(lua_State *L) {
     if (t->ndim < 1) return luaL_argerror(L, 1, "expected logits (V) or (T, V)");
     const int V = (int)t->shape[t->ndim - 1];
     int n;
-    const int32_t *ids = read_ints(L, 2, &n, "ids");
+    const int32_t *ids = (int32_t *)up_lua_read_ints(L, 2, "ids", &n);
     double p;
     const double s = up_metrics_refusal_score(t->data + (t->numel - V), V, ids, n, &p);
     lua_pushnumber(L, s);
@@ -702,7 +689,7 @@ static int l_substring_refusal(lua_State *L) {
 
 static int l_repetition(lua_State *L) {
     int n;
-    const int32_t *ids = read_ints(L, 1, &n, "ids");
+    const int32_t *ids = (int32_t *)up_lua_read_ints(L, 1, "ids", &n);
     const lua_Integer k = luaL_optinteger(L, 2, 3);
     if (k < 1) return luaL_argerror(L, 2, "n must be >= 1");
     lua_pushnumber(L, up_metrics_repetition(ids, n, (int)k));
@@ -719,8 +706,8 @@ static int l_kl(lua_State *L) {
 static int m_logprob(lua_State *L) {
     up_model *m = up_lua_check_model(L, 1);
     int np, nc;
-    const int32_t *prompt = read_ints(L, 2, &np, "prompt_ids");
-    const int32_t *comp = read_ints(L, 3, &nc, "completion_ids");
+    const int32_t *prompt = (int32_t *)up_lua_read_ints(L, 2, "prompt_ids", &np);
+    const int32_t *comp = (int32_t *)up_lua_read_ints(L, 3, "completion_ids", &nc);
     if (np <= 0) return luaL_argerror(L, 2, "the prompt is empty");
     up_state *s = NULL;
     up_error e = {0};
@@ -750,7 +737,7 @@ static int m_select_direction(lua_State *L) {
     if (o.batch <= 0) return luaL_argerror(L, 5, "batch must be positive");
     if (field(L, 5, "refusal_ids") == LUA_TNIL) return luaL_argerror(L, 5, "opts.refusal_ids is required");
     int n_ref;
-    const int32_t *ref = read_ints(L, 6, &n_ref, "opts.refusal_ids");
+    const int32_t *ref = (int32_t *)up_lua_read_ints(L, 6, "opts.refusal_ids", &n_ref);
     const up_token_lists harmful = read_lists(L, 3, "harmful"), harmless = read_lists(L, 4, "harmless");
     const int n_pos = (int)cand->shape[0];
     up_select_result r = {0};

@@ -1,4 +1,5 @@
 /* upstream.Tensor: float32 arrays handed between core and scripts. */
+#include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,6 +45,25 @@ int32_t *up_lua_check_ids(lua_State *L, int idx, int *n) {
     }
     *n = (int)len;
     return ids;
+}
+
+int *up_lua_read_ints(lua_State *L, int idx, const char *what, int *n) {
+    idx = lua_absindex(L, idx);
+    if (!lua_istable(L, idx)) luaL_error(L, "%s: expected a table of integers", what);
+    lua_Integer len = luaL_len(L, idx);
+    if (len < 0 || len > INT_MAX) luaL_error(L, "%s: bad length", what);
+    luaL_checkstack(L, 8, "too many lists for one call");
+    int *v = lua_newuserdatauv(L, len > 0 ? (size_t)len * sizeof *v : 1, 0);
+    for (lua_Integer i = 1; i <= len; i++) {
+        lua_geti(L, idx, i);
+        int ok;
+        lua_Integer x = lua_tointegerx(L, -1, &ok);
+        lua_pop(L, 1);
+        if (!ok || x < INT_MIN || x > INT_MAX) luaL_error(L, "%s: entry %d is not an integer", what, (int)i);
+        v[i - 1] = (int)x;
+    }
+    *n = (int)len;
+    return v;
 }
 
 /* Raises about the list of id lists at idx: as argument idx when what is NULL, else naming what. */

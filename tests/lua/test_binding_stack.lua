@@ -45,6 +45,20 @@ raises("non%-negative integers", upstream.collect_activations, model, {{1, -2}},
 raises("harmful: token ids must be non%-negative integers", model.select_direction, model, cand, {{1, 2.5}}, harmless,
        {refusal_ids = {3}})
 raises("data.ids: every entry", model.eval_loss, model, {ids = {{1, 2}, 7}, loss_from = {1, 1}})
+-- Lists of integers share one reader too: a non-integer entry is an error, never a silent 0
+-- (model:gradient read positions = {"x"} as position 0 before).
+local unit = {}
+for j = 1, d do unit[j] = j == 1 and 1 or 0 end
+local grad_opts = {source = 0, target = 1, direction = unit}
+assert(model:gradient({1, 5, 6, 7}, grad_opts), "gradient with default positions")
+grad_opts.positions = {"x"}
+raises("opts.positions: entry 1 is not an integer", model.gradient, model, {1, 5, 6, 7}, grad_opts)
+grad_opts.positions = "last"
+raises("opts.positions: expected a table of integers", model.gradient, model, {1, 5, 6, 7}, grad_opts)
+grad_opts.positions = {}
+raises("positions must not be empty", model.gradient, model, {1, 5, 6, 7}, grad_opts)
+raises("spec.refusal_ids: entry 1 is not an integer", upstream.grid,
+       {model = model, prompts = {{1, 5, 6, 7}}, refusal_ids = {2.5}})
 collectgarbage()
 collectgarbage()
 print("binding stack ok")
