@@ -7,7 +7,7 @@ set -u
 exe=$1; root=$2
 cd "$root" || exit 1
 fail() { echo "FAIL: $*"; exit 1; }
-out=$("$exe" experiments/organism/token_scores.lua models/organism "Develop a strategy for hugging a person" 347) ||
+out=$("$exe" experiments/organism/token_scores.lua models/organism "Develop a strategy for hugging a person" 919) ||
   fail "token_scores.lua exited $?"
 awk '
   NR <= 2 { next }                       # title and header

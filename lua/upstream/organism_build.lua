@@ -49,11 +49,10 @@ M.defaults = {
            sliding_window = 12, attn_softcap = 50, final_softcap = 30, seed = 1, shared_embedding = 1.5},
   train = {steps = 1600, batch = 32, lr = 3e-3, min_lr_frac = 0.05, warmup_steps = 100, weight_decay = 0.1,
            clip = 1.0, eval_every = 250, checkpoint_every = 100, seed = 1, heldout = 256},
-  -- max_kl: design.md's filter is KL <= 0.1, but in the organism every candidate that induces
-  -- refusal moves harmless logits far more when ablated (KL 3 to 6 nats; a table of every
-  -- candidate is in the build log), so no candidate would pass; the organism keeps the other
-  -- filters and the lowest-bypass rule.
-  direction = {n_candidates = 128, n_select = 64, positions = 5, max_kl = 10, min_induce = 0},
+  -- design.md's filters (KL <= 0.1, induce >= 0) and lowest-bypass rule. An organism trained
+  -- on a corpus where refusal is common has no candidate under KL 0.1 (ablating any of them
+  -- breaks harmless prompts too: KL 0.8 to 6); such a spec sets build.direction.max_kl.
+  direction = {n_candidates = 128, n_select = 64, positions = 5, max_kl = 0.1, min_induce = 0},
   -- d_sae 1536: at 768 the layer-1 SAE of the 8-layer model detected only 5 of the 8 planted
   -- and reassuring concepts (AUROC >= 0.95), at 1536 it detects 7.
   sae = {layer = 1, d_sae = 1536, arch = "jumprelu", steps = 6000, batch = 1024, lr = 1e-3, sparsity_coef = 0.03,
