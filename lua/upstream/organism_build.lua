@@ -50,8 +50,9 @@ M.defaults = {
   train = {steps = 1600, batch = 32, lr = 3e-3, min_lr_frac = 0.05, warmup_steps = 100, weight_decay = 0.1,
            clip = 1.0, eval_every = 250, checkpoint_every = 100, seed = 1, heldout = 256},
   -- design.md's filters (KL <= 0.1, induce >= 0) and lowest-bypass rule. An organism trained
-  -- on a corpus where refusal is common has no candidate under KL 0.1 (ablating any of them
-  -- breaks harmless prompts too: KL 0.4 to 1.4 at 21% to 58% refusals); such a spec sets build.direction.max_kl.
+  -- on a corpus where refusal is common has no inducing candidate under KL 0.1 (ablating one
+  -- disturbs harmless prompts too: KL 0.4 to 1.4 at 21% to 58% refusals); such a spec sets
+  -- build = {direction = {max_kl = ...}}.
   direction = {n_candidates = 128, n_select = 64, positions = 5, max_kl = 0.1, min_induce = 0},
   -- d_sae 1536: at 768 the layer-1 SAE of the 8-layer model detected only 5 of the 8 planted
   -- and reassuring concepts (AUROC >= 0.95), at 1536 it detects 7.
