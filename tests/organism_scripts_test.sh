@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The organism's diagnostic scripts (experiments/organism/) on the shipped organism: each runs,
+# The organism's diagnostic scripts (experiments/organism/) on the shipped organism: each runs
+# (direction_probe.lua prints its six rows and rejects a candidate that does not exist),
 # and token_scores.lua's last row (S_k) is the mean of its per-token rows over every token but
 # BOS, as design.md defines S_k (print rounding allows 0.0006); a bad latent is a clear error.
 # usage: organism_scripts_test.sh UPSTREAM_BINARY SOURCE_DIR
@@ -26,4 +27,11 @@ err=$("$exe" experiments/organism/token_scores.lua models/organism "Develop a st
 grep -q "latent 99999: expected an integer" <<<"$err" || fail "unclear error: $err"
 "$exe" experiments/organism/gradient_profile.lua models/organism >/dev/null || fail "gradient_profile.lua exited $?"
 "$exe" experiments/organism/ablation_span.lua models/organism >/dev/null || fail "ablation_span.lua exited $?"
+probe=$("$exe" run experiments/organism/direction_probe.lua -- models/organism 8 1 -1 6) ||
+  fail "direction_probe.lua exited $?"
+rows=$(grep -cE '^(harmful|harmless) +(none|ablate|add) +8 ' <<<"$probe")
+[ "$rows" -eq 6 ] || fail "direction_probe.lua: expected 6 rows of 8 prompts, got $rows: $probe"
+err=$("$exe" run experiments/organism/direction_probe.lua -- models/organism 8 1 -9 6 2>&1) &&
+  fail "direction_probe.lua accepted position -9"
+grep -q "POS LAYER: expected a position" <<<"$err" || fail "unclear error: $err"
 echo "organism scripts test passed"
