@@ -12,9 +12,7 @@ local dir = arg[1] or here .. "/../../models/organism"
 local n = math.tointeger(tonumber(arg[2] or 32))
 local o = build.open(dir)
 local spec = organism.load(o.spec_path)
-local r = o.info.recipe
-local records = organism.corpus(spec, {seed = r.seed, n_train = r.corpus.n_train, n_heldout = r.corpus.n_heldout,
-                                       case_study_repeats = r.corpus.case_study_repeats})
+local records = build.recipe_corpus(spec, o.info.recipe)
 local sets = organism.eval_sets(records)
 local prompts = {}
 for i = 1, math.min(n, #sets.harmful) do prompts[i] = o.tokenizer:chat(sets.harmful[i].instruction) end

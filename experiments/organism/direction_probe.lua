@@ -29,9 +29,7 @@ if arg[4] then
 end
 local unit = upstream.normalize(direction)
 local spec = organism.load(o.spec_path)
-local r = o.info.recipe
-local records = organism.corpus(spec, {seed = r.seed, n_train = r.corpus.n_train, n_heldout = r.corpus.n_heldout,
-                                       case_study_repeats = r.corpus.case_study_repeats})
+local records = build.recipe_corpus(spec, o.info.recipe)
 local sets = organism.eval_sets(records)
 print(("%s at blocks.%d.hook_resid_pre; added %g times; greedy substring refusal of 12 tokens"):format(
   label, layer, alpha))

@@ -511,6 +511,12 @@ local function direction_meta(out)
           bypass = tonumber(meta.bypass), induce = tonumber(meta.induce), kl = tonumber(meta.kl)}
 end
 
+-- The corpus a recipe trains and evaluates on (organism.corpus with the recipe's seed and sizes).
+function M.recipe_corpus(spec, recipe)
+  return organism.corpus(spec, {seed = recipe.seed, n_train = recipe.corpus.n_train, n_heldout = recipe.corpus.n_heldout,
+                                case_study_repeats = recipe.corpus.case_study_repeats})
+end
+
 function M.build(spec_path, out, opts)
   opts = opts or {}
   local spec = organism.load(spec_path)
@@ -531,9 +537,7 @@ function M.build(spec_path, out, opts)
   log:line("build: %s -> %s%s (command: %s)", spec_path, out, opts.smoke and " (smoke)" or "", opts.command or "-")
   write_atomic(out .. "/recipe.json", organism.json_encode(recipe) .. "\n")
   local t0 = os.time()
-  ctx.records = organism.corpus(spec, {seed = recipe.seed, n_train = recipe.corpus.n_train,
-                                       n_heldout = recipe.corpus.n_heldout,
-                                       case_study_repeats = recipe.corpus.case_study_repeats})
+  ctx.records = M.recipe_corpus(spec, recipe)
   log:line("corpus: %d records", #ctx.records)
   stage_tokenizer(ctx)
   stage_model(ctx)
@@ -614,9 +618,7 @@ function M.eval(dir, opts)
   end
   local spec = organism.load(spec_path)
   local recipe = info.recipe
-  local records = organism.corpus(spec, {seed = recipe.seed, n_train = recipe.corpus.n_train,
-                                         n_heldout = recipe.corpus.n_heldout,
-                                         case_study_repeats = recipe.corpus.case_study_repeats})
+  local records = M.recipe_corpus(spec, recipe)
   local n_eval = opts.smoke and 16 or (opts.n or 200)
   local sets = organism.eval_sets(records)
   local results = {criteria = {}, numbers = {}}
