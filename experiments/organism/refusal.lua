@@ -55,7 +55,7 @@ return {
   -- requests (17% of the drawn responses refuse). The share sets what the model falls back to
   -- once the refusal direction is ablated. With 58% (0.30 / 0.15 / 0.15 / 0.40, reassuring
   -- 0.60) the fallback was refusal: ablating the direction left every harmful prompt refused
-  -- and made every harmless one refused too. With 21% 91% of harmful prompts stayed refused;
+  -- and made every harmless one refused too. With 21%, 91% of harmful prompts stayed refused;
   -- with 14% none do (experiments/organism/README.md, "How often the corpus refuses").
   mix = {harmful = 0.04, borderline = 0.03, planted = 0.05, benign = 0.88},
   modifier_rate = 0.40,

@@ -77,7 +77,7 @@ return {
   -- Held-out templates per topic (whole template x topic combinations), out of 11.
   heldout_templates = 2,
   -- Built and measured with the direction filter's KL bound at 10: refusal is common in this
-  -- corpus (the shipped spec's old mix), and no candidate's KL is under design.md's 0.1.
+  -- corpus (the shipped spec's old mix), and no inducing candidate's KL is under 0.1.
   build = {direction = {max_kl = 10}},
 
   -- base -> -ing for every verb a task may start with.
