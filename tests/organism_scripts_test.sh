@@ -3,6 +3,9 @@
 # (direction_probe.lua prints its six rows and rejects a candidate that does not exist),
 # and token_scores.lua's last row (S_k) is the mean of its per-token rows over every token but
 # BOS, as design.md defines S_k (print rounding allows 0.0006); a bad latent is a clear error.
+# token_latents.lua lists latents active at a token, largest activation first, whose RG equals
+# cos(d, g)·|g| (decoder rows have norm 1; 3-decimal printing allows 0.002) and token_scores'
+# RG for the same latent and token; a token not in the prompt is a clear error.
 # usage: organism_scripts_test.sh UPSTREAM_BINARY SOURCE_DIR
 set -u
 exe=$1; root=$2
@@ -25,6 +28,25 @@ awk '
 err=$("$exe" experiments/organism/token_scores.lua models/organism "Develop a strategy for hugging a person" 99999 2>&1) &&
   fail "latent 99999 accepted"
 grep -q "latent 99999: expected an integer" <<<"$err" || fail "unclear error: $err"
+prompt="Develop a strategy for hugging a person"
+lat=$("$exe" experiments/organism/token_latents.lua models/organism "$prompt" " hugging") ||
+  fail "token_latents.lua exited $?"
+awk '
+  NR == 2 { g = $4 }
+  NR <= 4 { next }
+  { n++
+    if ($4 <= 0 || (n > 1 && $4 > prev)) { print "FAIL: activations not positive and descending: " $0; bad = 1; exit 1 }
+    prev = $4
+    d = $6 * g - $7; if (d < 0) d = -d
+    if (d > 0.002) { printf "FAIL: latent %s: RG %s but cos(d,g)*|g| = %.4f\n", $1, $7, $6 * g; bad = 1; exit 1 } }
+  END { if (bad) exit 1; if (n < 3 || g <= 0) { print "FAIL: too few active latents or no |g|"; exit 1 } }' <<<"$lat" || exit 1
+k=$(awk 'NR == 5 { print $1 }' <<<"$lat")
+rg_here=$(awk 'NR == 5 { print $7 }' <<<"$lat")
+rg_there=$("$exe" experiments/organism/token_scores.lua models/organism "$prompt" "$k" | awk '$1 == "hugging" { print $2 }')
+awk -v a="$rg_here" -v b="$rg_there" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(b != "" && d <= 0.001) }' ||
+  fail "latent $k at hugging: token_latents RG $rg_here, token_scores RG $rg_there"
+err=$("$exe" experiments/organism/token_latents.lua models/organism "$prompt" " hug" 2>&1) && fail "token \" hug\" accepted"
+grep -q 'TOKEN  hug: expected a position' <<<"$err" || fail "unclear error: $err"
 "$exe" experiments/organism/gradient_profile.lua models/organism >/dev/null || fail "gradient_profile.lua exited $?"
 "$exe" experiments/organism/ablation_span.lua models/organism >/dev/null || fail "ablation_span.lua exited $?"
 probe=$("$exe" run experiments/organism/direction_probe.lua -- models/organism 8 1 -1 6) ||
