@@ -44,9 +44,12 @@ void up_lua_register_json(lua_State *L);   /* upstream.json_encode / json_decode
 /* Pushes a Model userdata that owns m (freed by its __gc/__close). */
 void up_lua_push_model(lua_State *L, struct up_model *m);
 
-/* A vector argument: an upstream.Tensor or a Lua array of numbers, of length n. Returns a
- * malloc'd copy; raises on misuse. */
-float *up_lua_check_vector(lua_State *L, int idx, int n);
+/* A vector argument: an upstream.Tensor or a Lua array of numbers, of length n. Misuse raises
+ * naming what ("opts.direction: entry 3 is not a number"). _into copies into the caller's dst;
+ * up_lua_read_vector copies into a Lua-owned block pushed on the stack (it lives while that
+ * slot does, and a raise leaks nothing). */
+void up_lua_read_vector_into(lua_State *L, int idx, int n, float *dst, const char *what);
+float *up_lua_read_vector(lua_State *L, int idx, int n, const char *what);
 
 /* Reads a Lua array of integers (token ids) at idx into a malloc'd buffer; raises on misuse. */
 int32_t *up_lua_check_ids(lua_State *L, int idx, int *n);

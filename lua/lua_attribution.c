@@ -153,11 +153,7 @@ static void read_grad_opts(lua_State *L, int idx, const up_model *m, grad_opts *
     }
     lua_getfield(L, idx, "direction");
     if (lua_isnil(L, -1)) luaL_argerror(L, idx, "opts.direction is required");
-    float *direction = up_lua_check_vector(L, lua_gettop(L), m->cfg.d_model);
-    float *owned = lua_newuserdatauv(L, (size_t)m->cfg.d_model * sizeof *owned, 0);
-    memcpy(owned, direction, (size_t)m->cfg.d_model * sizeof *owned);
-    free(direction);
-    o->obj.direction = owned;
+    o->obj.direction = up_lua_read_vector(L, -1, m->cfg.d_model, "opts.direction");
 }
 
 static int m_gradient(lua_State *L) {
@@ -297,11 +293,9 @@ static int l_normalize(lua_State *L) {
     up_lua_tensor *src = luaL_testudata(L, 1, UP_TENSOR_MT);
     if (src) n = (int)src->numel;
     else n = (int)luaL_len(L, 1);
-    float *v = up_lua_check_vector(L, 1, n);
     int64_t shape[1] = {n};
     up_lua_tensor *t = up_lua_tensor_new(L, 1, shape);
-    memcpy(t->data, v, (size_t)n * sizeof *v);
-    free(v);
+    up_lua_read_vector_into(L, 1, n, t->data, "vector");
     lua_pushnumber(L, up_direction_normalize(t->data, n));
     return 2;
 }

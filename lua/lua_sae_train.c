@@ -346,11 +346,7 @@ static int *check_labels(lua_State *L, int idx, int64_t n) {
 static int l_auroc(lua_State *L) {
     up_lua_tensor *t = luaL_testudata(L, 1, UP_TENSOR_MT);
     int n = t ? (int)t->numel : (luaL_checktype(L, 1, LUA_TTABLE), (int)luaL_len(L, 1));
-    float *s = up_lua_check_vector(L, 1, n);
-    /* Labels are read into userdata first: a raise there would leak s, so copy s over too. */
-    float *scores = lua_newuserdatauv(L, (size_t)(n > 0 ? n : 1) * sizeof(float), 0);
-    memcpy(scores, s, (size_t)n * sizeof(float));
-    free(s);
+    const float *scores = up_lua_read_vector(L, 1, n, "scores");
     const int *lab = check_labels(L, 2, n);
     lua_pushnumber(L, up_sae_auroc(scores, lab, n));
     return 1;

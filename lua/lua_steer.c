@@ -101,24 +101,6 @@ static void *scratch(lua_State *L, size_t bytes) {
     return lua_newuserdatauv(L, bytes ? bytes : 1, 0);
 }
 
-/* Reads d floats from a Tensor or a table at idx into dst; what names the field in errors. */
-static void read_vec(lua_State *L, int idx, int d, float *dst, const char *what) {
-    up_lua_tensor *t = luaL_testudata(L, idx, UP_TENSOR_MT);
-    if (t) {
-        if (!t->data || t->numel != d) luaL_error(L, "%s: expected %d values, got a tensor of %d", what, d, (int)t->numel);
-        memcpy(dst, t->data, (size_t)d * sizeof *dst);
-        return;
-    }
-    if (!lua_istable(L, idx) || luaL_len(L, idx) != d) luaL_error(L, "%s: expected a Tensor or a table of %d numbers", what, d);
-    for (int i = 0; i < d; i++) {
-        lua_geti(L, idx, i + 1);
-        int ok;
-        dst[i] = (float)lua_tonumberx(L, -1, &ok);
-        lua_pop(L, 1);
-        if (!ok) luaL_error(L, "%s: entry %d is not a number", what, i + 1);
-    }
-}
-
 /* The grid takes token ids and latent indices as int32_t and positions as int: one reader. */
 _Static_assert(sizeof(int) == sizeof(int32_t), "int and int32_t must agree");
 
@@ -211,7 +193,7 @@ static void add_intervention(lua_State *L, int idx, int n, lua_grid *lg, const u
             float *v = scratch(L, (size_t)d * sizeof *v);
             field(L, it, "vector");
             if (lua_isnil(L, -1)) luaL_error(L, "%s.vector is required", iw);
-            read_vec(L, lua_gettop(L), d, v, iw);
+            up_lua_read_vector_into(L, lua_gettop(L), d, v, iw);
             lua_pop(L, 1);
             if (kind == UP_STEER_ABLATE) {
                 s = up_steer_ablate(v);
@@ -336,7 +318,7 @@ static int l_grid(lua_State *L) {
         const int names_t = lua_gettop(L);
         for (int i = 0; i < n_vec; i++) {
             lua_geti(L, 5, i + 1);
-            read_vec(L, lua_gettop(L), d, vecs + (size_t)i * d, "spec.vectors[i]");
+            up_lua_read_vector_into(L, lua_gettop(L), d, vecs + (size_t)i * d, "spec.vectors[i]");
             lua_pop(L, 1);
             names[i] = NULL;
             if (lua_istable(L, names_t)) {
@@ -380,7 +362,7 @@ static int l_grid(lua_State *L) {
         const int L_ = (int)up_lua_opt_integer(L, 5, "layer", -1);
         float *r = scratch(L, (size_t)d * sizeof *r);
         if (field(L, 5, "direction") == LUA_TNIL) return luaL_argerror(L, 1, "spec.objective.direction is required");
-        read_vec(L, lua_gettop(L), d, r, "spec.objective.direction");
+        up_lua_read_vector_into(L, lua_gettop(L), d, r, "spec.objective.direction");
         int n_pos = 0;
         int *pos = NULL;
         if (field(L, 5, "positions") != LUA_TNIL) pos = up_lua_read_ints(L, lua_gettop(L), "spec.objective.positions", &n_pos);

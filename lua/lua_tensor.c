@@ -109,31 +109,27 @@ int up_lua_read_id_lists(lua_State *L, int idx, const char *what, const int32_t 
     return (int)n;
 }
 
-float *up_lua_check_vector(lua_State *L, int idx, int n) {
-    float *v = malloc((size_t)n * sizeof *v);
+void up_lua_read_vector_into(lua_State *L, int idx, int n, float *dst, const char *what) {
     up_lua_tensor *t = luaL_testudata(L, idx, UP_TENSOR_MT);
     if (t) {
-        if (!t->data || t->numel != n) {
-            free(v);
-            luaL_argerror(L, idx, lua_pushfstring(L, "expected a vector of %d values", n));
-        }
-        memcpy(v, t->data, (size_t)n * sizeof *v);
-        return v;
+        if (!t->data || t->numel != n) luaL_error(L, "%s: expected %d values, got a tensor of %d", what, n, (int)t->numel);
+        memcpy(dst, t->data, (size_t)n * sizeof *dst);
+        return;
     }
-    if (!lua_istable(L, idx) || luaL_len(L, idx) != n) {
-        free(v);
-        luaL_argerror(L, idx, lua_pushfstring(L, "expected a tensor or a table of %d numbers", n));
-    }
+    if (!lua_istable(L, idx) || luaL_len(L, idx) != n) luaL_error(L, "%s: expected a Tensor or a table of %d numbers", what, n);
     for (int i = 0; i < n; i++) {
         lua_geti(L, idx, i + 1);
         int ok;
-        v[i] = (float)lua_tonumberx(L, -1, &ok);
+        dst[i] = (float)lua_tonumberx(L, -1, &ok);
         lua_pop(L, 1);
-        if (!ok) {
-            free(v);
-            luaL_argerror(L, idx, "vector entries must be numbers");
-        }
+        if (!ok) luaL_error(L, "%s: entry %d is not a number", what, i + 1);
     }
+}
+
+float *up_lua_read_vector(lua_State *L, int idx, int n, const char *what) {
+    idx = lua_absindex(L, idx);
+    float *v = lua_newuserdatauv(L, (size_t)(n > 0 ? n : 1) * sizeof *v, 0);
+    up_lua_read_vector_into(L, idx, n, v, what);
     return v;
 }
 

@@ -57,6 +57,20 @@ grad_opts.positions = "last"
 raises("opts.positions: expected a table of integers", model.gradient, model, {1, 5, 6, 7}, grad_opts)
 grad_opts.positions = {}
 raises("positions must not be empty", model.gradient, model, {1, 5, 6, 7}, grad_opts)
+-- Vectors share one reader, whose messages name the argument.
+grad_opts.positions = nil
+local bad = {}
+for j = 1, d do bad[j] = j == 3 and "x" or 0 end
+grad_opts.direction = bad
+raises("opts.direction: entry 3 is not a number", model.gradient, model, {1, 5, 6, 7}, grad_opts)
+grad_opts.direction = {1, 0}
+raises(("opts.direction: expected a Tensor or a table of %d numbers"):format(d), model.gradient, model, {1, 5, 6, 7},
+       grad_opts)
+grad_opts.direction = upstream.normalize({1, 0}) -- a Tensor of 2 values
+raises(("opts.direction: expected %d values, got a tensor of 2"):format(d), model.gradient, model, {1, 5, 6, 7},
+       grad_opts)
+raises("scores: entry 2 is not a number", upstream.auroc, {0.5, "x"}, {1, 0})
+assert(upstream.auroc({0.9, 0.1}, {1, 0}) == 1, "auroc of a perfect ranking")
 raises("spec.refusal_ids: entry 1 is not an integer", upstream.grid,
        {model = model, prompts = {{1, 5, 6, 7}}, refusal_ids = {2.5}})
 collectgarbage()
