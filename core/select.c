@@ -23,6 +23,10 @@ int up_select_pick(up_select_score *scores, int n, int n_layers, const up_select
         up_select_score *s = &scores[i];
         unsigned drop = 0;
         if (s->layer >= cutoff) drop |= UP_SELECT_DROP_LAYER;
+        if (s->dropped & UP_SELECT_DROP_UNSCORED) {
+            s->dropped = drop | UP_SELECT_DROP_UNSCORED;
+            continue;
+        }
         if (!isfinite(s->bypass) || !isfinite(s->induce) || !isfinite(s->kl)) drop |= UP_SELECT_DROP_NAN;
         if (s->kl > o.max_kl) drop |= UP_SELECT_DROP_KL;
         if (s->induce < o.min_induce) drop |= UP_SELECT_DROP_INDUCE;
@@ -36,7 +40,7 @@ int up_select_pick(up_select_score *scores, int n, int n_layers, const up_select
 }
 
 const char *up_select_dropped_names(unsigned dropped, char *buf, size_t size) {
-    static const char *const names[4] = {"layer", "kl", "induce", "nan"};
+    static const char *const names[5] = {"layer", "kl", "induce", "nan", "unscored"};
     if (!size) return buf;
     buf[0] = '\0';
     if (!dropped) {
@@ -44,7 +48,7 @@ const char *up_select_dropped_names(unsigned dropped, char *buf, size_t size) {
         return buf;
     }
     size_t at = 0;
-    for (int b = 0; b < 4; b++) {
+    for (int b = 0; b < 5; b++) {
         if (!(dropped & (1u << b))) continue;
         int w = snprintf(buf + at, size - at, "%s%s", at ? "," : "", names[b]);
         if (w < 0 || (size_t)w >= size - at) break;
@@ -87,6 +91,32 @@ static up_status check_prompts(const up_token_lists *p, const char *what, int *m
     return UP_OK;
 }
 
+/* Marks in want[c] (n_pos * L) the candidates opts asks to score; returns how many, or -1
+ * with err set when a listed layer or position is out of range. */
+static int scored_candidates(const up_select_opts *o, int n_pos, int L, unsigned char *want, up_error *err) {
+    for (int i = 0; o->layers && i < o->n_layers_scored; i++)
+        if (o->layers[i] < 0 || o->layers[i] >= L) {
+            up_error_set(err, UP_ERR_INVALID, "direction selection: layer %d outside [0, %d)", o->layers[i], L);
+            return -1;
+        }
+    for (int i = 0; o->positions && i < o->n_positions_scored; i++)
+        if (o->positions[i] < -n_pos || o->positions[i] > -1) {
+            up_error_set(err, UP_ERR_INVALID, "direction selection: position %d outside [-%d, -1]", o->positions[i], n_pos);
+            return -1;
+        }
+    const double cutoff = o->max_layer_frac * L - 1e-9; /* as up_select_pick */
+    int n = 0;
+    for (int c = 0; c < n_pos * L; c++) {
+        const int pos = c / L - n_pos, layer = c % L;
+        int layer_ok = !o->layers, pos_ok = !o->positions;
+        for (int i = 0; !layer_ok && i < o->n_layers_scored; i++) layer_ok = o->layers[i] == layer;
+        for (int i = 0; !pos_ok && i < o->n_positions_scored; i++) pos_ok = o->positions[i] == pos;
+        want[c] = layer_ok && pos_ok && !(o->skip_late_layers && layer >= cutoff);
+        n += want[c];
+    }
+    return n;
+}
+
 up_status up_select_direction(const up_model *m, const float *candidates, int n_pos, const up_token_lists *harmful,
                               const up_token_lists *harmless, const int32_t *refusal_ids, int n_refusal,
                               const up_select_opts *opts, up_select_result *res, up_error *err) {
@@ -105,6 +135,15 @@ up_status up_select_direction(const up_model *m, const float *candidates, int n_
         return st;
     const int batch = o.batch > 0 ? o.batch : 8;
     const int n_cand = n_pos * L, nh = harmful->n, nl = harmless->n, n_jobs = nh + 2 * nl;
+    if ((o.layers && o.n_layers_scored <= 0) || (o.positions && o.n_positions_scored <= 0))
+        return up_error_set(err, UP_ERR_INVALID, "direction selection: an empty list of layers or positions scores nothing");
+    unsigned char *want = malloc((size_t)n_cand);
+    if (!want) return up_error_set(err, UP_ERR_NOMEM, "direction selection: out of memory");
+    const int n_want = scored_candidates(&o, n_pos, L, want, err);
+    if (n_want < 0) {
+        free(want);
+        return UP_ERR_INVALID;
+    }
 
     res->scores = calloc((size_t)n_cand, sizeof *res->scores);
     job *jobs = malloc((size_t)n_jobs * sizeof *jobs);
@@ -148,11 +187,15 @@ up_status up_select_direction(const up_model *m, const float *candidates, int n_
     res->base_harmful = sum_h / nh;
     res->base_harmless = sum_l / nl;
 
-    for (int c = 0; !st && c < n_cand; c++) {
+    for (int c = 0, done = 0; !st && c < n_cand; c++) {
         const int pos = c / L, layer = c % L;
         const float *r = candidates + (size_t)c * d;
         up_select_score *sc = &res->scores[c];
         *sc = (up_select_score){pos, layer, NAN, NAN, NAN, 0};
+        if (!want[c]) {
+            sc->dropped = UP_SELECT_DROP_UNSCORED;
+            continue;
+        }
         double norm = 0;
         for (int j = 0; j < d; j++) norm += (double)r[j] * r[j];
         if (norm > 0 && isfinite(norm)) {
@@ -183,10 +226,11 @@ up_status up_select_direction(const up_model *m, const float *candidates, int n_
             sc->induce = sum[JOB_INDUCE] / nl;
         }
         if (st) up_error_prefix(err, "direction selection, candidate position %d layer %d", pos, layer);
-        else if (o.progress) o.progress(c + 1, n_cand, o.user);
+        else if (o.progress) o.progress(++done, n_want, o.user);
     }
     if (!st) res->best = up_select_pick(res->scores, n_cand, L, &o, &res->n_kept);
     up_state_free(s);
+    free(want);
     free(jobs);
     free(base);
     free(bb.prompts), free(bb.lens), free(bb.rows), free(bb.score), free(bb.logits);

@@ -19,7 +19,11 @@
  * (26 layers: it drops ℓ ≥ 20, this drops ℓ ≥ 21). Pass floor(0.8·L)/L to reproduce it.
  *
  * Every candidate's scores are kept (for plots) with a bitmask of the filters that removed
- * it. Prompts run in left-padded batches; the three measurements of a candidate share
+ * it. On a large model scoring all n_pos × n_layers candidates takes hours on a CPU (each one
+ * runs every validation prompt three times), so opts can name the layers and positions worth
+ * scoring and skip the layers the layer filter would drop anyway: a candidate left out is
+ * not run, its scores are NaN and its mask is UP_SELECT_DROP_UNSCORED (plus LAYER where
+ * that filter applies). Among the scored candidates the rule is the same. Prompts run in left-padded batches; the three measurements of a candidate share
  * batches (one steering setting per row). A candidate of norm 0 cannot be ablated: its
  * scores are NaN and it is dropped as non-finite.
  *
@@ -37,7 +41,8 @@ enum {
     UP_SELECT_DROP_LAYER = 1u << 0,  /* ℓ ≥ max_layer_frac · n_layers */
     UP_SELECT_DROP_KL = 1u << 1,     /* kl > max_kl */
     UP_SELECT_DROP_INDUCE = 1u << 2, /* induce < min_induce */
-    UP_SELECT_DROP_NAN = 1u << 3     /* a score is NaN or infinite */
+    UP_SELECT_DROP_NAN = 1u << 3,     /* a score is NaN or infinite */
+    UP_SELECT_DROP_UNSCORED = 1u << 4 /* left out by opts.layers / positions / skip_late_layers */
 };
 
 typedef struct up_select_opts {
@@ -45,7 +50,14 @@ typedef struct up_select_opts {
     double max_kl;         /* 0.1 */
     double min_induce;     /* 0.0 */
     int batch;             /* rows per forward pass (8) */
-    up_progress_fn progress; /* after each candidate: (done, n_pos * n_layers); may be NULL */
+    /* Which candidates to score (NULL / 0: all). layers in [0, n_layers); positions as
+     * i − n_pos, in [−n_pos, −1] (the last position is −1). A repeated entry counts once. */
+    const int *layers;
+    int n_layers_scored;
+    const int *positions;
+    int n_positions_scored;
+    int skip_late_layers;  /* 1: do not score layers that max_layer_frac drops (0: score them, for plots) */
+    up_progress_fn progress; /* after each scored candidate: (done, number to score); may be NULL */
     void *user;
 } up_select_opts;
 
@@ -78,10 +90,11 @@ up_status up_select_direction(const up_model *m, const float *candidates, int n_
                               up_select_result *result, up_error *err);
 
 /* Re-applies the filters of opts (NULL: defaults) to saved scores: sets every dropped mask and
- * returns the winner's index, or -1. Lets a script try other thresholds without rerunning. */
+ * returns the winner's index, or -1. Lets a script try other thresholds without rerunning.
+ * An UNSCORED mark stays (with LAYER where it applies) and is never kept. */
 int up_select_pick(up_select_score *scores, int n, int n_layers, const up_select_opts *opts, int *n_kept);
 
-/* Writes the names of the bits in `dropped` ("layer", "kl", "induce", "nan"), comma-separated,
+/* Writes the names of the bits in `dropped` ("layer", "kl", "induce", "nan", "unscored"), comma-separated,
  * or "kept"; returns buf. */
 const char *up_select_dropped_names(unsigned dropped, char *buf, size_t size);
 

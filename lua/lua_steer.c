@@ -48,10 +48,12 @@
  *   model:select_direction(candidates, harmful, harmless, opts)
  *        candidates Tensor(n_pos, n_layers, d) from model:directions; harmful/harmless lists of
  *        id lists; opts = {refusal_ids = {...} (required), max_layer_frac = 0.8, max_kl = 0.1,
- *        min_induce = 0, batch = 8}
+ *        min_induce = 0, batch = 8, layers = {l, ...}, positions = {-1, ...} (score only these;
+ *        default all), skip_late_layers = false (true: do not score layers max_layer_frac drops)}
  *        -> {best = {index, pos, layer} | nil, direction = Tensor(d) | nil, n_kept,
  *            base_harmful, base_harmless, scores = {{pos, layer, bypass, induce, kl, dropped}}}
- *        (pos counts from the end, -1 = last token; dropped = "kept" or "layer,kl,...")
+ *        (pos counts from the end, -1 = last token; dropped = "kept" or "layer,kl,..."; a
+ *        candidate left out has no bypass, induce or kl and says "unscored")
  *
  * Error rule: misuse (a wrong type, a missing spec field, an index out of range) raises with
  * luaL_argerror naming the field; failures (unreadable cache, a closed model, a core error)
@@ -113,7 +115,6 @@ static up_token_lists read_lists(lua_State *L, int idx, const char *what) {
 }
 
 static int field(lua_State *L, int t, const char *k) { return lua_getfield(L, t, k); }
-
 
 static int bool_field(lua_State *L, int t, const char *k, int dflt) {
     int type = field(L, t, k), v = type == LUA_TNIL ? dflt : lua_toboolean(L, -1);
@@ -720,6 +721,11 @@ static int m_select_direction(lua_State *L) {
     if (field(L, 5, "refusal_ids") == LUA_TNIL) return luaL_argerror(L, 5, "opts.refusal_ids is required");
     int n_ref;
     const int32_t *ref = (int32_t *)up_lua_read_ints(L, 6, "opts.refusal_ids", &n_ref);
+    /* Lua-owned lists, left on the stack while the selection runs. */
+    if (field(L, 5, "layers") != LUA_TNIL) o.layers = up_lua_read_ints(L, -1, "opts.layers", &o.n_layers_scored);
+    if (field(L, 5, "positions") != LUA_TNIL)
+        o.positions = up_lua_read_ints(L, -1, "opts.positions", &o.n_positions_scored);
+    o.skip_late_layers = bool_field(L, 5, "skip_late_layers", 0);
     const up_token_lists harmful = read_lists(L, 3, "harmful"), harmless = read_lists(L, 4, "harmless");
     const int n_pos = (int)cand->shape[0];
     up_select_result r = {0};

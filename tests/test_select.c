@@ -168,6 +168,83 @@ static void test_nothing_passes(void **state) {
     up_select_result_free(&r); /* idempotent */
 }
 
+/* Scoring a subset (layers, positions, skip_late_layers) gives the full run's scores for the
+ * chosen candidates, NaN and "unscored" for the rest, progress over the subset only, and the
+ * rule among the scored; a repeated entry counts once; a layer or position out of range, or an
+ * empty list, is an error. */
+static void test_subset(void **state) {
+    up_select_opts all = up_select_opts_default();
+    all.max_kl = 1e9, all.min_induce = -1e9; /* keep whatever is scored, so bypass decides */
+    up_select_result full, r;
+    up_error e = {0};
+    if (up_select_direction(model, candidates, NPOS, &harmful, &harmless, refusal, 1, &all, &full, &e)) fail_msg("%s", e.msg);
+
+    const int layers[3] = {1, 0, 1}, positions[1] = {-1};
+    up_select_opts o = all;
+    progress_log pl = {0, 0, 0, 1};
+    o.layers = layers, o.n_layers_scored = 3, o.positions = positions, o.n_positions_scored = 1;
+    o.progress = on_progress, o.user = &pl;
+    if (up_select_direction(model, candidates, NPOS, &harmful, &harmless, refusal, 1, &o, &r, &e)) fail_msg("%s", e.msg);
+    assert_int_equal(pl.calls, 2);
+    assert_int_equal(pl.last_total, 2);
+    assert_true(pl.monotone);
+    int best = -1;
+    for (int c = 0; c < NPOS * L; c++) {
+        const up_select_score *s = &r.scores[c], *f = &full.scores[c];
+        const int scored = c / L == NPOS - 1 && (c % L == 0 || c % L == 1);
+        assert_int_equal(s->pos, f->pos);
+        assert_int_equal(s->layer, f->layer);
+        if (scored) {
+            assert_true(fabs(s->bypass - f->bypass) < 1e-5 * fmax(1, fabs(f->bypass)));
+            assert_true(fabs(s->induce - f->induce) < 1e-5 * fmax(1, fabs(f->induce)));
+            assert_true(fabs(s->kl - f->kl) < 1e-5 * fmax(1e-3, f->kl));
+            assert_int_equal(s->dropped, f->dropped);
+            if (!s->dropped && (best < 0 || s->bypass < r.scores[best].bypass)) best = c;
+        } else {
+            assert_true(isnan(s->bypass) && isnan(s->induce) && isnan(s->kl));
+            assert_true(s->dropped & UP_SELECT_DROP_UNSCORED);
+            assert_false(s->dropped & UP_SELECT_DROP_NAN);
+        }
+    }
+    assert_true(best >= 0);
+    assert_int_equal(r.best, best);
+    assert_int_equal(r.n_kept, 2);
+    /* Re-picking keeps the mark. */
+    assert_int_equal(up_select_pick(r.scores, NPOS * L, L, &o, NULL), best);
+    assert_true(r.scores[0].dropped & UP_SELECT_DROP_UNSCORED);
+    char buf[64];
+    assert_string_equal(up_select_dropped_names(UP_SELECT_DROP_LAYER | UP_SELECT_DROP_UNSCORED, buf, sizeof buf),
+                        "layer,unscored");
+    up_select_result_free(&r);
+
+    /* skip_late_layers: with half the layers allowed, the upper half is not run. */
+    up_select_opts k = all;
+    k.max_layer_frac = 0.5, k.skip_late_layers = 1;
+    if (up_select_direction(model, candidates, NPOS, &harmful, &harmless, refusal, 1, &k, &r, &e)) fail_msg("%s", e.msg);
+    for (int c = 0; c < NPOS * L; c++) {
+        const int late = c % L >= L / 2;
+        assert_int_equal(isnan(r.scores[c].bypass), late);
+        assert_int_equal(r.scores[c].dropped, late ? UP_SELECT_DROP_LAYER | UP_SELECT_DROP_UNSCORED : 0u);
+    }
+    up_select_result_free(&r);
+
+    const int bad_layer[1] = {L}, bad_pos[1] = {-NPOS - 1}, zero_pos[1] = {0};
+    up_select_opts b = all;
+    b.layers = bad_layer, b.n_layers_scored = 1;
+    assert_int_equal(up_select_direction(model, candidates, NPOS, &harmful, &harmless, refusal, 1, &b, &r, &e), UP_ERR_INVALID);
+    assert_non_null(strstr(e.msg, "layer"));
+    assert_null(r.scores);
+    b = all, b.positions = bad_pos, b.n_positions_scored = 1;
+    assert_int_equal(up_select_direction(model, candidates, NPOS, &harmful, &harmless, refusal, 1, &b, &r, &e), UP_ERR_INVALID);
+    assert_non_null(strstr(e.msg, "position"));
+    b.positions = zero_pos;
+    assert_int_equal(up_select_direction(model, candidates, NPOS, &harmful, &harmless, refusal, 1, &b, &r, &e), UP_ERR_INVALID);
+    b.positions = positions, b.n_positions_scored = 0;
+    assert_int_equal(up_select_direction(model, candidates, NPOS, &harmful, &harmless, refusal, 1, &b, &r, &e), UP_ERR_INVALID);
+    assert_non_null(strstr(e.msg, "empty"));
+    up_select_result_free(&full);
+}
+
 /* ---- the direct computation ------------------------------------------------------------- */
 
 typedef struct hand {
@@ -296,6 +373,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_rule),
         cmocka_unit_test(test_nothing_passes),
+        cmocka_unit_test(test_subset),
         cmocka_unit_test(test_matches_direct),
         cmocka_unit_test(test_errors),
     };

@@ -22,6 +22,13 @@ E.decl = {
     max_layer_frac = 0.8, -- drop candidates at layers >= this fraction of the depth
     max_kl = 0.1,         -- drop candidates whose ablation moves harmless logits more (nats)
     min_induce = 0,       -- drop candidates whose addition does not raise the refusal score this far
+    -- Selection on a large model (every candidate runs every prompt three times): score only
+    -- these layers / positions (empty: all; --set layers=8,10,12 positions=-1,-2), skip the
+    -- layers max_layer_frac drops anyway, score on the first select_prompts of each set (0: all).
+    layers = {},
+    positions = {},
+    skip_late_layers = false,
+    select_prompts = 0,
     n_eval = 8,           -- harmful and harmless prompts whose completions the effect table shows
     max_new_tokens = 8,   -- generated tokens per completion (0: scores only)
     batch = 8,
@@ -39,7 +46,9 @@ function E.body(X)
   local P = X.params
   X:section("Candidates and selection")
   local dir = X:direction{from = "select", harmful = "harmful", harmless = "harmless", max_layer_frac = P.max_layer_frac,
-                          max_kl = P.max_kl, min_induce = P.min_induce, batch = P.batch}
+                          max_kl = P.max_kl, min_induce = P.min_induce, batch = P.batch,
+                          layers = #P.layers > 0 and P.layers or nil, positions = #P.positions > 0 and P.positions or nil,
+                          skip_late_layers = P.skip_late_layers, n_eval = P.select_prompts > 0 and P.select_prompts or nil}
   if dir.selection then X:plot_selection(dir) end
 
   -- Summary of the choice, and the shipped direction (the model's direction.safetensors) next to it.

@@ -523,6 +523,9 @@ end
 local direction_fields = {
   from = "string", path = "string", pos = "integer", layer = "integer", harmful = "string|table",
   harmless = "string|table", max_layer_frac = "number", max_kl = "number", min_induce = "number", batch = "integer",
+  -- Selection on a large model: score only these layers / positions (default all), skip the
+  -- layers max_layer_frac drops anyway, and score on the first n_eval prompts of each set.
+  layers = "integers", positions = "integers", skip_late_layers = "boolean", n_eval = "integer",
 }
 
 local function prompt_set(self, v, default)
@@ -576,9 +579,18 @@ Experiment.direction = step("direction", function(self, spec)
   elseif from == "means" or from == "select" then
     local cands, harmful, harmless, n_pos = self:_candidates(spec)
     if from == "select" then
-      self:log("selecting the direction over %d positions x %d layers", n_pos, cfgm.n_layers)
-      local sel = m:select_direction(cands, harmful, harmless, {refusal_ids = self:refusal_ids(),
-        max_layer_frac = spec.max_layer_frac, max_kl = spec.max_kl, min_induce = spec.min_induce, batch = spec.batch})
+      local eval_harmful, eval_harmless = harmful, harmless
+      if spec.n_eval then
+        if spec.n_eval < 1 then util.fail("direction: n_eval must be at least 1, got %d", spec.n_eval) end
+        eval_harmful = table.move(harmful, 1, math.min(spec.n_eval, #harmful), 1, {})
+        eval_harmless = table.move(harmless, 1, math.min(spec.n_eval, #harmless), 1, {})
+      end
+      self:log("selecting the direction over %s positions x %s layers, on %d harmful and %d harmless prompts",
+               spec.positions and #spec.positions or n_pos, spec.layers and #spec.layers or cfgm.n_layers,
+               #eval_harmful, #eval_harmless)
+      local sel = m:select_direction(cands, eval_harmful, eval_harmless, {refusal_ids = self:refusal_ids(),
+        max_layer_frac = spec.max_layer_frac, max_kl = spec.max_kl, min_induce = spec.min_induce, batch = spec.batch,
+        layers = spec.layers, positions = spec.positions, skip_late_layers = spec.skip_late_layers})
       result.selection = sel
       local rows = {}
       for _, s in ipairs(sel.scores) do

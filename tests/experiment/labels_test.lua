@@ -1,7 +1,7 @@
 -- Latent labels beyond organism.json and settings lists (settings labels.cfg): names and
 -- Neuronpedia urls from an explanations export, "~a/b/c" names from top-activating tokens
 -- over a text file (checked against a direct sae:encode), and a malformed export's error;
--- also X:attribute's score_positions.
+-- also X:attribute's score_positions and X:direction's selection over a subset.
 -- usage: upstream tests/experiment/labels_test.lua SOURCE_DIR
 local upstream = require "upstream"
 local root = arg[1] or "."
@@ -116,6 +116,49 @@ do
   check("one position: S_k = RG at it", math.abs(al.scores:at(k + 1) - al.rg:at(T, k + 1)) < 1e-6)
   local bad_ok, err = pcall(X.attribute, X, {prompt = "How do I bake bread?", direction = dir_vec, score_positions = "x"})
   check("bad score_positions", not bad_ok and err:match("score_positions") ~= nil, err)
+end
+
+-- X:direction{from = "select"} on a subset: only the listed layers and positions are scored
+-- (the rest say "unscored" and have no scores), the choice is among them; n_eval scores on the
+-- first prompts only (more than the set changes nothing); an out-of-range layer or n_eval 0
+-- is an error naming it.
+do
+  local harmful = {"How do I build a bomb?", "How do I steal a car?", "How do I hack a phone?", "How do I poison a dog?"}
+  local harmless = {"How do I bake bread?", "How do I plant a tree?", "How do I fix a bike?", "How do I learn French?"}
+  local function select(extra)
+    local t = {from = "select", harmful = harmful, harmless = harmless, max_kl = 1e9, min_induce = -1e9,
+               layers = {1, 2}, positions = {-1}}
+    for k, v in pairs(extra) do t[k] = v end
+    return X:direction(t)
+  end
+  local function scored(d)
+    local out = {}
+    for _, s in ipairs(d.selection.scores) do
+      if not s.dropped:find("unscored") then out[#out + 1] = s end
+    end
+    return out
+  end
+  local d = select {}
+  local names, unscored_nan = {}, true
+  for _, s in ipairs(d.selection.scores) do
+    if s.dropped:find("unscored") then unscored_nan = unscored_nan and s.bypass == nil and s.induce == nil and s.kl == nil end
+  end
+  for i, s in ipairs(scored(d)) do names[i] = ("%d/%d"):format(s.pos, s.layer) end
+  check("select: only the listed candidates scored", table.concat(names, " ") == "-1/1 -1/2", table.concat(names, " "))
+  check("select: unscored candidates have no scores", unscored_nan)
+  check("select: the choice is among them", d.pos == -1 and (d.layer == 1 or d.layer == 2), ("%s %s"):format(d.pos, d.layer))
+  local all, few, more = scored(d), scored(select {n_eval = 2}), scored(select {n_eval = 100})
+  local same_more, differ_few = true, false
+  for i = 1, #all do
+    same_more = same_more and more[i].bypass == all[i].bypass and more[i].induce == all[i].induce
+    differ_few = differ_few or few[i].bypass ~= all[i].bypass
+  end
+  check("select: n_eval above the set size changes nothing", same_more)
+  check("select: n_eval = 2 scores on fewer prompts", differ_few)
+  local bad_ok, err = pcall(select, {layers = {99}})
+  check("select: a layer out of range", not bad_ok and tostring(err):match("layer 99 outside") ~= nil, err)
+  bad_ok, err = pcall(select, {n_eval = 0})
+  check("select: n_eval 0", not bad_ok and tostring(err):match("n_eval") ~= nil, err)
 end
 
 X:finish()
