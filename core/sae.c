@@ -81,6 +81,11 @@ up_status up_sae_set_hook(up_sae *sae, int layer, up_error *err) {
     return UP_OK;
 }
 
+void up_sae_forget_hook(up_sae *sae) {
+    sae->layer = -1;
+    sae->hook[0] = '\0';
+}
+
 up_status up_sae_check_model(const up_sae *sae, int d_model, int n_layers, up_error *err) {
     if (sae->d_in != d_model)
         return up_error_set(err, UP_ERR_INVALID,

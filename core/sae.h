@@ -87,8 +87,14 @@ up_status up_sae_save(const up_sae *sae, const char *dir, up_error *err);
 /* NULL-safe. */
 void up_sae_free(up_sae *sae);
 
-/* Sets layer and hook to blocks.{layer}.hook_resid_post (for files that do not say). */
+/* Sets layer and hook to blocks.{layer}.hook_resid_post (for files that do not say, or to read
+ * a dictionary at another layer). */
 up_status up_sae_set_hook(up_sae *sae, int layer, up_error *err);
+
+/* Forgets the layer and hook (layer -1, hook ""): the SAE then applies at whatever source
+ * layer a caller names, as one dictionary swept across layers (attribution checks nothing;
+ * steering needs its layer given). */
+void up_sae_forget_hook(up_sae *sae);
 
 /* Checks that the SAE fits a model: d_in == d_model and, when the layer is known,
  * 0 <= layer < n_layers. UP_ERR_INVALID with both numbers otherwise. */

@@ -1,7 +1,10 @@
 /* Lua bindings of the seed method: SAEs, the refusal gradient, latent scores, directions.
  *
- *   upstream.sae(path[, "decoder"|"all"])      -> Sae  (:info(), :encode(T), :decode(T),
+ *   upstream.sae(path[, "decoder"|"all" | opts]) -> Sae  (:info(), :encode(T), :decode(T),
  *                                                       :decoder_row(k), :stats(T), :close())
+ *        opts = {parts = "decoder"|"all", layer = l | "any"}: layer l reads the dictionary at
+ *        blocks.{l}.hook_resid_post whatever the file says; "any" forgets the layer, so
+ *        attribute takes it at every source layer (one dictionary swept across layers)
  *   model:gradient(ids, opts)                  -> Tensor(T, d), R
  *        opts = {source = l, target = L, direction = vec, positions = {..}}
  *   model:attribute(ids, sae, opts)            -> {scores = Tensor(d_sae), rg = Tensor(T, d_sae),
@@ -42,7 +45,24 @@ up_sae *up_lua_check_sae(lua_State *L, int idx) {
 
 static int l_sae(lua_State *L) {
     const char *path = luaL_checkstring(L, 1);
-    const char *parts = luaL_optstring(L, 2, "all");
+    const char *parts = "all";
+    int layer = -2; /* -2: as the file says; -1: any layer */
+    if (lua_istable(L, 2)) {
+        if (lua_getfield(L, 2, "parts") != LUA_TNIL) {
+            if (!lua_isstring(L, -1)) return luaL_argerror(L, 2, "opts.parts must be \"decoder\" or \"all\"");
+            parts = lua_tostring(L, -1);
+        }
+        int ok;
+        if (lua_getfield(L, 2, "layer") == LUA_TSTRING && !strcmp(lua_tostring(L, -1), "any")) {
+            layer = -1;
+        } else if (!lua_isnil(L, -1)) {
+            lua_Integer l = lua_tointegerx(L, -1, &ok);
+            if (!ok || l < 0 || l > INT_MAX) return luaL_argerror(L, 2, "opts.layer must be a layer index (>= 0) or \"any\"");
+            layer = (int)l;
+        }
+    } else {
+        parts = luaL_optstring(L, 2, "all");
+    }
     unsigned mask = !strcmp(parts, "decoder") ? UP_SAE_DECODER : !strcmp(parts, "all") ? UP_SAE_ALL : 0;
     if (!mask) return luaL_argerror(L, 2, "parts must be \"decoder\" or \"all\"");
     lua_sae *ls = lua_newuserdatauv(L, sizeof *ls, 0);
@@ -50,6 +70,8 @@ static int l_sae(lua_State *L) {
     luaL_setmetatable(L, SAE_MT);
     up_error e = {0};
     if (up_sae_load(&ls->sae, path, mask, &e)) return luaL_error(L, "%s", e.msg);
+    if (layer == -1) up_sae_forget_hook(ls->sae);
+    else if (layer >= 0 && up_sae_set_hook(ls->sae, layer, &e)) return luaL_error(L, "%s", e.msg);
     return 1;
 }
 

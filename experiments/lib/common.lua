@@ -143,10 +143,8 @@ function C.has_sae(X, layer)
   return (pcall(C.sae, X, layer))
 end
 
--- The dictionary of SAE layer `layer` usable at any source layer: the core ties a GemmaScope
--- file to the layer its path names ("layer_{L}"), so the same file is reached through a link
--- whose path names none. Returns the Sae, or nil and why (a SAELens directory says its layer
--- in cfg.json, which a link does not hide).
+-- The dictionary of SAE layer `layer` usable at any source layer (upstream.sae's
+-- layer = "any"). Returns the Sae, or nil and why.
 function C.sae_anywhere(X, layer)
   X._c_any = X._c_any or {}
   if X._c_any[layer] then return X._c_any[layer] end
@@ -154,15 +152,8 @@ function C.sae_anywhere(X, layer)
   if sae:info().layer < 0 then X._c_any[layer] = sae; return sae end
   local path = X._c_paths and X._c_paths[layer]
   if not path and X.sae_name then path = require("upstream.config").sae_path(X.settings, X.sae_name, layer) end
-  if not path or not path:match("%.npz$") then return nil, "the SAE file is not a GemmaScope .npz" end
-  local dir = X.settings.cache .. "/sae-links/" .. core.sha256(path):sub(1, 16)
-  core.mkdirs(dir)
-  local link = dir .. "/params.npz"
-  if not util.exists(link) then
-    local q = function(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
-    os.execute("ln -sf " .. q(path) .. " " .. q(link))
-  end
-  local ok, any = pcall(upstream.sae, link)
+  if not path then return nil, "no path for the SAE of layer " .. layer end
+  local ok, any = pcall(upstream.sae, path, {layer = "any"})
   if not ok then return nil, any end
   X._c_owned = X._c_owned or {}
   X._c_owned[#X._c_owned + 1] = any
