@@ -8,7 +8,8 @@
 --
 -- A --set reaches every experiment that has that param (steer_k, alphas, max_new_tokens,
 -- controls, ...) and is a setting for all of them otherwise (threads, results, cache, ...);
--- `only` names the experiments to run. The defaults are small (a few coefficients, a dozen
+-- `only` names the experiments to run. The model, tokenizer and SAEs are loaded once for the
+-- whole set. The defaults are small (a few coefficients, a dozen
 -- generated tokens) so the set runs in seconds on the organism; --set enlarges them.
 local upstream = require "upstream"
 local core = require "upstream.core"
@@ -64,6 +65,11 @@ end
 -- the later ones take the direction direction.lua selected (unless direction_file is set).
 local user_direction = false
 for _, kv in ipairs(all_sets) do user_direction = user_direction or kv:match("^direction_file=") ~= nil end
+
+-- One checkpoint, tokenizer and SAE set for the whole set: each experiment reuses what the
+-- first one loaded (lua/upstream/experiment.lua, share_loaded).
+local experiment_lib = require "upstream.experiment"
+experiment_lib.share_loaded(true)
 
 local index = {}
 local t_all = os.time()
@@ -159,3 +165,4 @@ if #planted > 0 then
 end
 X:log("the set took %d s", os.time() - t_all)
 C.finish(X)
+experiment_lib.share_loaded(false)

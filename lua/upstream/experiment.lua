@@ -306,16 +306,50 @@ end
 
 -- ---------------------------------------------------------------- loaded objects
 
+-- Objects shared by the experiments of one process (experiments/all.lua runs six on one
+-- checkpoint: 5 GB of weights each on gemma-2-2b-it). While sharing is on, a model, tokenizer
+-- or SAE is opened once per path and X:finish() leaves it open for the next experiment;
+-- M.share_loaded(false) closes them all. Off by default: a lone run frees what it loaded.
+local shared, shared_objs = nil, setmetatable({}, {__mode = "k"})
+
+function M.share_loaded(on)
+  if on then
+    shared = shared or {model = {}, tokenizer = {}, sae = {}}
+    return
+  end
+  for _, kind in pairs(shared or {}) do
+    for _, obj in pairs(kind) do
+      shared_objs[obj] = nil
+      obj:close()
+    end
+  end
+  shared = nil
+end
+
+local function open_shared(kind, path, open)
+  if not shared then return open(path), false end
+  local obj = shared[kind][path]
+  if obj then return obj, true end
+  obj = open(path)
+  shared[kind][path], shared_objs[obj] = obj, true
+  return obj, false
+end
+
+local function release(obj)
+  if obj and not shared_objs[obj] then obj:close() end
+end
+
 function Experiment:model()
   if not self._model then
-    self:log("loading model %s", self.model_entry.path)
-    self._model = core.model(self.model_entry.path)
+    local reused
+    self._model, reused = open_shared("model", self.model_entry.path, core.model)
+    self:log("%s model %s", reused and "reusing the loaded" or "loading", self.model_entry.path)
   end
   return self._model
 end
 
 function Experiment:tokenizer()
-  if not self._tok then self._tok = core.tokenizer(self.model_entry.tokenizer) end
+  if not self._tok then self._tok = open_shared("tokenizer", self.model_entry.tokenizer, core.tokenizer) end
   return self._tok
 end
 
@@ -328,7 +362,7 @@ function Experiment:sae(layer, name)
     if not util.exists(path) and not util.exists(path .. "/cfg.json") then
       util.fail("SAE '%s' layer %d: no file at %s", name, layer, path)
     end
-    self._saes[key] = core.sae(path)
+    self._saes[key] = open_shared("sae", path, core.sae)
     local info = self._saes[key]:info()
     self._manifest.saes[#self._manifest.saes + 1] = {name = name, layer = layer, path = path,
       sha256 = core.hash_path(path, self.memo), d_sae = info.d_sae, architecture = info.architecture}
@@ -995,9 +1029,9 @@ function Experiment:finish()
     self:_write_manifest()
     local text = self._report:render(self)
     util.write_atomic(self.results_dir .. "/report.md", text)
-    for _, obj in pairs(self._saes) do obj:close() end
-    if self._tok then self._tok:close() end
-    if self._model then self._model:close() end
+    for _, obj in pairs(self._saes) do release(obj) end
+    release(self._tok)
+    release(self._model)
     self:log("done: %s", self.results_dir)
   end)
   return self.results_dir

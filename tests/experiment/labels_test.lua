@@ -162,6 +162,28 @@ do
 end
 
 X:finish()
+
+-- Sharing loaded objects across experiments (experiments/all.lua): while on, the next
+-- experiment gets the same model and tokenizer and finish leaves them open; turning it off
+-- closes them; off, each experiment closes its own at finish.
+do
+  local E = require "upstream.experiment"
+  E.share_loaded(true)
+  local A = upstream.experiment{name = "share_a"}
+  local ma, ta = A:model(), A:tokenizer()
+  A:finish()
+  check("shared: the model stays open after finish", (pcall(ma.config, ma)))
+  local B = upstream.experiment{name = "share_b"}
+  check("shared: the next experiment reuses model and tokenizer", B:model() == ma and B:tokenizer() == ta)
+  B:finish()
+  E.share_loaded(false)
+  check("share off: the shared model is closed", not pcall(ma.config, ma))
+  local D = upstream.experiment{name = "share_d"}
+  local md = D:model()
+  check("share off: a new model", md ~= ma)
+  D:finish()
+  check("share off: finish closes the model", not pcall(md.config, md))
+end
 os.execute("rm -rf '" .. tmp .. "'")
 print(("%d passed, %d failed"):format(passed, failed))
 os.exit(failed == 0 and 0 or 1)
