@@ -855,10 +855,20 @@ up_status up_plot_bars(const char *path, const up_plot_style *style, const up_pl
     frame f = {x0, top, c->W - PAD, bottom};
     axis xa;
     double p0 = f.x0 + (vmin < 0 || vmax <= 0 ? vw : 0), p1 = f.x1 - (vmax > 0 || vmin >= 0 ? vw : 0);
-    for (int target = (int)((p1 - p0) / 100) + 2;; target--) {
-        axis_init(&xa, vmin, vmax, target, vmin < 0 ? 0.02 : 0, vmax > 0 ? 0.02 : 0, 0);
-        xa.p0 = p0, xa.p1 = p1;
-        if (target <= 2 || xticks_fit(c, &xa)) break;
+    /* With no value labels on the right (all bars negative) the axis ends at the frame, and
+     * the last tick label, centred there, would run off the canvas: pull the end in by the
+     * overflow and lay the ticks out again. */
+    for (int pass = 0; pass < 2; pass++) {
+        for (int target = (int)((p1 - p0) / 100) + 2;; target--) {
+            axis_init(&xa, vmin, vmax, target, vmin < 0 ? 0.02 : 0, vmax > 0 ? 0.02 : 0, 0);
+            xa.p0 = p0, xa.p1 = p1;
+            if (target <= 2 || xticks_fit(c, &xa)) break;
+        }
+        if (xa.n == 0) break;
+        fmt_tick(&xa, xa.ticks[xa.n - 1], buf, sizeof buf);
+        const double over = amap(&xa, xa.ticks[xa.n - 1]) + text_w(c, buf, c->fs, 0) / 2 - (c->W - PAD / 2.0);
+        if (over <= 0) break;
+        p1 -= over;
     }
     frame ff = {xa.p0, f.y0, xa.p1, f.y1}; /* grid and ticks span the mapped range only */
     grid_x(c, &ff, &xa);

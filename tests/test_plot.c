@@ -188,6 +188,37 @@ static void test_bars(void **state) {
     up_png_image_free(&img);
 }
 
+/* Bars that are all negative end at zero on the right: the last tick label ("0.000") must stay
+ * inside the canvas, i.e. the rightmost columns carry no text ink (they did: half the label
+ * was cut off at the edge). */
+static void test_bars_all_negative(void **state) {
+    (void)state;
+    const char *labels[10];
+    double values[10];
+    char buf[10][32];
+    for (int i = 0; i < 10; i++) {
+        snprintf(buf[i], sizeof buf[i], "#%d", 800 + 41 * i);
+        labels[i] = buf[i];
+        values[i] = -0.0399 + 0.0016 * i;
+    }
+    up_plot_bars_data d = {10, labels, values, 0, NULL, "lowers R", NULL};
+    up_plot_style st = style("Negatively aligned latents");
+    st.xlabel = "mean S_k";
+    up_error e = {0};
+    const char *p = tpath("bars_negative.png");
+    if (up_plot_bars(p, &st, &d, &e)) fail_msg("%s", e.msg);
+    up_png_image img;
+    assert_int_equal(up_png_read(p, &img, &e), UP_OK);
+    int dark = 0;
+    for (int y = 0; y < img.h; y++)
+        for (int x = img.w - 4; x < img.w; x++) {
+            const uint8_t *px = img.pixels + 4 * ((size_t)y * img.w + x);
+            dark += px[0] < 160 && px[1] < 160 && px[2] < 160;
+        }
+    up_png_image_free(&img);
+    if (dark) fail_msg("%d dark pixels in the rightmost 4 columns: a label runs off the canvas", dark);
+}
+
 static double rg(int t, int k) { return sin(0.37 * t + k) * exp(-0.5 * (k % 3)) * (t % 7 == 3 ? 3 : 1); }
 
 static void test_heatmap(void **state) {
@@ -539,6 +570,7 @@ const char *__lsan_default_suppressions(void) { return "leak:libfontconfig.so"; 
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_ticks),      cmocka_unit_test(test_bars),
+        cmocka_unit_test(test_bars_all_negative),
         cmocka_unit_test(test_heatmap),    cmocka_unit_test(test_lines),
         cmocka_unit_test(test_scatter),    cmocka_unit_test(test_selection),
         cmocka_unit_test(test_matrix),     cmocka_unit_test(test_empty),
