@@ -187,18 +187,15 @@ function C.main(E)
 end
 
 -- The refusal direction every experiment here uses: the file named by the param
--- direction_file (written by experiments/direction.lua: tensors direction and pos_layer), else
+-- direction_file (any run's direction.safetensors: position and layer in its metadata), else
 -- X:direction() (the model's direction.safetensors, else Arditi selection).
 function C.direction(X)
   if X._c_direction then return X._c_direction end
   local path = X.params.direction_file
   local dir
   if type(path) == "string" and path ~= "" then
-    local t = upstream.load_safetensors(path)
-    if not t.direction then error(("direction_file %s has no tensor 'direction'"):format(path), 0) end
-    local layer = t.pos_layer and math.tointeger(t.pos_layer:at(2)) or X.target_layer
-    local pos = t.pos_layer and math.tointeger(t.pos_layer:at(1)) or -1
-    dir = X:direction{from = "file", path = path, layer = layer, pos = pos}
+    if not upstream.load_safetensors(path).direction then error(("direction_file %s has no tensor 'direction'"):format(path), 0) end
+    dir = X:direction{from = "file", path = path} -- position and layer from the file's metadata
   else
     dir = X:direction()
   end

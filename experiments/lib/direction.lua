@@ -147,16 +147,10 @@ function E.body(X)
       caption = "Fraction of completions matching a refusal phrase"})
   end
 
-  -- The direction itself, for other runs: --set direction_file=<this file>.
-  local t = upstream.normalize(dir.vector)
-  local pos_layer = upstream.normalize({1, 1}) -- a 2-vector tensor we overwrite with the numbers
-  pos_layer:set(1, dir.pos or -1)
-  pos_layer:set(2, dir.layer or -1)
+  -- The direction itself, for other runs: X:direction wrote it with its position and layer.
   local path = X.results_dir .. "/direction.safetensors"
-  upstream.save_safetensors(path, {direction = t, pos_layer = pos_layer},
-    {layer = tostring(dir.layer), pos = tostring(dir.pos), from = dir.from, norm = ("%.9g"):format(dir.norm)})
-  X:note(("The chosen direction is saved as `%s` (tensors `direction`, unit, and `pos_layer`); the other experiments " ..
-    "take it with `--set direction_file=%s`."):format(util.basename(path), path))
+  X:note(("The chosen direction is saved as `%s` (tensor `direction`, unit; metadata `pos`, `layer`, `norm`); " ..
+    "other runs take it with `--set direction=%s` (or the experiments' `direction_file`)."):format(util.basename(path), path))
   return dir
 end
 

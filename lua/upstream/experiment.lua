@@ -585,7 +585,10 @@ end
 Experiment.direction = step("direction", function(self, spec)
   if spec == nil and self._direction then return self._direction end
   spec = spec or self.direction_spec
-  if type(spec) == "string" then spec = {from = spec} end
+  if type(spec) == "string" then
+    -- A path (--set direction=results/direction/<run>/direction.safetensors) is a saved direction.
+    if spec:match("%.safetensors$") then spec = {from = "file", path = spec} else spec = {from = spec} end
+  end
   util.check_fields(spec, direction_fields, "direction")
   local from = spec.from or "auto"
   local m = self:model()
@@ -597,10 +600,14 @@ Experiment.direction = step("direction", function(self, spec)
   local result = {from = from}
   local vec
   if from == "file" then
-    local t = core.load_safetensors(dirfile)
+    if not util.exists(dirfile) then util.fail("direction: no file %s", dirfile) end
+    local t, meta = core.load_safetensors(dirfile)
+    -- Where the vector was taken: the spec, else the file's own metadata (a run's
+    -- direction.safetensors, an organism's), else organism.json, else the target layer.
+    local function meta_int(k) return meta and math.tointeger(tonumber(meta[k] or "")) end
     result.path = dirfile
-    result.pos = spec.pos or org_dir.pos
-    result.layer = spec.layer or org_dir.layer or self.target_layer
+    result.pos = spec.pos or meta_int("pos") or org_dir.pos
+    result.layer = spec.layer or meta_int("layer") or org_dir.layer or self.target_layer
     if t.direction and not (spec.pos and t.candidates) then
       vec = t.direction
     elseif t.candidates then

@@ -161,7 +161,24 @@ do
   check("select: n_eval 0", not bad_ok and tostring(err):match("n_eval") ~= nil, err)
 end
 
+-- A saved direction by path (the field a --set direction=PATH gives): the vector, position
+-- and layer of the run that wrote it; a missing file is an error naming it.
+local saved = X.results_dir .. "/direction.safetensors"
+local chosen = X:direction()
 X:finish()
+do
+  local Y = upstream.experiment{name = "dirfile", direction = saved}
+  local got = Y:direction()
+  local same = got.from == "file" and got.pos == chosen.pos and got.layer == chosen.layer
+  for j = 1, 64 do same = same and got.vector:at(j) == chosen.vector:at(j) end
+  check("direction = a saved file: its vector, position and layer", same,
+        ("%s %s/%s vs %s/%s"):format(got.from, tostring(got.pos), tostring(got.layer), tostring(chosen.pos), tostring(chosen.layer)))
+  Y:finish()
+  local Z = upstream.experiment{name = "dirfile_missing", direction = tmp .. "/nope.safetensors"}
+  local ok, err = pcall(Z.direction, Z)
+  check("direction = a missing file", not ok and tostring(err):match("no file .*nope%.safetensors") ~= nil, err)
+  Z:finish()
+end
 
 -- Sharing loaded objects across experiments (experiments/all.lua): while on, the next
 -- experiment gets the same model and tokenizer and finish leaves them open; turning it off
