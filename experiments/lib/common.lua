@@ -277,46 +277,16 @@ function C.head(list, k)
   return out
 end
 
--- |A ∩ B| / |A ∪ B| of two lists of latents.
-function C.jaccard(a, b)
-  local in_a, inter, union = {}, 0, 0
-  for _, x in ipairs(a) do in_a[x] = true; union = union + 1 end
-  for _, x in ipairs(b) do
-    if in_a[x] then inter = inter + 1 else union = union + 1 end
+-- Compares two rankings of the same dictionary (upstream.rank_compare: Jaccard of the top-k
+-- sets, Kendall tau-b over their union), with both top-k lists for the tables.
+function C.compare(sa, sb, k)
+  local c = upstream.rank_compare(sa, sb, k)
+  local function top(s)
+    local out = {}
+    for i, e in ipairs(upstream.rank(s, k, "top")) do out[i] = e.latent end
+    return out
   end
-  return union > 0 and inter / union or 1
-end
-
--- Kendall tau-b between two score arrays over the given latents (0-based).
-function C.kendall(va, vb, items)
-  local conc, disc, ta, tb = 0, 0, 0, 0
-  for i = 1, #items do
-    for j = i + 1, #items do
-      local da = va[items[i] + 1] - va[items[j] + 1]
-      local db = vb[items[i] + 1] - vb[items[j] + 1]
-      if da == 0 and db == 0 then -- tied in both: counts in neither
-      elseif da == 0 then ta = ta + 1
-      elseif db == 0 then tb = tb + 1
-      elseif (da > 0) == (db > 0) then conc = conc + 1
-      else disc = disc + 1 end
-    end
-  end
-  local n1, n2 = conc + disc + ta, conc + disc + tb
-  if n1 == 0 or n2 == 0 then return 0 / 0 end
-  return (conc - disc) / math.sqrt(n1 * n2)
-end
-
--- Compares two rankings of the same dictionary: Jaccard of the top-k sets and Kendall tau-b of
--- the scores over the union of both top-k sets (the latents either setting would report).
-function C.compare(sa, sb, k, side)
-  local va, vb = C.values(sa), C.values(sb)
-  local ta, tb = C.head(C.order(va, side), k), C.head(C.order(vb, side), k)
-  local union, seen = {}, {}
-  for _, list in ipairs({ta, tb}) do
-    for _, x in ipairs(list) do if not seen[x] then seen[x] = true; union[#union + 1] = x end end
-  end
-  table.sort(union)
-  return {jaccard = C.jaccard(ta, tb), kendall = C.kendall(va, vb, union), top_a = ta, top_b = tb, n_union = #union}
+  return {jaccard = c.jaccard, kendall = c.kendall, n_union = c.n, top_a = top(sa), top_b = top(sb)}
 end
 
 -- Cosine similarity of two decoder rows (Tensors or arrays).

@@ -89,7 +89,7 @@ function E.body(X)
   local function add(case, dimension, ref_name, setting, ref, a, extra)
     local r = {case = case, dimension = dimension, reference = ref_name, setting = setting, k = k}
     if a then
-      local c = C.compare(ref.scores, a.scores, k, "top")
+      local c = C.compare(ref.scores, a.scores, k)
       -- The reference itself (or a direction equal to it): drawn, left out of the means.
       local is_ref = a == ref or (extra and extra.direction_cosine and extra.direction_cosine > 0.99999)
       r.jaccard, r.kendall, r.n_union = c.jaccard, c.kendall, c.n_union
@@ -141,7 +141,7 @@ function E.body(X)
   for i = 1, #all do
     J[i], T[i] = {}, {}
     for j = 1, #all do
-      local c = C.compare(all[i].scores, all[j].scores, k, "top")
+      local c = C.compare(all[i].scores, all[j].scores, k)
       J[i][j], T[i][j] = c.jaccard, c.kendall == c.kendall and c.kendall or false
     end
   end
