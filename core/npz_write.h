@@ -12,7 +12,7 @@
  * modification time is fixed (2000-01-01) so the same arrays give the same bytes. libzip
  * writes the archive (zip64 when a member needs it).
  *
- * The archive is written to "<path>.tmp.<pid>" and renamed onto path, so a reader never sees
+ * The archive is written to "<path>.tmp.<pid>.<n>" and renamed onto path, so a reader never sees
  * a half-written file and a failed write leaves any previous file in place.
  *
  * Ownership: the caller keeps the arrays; they are only read, and only until the call

@@ -2,11 +2,9 @@
 #include "png.h"
 
 #include <errno.h>
-#include <fcntl.h>
 /* core/png.h shadows libpng's png.h on the include path (core/ comes first), so name
  * libpng's by its versioned directory. */
 #include <libpng16/png.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -68,32 +66,6 @@ static int utf8_class(const char *s) {
     return wide;
 }
 
-/* Opens a fresh temp file beside path; O_EXCL so two writers (threads or processes) never
- * share one, mode 0666 so the final file gets the umask's permissions like any other. */
-static FILE *open_temp(const char *path, char **tmp_out, up_error *err) {
-    static atomic_uint counter;
-    size_t n = strlen(path) + 48;
-    char *tmp = malloc(n);
-    if (!tmp) return up_error_set(err, UP_ERR_NOMEM, "%s: out of memory", path), NULL;
-    for (int attempt = 0; attempt < 100; attempt++) {
-        snprintf(tmp, n, "%s.tmp.%ld.%u", path, (long)getpid(), atomic_fetch_add(&counter, 1));
-        int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
-        if (fd < 0 && errno == EEXIST) continue;
-        if (fd < 0) break;
-        FILE *fp = fdopen(fd, "wb");
-        if (!fp) {
-            close(fd);
-            unlink(tmp);
-            break;
-        }
-        *tmp_out = tmp;
-        return fp;
-    }
-    up_error_set(err, UP_ERR_IO, "cannot create %s: %s", tmp, strerror(errno));
-    free(tmp);
-    return NULL;
-}
-
 up_status up_png_write(const char *path, int w, int h, int channels, size_t stride,
                        const uint8_t *pixels, const char *const *keys, const char *const *values,
                        int n_text, up_error *err) {
@@ -131,7 +103,7 @@ up_status up_png_write(const char *path, int w, int h, int channels, size_t stri
 
     png_ctx ctx = {path, ""};
     char *tmp = NULL;
-    FILE *volatile fp = open_temp(path, &tmp, err);
+    FILE *volatile fp = up_fs_open_temp(path, &tmp, err);
     if (!fp) {
         free(text);
         return err ? err->status : UP_ERR_IO;

@@ -52,7 +52,7 @@ const char *up_safetensors_metadata(const up_safetensors *st, const char *key);
 const char *up_safetensors_metadata_key(const up_safetensors *st, int i);
 
 /* --- writer -------------------------------------------------------------
- * Tensors are copied on add and written on close, to PATH.tmp.<pid> first and
+ * Tensors are copied on add and written on close, to PATH.tmp.<pid>.<n> first and
  * renamed onto PATH, so a reader never sees a half-written file. Names must be
  * unique. The data area starts 8-byte aligned (the header is space-padded) and
  * tensors follow it with no gaps, widest element first, so each starts aligned

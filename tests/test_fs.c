@@ -96,11 +96,39 @@ static void test_write_atomic(void **state) {
     free(tmp);
 }
 
+/* Two temporaries for one path are two files (the writers of a process never share one);
+ * up_fs_open_temp creates exclusively and names what it opened. */
+static void test_open_temp(void **state) {
+    (void)state;
+    up_error e = {0};
+    const char *path = tpath("twice.txt");
+    char *a = NULL, *b = NULL;
+    FILE *fa = up_fs_open_temp(path, &a, &e), *fb = up_fs_open_temp(path, &b, &e);
+    assert_non_null(fa);
+    assert_non_null(fb);
+    assert_string_not_equal(a, b);
+    assert_int_equal(strncmp(a, path, strlen(path)), 0);
+    fputs("from a", fa), fputs("from b", fb);
+    fclose(fa), fclose(fb);
+    assert_int_equal(up_fs_replace(a, path, UP_OK, &e), UP_OK);
+    assert_string_equal(slurp(path), "from a");
+    assert_int_equal(up_fs_replace(b, path, UP_OK, &e), UP_OK);
+    assert_string_equal(slurp(path), "from b");
+    assert_int_equal(temp_files(), 0);
+    free(a), free(b);
+    /* In a directory that does not exist: NULL, an error naming the path, no name handed out. */
+    char *c = (char *)1;
+    assert_null(up_fs_open_temp(tpath("missing/y.txt"), &c, &e));
+    assert_null(c);
+    assert_non_null(strstr(e.msg, "missing/y.txt"));
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_nested_and_existing),
         cmocka_unit_test(test_file_in_the_way),
         cmocka_unit_test(test_write_atomic),
+        cmocka_unit_test(test_open_temp),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
