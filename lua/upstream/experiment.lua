@@ -626,13 +626,15 @@ Experiment.direction = step("direction", function(self, spec)
         eval_harmful = table.move(harmful, 1, math.min(spec.n_eval, #harmful), 1, {})
         eval_harmless = table.move(harmless, 1, math.min(spec.n_eval, #harmless), 1, {})
       end
-      self:log("selecting the direction over %s positions x %s layers, on %d harmful and %d harmless prompts",
-               spec.positions and #spec.positions or n_pos, spec.layers and #spec.layers or cfgm.n_layers,
-               #eval_harmful, #eval_harmless)
+      self:log("selecting the direction among %d positions x %d layers, on %d harmful and %d harmless prompts",
+               n_pos, cfgm.n_layers, #eval_harmful, #eval_harmless)
       local sel = m:select_direction(cands, eval_harmful, eval_harmless, {refusal_ids = self:refusal_ids(),
         max_layer_frac = spec.max_layer_frac, max_kl = spec.max_kl, min_induce = spec.min_induce, batch = spec.batch,
         layers = spec.layers, positions = spec.positions, skip_late_layers = spec.skip_late_layers})
       result.selection = sel
+      local n_scored = 0
+      for _, sc in ipairs(sel.scores) do n_scored = n_scored + (sc.dropped:find("unscored", 1, true) and 0 or 1) end
+      self:log("scored %d of %d candidates, %d kept", n_scored, #sel.scores, sel.n_kept)
       local rows = {}
       for _, s in ipairs(sel.scores) do
         local chosen = sel.best and s.pos == sel.best.pos and s.layer == sel.best.layer or false
