@@ -6,6 +6,9 @@
 # token_latents.lua lists latents active at a token, largest activation first, whose RG equals
 # cos(d, g)·|g| (decoder rows have norm 1; 3-decimal printing allows 0.002) and token_scores'
 # RG for the same latent and token; a token not in the prompt is a clear error.
+# concept_oracle.lua prints one row per layer below the objective's (0..4 on the shipped
+# organism), each with the three case studies and ranks among its concepts; bad arguments
+# are clear errors.
 # usage: organism_scripts_test.sh UPSTREAM_BINARY SOURCE_DIR
 set -u
 exe=$1; root=$2
@@ -56,4 +59,20 @@ rows=$(grep -cE '^(harmful|harmless) +(none|ablate|add) +8 ' <<<"$probe")
 err=$("$exe" run experiments/organism/direction_probe.lua -- models/organism 8 1 -9 6 2>&1) &&
   fail "direction_probe.lua accepted position -9"
 grep -q "POS LAYER: expected a position" <<<"$err" || fail "unclear error: $err"
+oracle=$("$exe" experiments/organism/concept_oracle.lua models/organism 300) || fail "concept_oracle.lua exited $?"
+n=$(sed -n 1p <<<"$oracle" | awk '{ print $3 }')
+awk -v n="$n" '
+  /^layer / { layers = layers $2 " "
+    if (split($0, cs, " [|] ") != 3) { print "FAIL: not three case studies: " $0; bad = 1; exit 1 }
+    while (match($0, /(intimacy|biohazard|money_transfer) [0-9]+ /)) {
+      split(substr($0, RSTART, RLENGTH), f, " ")
+      if (f[2] < 1 || f[2] > n) { print "FAIL: rank " f[2] " outside 1.." n; bad = 1; exit 1 }
+      $0 = substr($0, RSTART + RLENGTH); ranks++ } }
+  END { if (bad) exit 1
+        if (layers != "0 1 2 3 4 " || ranks != 15) { print "FAIL: layers " layers ", ranks " ranks; exit 1 } }' <<<"$oracle" ||
+  exit 1
+err=$("$exe" experiments/organism/concept_oracle.lua models/organism 0 2>&1) && fail "concept_oracle.lua accepted 0 prompts"
+grep -q "N_PROMPTS: expected a positive integer" <<<"$err" || fail "unclear error: $err"
+err=$("$exe" experiments/organism/concept_oracle.lua models/organism 5 last 2>&1) && fail "concept_oracle.lua accepted last"
+grep -q "POSITIONS: expected all or instruction" <<<"$err" || fail "unclear error: $err"
 echo "organism scripts test passed"

@@ -1,0 +1,130 @@
+-- Could any dictionary meet the method criteria at a source layer? Replace the SAE by an
+-- oracle with one decoder row per planted concept: v_c = mean of h_l over the last tokens of
+-- the concept's phrases minus the mean over every token (held-out corpus), unit length. Score
+-- each row as S_k does (v_c · mean over positions but BOS of dR/dh_l[t]) and report, for each
+-- case study, the planted concept's rank among all concepts (1 = top) and, for each reassured
+-- prompt, the modifier's rank from the bottom. If the oracle cannot rank the planted concept
+-- first at a layer, an SAE whose latents are the concepts cannot either: what leads is the
+-- concept whose direction raises R most, present in the prompt or not.
+--
+--   upstream experiments/organism/concept_oracle.lua [MODEL_DIR] [N_PROMPTS] [POSITIONS]
+--
+-- Layers: 0 to the objective's layer − 1 (blocks.{l}.hook_resid_post). N_PROMPTS (default
+-- 1000): held-out prompts the concept means are taken over. POSITIONS: "all" (every position
+-- but BOS, as the criterion's S_k; default) or "instruction" (the instruction's tokens only).
+local upstream = require "upstream"
+local organism = require "upstream.organism"
+local build = require "upstream.organism_build"
+local util = require "upstream.util"
+local here = arg[0]:match("^(.*)/[^/]*$") or "."
+local dir = arg[1] or here .. "/../../models/organism"
+local n_prompts = math.tointeger(tonumber(arg[2] or 1000))
+if not n_prompts or n_prompts < 1 then error("N_PROMPTS: expected a positive integer, got " .. tostring(arg[2]), 0) end
+local positions = arg[3] or "all"
+if positions ~= "all" and positions ~= "instruction" then
+  error("POSITIONS: expected all or instruction, got " .. positions, 0)
+end
+
+local o = build.open(dir)
+local spec = organism.load(o.spec_path)
+local records = {}
+for _, r in ipairs(build.recipe_corpus(spec, o.info.recipe)) do
+  if r.split == "heldout" and #records < n_prompts then records[#records + 1] = r end
+end
+local ids_list, rows, marks = build.token_labels(spec, o.tokenizer, records)
+local d = o.model:config().d_model
+
+local names = {}
+for _, c in ipairs(spec.concepts) do
+  if marks[c.name] then names[#names + 1] = c.name end
+end
+
+-- Unit concept directions at one layer: names[i] -> {d numbers}.
+local function concept_directions(layer)
+  local X = upstream.collect_activations(o.model, ids_list, layer, {batch = 32})
+  local n = X:shape()[1]
+  if n ~= #rows then error(("%d activation rows for %d tokens"):format(n, #rows), 0) end
+  local mean = {}
+  for j = 1, d do mean[j] = 0 end
+  for i = 1, n do
+    for j = 1, d do mean[j] = mean[j] + X:at(i, j) end
+  end
+  for j = 1, d do mean[j] = mean[j] / n end
+  local dirs = {}
+  for _, name in ipairs(names) do
+    local v, k = {}, 0
+    for j = 1, d do v[j] = 0 end
+    for i, m in pairs(marks[name]) do
+      if m == 1 then
+        k = k + 1
+        for j = 1, d do v[j] = v[j] + X:at(i, j) end
+      end
+    end
+    local nn = 0
+    for j = 1, d do
+      v[j] = v[j] / k - mean[j]
+      nn = nn + v[j] * v[j]
+    end
+    for j = 1, d do v[j] = v[j] / math.sqrt(nn) end
+    dirs[name] = v
+  end
+  return dirs
+end
+
+-- Concepts sorted by v_c · ḡ (largest first) for one prompt at one layer.
+local function ranking(dirs, layer, text)
+  local ids = o.tokenizer:chat(text)
+  local g = o.model:gradient(ids, {source = layer, target = o.target_layer, direction = o.unit})
+  local rows_of = {} -- rows of g (1-based; row 1 is BOS)
+  if positions == "all" then
+    for t = 2, #ids do rows_of[#rows_of + 1] = t end
+  else
+    for _, p in ipairs(util.instruction_positions(o.tokenizer, function(x) return o.tokenizer:chat(x) end, ids)) do
+      rows_of[#rows_of + 1] = p + 1
+    end
+  end
+  local gbar = {}
+  for j = 1, d do
+    local s = 0
+    for _, t in ipairs(rows_of) do s = s + g:at(t, j) end
+    gbar[j] = s / #rows_of
+  end
+  local list = {}
+  for _, name in ipairs(names) do
+    local s = 0
+    for j = 1, d do s = s + dirs[name][j] * gbar[j] end
+    list[#list + 1] = {name = name, s = s}
+  end
+  table.sort(list, function(a, b) return a.s > b.s end)
+  return list
+end
+
+local function rank_of(list, name, from_bottom)
+  for i, e in ipairs(list) do
+    if e.name == name then return from_bottom and #list + 1 - i or i end
+  end
+  error(("concept %s has no tokens in the first %d held-out prompts: pass a larger N_PROMPTS"):format(name, #records), 0)
+end
+
+local cases = organism.case_studies(spec)
+print(("concept oracle: %d concepts, %d held-out prompts, R at blocks.%d.hook_resid_post, positions: %s"):format(
+  #names, #records, o.target_layer, positions))
+print("rank of the planted concept (top) and of each reassuring modifier (bottom); 1 = first")
+for layer = 0, o.target_layer - 1 do
+  local dirs = concept_directions(layer)
+  local cells = {}
+  for _, c in ipairs(cases) do
+    local list = ranking(dirs, layer, c.prompt)
+    local tops = {}
+    for _, p in ipairs(c.planted) do tops[#tops + 1] = ("%s %d"):format(p, rank_of(list, p)) end
+    local bottoms = {}
+    for _, f in ipairs(c.flips) do
+      local fl = ranking(dirs, layer, f.instruction)
+      bottoms[#bottoms + 1] = tostring(rank_of(fl, f.modifier, true))
+    end
+    cells[#cells + 1] = ("%s: %s (first: %s); modifiers %s"):format(c.name, table.concat(tops, ", "), list[1].name,
+                                                                 table.concat(bottoms, "/"))
+  end
+  print(("layer %d  %s"):format(layer, table.concat(cells, " | ")))
+end
+build.close(o)
