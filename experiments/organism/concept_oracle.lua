@@ -5,7 +5,9 @@
 -- case study, the planted concept's rank among all concepts (1 = top) and, for each reassured
 -- prompt, the modifier's rank from the bottom. If the oracle cannot rank the planted concept
 -- first at a layer, an SAE whose latents are the concepts cannot either: what leads is the
--- concept whose direction raises R most, present in the prompt or not.
+-- concept whose direction raises R most, present in the prompt or not. At the SAE's layer the
+-- planted row is also ranked against the SAE's own latents: would a pure concept latent beat
+-- the latents the SAE has?
 --
 --   upstream experiments/organism/concept_oracle.lua [MODEL_DIR] [N_PROMPTS] [POSITIONS]
 --
@@ -96,7 +98,18 @@ local function ranking(dirs, layer, text)
     list[#list + 1] = {name = name, s = s}
   end
   table.sort(list, function(a, b) return a.s > b.s end)
-  return list
+  return list, ids
+end
+
+-- At the SAE's layer: where the oracle row of `name` (score s) would rank among the SAE's
+-- latents by S_k (decoder rows have norm 1, as the oracle's), 1 = above all of them.
+local function rank_among_latents(ids, s)
+  local a = o.model:attribute(ids, o.sae, {source = o.source_layer, target = o.target_layer, direction = o.unit})
+  local above = 0
+  for k = 1, a.scores:shape()[1] do
+    if a.scores:at(k) > s then above = above + 1 end
+  end
+  return above + 1
 end
 
 local function rank_of(list, name, from_bottom)
@@ -109,14 +122,21 @@ end
 local cases = organism.case_studies(spec)
 print(("concept oracle: %d concepts, %d held-out prompts, R at blocks.%d.hook_resid_post, positions: %s"):format(
   #names, #records, o.target_layer, positions))
-print("rank of the planted concept (top) and of each reassuring modifier (bottom); 1 = first")
+print(("rank of the planted concept (top) and of each reassuring modifier (bottom), 1 = first; (SAE n): at the SAE's "
+       .. "layer, %d, with positions all, the planted row's rank among the SAE's latents by S_k"):format(o.source_layer))
 for layer = 0, o.target_layer - 1 do
   local dirs = concept_directions(layer)
   local cells = {}
   for _, c in ipairs(cases) do
-    local list = ranking(dirs, layer, c.prompt)
+    local list, ids = ranking(dirs, layer, c.prompt)
     local tops = {}
-    for _, p in ipairs(c.planted) do tops[#tops + 1] = ("%s %d"):format(p, rank_of(list, p)) end
+    for _, p in ipairs(c.planted) do
+      local r = rank_of(list, p)
+      tops[#tops + 1] = ("%s %d"):format(p, r)
+      if layer == o.source_layer and positions == "all" then
+        tops[#tops] = tops[#tops] .. (" (SAE %d)"):format(rank_among_latents(ids, list[r].s))
+      end
+    end
     local bottoms = {}
     for _, f in ipairs(c.flips) do
       local fl = ranking(dirs, layer, f.instruction)
