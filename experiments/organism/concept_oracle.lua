@@ -33,75 +33,28 @@ local records = {}
 for _, r in ipairs(build.recipe_corpus(spec, o.info.recipe)) do
   if r.split == "heldout" and #records < n_prompts then records[#records + 1] = r end
 end
-local ids_list, rows, marks = build.token_labels(spec, o.tokenizer, records)
-local d = o.model:config().d_model
 
-local names = {}
-for _, c in ipairs(spec.concepts) do
-  if marks[c.name] then names[#names + 1] = c.name end
-end
-
--- Unit concept directions at one layer: names[i] -> {d numbers}.
-local function concept_directions(layer)
-  local X = upstream.collect_activations(o.model, ids_list, layer, {batch = 32})
-  local n = X:shape()[1]
-  if n ~= #rows then error(("%d activation rows for %d tokens"):format(n, #rows), 0) end
-  local mean = {}
-  for j = 1, d do mean[j] = 0 end
-  for i = 1, n do
-    for j = 1, d do mean[j] = mean[j] + X:at(i, j) end
-  end
-  for j = 1, d do mean[j] = mean[j] / n end
-  local dirs = {}
-  for _, name in ipairs(names) do
-    local v, k = {}, 0
-    for j = 1, d do v[j] = 0 end
-    for i, m in pairs(marks[name]) do
-      if m == 1 then
-        k = k + 1
-        for j = 1, d do v[j] = v[j] + X:at(i, j) end
-      end
-    end
-    local nn = 0
-    for j = 1, d do
-      v[j] = v[j] / k - mean[j]
-      nn = nn + v[j] * v[j]
-    end
-    for j = 1, d do v[j] = v[j] / math.sqrt(nn) end
-    dirs[name] = v
-  end
-  return dirs
-end
-
--- Concepts sorted by v_c · ḡ (largest first) for one prompt at one layer.
-local function ranking(dirs, layer, text)
+-- Concepts by oracle score for one prompt at one layer, and the prompt's ids.
+local function ranking(cd, layer, text)
   local ids = o.tokenizer:chat(text)
   local g = o.model:gradient(ids, {source = layer, target = o.target_layer, direction = o.unit})
-  local rows_of = {} -- rows of g (1-based; row 1 is BOS)
+  local rows = {} -- rows of g (1-based; row 1 is BOS)
   if positions == "all" then
-    for t = 2, #ids do rows_of[#rows_of + 1] = t end
+    for t = 2, #ids do rows[#rows + 1] = t end
   else
     for _, p in ipairs(util.instruction_positions(o.tokenizer, function(x) return o.tokenizer:chat(x) end, ids)) do
-      rows_of[#rows_of + 1] = p + 1
+      rows[#rows + 1] = p + 1
     end
   end
-  local gbar = {}
-  for j = 1, d do
-    local s = 0
-    for _, t in ipairs(rows_of) do s = s + g:at(t, j) end
-    gbar[j] = s / #rows_of
-  end
-  local list = {}
-  for _, name in ipairs(names) do
-    local s = 0
-    for j = 1, d do s = s + dirs[name][j] * gbar[j] end
-    list[#list + 1] = {name = name, s = s}
-  end
-  table.sort(list, function(a, b) return a.s > b.s end)
-  return list, ids
+  return build.concept_ranking(cd, build.mean_rows(g, rows)), ids
 end
 
--- At the SAE's layer: where the oracle row of `name` (score s) would rank among the SAE's
+local function place(list, name, side)
+  return build.concept_place(list, name, side) or error(("concept %s has no tokens in the first %d held-out prompts: "
+    .. "pass a larger N_PROMPTS"):format(name, #records), 0)
+end
+
+-- At the SAE's layer: where the oracle row of a concept (score s) would rank among the SAE's
 -- latents by S_k (decoder rows have norm 1, as the oracle's), 1 = above all of them.
 local function rank_among_latents(ids, s)
   local a = o.model:attribute(ids, o.sae, {source = o.source_layer, target = o.target_layer, direction = o.unit})
@@ -112,35 +65,32 @@ local function rank_among_latents(ids, s)
   return above + 1
 end
 
-local function rank_of(list, name, from_bottom)
-  for i, e in ipairs(list) do
-    if e.name == name then return from_bottom and #list + 1 - i or i end
-  end
-  error(("concept %s has no tokens in the first %d held-out prompts: pass a larger N_PROMPTS"):format(name, #records), 0)
-end
-
 local cases = organism.case_studies(spec)
-print(("concept oracle: %d concepts, %d held-out prompts, R at blocks.%d.hook_resid_post, positions: %s"):format(
-  #names, #records, o.target_layer, positions))
-print(("rank of the planted concept (top) and of each reassuring modifier (bottom), 1 = first; (SAE n): at the SAE's "
-       .. "layer, %d, with positions all, the planted row's rank among the SAE's latents by S_k"):format(o.source_layer))
+local n_concepts
 for layer = 0, o.target_layer - 1 do
-  local dirs = concept_directions(layer)
+  local cd = build.concept_directions(spec, o.model, o.tokenizer, records, layer)
+  if layer == 0 then
+    n_concepts = #cd.names
+    print(("concept oracle: %d concepts, %d held-out prompts, R at blocks.%d.hook_resid_post, positions: %s"):format(
+      n_concepts, #records, o.target_layer, positions))
+    print(("rank of the planted concept (top) and of each reassuring modifier (bottom), 1 = first; (SAE n): at the "
+           .. "SAE's layer, %d, with positions all, the planted row's rank among the SAE's latents by S_k"):format(
+      o.source_layer))
+  end
   local cells = {}
   for _, c in ipairs(cases) do
-    local list, ids = ranking(dirs, layer, c.prompt)
+    local list, ids = ranking(cd, layer, c.prompt)
     local tops = {}
     for _, p in ipairs(c.planted) do
-      local r = rank_of(list, p)
+      local r = place(list, p, "top")
       tops[#tops + 1] = ("%s %d"):format(p, r)
       if layer == o.source_layer and positions == "all" then
-        tops[#tops] = tops[#tops] .. (" (SAE %d)"):format(rank_among_latents(ids, list[r].s))
+        tops[#tops] = tops[#tops] .. (" (SAE %d)"):format(rank_among_latents(ids, list[r].score))
       end
     end
     local bottoms = {}
     for _, f in ipairs(c.flips) do
-      local fl = ranking(dirs, layer, f.instruction)
-      bottoms[#bottoms + 1] = tostring(rank_of(fl, f.modifier, true))
+      bottoms[#bottoms + 1] = tostring(place((ranking(cd, layer, f.instruction)), f.modifier, "bottom"))
     end
     cells[#cells + 1] = ("%s: %s (first: %s); modifiers %s"):format(c.name, table.concat(tops, ", "), list[1].name,
                                                                  table.concat(bottoms, "/"))

@@ -241,6 +241,84 @@ function M.token_labels(spec, tok, records)
   return ids_list, rows, marks
 end
 
+-- ---------------------------------------------------------------- concept oracle
+
+-- An oracle dictionary with one row per concept: the unit vector along the concept's mean
+-- activation at blocks.{layer}.hook_resid_post over the last tokens of its phrases in records'
+-- chat prompts, minus the mean over every token. Scored like S_k (row · mean gradient), it
+-- asks whether any dictionary of concept latents could rank a concept first at that layer.
+-- Returns {names = {concept, ...} (spec order, those with tokens), rows = {name = {d numbers}}}.
+function M.concept_directions(spec, model, tok, records, layer)
+  local ids_list, rows, marks = M.token_labels(spec, tok, records)
+  local X = upstream.collect_activations(model, ids_list, layer, {batch = 32})
+  local n, d = X:shape()[1], X:shape()[2]
+  if n ~= #rows then fail("concept directions: %d activation rows for %d tokens", n, #rows) end
+  local mean = {}
+  for j = 1, d do mean[j] = 0 end
+  for i = 1, n do
+    for j = 1, d do mean[j] = mean[j] + X:at(i, j) end
+  end
+  local out = {names = {}, rows = {}}
+  for _, c in ipairs(spec.concepts) do
+    local m = marks[c.name]
+    if m then
+      local v, k = {}, 0
+      for j = 1, d do v[j] = 0 end
+      for i, mark in pairs(m) do
+        if mark == 1 then
+          k = k + 1
+          for j = 1, d do v[j] = v[j] + X:at(i, j) end
+        end
+      end
+      if k > 0 then
+        local norm = 0
+        for j = 1, d do
+          v[j] = v[j] / k - mean[j] / n
+          norm = norm + v[j] * v[j]
+        end
+        norm = math.sqrt(norm)
+        for j = 1, d do v[j] = v[j] / norm end
+        out.names[#out.names + 1] = c.name
+        out.rows[c.name] = v
+      end
+    end
+  end
+  return out
+end
+
+-- The oracle's concepts by row · gbar, largest first: {{name, score}, ...}. gbar: the mean of
+-- the gradient over the scored positions (a list of d numbers).
+function M.concept_ranking(cd, gbar)
+  local list = {}
+  for _, name in ipairs(cd.names) do
+    local s, v = 0, cd.rows[name]
+    for j = 1, #gbar do s = s + v[j] * gbar[j] end
+    list[#list + 1] = {name = name, score = s}
+  end
+  table.sort(list, function(a, b) return a.score > b.score end)
+  return list
+end
+
+-- A concept's place in a concept_ranking (1 = first; side "bottom" counts from the end), or
+-- nil when the oracle has no row for it.
+function M.concept_place(list, name, side)
+  for i, e in ipairs(list) do
+    if e.name == name then return side == "bottom" and #list + 1 - i or i end
+  end
+  return nil
+end
+
+-- Mean over the rows `positions` (1-based; row 1 is BOS) of a gradient Tensor(T, d).
+function M.mean_rows(g, positions)
+  local d, out = g:shape()[2], {}
+  for j = 1, d do
+    local s = 0
+    for _, t in ipairs(positions) do s = s + g:at(t, j) end
+    out[j] = s / #positions
+  end
+  return out
+end
+
 -- ---------------------------------------------------------------- stages
 
 local function stage_tokenizer(ctx)
@@ -807,13 +885,26 @@ function M.eval(dir, opts)
     return nil
   end
   local diagnostics = {}
+  -- The concept oracle (M.concept_directions) at the source layer: could any dictionary of
+  -- concept latents put this concept first?
+  local oracle_records = {}
+  for _, r in ipairs(records) do
+    if r.split == "heldout" and #oracle_records < (opts.smoke and 100 or 1000) then
+      oracle_records[#oracle_records + 1] = r
+    end
+  end
+  local oracle = M.concept_directions(spec, o.model, o.tokenizer, oracle_records, o.source_layer)
   -- scores: the criterion's S_k for ids, already computed by the caller.
   local function diagnose(case, text, ids, scores, concept, side)
     local instruction = util.instruction_positions(o.tokenizer, function(x) return o.tokenizer:chat(x) end, ids)
+    local g = o.model:gradient(ids, {source = o.source_layer, target = o.target_layer, direction = o.unit})
+    local scored = {}
+    for t = 2, #ids do scored[#scored + 1] = t end
     diagnostics[#diagnostics + 1] = {case = case, text = text, concept = concept, side = side,
       ranks = {concept_rank(scores, concept, side),
                concept_rank(attribute(ids, {score_positions = instruction}).scores, concept, side),
-               concept_rank(attribute(ids, {score = "activation"}).scores, concept, side)}}
+               concept_rank(attribute(ids, {score = "activation"}).scores, concept, side),
+               M.concept_place(M.concept_ranking(oracle, M.mean_rows(g, scored)), concept, side)}}
   end
   -- Steering coefficients: 0 to the residual stream's mean norm (a decoder row has norm about 1).
   local alphas = opts.alphas
@@ -883,14 +974,18 @@ function M.eval(dir, opts)
   say("")
   say("Diagnostics (not criteria): the rank of the concept's best-ranked latent (1 = first; top for the")
   say("planted concept, bottom for a reassuring modifier) by S_k over every position but BOS (the")
-  say("criterion), by S_k over the instruction's tokens only, and by the activation-weighted variant.")
+  say("criterion), by S_k over the instruction's tokens only, and by the activation-weighted variant;")
+  say("and the concept's rank by S_k in an oracle dictionary with one row per concept, its mean")
+  say("direction at blocks.%d.hook_resid_post (%d concepts, %d held-out prompts): a concept the oracle", o.source_layer,
+      #oracle.names, #oracle_records)
+  say("does not rank first would not lead a dictionary that holds every concept's mean direction either.")
   say("")
-  say("| case | prompt | concept | side | S_k | S_k, instruction | activation-weighted |")
-  say("|---|---|---|---|---|---|---|")
+  say("| case | prompt | concept | side | S_k | S_k, instruction | activation-weighted | oracle |")
+  say("|---|---|---|---|---|---|---|---|")
   for _, dg in ipairs(diagnostics) do
     local r = {}
-    for i = 1, 3 do r[i] = dg.ranks[i] and tostring(dg.ranks[i]) or "-" end
-    say("| %s | %s | %s | %s | %s | %s | %s |", dg.case, dg.text, dg.concept, dg.side, r[1], r[2], r[3])
+    for i = 1, 4 do r[i] = dg.ranks[i] and tostring(dg.ranks[i]) or "-" end
+    say("| %s | %s | %s | %s | %s | %s | %s | %s |", dg.case, dg.text, dg.concept, dg.side, r[1], r[2], r[3], r[4])
   end
   say("")
   say("Evaluated in %.0f s of CPU time.", os.clock() - t0)

@@ -44,8 +44,57 @@ assert(r.train.steps == 7 and r.sae.arch == "relu", "--set not applied")
 local ok, err = pcall(build.recipe, require("upstream.organism").load(spec), {set = {"train.stepz=7"}})
 assert(not ok and err:find("train.stepz"), "an unknown --set key must be an error: " .. tostring(err))
 
+-- The concept oracle: each row is the unit vector along the concept's mean activation at its
+-- marked tokens minus the mean over all tokens (re-derived here from token_labels), and a
+-- ranking orders concepts by row · gbar.
+do
+  local organism = require "upstream.organism"
+  local ospec = organism.load(spec)
+  local o2 = build.open(out)
+  local recs = {}
+  for _, rec in ipairs(build.recipe_corpus(ospec, o2.info.recipe)) do
+    if rec.split == "heldout" and #recs < 60 then recs[#recs + 1] = rec end
+  end
+  local layer = o2.source_layer
+  local cd = build.concept_directions(ospec, o2.model, o2.tokenizer, recs, layer)
+  assert(#cd.names >= 5, "oracle: too few concepts with tokens: " .. #cd.names)
+  local ids_list, rows, marks = build.token_labels(ospec, o2.tokenizer, recs)
+  local X = upstream.collect_activations(o2.model, ids_list, layer, {batch = 8})
+  local d = X:shape()[2]
+  local mu = {}
+  for j = 1, d do
+    mu[j] = 0
+    for i = 1, #rows do mu[j] = mu[j] + X:at(i, j) / #rows end
+  end
+  for _, name in ipairs(cd.names) do
+    local v, sum, dot, nsum = cd.rows[name], {}, 0, 0
+    local nv = 0
+    for j = 1, d do sum[j] = 0; nv = nv + v[j] ^ 2 end
+    assert(math.abs(nv - 1) < 1e-9, name .. ": oracle row is not a unit vector")
+    for i, m in pairs(marks[name]) do
+      if m == 1 then
+        for j = 1, d do sum[j] = sum[j] + X:at(i, j) - mu[j] end
+      end
+    end
+    for j = 1, d do dot, nsum = dot + sum[j] * v[j], nsum + sum[j] ^ 2 end
+    assert(dot / math.sqrt(nsum) > 1 - 1e-6, name .. ": oracle row is not the concept's mean direction")
+  end
+  local toy = {names = {"a", "b", "c"}, rows = {a = {1, 0}, b = {0, 1}, c = {-1, 0}}}
+  local list = build.concept_ranking(toy, {0.5, 0.2})
+  assert(list[1].name == "a" and list[2].name == "b" and list[3].name == "c", "oracle ranking order")
+  assert(build.concept_place(list, "a", "top") == 1 and build.concept_place(list, "c", "bottom") == 1
+         and build.concept_place(list, "b", "bottom") == 2 and build.concept_place(list, "z", "top") == nil,
+         "oracle places")
+  local ids = o2.tokenizer:chat("Develop a strategy for hugging a person")
+  local g = o2.model:gradient(ids, {source = layer, target = o2.target_layer, direction = o2.unit})
+  local gbar = build.mean_rows(g, {2, 4})
+  assert(math.abs(gbar[3] - (g:at(2, 3) + g:at(4, 3)) / 2) < 1e-12, "mean_rows")
+  build.close(o2)
+end
+
 local rep = build.eval(out, {smoke = true})
-for _, section in ipairs {"## Behaviour", "## Case studies", "## SAE", "## The method"} do
+for _, section in ipairs {"## Behaviour", "## Case studies", "## SAE", "## The method",
+                          "| S_k | S_k, instruction | activation-weighted | oracle |"} do
   assert(rep.text:find(section, 1, true), "report lacks " .. section)
 end
 assert(#rep.criteria >= 20, "report checks too few criteria: " .. #rep.criteria)
