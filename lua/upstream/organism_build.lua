@@ -638,6 +638,9 @@ M.criteria = {
 -- Loads an organism directory: model, tokenizer, SAE, direction and organism.json; spec_path
 -- is the copy of the spec its build stored (DIR/spec.lua), else the path it recorded.
 function M.open(dir)
+  if not exists(dir .. "/organism.json") then
+    fail("%s has no organism.json: not a built organism (upstream organism build SPEC.lua --out DIR makes one)", dir)
+  end
   local info = upstream.json_read(dir .. "/organism.json")
   local spec_path = exists(dir .. "/spec.lua") and dir .. "/spec.lua" or info.spec
   local tensors, meta = upstream.load_safetensors(dir .. "/direction.safetensors")
