@@ -926,7 +926,8 @@ function M.eval(dir, opts)
     local planted = cs.planted[1]
     diagnose(cs.name, cs.prompt, ids, a.scores, planted, "top")
     say("%s: top %s", cs.name, names(top))
-    check(("%s: the top latent is a %s latent"):format(cs.name, planted), top_label == planted,
+    check(("%s: the top latent is %s %s latent"):format(cs.name, planted:match("^[aeiou]") and "an" or "a", planted),
+          top_label == planted,
           "latent %d labelled %s", top[1].latent, top_label or "(none)")
     -- Reassured variants: the modifier's latent among the 3 most negative.
     local reassured_ok, worst, flip_scores = true, nil, {}
