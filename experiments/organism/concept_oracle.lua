@@ -1,10 +1,10 @@
--- Could any dictionary meet the method criteria at a source layer? Replace the SAE by an
--- oracle with one decoder row per planted concept: v_c = mean of h_l over the last tokens of
+-- Could a dictionary of concept latents meet the method criteria at a source layer? Replace
+-- the SAE by an oracle with one decoder row per concept: v_c = mean of h_l over the last tokens of
 -- the concept's phrases minus the mean over every token (held-out corpus), unit length. Score
 -- each row as S_k does (v_c · mean over positions but BOS of dR/dh_l[t]) and report, for each
 -- case study, the planted concept's rank among all concepts (1 = top) and, for each reassured
--- prompt, the modifier's rank from the bottom. If the oracle cannot rank the planted concept
--- first at a layer, an SAE whose latents are the concepts cannot either: what leads is the
+-- prompt, the modifier's rank from the bottom. A concept the oracle does not rank first would
+-- not lead a dictionary that holds every concept's mean direction either: what leads is the
 -- concept whose direction raises R most, present in the prompt or not. At the SAE's layer the
 -- planted row is also ranked against the SAE's own latents: would a pure concept latent beat
 -- the latents the SAE has?
@@ -66,13 +66,11 @@ local function rank_among_latents(ids, s)
 end
 
 local cases = organism.case_studies(spec)
-local n_concepts
 for layer = 0, o.target_layer - 1 do
   local cd = build.concept_directions(spec, o.model, o.tokenizer, records, layer)
   if layer == 0 then
-    n_concepts = #cd.names
     print(("concept oracle: %d concepts, %d held-out prompts, R at blocks.%d.hook_resid_post, positions: %s"):format(
-      n_concepts, #records, o.target_layer, positions))
+      #cd.names, #records, o.target_layer, positions))
     print(("rank of the planted concept (top) and of each reassuring modifier (bottom), 1 = first; (SAE n): at the "
            .. "SAE's layer, %d, with positions all, the planted row's rank among the SAE's latents by S_k"):format(
       o.source_layer))

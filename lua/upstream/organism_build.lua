@@ -253,34 +253,28 @@ function M.concept_directions(spec, model, tok, records, layer)
   local X = upstream.collect_activations(model, ids_list, layer, {batch = 32})
   local n, d = X:shape()[1], X:shape()[2]
   if n ~= #rows then fail("concept directions: %d activation rows for %d tokens", n, #rows) end
-  local mean = {}
-  for j = 1, d do mean[j] = 0 end
-  for i = 1, n do
-    for j = 1, d do mean[j] = mean[j] + X:at(i, j) end
+  local function column_sum(T)
+    local one_group = {}
+    for i = 1, T:shape()[1] do one_group[i] = 1 end
+    return T:group_reduce(one_group, 1, "sum")
   end
+  local total = column_sum(X)
   local out = {names = {}, rows = {}}
   for _, c in ipairs(spec.concepts) do
-    local m = marks[c.name]
-    if m then
-      local v, k = {}, 0
-      for j = 1, d do v[j] = 0 end
-      for i, mark in pairs(m) do
-        if mark == 1 then
-          k = k + 1
-          for j = 1, d do v[j] = v[j] + X:at(i, j) end
-        end
+    local positives = {}
+    for i, mark in pairs(marks[c.name] or {}) do
+      if mark == 1 then positives[#positives + 1] = i end
+    end
+    if #positives > 0 then
+      local sum, v, norm = column_sum(X:rows(positives)), {}, 0
+      for j = 1, d do
+        v[j] = sum:at(1, j) / #positives - total:at(1, j) / n
+        norm = norm + v[j] * v[j]
       end
-      if k > 0 then
-        local norm = 0
-        for j = 1, d do
-          v[j] = v[j] / k - mean[j] / n
-          norm = norm + v[j] * v[j]
-        end
-        norm = math.sqrt(norm)
-        for j = 1, d do v[j] = v[j] / norm end
-        out.names[#out.names + 1] = c.name
-        out.rows[c.name] = v
-      end
+      norm = math.sqrt(norm)
+      for j = 1, d do v[j] = v[j] / norm end
+      out.names[#out.names + 1] = c.name
+      out.rows[c.name] = v
     end
   end
   return out
@@ -897,17 +891,16 @@ function M.eval(dir, opts)
     end
   end
   local oracle = M.concept_directions(spec, o.model, o.tokenizer, oracle_records, o.source_layer)
-  -- scores: the criterion's S_k for ids, already computed by the caller.
-  local function diagnose(case, text, ids, scores, concept, side)
+  -- a: the criterion's attribution of ids (S_k and the gradient), already computed by the caller.
+  local function diagnose(case, text, ids, a, concept, side)
     local instruction = util.instruction_positions(o.tokenizer, function(x) return o.tokenizer:chat(x) end, ids)
-    local g = o.model:gradient(ids, {source = o.source_layer, target = o.target_layer, direction = o.unit})
     local scored = {}
     for t = 2, #ids do scored[#scored + 1] = t end
     diagnostics[#diagnostics + 1] = {case = case, text = text, concept = concept, side = side,
-      ranks = {concept_rank(scores, concept, side),
+      ranks = {concept_rank(a.scores, concept, side),
                concept_rank(attribute(ids, {score_positions = instruction}).scores, concept, side),
                concept_rank(attribute(ids, {score = "activation"}).scores, concept, side),
-               M.concept_place(M.concept_ranking(oracle, M.mean_rows(g, scored)), concept, side)}}
+               M.concept_place(M.concept_ranking(oracle, M.mean_rows(a.grad, scored)), concept, side)}}
   end
   -- Steering coefficients: 0 to the residual stream's mean norm (a decoder row has norm about 1).
   local alphas = opts.alphas
@@ -924,7 +917,7 @@ function M.eval(dir, opts)
     local top = upstream.rank(a.scores, 3, "top")
     local top_label = label_of(o, top[1].latent)
     local planted = cs.planted[1]
-    diagnose(cs.name, cs.prompt, ids, a.scores, planted, "top")
+    diagnose(cs.name, cs.prompt, ids, a, planted, "top")
     say("%s: top %s", cs.name, names(top))
     check(("%s: the top latent is %s %s latent"):format(cs.name, planted:match("^[aeiou]") and "an" or "a", planted),
           top_label == planted,
@@ -935,7 +928,7 @@ function M.eval(dir, opts)
       local rids = o.tokenizer:chat(r.instruction)
       local ar = attribute(rids)
       flip_scores[i] = ar.scores
-      diagnose(cs.name, r.instruction, rids, ar.scores, r.modifier, "bottom")
+      diagnose(cs.name, r.instruction, rids, ar, r.modifier, "bottom")
       local bottom = upstream.rank(ar.scores, 3, "bottom")
       local found = false
       for _, e in ipairs(bottom) do found = found or label_of(o, e.latent) == r.modifier end
