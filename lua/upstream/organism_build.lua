@@ -654,6 +654,11 @@ function M.close(o)
   o.model:close(); o.tokenizer:close(); o.sae:close()
 end
 
+-- "an intimacy", "a safety".
+local function with_article(word)
+  return (word:match("^[aeiou]") and "an " or "a ") .. word
+end
+
 local function label_of(o, latent)
   local l = o.labels[tostring(latent)]
   return l and l.concept or nil
@@ -706,9 +711,11 @@ function M.eval(dir, opts)
   local required = {}
   for g in (opts.require or "behaviour,direction,sae,detection,method"):gmatch("[^,]+") do required[g] = true end
   local function check(name, ok, fmt, ...)
-    results.criteria[#results.criteria + 1] = {name = name, ok = ok, group = group}
+    local c = {name = name, ok = ok, group = group}
+    results.criteria[#results.criteria + 1] = c
     if not ok and required[group] then passed = false end
     say("- [%s] %s (%s): " .. fmt, ok and "x" or " ", name, group, ...)
+    return c
   end
   local C = M.criteria
   local t0 = os.clock()
@@ -875,9 +882,10 @@ function M.eval(dir, opts)
   -- S_k over the instruction's tokens only (the chat template's tokens are the same in every
   -- prompt, and the last one carries r itself through the residual path), and by the
   -- activation-weighted variant (attribution patching: only latents present in the prompt).
+  -- The concept's best-ranked latent on that side: its rank (1 = first) and the latent.
   local function concept_rank(scores, concept, side)
     for i, e in ipairs(upstream.rank(scores, d_sae, side)) do
-      if label_of(o, e.latent) == concept then return i end
+      if label_of(o, e.latent) == concept then return i, e.latent end
     end
     return nil
   end
@@ -919,7 +927,7 @@ function M.eval(dir, opts)
     local planted = cs.planted[1]
     diagnose(cs.name, cs.prompt, ids, a, planted, "top")
     say("%s: top %s", cs.name, names(top))
-    check(("%s: the top latent is %s %s latent"):format(cs.name, planted:match("^[aeiou]") and "an" or "a", planted),
+    check(("%s: the top latent is %s latent"):format(cs.name, with_article(planted)),
           top_label == planted,
           "latent %d labelled %s", top[1].latent, top_label or "(none)")
     -- Reassured variants: the modifier's latent among the 3 most negative.
@@ -936,10 +944,12 @@ function M.eval(dir, opts)
     end
     check(("%s: with each reassuring modifier, a latent of that modifier is among the 3 most negative"):format(cs.name),
           reassured_ok, "%s", reassured_ok and ("all %d variants"):format(#cs.flips) or worst)
-    -- Steering: the top latent makes the reassured (answered) prompt refused; the reassuring
-    -- latent makes the (refused) case-study prompt answered.
+    -- Steering: the top latent makes the reassured (answered) prompt refused; a latent of the
+    -- reassuring modifier (the one S_k ranks most negative on the reassured prompt) makes the
+    -- (refused) case-study prompt answered. The criterion asks for a negative concept's latent,
+    -- so the prompt's most negative latent does not stand in when it carries another label.
     local flip = cs.flips[1]
-    local neg = upstream.rank(flip_scores[1], 1, "bottom")[1].latent
+    local neg_rank, neg = concept_rank(flip_scores[1], flip.modifier, "bottom")
     local function sweep(prompt_text, latent)
       local g <close> = upstream.grid {model = o.model, prompts = {o.tokenizer:chat(prompt_text)}, refusal_ids = o.refusal_ids,
                                        sae = o.sae, latents = {latent}, alphas = alphas, max_new_tokens = opts.smoke and 4 or 12,
@@ -964,9 +974,15 @@ function M.eval(dir, opts)
     local up_ok = flips(up_rows, false)
     check(("%s: steering the answered \"%s\" with the top latent %d at alpha > 0 makes it refused"):format(cs.name, flip.instruction,
           top[1].latent), up_ok, "%s", up_text)
-    local down_text, down_rows = sweep(cs.prompt, neg)
-    check(("%s: steering the refused prompt with the reassuring latent %d (%s) makes it answered"):format(cs.name, neg,
-          label_of(o, neg) or "?"), flips(down_rows, true), "%s", down_text)
+    local down_what = ("%s: steering the refused prompt with %s latent makes it answered"):format(cs.name,
+                                                                                               with_article(flip.modifier))
+    if neg then
+      local down_text, down_rows = sweep(cs.prompt, neg)
+      check(down_what, flips(down_rows, true), "latent %d (%d from the bottom on \"%s\"): %s", neg, neg_rank,
+            flip.instruction, down_text).latent = neg
+    else
+      check(down_what, false, "no latent is labelled %s", flip.modifier)
+    end
   end
   say("")
   say("Diagnostics (not criteria): the rank of the concept's best-ranked latent (1 = first; top for the")

@@ -98,5 +98,26 @@ for _, section in ipairs {"## Behaviour", "## Case studies", "## SAE", "## The m
   assert(rep.text:find(section, 1, true), "report lacks " .. section)
 end
 assert(#rep.criteria >= 20, "report checks too few criteria: " .. #rep.criteria)
+-- The down-steering criterion steers with a latent of the reassuring modifier, never with
+-- whatever latent the reassured prompt ranks most negative.
+do
+  local o3 = build.open(out)
+  local seen = 0
+  for _, c in ipairs(rep.criteria) do
+    local modifier = c.name:match("steering the refused prompt with an? (%S+) latent")
+    if modifier then
+      seen = seen + 1
+      if c.latent then
+        local l = o3.labels[tostring(c.latent)]
+        assert(l and l.concept == modifier, ("%s: steered latent %d is labelled %s"):format(c.name, c.latent,
+               l and l.concept or "(none)"))
+      else
+        assert(not c.ok, c.name .. ": passed without a latent")
+      end
+    end
+  end
+  assert(seen == 3, "down-steering criteria: " .. seen)
+  build.close(o3)
+end
 print(("ok: smoke organism built (loss %.3f -> %.3f), resumed, evaluated (%d criteria)"):format(
   ctx.train.first_loss, ctx.train.last_loss, #rep.criteria))
