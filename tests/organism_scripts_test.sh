@@ -8,7 +8,8 @@
 # RG for the same latent and token; a token not in the prompt is a clear error.
 # concept_oracle.lua prints one row per layer below the objective's (0..4 on the shipped
 # organism), each with the three case studies and ranks among its concepts; bad arguments
-# and a directory that is not an organism are clear errors.
+# and a directory that is not an organism are clear errors, and `upstream organism eval` says so
+# with one prefix.
 # usage: organism_scripts_test.sh UPSTREAM_BINARY SOURCE_DIR
 set -u
 exe=$1; root=$2
@@ -77,4 +78,8 @@ err=$("$exe" experiments/organism/concept_oracle.lua models/organism 5 last 2>&1
 grep -q "POSITIONS: expected all or instruction" <<<"$err" || fail "unclear error: $err"
 err=$("$exe" experiments/organism/concept_oracle.lua "$root/experiments" 2>&1) && fail "concept_oracle.lua accepted a non-organism"
 grep -q "experiments has no organism.json: not a built organism" <<<"$err" || fail "unclear error: $err"
+# The organism command's own errors carry one prefix ("upstream organism: ", not "...: organism: ").
+err=$("$exe" organism eval "$root/experiments" 2>&1) && fail "organism eval accepted a non-organism"
+[[ $err == "upstream organism: $root/experiments has no organism.json: not a built organism"* ]] ||
+  fail "organism eval's error: $err"
 echo "organism scripts test passed"

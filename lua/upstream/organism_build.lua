@@ -1040,7 +1040,7 @@ eval    measures an organism against its planted ground truth (its spec: --spec,
         behaviour,direction,sae,detection,method: the default is all five). --smoke: report only, never fail.
 ]]
 
-function M.main(args)
+local function main(args)
   local sub = args[1]
   if not sub or sub == "--help" or sub == "-h" then
     io.stdout:write(USAGE)
@@ -1077,6 +1077,17 @@ function M.main(args)
     return (report.passed or opts.smoke) and 0 or 1
   end
   fail("unknown subcommand \"%s\" (build or eval)", sub)
+end
+
+-- The command line (upstream organism ...). The host already prefixes "upstream organism: ",
+-- so the library's own "organism: " prefix is dropped from a failure's message.
+function M.main(args)
+  local ok, res = xpcall(main, function(e)
+    local msg = type(e) == "string" and e:gsub("^organism: ", "") or tostring(e)
+    return os.getenv("UPSTREAM_TRACEBACK") and debug.traceback(msg, 2) or msg
+  end, args)
+  if not ok then error(res, 0) end
+  return res
 end
 
 return M
