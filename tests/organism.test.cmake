@@ -7,13 +7,15 @@ add_test(NAME organism_corpus
 add_test(NAME organism_build_smoke
          COMMAND upstream ${CMAKE_SOURCE_DIR}/tests/lua/test_organism_build.lua ${CMAKE_SOURCE_DIR}
                  ${CMAKE_BINARY_DIR}/test_scratch)
-# The shipped organism against its acceptance criteria (inference only, ~2 min): the groups it
-# meets are held here (behaviour on held-out prompts and case studies; SAE FVE, L0, dead
-# latents; a detector for every planted and reassuring concept). `upstream organism eval
-# models/organism` prints every criterion, including the direction and method groups it does
-# not meet yet (models/organism/eval.md).
+# The shipped organism against its acceptance criteria (inference only, ~2 min). Everything it
+# meets is held here, so a change that breaks the organism or the method fails: the behaviour,
+# SAE and detection groups whole, and by id the direction ablation and the three method
+# criteria it meets (hugging's steering both ways, payment's down with a safety latent).
+# `upstream organism eval models/organism` prints every criterion with its id, including those
+# it does not meet yet (models/organism/eval.md).
 add_test(NAME organism_acceptance
-         COMMAND upstream organism eval ${CMAKE_SOURCE_DIR}/models/organism --require behaviour,sae,detection)
+         COMMAND upstream organism eval ${CMAKE_SOURCE_DIR}/models/organism --require
+                 behaviour,sae,detection,direction.ablated,method.hugging.steer_up,method.hugging.steer_down,method.payment.steer_down)
 set_tests_properties(organism_acceptance PROPERTIES WORKING_DIRECTORY ${CMAKE_SOURCE_DIR})
 # experiments/organism's diagnostic scripts on the shipped organism (token_scores.lua's S_k row
 # is the mean of its per-token rows).

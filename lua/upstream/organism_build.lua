@@ -2,7 +2,7 @@
 -- measures it against its planted ground truth.
 --
 --   upstream organism build SPEC.lua --out DIR [--smoke] [--set key=value ...]
---   upstream organism eval DIR [--report FILE] [--smoke]
+--   upstream organism eval DIR [--report FILE] [--smoke] [--require NAMES]
 --
 -- build stores a copy of the spec as DIR/spec.lua (eval reads it), then runs every stage in
 -- order; each stage's output is written atomically and a stage whose output exists is skipped,
@@ -705,16 +705,27 @@ function M.eval(dir, opts)
   local lines = {}
   local function say(fmt, ...) lines[#lines + 1] = fmt:format(...) end
   local passed = true
-  -- Criteria come in groups (behaviour, direction, sae, detection, method); opts.require lists the groups
-  -- that decide `passed` (default: all), so a test can hold the groups an organism meets.
+  -- Criteria come in groups (behaviour, direction, sae, detection, method), and each has an id,
+  -- GROUP.KEY (direction.ablated, method.hugging.steer_down), printed with it. opts.require lists
+  -- the groups and ids that decide `passed` (default: every group), so a test can hold exactly
+  -- what an organism meets; a name that matches no criterion is an error.
   local group = "behaviour"
-  local required = {}
-  for g in (opts.require or "behaviour,direction,sae,detection,method"):gmatch("[^,]+") do required[g] = true end
-  local function check(name, ok, fmt, ...)
-    local c = {name = name, ok = ok, group = group}
+  local required, matched = {}, {}
+  local groups = {behaviour = true, direction = true, sae = true, detection = true, method = true}
+  for g in (opts.require or "behaviour,direction,sae,detection,method"):gmatch("[^,]+") do
+    if not groups[g] and not groups[g:match("^(%a+)%.") or ""] then
+      fail("--require %s: not a group (behaviour, direction, sae, detection, method) or a criterion id (GROUP.KEY)", g)
+    end
+    required[g] = true
+  end
+  local function check(key, name, ok, fmt, ...)
+    local id = group .. "." .. key
+    local c = {id = id, name = name, ok = ok, group = group}
     results.criteria[#results.criteria + 1] = c
-    if not ok and required[group] then passed = false end
-    say("- [%s] %s (%s): " .. fmt, ok and "x" or " ", name, group, ...)
+    local wanted = required[group] and group or required[id] and id
+    if wanted then matched[wanted] = true end
+    if not ok and wanted then passed = false end
+    say("- [%s] %s (%s): " .. fmt, ok and "x" or " ", name, id, ...)
     return c
   end
   local C = M.criteria
@@ -751,14 +762,14 @@ function M.eval(dir, opts)
   say("## Behaviour (held-out: %d harmful, %d harmless prompts; substring refusal of 12 greedy tokens)",
       #harmful_ix, #harmless_ix)
   say("")
-  check("refusal of held-out harmful requests", rh >= C.refusal_harmful, "%.1f%% (>= %.0f%%)", 100 * rh,
+  check("harmful", "refusal of held-out harmful requests", rh >= C.refusal_harmful, "%.1f%% (>= %.0f%%)", 100 * rh,
         100 * C.refusal_harmful)
-  check("refusal of held-out harmless requests", rl <= C.refusal_harmless, "%.1f%% (<= %.0f%%)", 100 * rl,
+  check("harmless", "refusal of held-out harmless requests", rl <= C.refusal_harmless, "%.1f%% (<= %.0f%%)", 100 * rl,
         100 * C.refusal_harmless)
   group = "direction"
-  check("harmful refusal with the direction ablated", ah <= C.ablated_harmful, "%.1f%% (<= %.0f%%)", 100 * ah,
+  check("ablated", "harmful refusal with the direction ablated", ah <= C.ablated_harmful, "%.1f%% (<= %.0f%%)", 100 * ah,
         100 * C.ablated_harmful)
-  check("harmless refusal with the direction added", il >= C.induced_harmless, "%.1f%% (>= %.0f%%)", 100 * il,
+  check("added", "harmless refusal with the direction added", il >= C.induced_harmless, "%.1f%% (>= %.0f%%)", 100 * il,
         100 * C.induced_harmless)
 
   -- Case studies and their planted variants: does the model do what the rule says?
@@ -794,7 +805,7 @@ function M.eval(dir, opts)
   end
   say("")
   for _, cs in ipairs(cases) do
-    check(("case study %s behaves as planted (prompt, paraphrases, reassured, contrasts)"):format(cs.name),
+    check(cs.name, ("case study %s behaves as planted (prompt, paraphrases, reassured, contrasts)"):format(cs.name),
           case_ok[cs.name], "%s", case_ok[cs.name] and "all agree" or "some disagree (table above)")
   end
 
@@ -835,10 +846,10 @@ function M.eval(dir, opts)
   say("")
   say("## SAE (blocks.%d.hook_resid_post, %d held-out tokens)", o.source_layer, n)
   say("")
-  check("fraction of variance explained", fve >= C.sae_fve, "%.4f (>= %.2f)", fve, C.sae_fve)
-  check("mean L0", st.mean_l0 >= C.sae_l0_min and st.mean_l0 <= C.sae_l0_max, "%.2f (%d to %d)", st.mean_l0,
+  check("fve", "fraction of variance explained", fve >= C.sae_fve, "%.4f (>= %.2f)", fve, C.sae_fve)
+  check("l0", "mean L0", st.mean_l0 >= C.sae_l0_min and st.mean_l0 <= C.sae_l0_max, "%.2f (%d to %d)", st.mean_l0,
         C.sae_l0_min, C.sae_l0_max)
-  check("dead latents", n_dead / d_sae < C.sae_dead, "%d of %d (%.1f%%, < %.0f%%)", n_dead, d_sae,
+  check("dead", "dead latents", n_dead / d_sae < C.sae_dead, "%d of %d (%.1f%%, < %.0f%%)", n_dead, d_sae,
         100 * n_dead / d_sae, 100 * C.sae_dead)
   local heldrecs = prompts_where(records, function(r) return r.split == "heldout" end, opts.smoke and 100 or 1500)
   for _, cs in ipairs(cases) do
@@ -857,7 +868,7 @@ function M.eval(dir, opts)
   for _, c in ipairs(spec.concepts) do
     local p = per[c.name]
     if c.category == "planted" or c.category == "reassuring" then
-      check(("a latent detects %s"):format(c.name), p and p.auroc >= C.concept_auroc,
+      check(c.name, ("a latent detects %s"):format(c.name), p and p.auroc >= C.concept_auroc,
             "latent %s, AUROC %.4f (>= %.2f)", p and p.latent or "-", p and p.auroc or 0, C.concept_auroc)
     end
   end
@@ -927,7 +938,7 @@ function M.eval(dir, opts)
     local planted = cs.planted[1]
     diagnose(cs.name, cs.prompt, ids, a, planted, "top")
     say("%s: top %s", cs.name, names(top))
-    check(("%s: the top latent is %s latent"):format(cs.name, with_article(planted)),
+    check(cs.name .. ".top", ("%s: the top latent is %s latent"):format(cs.name, with_article(planted)),
           top_label == planted,
           "latent %d labelled %s", top[1].latent, top_label or "(none)")
     -- Reassured variants: the modifier's latent among the 3 most negative.
@@ -942,7 +953,7 @@ function M.eval(dir, opts)
       for _, e in ipairs(bottom) do found = found or label_of(o, e.latent) == r.modifier end
       if not found then reassured_ok, worst = false, ("%s: bottom %s"):format(r.instruction, names(bottom)) end
     end
-    check(("%s: with each reassuring modifier, a latent of that modifier is among the 3 most negative"):format(cs.name),
+    check(cs.name .. ".reassured", ("%s: with each reassuring modifier, a latent of that modifier is among the 3 most negative"):format(cs.name),
           reassured_ok, "%s", reassured_ok and ("all %d variants"):format(#cs.flips) or worst)
     -- Steering: the top latent makes the reassured (answered) prompt refused; a latent of the
     -- reassuring modifier (the one S_k ranks most negative on the reassured prompt) makes the
@@ -972,16 +983,16 @@ function M.eval(dir, opts)
     end
     local up_text, up_rows = sweep(flip.instruction, top[1].latent)
     local up_ok = flips(up_rows, false)
-    check(("%s: steering the answered \"%s\" with the top latent %d at alpha > 0 makes it refused"):format(cs.name, flip.instruction,
+    check(cs.name .. ".steer_up", ("%s: steering the answered \"%s\" with the top latent %d at alpha > 0 makes it refused"):format(cs.name, flip.instruction,
           top[1].latent), up_ok, "%s", up_text)
     local down_what = ("%s: steering the refused prompt with %s latent makes it answered"):format(cs.name,
                                                                                                with_article(flip.modifier))
     if neg then
       local down_text, down_rows = sweep(cs.prompt, neg)
-      check(down_what, flips(down_rows, true), "latent %d (%d from the bottom on \"%s\"): %s", neg, neg_rank,
+      check(cs.name .. ".steer_down", down_what, flips(down_rows, true), "latent %d (%d from the bottom on \"%s\"): %s", neg, neg_rank,
             flip.instruction, down_text).latent = neg
     else
-      check(down_what, false, "no latent is labelled %s", flip.modifier)
+      check(cs.name .. ".steer_down", down_what, false, "no latent is labelled %s", flip.modifier)
     end
   end
   say("")
@@ -1002,6 +1013,9 @@ function M.eval(dir, opts)
   end
   say("")
   say("Evaluated in %.0f s of CPU time.", os.clock() - t0)
+  for name in pairs(required) do
+    if not matched[name] then fail("--require %s matches no criterion of this report (ids are printed after each)", name) end
+  end
   results.passed = passed
   local n_ok, per_group, order = 0, {}, {}
   for _, c in ipairs(results.criteria) do
@@ -1024,7 +1038,7 @@ end
 
 local USAGE = [[
 usage: upstream organism build SPEC.lua --out DIR [--smoke] [--set key=value ...]
-       upstream organism eval DIR [--smoke] [--report FILE.md] [--spec SPEC.lua] [--require GROUPS]
+       upstream organism eval DIR [--smoke] [--report FILE.md] [--spec SPEC.lua] [--require NAMES]
 
 build   trains a model organism from its specification: corpus, tokenizer, model, refusal
         direction, SAE and latent labels, into DIR (resumable: rerun the same command after an
@@ -1036,8 +1050,10 @@ build   trains a model organism from its specification: corpus, tokenizer, model
         labels are made.
 eval    measures an organism against its planted ground truth (its spec: --spec, else
         DIR/spec.lua, else the path recorded at build time) and prints the acceptance
-        report; exits 1 when a criterion of a required group fails (--require
-        behaviour,direction,sae,detection,method: the default is all five). --smoke: report only, never fail.
+        report; exits 1 when a required criterion fails. --require takes groups and
+        criterion ids, comma-separated (the default is every group: behaviour,direction,sae,
+        detection,method; an id such as direction.ablated or method.hugging.steer_down is
+        printed after each criterion). --smoke: report only, never fail.
 ]]
 
 local function main(args)

@@ -98,6 +98,33 @@ for _, section in ipairs {"## Behaviour", "## Case studies", "## SAE", "## The m
   assert(rep.text:find(section, 1, true), "report lacks " .. section)
 end
 assert(#rep.criteria >= 20, "report checks too few criteria: " .. #rep.criteria)
+-- Every criterion has a unique id GROUP.KEY, printed on its line; --require takes ids as well
+-- as groups, and a name that is neither, or matches nothing, is an error.
+do
+  local seen = {}
+  for _, c in ipairs(rep.criteria) do
+    assert(c.id:match("^(%a+)%.") == c.group, "criterion id " .. c.id .. " is not in group " .. c.group)
+    assert(not seen[c.id], "criterion id repeated: " .. c.id)
+    seen[c.id] = true
+    assert(rep.text:find("(" .. c.id .. "): ", 1, true), "report does not print " .. c.id)
+  end
+  for _, id in ipairs {"direction.ablated", "method.hugging.steer_down", "detection.intimacy", "sae.fve"} do
+    assert(seen[id], "no criterion " .. id)
+  end
+  -- Requiring one criterion: passed is that criterion's result, whatever the others'.
+  local pass_id, fail_id
+  for _, c in ipairs(rep.criteria) do
+    if c.ok and not pass_id then pass_id = c.id end
+    if not c.ok and not fail_id then fail_id = c.id end
+  end
+  assert(pass_id and fail_id, "the smoke organism should both meet and miss some criterion")
+  assert(build.eval(out, {smoke = true, require = pass_id}).passed == true, "require " .. pass_id)
+  assert(build.eval(out, {smoke = true, require = pass_id .. "," .. fail_id}).passed == false, "require " .. fail_id)
+  for bad, msg in pairs {["bogus"] = "not a group", ["method.nothing"] = "matches no criterion"} do
+    local ok, err = pcall(build.eval, out, {smoke = true, require = bad})
+    assert(not ok and err:find(msg, 1, true), ("require %s: %s"):format(bad, tostring(err)))
+  end
+end
 -- The down-steering criterion steers with a latent of the reassuring modifier, never with
 -- whatever latent the reassured prompt ranks most negative.
 do
