@@ -688,6 +688,22 @@ local function mean_refused(table_, ids, k)
   return n > 0 and c / n or 0 / 0
 end
 
+-- Every criterion's id (GROUP.KEY) for a spec, in report order: what `--require` may name.
+-- eval declares each check by one of these ids, and raises if a check's id is not here.
+function M.criterion_ids(spec)
+  local cases = organism.case_studies(spec)
+  local ids = {"behaviour.harmful", "behaviour.harmless", "direction.ablated", "direction.added"}
+  for _, cs in ipairs(cases) do ids[#ids + 1] = "behaviour." .. cs.name end
+  for _, k in ipairs {"fve", "l0", "dead"} do ids[#ids + 1] = "sae." .. k end
+  for _, c in ipairs(spec.concepts) do
+    if c.category == "planted" or c.category == "reassuring" then ids[#ids + 1] = "detection." .. c.name end
+  end
+  for _, cs in ipairs(cases) do
+    for _, k in ipairs {"top", "reassured", "steer_up", "steer_down"} do ids[#ids + 1] = ("method.%s.%s"):format(cs.name, k) end
+  end
+  return ids
+end
+
 function M.eval(dir, opts)
   opts = opts or {}
   local o = M.open(dir)
@@ -697,6 +713,21 @@ function M.eval(dir, opts)
     fail("%s has no spec.lua and its spec %s does not exist: pass --spec SPEC.lua", dir, tostring(spec_path))
   end
   local spec = organism.load(spec_path)
+  -- Criteria come in groups (behaviour, direction, sae, detection, method), and each has an id,
+  -- GROUP.KEY (direction.ablated, method.hugging.steer_down; M.criterion_ids), printed with it.
+  -- opts.require lists the groups and ids that decide `passed` (default: every group), so a
+  -- test can hold exactly what an organism meets; any other name is an error, raised here
+  -- before the evaluation runs.
+  local declared, required = {}, {}
+  for _, id in ipairs(M.criterion_ids(spec)) do declared[id] = true end
+  local groups = {behaviour = true, direction = true, sae = true, detection = true, method = true}
+  for g in (opts.require or "behaviour,direction,sae,detection,method"):gmatch("[^,]+") do
+    if not groups[g] and not declared[g] then
+      fail("--require %s: not a group (behaviour, direction, sae, detection, method) or a criterion id of %s "
+           .. "(GROUP.KEY, e.g. direction.ablated or method.%s.top)", g, dir, organism.case_studies(spec)[1].name)
+    end
+    required[g] = true
+  end
   local recipe = info.recipe
   local records = M.recipe_corpus(spec, recipe)
   local n_eval = opts.smoke and 16 or (opts.n or 200)
@@ -705,26 +736,13 @@ function M.eval(dir, opts)
   local lines = {}
   local function say(fmt, ...) lines[#lines + 1] = fmt:format(...) end
   local passed = true
-  -- Criteria come in groups (behaviour, direction, sae, detection, method), and each has an id,
-  -- GROUP.KEY (direction.ablated, method.hugging.steer_down), printed with it. opts.require lists
-  -- the groups and ids that decide `passed` (default: every group), so a test can hold exactly
-  -- what an organism meets; a name that matches no criterion is an error.
   local group = "behaviour"
-  local required, matched = {}, {}
-  local groups = {behaviour = true, direction = true, sae = true, detection = true, method = true}
-  for g in (opts.require or "behaviour,direction,sae,detection,method"):gmatch("[^,]+") do
-    if not groups[g] and not groups[g:match("^(%a+)%.") or ""] then
-      fail("--require %s: not a group (behaviour, direction, sae, detection, method) or a criterion id (GROUP.KEY)", g)
-    end
-    required[g] = true
-  end
   local function check(key, name, ok, fmt, ...)
     local id = group .. "." .. key
+    if not declared[id] then error(("organism eval: criterion %s is missing from M.criterion_ids"):format(id)) end
     local c = {id = id, name = name, ok = ok, group = group}
     results.criteria[#results.criteria + 1] = c
-    local wanted = required[group] and group or required[id] and id
-    if wanted then matched[wanted] = true end
-    if not ok and wanted then passed = false end
+    if not ok and (required[group] or required[id]) then passed = false end
     say("- [%s] %s (%s): " .. fmt, ok and "x" or " ", name, id, ...)
     return c
   end
@@ -1013,9 +1031,6 @@ function M.eval(dir, opts)
   end
   say("")
   say("Evaluated in %.0f s of CPU time.", os.clock() - t0)
-  for name in pairs(required) do
-    if not matched[name] then fail("--require %s matches no criterion of this report (ids are printed after each)", name) end
-  end
   results.passed = passed
   local n_ok, per_group, order = 0, {}, {}
   for _, c in ipairs(results.criteria) do
@@ -1053,7 +1068,8 @@ eval    measures an organism against its planted ground truth (its spec: --spec,
         report; exits 1 when a required criterion fails. --require takes groups and
         criterion ids, comma-separated (the default is every group: behaviour,direction,sae,
         detection,method; an id such as direction.ablated or method.hugging.steer_down is
-        printed after each criterion). --smoke: report only, never fail.
+        printed after each criterion; any other name is an error). --smoke: report only,
+        never fail.
 ]]
 
 local function main(args)

@@ -120,9 +120,13 @@ do
   assert(pass_id and fail_id, "the smoke organism should both meet and miss some criterion")
   assert(build.eval(out, {smoke = true, require = pass_id}).passed == true, "require " .. pass_id)
   assert(build.eval(out, {smoke = true, require = pass_id .. "," .. fail_id}).passed == false, "require " .. fail_id)
-  for bad, msg in pairs {["bogus"] = "not a group", ["method.nothing"] = "matches no criterion"} do
-    local ok, err = pcall(build.eval, out, {smoke = true, require = bad})
-    assert(not ok and err:find(msg, 1, true), ("require %s: %s"):format(bad, tostring(err)))
+  -- criterion_ids lists exactly the report's ids, in order.
+  local declared = build.criterion_ids(require("upstream.organism").load(spec))
+  assert(#declared == #rep.criteria, ("criterion_ids: %d ids, report %d criteria"):format(#declared, #rep.criteria))
+  for i, c in ipairs(rep.criteria) do assert(declared[i] == c.id, "criterion_ids order at " .. c.id) end
+  for _, bad in ipairs {"bogus", "method.nothing", "method.hugging"} do
+    local ok, err = pcall(build.eval, out, {smoke = true, require = "behaviour," .. bad})
+    assert(not ok and err:find("--require " .. bad .. ": not a group", 1, true), ("require %s: %s"):format(bad, tostring(err)))
   end
 end
 -- The down-steering criterion steers with a latent of the reassuring modifier, never with
