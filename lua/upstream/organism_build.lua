@@ -718,15 +718,18 @@ function M.eval(dir, opts)
   -- opts.require lists the groups and ids that decide `passed` (default: every group), so a
   -- test can hold exactly what an organism meets; any other name is an error, raised here
   -- before the evaluation runs.
-  local declared, required = {}, {}
-  for _, id in ipairs(M.criterion_ids(spec)) do declared[id] = true end
-  local groups = {behaviour = true, direction = true, sae = true, detection = true, method = true}
-  for g in (opts.require or "behaviour,direction,sae,detection,method"):gmatch("[^,]+") do
-    if not groups[g] and not declared[g] then
-      fail("--require %s: not a group (behaviour, direction, sae, detection, method) or a criterion id of %s "
-           .. "(GROUP.KEY, e.g. direction.ablated or method.%s.top)", g, dir, organism.case_studies(spec)[1].name)
+  local declared, groups, required = {}, {}, {} -- declared: every id and group name
+  for _, id in ipairs(M.criterion_ids(spec)) do
+    local g = id:match("^(%a+)%.")
+    if not declared[g] then declared[g], groups[#groups + 1] = true, g end
+    declared[id] = true
+  end
+  for name in (opts.require or table.concat(groups, ",")):gmatch("[^,]+") do
+    if not declared[name] then
+      fail("--require %s: not a group (%s) or a criterion id of %s (GROUP.KEY, e.g. direction.ablated or "
+           .. "method.%s.top)", name, table.concat(groups, ", "), dir, organism.case_studies(spec)[1].name)
     end
-    required[g] = true
+    required[name] = true
   end
   local recipe = info.recipe
   local records = M.recipe_corpus(spec, recipe)
@@ -929,15 +932,18 @@ function M.eval(dir, opts)
   end
   local oracle = M.concept_directions(spec, o.model, o.tokenizer, oracle_records, o.source_layer)
   -- a: the criterion's attribution of ids (S_k and the gradient), already computed by the caller.
+  -- Returns the concept's best-ranked latent by that S_k on `side`: its rank and the latent.
   local function diagnose(case, text, ids, a, concept, side)
     local instruction = util.instruction_positions(o.tokenizer, function(x) return o.tokenizer:chat(x) end, ids)
     local scored = {}
     for t = 2, #ids do scored[#scored + 1] = t end
+    local rank, latent = concept_rank(a.scores, concept, side)
     diagnostics[#diagnostics + 1] = {case = case, text = text, concept = concept, side = side,
-      ranks = {concept_rank(a.scores, concept, side),
+      ranks = {rank,
                concept_rank(attribute(ids, {score_positions = instruction}).scores, concept, side),
                concept_rank(attribute(ids, {score = "activation"}).scores, concept, side),
                M.concept_place(M.concept_ranking(oracle, M.mean_rows(a.grad, scored)), concept, side)}}
+    return rank, latent
   end
   -- Steering coefficients: 0 to the residual stream's mean norm (a decoder row has norm about 1).
   local alphas = opts.alphas
@@ -960,12 +966,13 @@ function M.eval(dir, opts)
           top_label == planted,
           "latent %d labelled %s", top[1].latent, top_label or "(none)")
     -- Reassured variants: the modifier's latent among the 3 most negative.
-    local reassured_ok, worst, flip_scores = true, nil, {}
+    -- neg_rank, neg: the first flip's modifier latent ranked most negative (for steering below).
+    local reassured_ok, worst, neg_rank, neg = true, nil, nil, nil
     for i, r in ipairs(cs.flips) do
       local rids = o.tokenizer:chat(r.instruction)
       local ar = attribute(rids)
-      flip_scores[i] = ar.scores
-      diagnose(cs.name, r.instruction, rids, ar, r.modifier, "bottom")
+      local rank, latent = diagnose(cs.name, r.instruction, rids, ar, r.modifier, "bottom")
+      if i == 1 then neg_rank, neg = rank, latent end
       local bottom = upstream.rank(ar.scores, 3, "bottom")
       local found = false
       for _, e in ipairs(bottom) do found = found or label_of(o, e.latent) == r.modifier end
@@ -978,7 +985,6 @@ function M.eval(dir, opts)
     -- (refused) case-study prompt answered. The criterion asks for a negative concept's latent,
     -- so the prompt's most negative latent does not stand in when it carries another label.
     local flip = cs.flips[1]
-    local neg_rank, neg = concept_rank(flip_scores[1], flip.modifier, "bottom")
     local function sweep(prompt_text, latent)
       local g <close> = upstream.grid {model = o.model, prompts = {o.tokenizer:chat(prompt_text)}, refusal_ids = o.refusal_ids,
                                        sae = o.sae, latents = {latent}, alphas = alphas, max_new_tokens = opts.smoke and 4 or 12,
