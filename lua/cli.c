@@ -4,10 +4,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "chat.h"
+#include "text/chat.h"
 #include "cli.h"
-#include "model.h"
-#include "tokenizer.h"
+#include "engine/model.h"
+#include "text/tokenizer.h"
 
 int up_cli_fail(const char *cmd, const up_error *e) {
     fprintf(stderr, "upstream %s: %s\n", cmd, e->msg);

@@ -6,16 +6,16 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "attribution.h"
-#include "blas.h"
-#include "chat.h"
+#include "method/attribution.h"
+#include "engine/blas.h"
+#include "text/chat.h"
 #include "cli.h"
-#include "direction.h"
-#include "fs.h"
-#include "model.h"
-#include "prompts.h"
-#include "safetensors.h"
-#include "tokenizer.h"
+#include "method/direction.h"
+#include "base/fs.h"
+#include "engine/model.h"
+#include "formats/prompts.h"
+#include "formats/safetensors.h"
+#include "text/tokenizer.h"
 
 static int parse_int(const char *cmd, const char *opt, const char *v, int *out) {
     char *end;

@@ -3,14 +3,14 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "blas.h"
-#include "chat.h"
+#include "engine/blas.h"
+#include "text/chat.h"
 #include "cli.h"
-#include "forward.h"
-#include "generate.h"
-#include "model.h"
-#include "safetensors.h"
-#include "tokenizer.h"
+#include "engine/forward.h"
+#include "engine/generate.h"
+#include "engine/model.h"
+#include "formats/safetensors.h"
+#include "text/tokenizer.h"
 
 /* ---- info ------------------------------------------------------------------ */
 

@@ -8,15 +8,15 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "blas.h"
-#include "chat.h"
+#include "engine/blas.h"
+#include "text/chat.h"
 #include "cli.h"
-#include "direction.h"
-#include "grid.h"
-#include "model.h"
-#include "prompts.h"
-#include "sae.h"
-#include "tokenizer.h"
+#include "method/direction.h"
+#include "method/grid.h"
+#include "engine/model.h"
+#include "formats/prompts.h"
+#include "sae/sae.h"
+#include "text/tokenizer.h"
 
 static void usage(FILE *f) {
     fprintf(f,

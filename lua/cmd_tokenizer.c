@@ -3,9 +3,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "chat.h"
+#include "text/chat.h"
 #include "cli.h"
-#include "tokenizer.h"
+#include "text/tokenizer.h"
 
 static const char tokenize_usage[] =
     "usage: upstream tokenize (--model DIR | --tokenizer FILE) [--chat [--template NAME]] [--ids-only] [TEXT | -]\n"

@@ -23,13 +23,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "attribution.h"
+#include "method/attribution.h"
 #include "binding.h"
 #include "cli.h"
-#include "direction.h"
-#include "model.h"
-#include "prompts.h"
-#include "sae.h"
+#include "method/direction.h"
+#include "engine/model.h"
+#include "formats/prompts.h"
+#include "sae/sae.h"
 
 #define SAE_MT "upstream.Sae"
 

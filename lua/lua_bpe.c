@@ -17,7 +17,7 @@
 #include <time.h>
 
 #include "binding.h"
-#include "bpe.h"
+#include "text/bpe.h"
 
 typedef struct {
     up_bpe *b;

@@ -4,9 +4,9 @@
 
 #include "binding.h"
 #include "cli.h"
-#include "forward.h"
-#include "generate.h"
-#include "model.h"
+#include "engine/forward.h"
+#include "engine/generate.h"
+#include "engine/model.h"
 
 #define MODEL_MT "upstream.Model"
 

@@ -55,8 +55,8 @@
 #include <string.h>
 
 #include "binding.h"
-#include "plot.h"
-#include "png.h"
+#include "plot/plot.h"
+#include "formats/png.h"
 
 /* ---- reading the argument table (always at index 1) ---- */
 

@@ -37,10 +37,10 @@
 #include <unistd.h>
 
 #include "binding.h"
-#include "fs.h"
-#include "model.h"
-#include "sae.h"
-#include "sae_train.h"
+#include "base/fs.h"
+#include "engine/model.h"
+#include "sae/sae.h"
+#include "train/sae_train.h"
 
 /* --- train_sae ------------------------------------------------------------------------- */
 

@@ -70,11 +70,11 @@
 
 #include "binding.h"
 #include "cli.h"
-#include "grid.h"
-#include "metrics.h"
-#include "model.h"
-#include "select.h"
-#include "tokenizer.h"
+#include "method/grid.h"
+#include "method/metrics.h"
+#include "engine/model.h"
+#include "method/select.h"
+#include "text/tokenizer.h"
 
 #define GRID_MT "upstream.Grid"
 /* lua_tokenizer.c's userdata: its first field is the tokenizer (NULL once closed). */

@@ -26,10 +26,10 @@
 #include <sys/stat.h>
 
 #include "binding.h"
-#include "blas.h"
-#include "fs.h"
-#include "hash.h"
-#include "png.h"
+#include "engine/blas.h"
+#include "base/fs.h"
+#include "base/hash.h"
+#include "formats/png.h"
 
 static int l_sha256(lua_State *L) {
     size_t n;

@@ -6,7 +6,7 @@
 
 #include "binding.h"
 #include "cli.h"
-#include "safetensors.h"
+#include "formats/safetensors.h"
 
 up_lua_tensor *up_lua_tensor_new(lua_State *L, int ndim, const int64_t *shape) {
     up_lua_tensor *t = lua_newuserdatauv(L, sizeof *t, 0);

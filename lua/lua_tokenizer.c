@@ -21,9 +21,9 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "chat.h"
+#include "text/chat.h"
 #include "cli.h"
-#include "tokenizer.h"
+#include "text/tokenizer.h"
 
 #define TOKENIZER_MT "upstream.tokenizer"
 

@@ -21,8 +21,8 @@
 #include <string.h>
 
 #include "binding.h"
-#include "model.h"
-#include "train.h"
+#include "engine/model.h"
+#include "train/train.h"
 
 
 static int req_int(lua_State *L, int t, const char *k) {

@@ -9,9 +9,9 @@
 #include <sys/resource.h>
 #include <time.h>
 
-#include "attribution.h"
-#include "blas.h"
-#include "model.h"
+#include "method/attribution.h"
+#include "engine/blas.h"
+#include "engine/model.h"
 
 static double now(void) {
     struct timespec t;

@@ -29,11 +29,11 @@
 #endif
 
 #include "bench_machine.h"
-#include "blas.h"
-#include "error.h"
-#include "forward.h"
-#include "generate.h"
-#include "model.h"
+#include "engine/blas.h"
+#include "base/error.h"
+#include "engine/forward.h"
+#include "engine/generate.h"
+#include "engine/model.h"
 
 /* From OpenBLAS (cblas.h is blas.c's alone); printed so a figure says which build made it. */
 extern char *openblas_get_config(void);

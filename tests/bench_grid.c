@@ -34,10 +34,10 @@
 #include <sys/resource.h>
 
 #include "bench_machine.h"
-#include "blas.h"
-#include "grid.h"
-#include "model.h"
-#include "sae.h"
+#include "engine/blas.h"
+#include "method/grid.h"
+#include "engine/model.h"
+#include "sae/sae.h"
 
 typedef struct opts {
     int layers, latents, alphas, prompt, new_tokens, batch, alone, threads, score, gen, coherence, share;

@@ -14,7 +14,7 @@
 #include <immintrin.h>
 #endif
 
-#include "blas.h"
+#include "engine/blas.h"
 
 static double now(void) {
     struct timespec ts;

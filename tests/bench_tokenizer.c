@@ -13,7 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "tokenizer.h"
+#include "text/tokenizer.h"
 
 #ifndef UP_BUILD_DIR
 #define UP_BUILD_DIR "."

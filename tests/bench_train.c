@@ -17,9 +17,9 @@
 #include <string.h>
 #include <time.h>
 
-#include "blas.h"
-#include "model.h"
-#include "train.h"
+#include "engine/blas.h"
+#include "engine/model.h"
+#include "train/train.h"
 
 static double now(void) {
     struct timespec ts;

@@ -5,8 +5,8 @@
 
 #include <stdlib.h>
 
-#include "attribution.h"
-#include "model.h"
+#include "method/attribution.h"
+#include "engine/model.h"
 
 static up_model *model;
 static up_sae *sae;

@@ -10,9 +10,9 @@
 
 #include <stdlib.h>
 
-#include "backward.h"
-#include "forward.h"
-#include "model.h"
+#include "engine/backward.h"
+#include "engine/forward.h"
+#include "engine/model.h"
 
 static void load(const char *rel, up_model **m, up_safetensors **g) {
     char dir[512], path[600];

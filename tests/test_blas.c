@@ -5,8 +5,8 @@
 
 #include <stdlib.h>
 
-#include "blas.h"
-#include "tensor.h"
+#include "engine/blas.h"
+#include "base/tensor.h"
 
 static uint64_t rng = 12345;
 

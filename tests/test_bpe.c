@@ -14,9 +14,9 @@
 
 #include <cmocka.h>
 
-#include "bpe.h"
-#include "chat.h"
-#include "tokenizer.h"
+#include "text/bpe.h"
+#include "text/chat.h"
+#include "text/tokenizer.h"
 
 #define SP "\xe2\x96\x81" /* "▁", what the normalizer makes of a space */
 

@@ -11,8 +11,8 @@
 
 #include <cmocka.h>
 
-#include "chat.h"
-#include "tokenizer.h"
+#include "text/chat.h"
+#include "text/tokenizer.h"
 
 #define TINY UP_TEST_DIR "/tokenizer/tiny/tokenizer.json"
 

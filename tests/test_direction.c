@@ -5,9 +5,9 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-#include "direction.h"
-#include "model.h"
-#include "prompts.h"
+#include "method/direction.h"
+#include "engine/model.h"
+#include "formats/prompts.h"
 #include "tmpdir.h"
 
 TEST_TMPDIR_GROUP("direction")

@@ -10,9 +10,9 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-#include "forward.h"
-#include "generate.h"
-#include "model.h"
+#include "engine/forward.h"
+#include "engine/generate.h"
+#include "engine/model.h"
 
 static const char *const checkpoints[] = {"golden/tiny_f32", "golden/tiny_bf16_sharded"};
 #define N_CKPT 2

@@ -9,7 +9,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "fs.h"
+#include "base/fs.h"
 #include "tmpdir.h"
 
 TEST_TMPDIR_GROUP("fs")

@@ -12,12 +12,12 @@
 #include <stdlib.h>
 #include <sys/stat.h>
 
-#include "grid.h"
-#include "metrics.h"
-#include "model.h"
-#include "steer.h"
+#include "method/grid.h"
+#include "method/metrics.h"
+#include "engine/model.h"
+#include "method/steer.h"
 #include "tmpdir.h"
-#include "tokenizer.h"
+#include "text/tokenizer.h"
 
 static up_model *model;
 static up_sae *sae;

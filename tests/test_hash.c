@@ -8,7 +8,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "hash.h"
+#include "base/hash.h"
 #include "tmpdir.h"
 
 TEST_TMPDIR_GROUP("hash")

@@ -5,8 +5,8 @@
 
 #include <stdlib.h>
 
-#include "metrics.h"
-#include "model.h"
+#include "method/metrics.h"
+#include "engine/model.h"
 
 static up_model *model;
 

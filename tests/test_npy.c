@@ -15,7 +15,7 @@
 #include <unistd.h>
 #include <zip.h>
 
-#include "npy.h"
+#include "formats/npy.h"
 #include "tmpdir.h"
 
 TEST_TMPDIR_GROUP("npy")

@@ -15,8 +15,8 @@
 #include <unistd.h>
 #include <zip.h>
 
-#include "npy.h"
-#include "npz_write.h"
+#include "formats/npy.h"
+#include "formats/npz_write.h"
 #include "tmpdir.h"
 
 TEST_TMPDIR_GROUP("npzw")

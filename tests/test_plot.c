@@ -19,8 +19,8 @@
 
 #include <cairo.h>
 
-#include "plot.h"
-#include "png.h"
+#include "plot/plot.h"
+#include "formats/png.h"
 
 static char outdir[512];
 static int keep;

@@ -15,7 +15,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "png.h"
+#include "formats/png.h"
 #include "tmpdir.h"
 
 TEST_TMPDIR_GROUP("png")

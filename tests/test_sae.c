@@ -17,8 +17,8 @@
 #include <unistd.h>
 #include <zip.h>
 
-#include "safetensors.h"
-#include "sae.h"
+#include "formats/safetensors.h"
+#include "sae/sae.h"
 #include "tmpdir.h"
 
 #define FIX UP_TEST_DIR "/fixtures/sae"

@@ -18,10 +18,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "forward.h"
-#include "model.h"
-#include "sae.h"
-#include "sae_train.h"
+#include "engine/forward.h"
+#include "engine/model.h"
+#include "sae/sae.h"
+#include "train/sae_train.h"
 #include "tmpdir.h"
 
 enum { N = 16384, D = 32, NF = 64, DSAE = 128 };

@@ -5,9 +5,9 @@
 
 #include <stdlib.h>
 
-#include "metrics.h"
-#include "model.h"
-#include "select.h"
+#include "method/metrics.h"
+#include "engine/model.h"
+#include "method/select.h"
 
 static up_model *model;
 static int d, V, L;

@@ -7,12 +7,12 @@
 
 #include <stdlib.h>
 
-#include "backward.h"
-#include "direction.h"
-#include "generate.h"
-#include "metrics.h"
-#include "model.h"
-#include "steer.h"
+#include "engine/backward.h"
+#include "method/direction.h"
+#include "engine/generate.h"
+#include "method/metrics.h"
+#include "engine/model.h"
+#include "method/steer.h"
 
 static up_model *model;
 static up_sae *sae;

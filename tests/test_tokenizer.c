@@ -17,7 +17,7 @@
 
 #include <cmocka.h>
 
-#include "tokenizer.h"
+#include "text/tokenizer.h"
 
 #define TINY_DIR UP_TEST_DIR "/tokenizer/tiny"
 #define TINY TINY_DIR "/tokenizer.json"

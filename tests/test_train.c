@@ -5,9 +5,9 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-#include "forward.h"
-#include "model.h"
-#include "train.h"
+#include "engine/forward.h"
+#include "engine/model.h"
+#include "train/train.h"
 
 static up_model_config cfg(void) {
     up_model_config c = {0};

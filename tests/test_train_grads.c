@@ -9,8 +9,8 @@
 
 #include <stdlib.h>
 
-#include "backward.h"
-#include "model.h"
+#include "engine/backward.h"
+#include "engine/model.h"
 
 static up_model_config small_config(void) {
     up_model_config c = {0};

@@ -10,7 +10,7 @@
 #include <string.h>
 #include <cmocka.h>
 
-#include "safetensors.h"
+#include "formats/safetensors.h"
 
 /* Path under tests/. */
 static inline const char *test_path(char *buf, size_t n, const char *rel) {

@@ -10,8 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "chat.h"
-#include "tokenizer.h"
+#include "text/chat.h"
+#include "text/tokenizer.h"
 
 #ifndef UP_FUZZ_TINY
 #define UP_FUZZ_TINY "tests/tokenizer/tiny/tokenizer.json"

@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "tokenizer.h"
+#include "text/tokenizer.h"
 
 static const char *samples[] = {"hello world", " <bos>a\n\nb ", "\xff\xfe", "\xe2\x96\x81x", "aaaa bbbb"};
 

@@ -14,7 +14,7 @@ mkdir -p "$out/corpus_$target"
 # shellcheck disable=SC2046
 if ! "$cc" -std=gnu11 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -D_GNU_SOURCE \
     -DUP_FUZZ_TINY="\"$src/tests/tokenizer/tiny/tokenizer.json\"" -I "$src/core" \
-    "$src/tests/fuzz/$target.c" "$src/core/tokenizer.c" "$src/core/chat.c" "$src/core/error.c" \
+    "$src/tests/fuzz/$target.c" "$src/core/text/tokenizer.c" "$src/core/text/chat.c" "$src/core/base/error.c" "$src/core/base/utf8.c" \
     $(pkg-config --cflags --libs jansson) -o "$out/$target"; then
   echo "cannot build $target with -fsanitize=fuzzer: libFuzzer's runtime is missing (Debian: libclang-rt-14-dev)"
   exit 1

@@ -13,8 +13,8 @@
 #include <string.h>
 #include <time.h>
 
-#include "chat.h"
-#include "tokenizer.h"
+#include "text/chat.h"
+#include "text/tokenizer.h"
 
 static double now(void) {
     struct timespec t;

@@ -1,0 +1,253 @@
+#include "engine/blas.h"
+
+#include <assert.h>
+#include <cblas.h>
+#include <omp.h>
+#include <pthread.h>
+#include <string.h>
+#if defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+#endif
+
+/* OpenBLAS's own thread-count setter; declared here because cblas.h does not promise it. */
+extern void openblas_set_num_threads(int n);
+
+/* One thread pool in the program: ours. OpenBLAS is held at one thread and every product is
+ * cut into blocks that our OpenMP threads run as single-threaded sgemm calls. With OpenBLAS's
+ * pthread pool alive as well, its workers and ours spin against each other for the cores
+ * (perf showed it on a 2-core machine: 0.55 s per tiny training step against 0.42 with
+ * everything single-threaded). */
+static int n_threads = 0;
+static pthread_once_t blas_once = PTHREAD_ONCE_INIT;
+
+static void blas_init(void) { openblas_set_num_threads(1); }
+
+void up_blas_set_threads(int n) {
+    pthread_once(&blas_once, blas_init);
+    if (n <= 0) return;
+    n_threads = n;
+    omp_set_num_threads(n);
+}
+
+int up_blas_threads(void) { return n_threads > 0 ? n_threads : omp_get_max_threads(); }
+
+/* cblas.h of OpenBLAS declares openblas_get_config, but not every cblas.h does. */
+extern char *openblas_get_config(void);
+
+const char *up_blas_version(void) { return openblas_get_config(); }
+
+/* Below this many multiply-adds a product runs as one call on the calling thread: waking the
+ * pool costs more than it saves. */
+#define SERIAL_MACS (1L << 20)
+/* Target size of one block's share of the partitioned operand (fp32 bytes): big enough that
+ * OpenBLAS's repacking of the other operand per call stays a small cost, small enough that
+ * a widened block stays in the last-level cache until sgemm has packed it. */
+#define BLOCK_BYTES (1L << 20)
+
+/* Block width along a dimension of length n whose slices are `depth` floats long: a
+ * multiple of 16 (OpenBLAS's kernel widths divide it), at least 16. It depends on the shape
+ * only, never on the thread count, so every element of a result comes from the same sgemm
+ * call shape whatever the threads. */
+static int block_width(int n, int depth) {
+    long w = BLOCK_BYTES / ((long)sizeof(float) * (depth > 0 ? depth : 1));
+    w = w < 16 ? 16 : w & ~15L;
+    return w >= n ? n : (int)w;
+}
+
+static int n_blocks(int n, int w) { return (n + w - 1) / w; }
+
+/* C (M,N) = alpha op(A) op(B) + beta C, row-major, cut into column blocks of C (split_n) or
+ * row blocks, each one single-threaded sgemm run by one of our threads. */
+static void gemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int M, int N, int K, float alpha, const float *A,
+                 int lda, const float *B, int ldb, float beta, float *C, int ldc) {
+    pthread_once(&blas_once, blas_init);
+    if (M <= 0 || N <= 0) return;
+    if ((long)M * N * K < SERIAL_MACS) {
+        cblas_sgemm(CblasRowMajor, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        return;
+    }
+    /* Cut the larger side: its slices are what each call brings in fresh. */
+    const int split_n = N >= M;
+    const int w = split_n ? block_width(N, K) : block_width(M, K), nb = n_blocks(split_n ? N : M, w);
+#pragma omp parallel for schedule(static) if (nb > 1)
+    for (int i = 0; i < nb; i++) {
+        const int o = i * w, len = (split_n ? N : M) - o < w ? (split_n ? N : M) - o : w;
+        if (split_n) {
+            const float *Bo = tb == CblasNoTrans ? B + o : B + (size_t)o * ldb;
+            cblas_sgemm(CblasRowMajor, ta, tb, M, len, K, alpha, A, lda, Bo, ldb, beta, C + o, ldc);
+        } else {
+            const float *Ao = ta == CblasNoTrans ? A + (size_t)o * lda : A + o;
+            cblas_sgemm(CblasRowMajor, ta, tb, len, N, K, alpha, Ao, lda, B, ldb, beta, C + (size_t)o * ldc, ldc);
+        }
+    }
+}
+
+void up_sgemm(int M, int N, int K, float alpha, const float *A, const float *B, int b_transposed,
+              float beta, float *C) {
+    gemm(CblasNoTrans, b_transposed ? CblasTrans : CblasNoTrans, M, N, K, alpha, A, K, B, b_transposed ? K : N,
+         beta, C, N);
+}
+
+#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+#define UP_FUSED_SIMD 1
+/* Weights k..k+15 of a row in its dtype, as two fp32 vectors (the conversions of dot_*). */
+static inline __attribute__((always_inline)) void load16(const void *w, up_dtype dt, int k, __m256 *lo, __m256 *hi) {
+    if (dt == UP_DTYPE_F32) {
+        *lo = _mm256_loadu_ps((const float *)w + k);
+        *hi = _mm256_loadu_ps((const float *)w + k + 8);
+    } else if (dt == UP_DTYPE_BF16) {
+        __m256i wi = _mm256_loadu_si256((const __m256i *)((const uint16_t *)w + k));
+        *lo = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm256_castsi256_si128(wi)), 16));
+        *hi = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm256_extracti128_si256(wi, 1)), 16));
+    } else {
+        *lo = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)w + k)));
+        *hi = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)w + k + 8)));
+    }
+}
+
+static inline __attribute__((always_inline)) float weight_at(const void *w, up_dtype dt, int k) {
+    if (dt == UP_DTYPE_F32) return ((const float *)w)[k];
+    if (dt == UP_DTYPE_BF16) return up_bf16_to_f32(((const uint16_t *)w)[k]);
+    return up_f16_to_f32(((const uint16_t *)w)[k]);
+}
+
+/* out[g] = dot(x + g*K, w) for g < G (G a constant at each call site, so the accumulators live
+ * in registers): every 16 weights are loaded and converted once for the G inputs. Each out[g]
+ * is summed in one fixed order (two 8-lane accumulators over 16-weight steps, a fixed lane
+ * reduction, then the scalar tail), whatever G, so an output's bits depend neither on how many
+ * rows share the kernel nor on threading. */
+static inline __attribute__((always_inline)) void dots(float *out, const float *x, const void *w, up_dtype dt, int K,
+                                                       const int G) {
+    __m256 a0[4], a1[4];
+    for (int g = 0; g < G; g++) a0[g] = a1[g] = _mm256_setzero_ps();
+    int k = 0;
+    for (; k + 16 <= K; k += 16) {
+        __m256 lo, hi;
+        load16(w, dt, k, &lo, &hi);
+        for (int g = 0; g < G; g++) {
+            a0[g] = _mm256_fmadd_ps(_mm256_loadu_ps(x + (size_t)g * K + k), lo, a0[g]);
+            a1[g] = _mm256_fmadd_ps(_mm256_loadu_ps(x + (size_t)g * K + k + 8), hi, a1[g]);
+        }
+    }
+    for (int g = 0; g < G; g++) {
+        float lanes[8];
+        _mm256_storeu_ps(lanes, _mm256_add_ps(a0[g], a1[g]));
+        float s = ((lanes[0] + lanes[4]) + (lanes[1] + lanes[5])) + ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7]));
+        for (int j = k; j < K; j++) s += x[(size_t)g * K + j] * weight_at(w, dt, j);
+        out[g] = s;
+    }
+}
+
+/* All M (<= 8) inputs against one weight row, four at a time. */
+static inline __attribute__((always_inline)) void row_dots(float *v, const float *x, const void *row, up_dtype dt, int M,
+                                                           int K) {
+    int m = 0;
+    for (; m + 4 <= M; m += 4) dots(v + m, x + (size_t)m * K, row, dt, K, 4);
+    if (M - m >= 2) dots(v + m, x + (size_t)m * K, row, dt, K, 2), m += 2;
+    if (m < M) dots(v + m, x + (size_t)m * K, row, dt, K, 1);
+}
+#endif
+
+/* Small-M path: each weight row is read once from memory, converted once per 16 weights and
+ * dotted with up to four inputs at a time in registers, so batched decode costs about one pass
+ * over the weights rather than M. */
+static void linear_fused(float *y, const float *x, const void *W, up_dtype dtype, int M, int N,
+                         int K, int accumulate) {
+    size_t esz = up_dtype_size(dtype);
+#pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++) {
+        const void *row = (const char *)W + (size_t)n * K * esz;
+        float v[UP_LINEAR_FUSED_MAX_M];
+#ifdef UP_FUSED_SIMD
+        /* One call per dtype, so each is compiled with its conversion inlined. */
+        if (dtype == UP_DTYPE_BF16) row_dots(v, x, row, UP_DTYPE_BF16, M, K);
+        else if (dtype == UP_DTYPE_F32) row_dots(v, x, row, UP_DTYPE_F32, M, K);
+        else row_dots(v, x, row, UP_DTYPE_F16, M, K);
+#else
+        /* Without AVX2/FMA/F16C: plain dot products in index order. */
+        float wk[1];
+        for (int m = 0; m < M; m++) {
+            float acc = 0.0f;
+            for (int k = 0; k < K; k++) {
+                up_convert_to_f32(wk, (const char *)row + (size_t)k * esz, dtype, 1);
+                acc += x[(size_t)m * K + k] * wk[0];
+            }
+            v[m] = acc;
+        }
+#endif
+        for (int m = 0; m < M; m++) {
+            float *out = y + (size_t)m * N + n;
+            *out = accumulate ? *out + v[m] : v[m];
+        }
+    }
+}
+
+/* Widened-block scratch per thread for a product whose blocks are slices of `depth` floats:
+ * block_width's block, at least 16 slices. */
+static size_t slot_floats(int depth) {
+    const size_t a = BLOCK_BYTES / sizeof(float), b = (size_t)16 * (depth > 0 ? depth : 1);
+    return a > b ? a : b;
+}
+
+size_t up_linear_scratch_floats(int max_dim) { return (size_t)omp_get_max_threads() * slot_floats(max_dim); }
+
+/* Threads that may run at once given the scratch: each needs its own slot. */
+static int scratch_threads(size_t scratch_floats, size_t slot) {
+    size_t n = scratch_floats / slot, max = (size_t)omp_get_max_threads();
+    assert(n >= 1 && "blas: scratch smaller than one block (see up_linear_scratch_floats)");
+    return (int)(n < max ? n : max);
+}
+
+void up_linear(float *y, const float *x, const void *W, up_dtype dtype, int M, int N, int K,
+               int accumulate, float *scratch, size_t scratch_floats) {
+    pthread_once(&blas_once, blas_init);
+    if (M <= 0) return;
+    if (M <= UP_LINEAR_FUSED_MAX_M) {
+        linear_fused(y, x, W, dtype, M, N, K, accumulate);
+        return;
+    }
+    const float beta = accumulate ? 1.0f : 0.0f;
+    if (dtype == UP_DTYPE_F32) {
+        gemm(CblasNoTrans, CblasTrans, M, N, K, 1.0f, x, K, W, K, beta, y, N);
+        return;
+    }
+    /* Each thread widens a block of weight rows into its own slot and multiplies it at once,
+     * while the block is still in cache. */
+    const size_t esz = up_dtype_size(dtype), slot = slot_floats(K);
+    const int w = block_width(N, K), nb = n_blocks(N, w);
+#pragma omp parallel for schedule(static) num_threads(scratch_threads(scratch_floats, slot)) if (nb > 1)
+    for (int i = 0; i < nb; i++) {
+        const int n0 = i * w, len = N - n0 < w ? N - n0 : w;
+        float *Wf = scratch + (size_t)omp_get_thread_num() * slot;
+        up_convert_to_f32(Wf, (const char *)W + (size_t)n0 * K * esz, dtype, (size_t)len * K);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, len, K, 1.0f, x, K, Wf, K, beta, y + n0, N);
+    }
+}
+
+void up_linear_backward_input(float *dx, const float *dy, const void *W, up_dtype dtype, int M,
+                              int N, int K, int accumulate, float *scratch, size_t scratch_floats) {
+    pthread_once(&blas_once, blas_init);
+    if (M <= 0) return;
+    const float beta = accumulate ? 1.0f : 0.0f;
+    if (dtype == UP_DTYPE_F32) {
+        gemm(CblasNoTrans, CblasNoTrans, M, K, N, 1.0f, dy, N, W, K, beta, dx, K);
+        return;
+    }
+    /* Column blocks of W (all N rows of a slab of columns), so each output element is one
+     * call's full sum over N. */
+    const size_t esz = up_dtype_size(dtype), slot = slot_floats(N);
+    const int w = block_width(K, N), nb = n_blocks(K, w);
+#pragma omp parallel for schedule(static) num_threads(scratch_threads(scratch_floats, slot)) if (nb > 1)
+    for (int i = 0; i < nb; i++) {
+        const int k0 = i * w, len = K - k0 < w ? K - k0 : w;
+        float *Wf = scratch + (size_t)omp_get_thread_num() * slot;
+        for (int n = 0; n < N; n++)
+            up_convert_to_f32(Wf + (size_t)n * len, (const char *)W + ((size_t)n * K + k0) * esz, dtype, len);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, len, N, 1.0f, dy, N, Wf, len, beta, dx + k0, K);
+    }
+}
+
+void up_linear_backward_weight(float *dW, const float *dy, const float *x, int M, int N, int K) {
+    if (M <= 0) return;
+    gemm(CblasTrans, CblasNoTrans, N, K, M, 1.0f, dy, N, x, K, 1.0f, dW, K);
+}

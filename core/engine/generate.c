@@ -1,0 +1,145 @@
+#include "engine/generate.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+int up_argmax(const float *v, int n) {
+    int best = 0;
+    for (int i = 1; i < n; i++)
+        if (v[i] > v[best]) best = i;
+    return best;
+}
+
+static int is_stop(const up_generate_opts *o, int32_t id) {
+    for (int i = 0; i < o->n_stop; i++)
+        if (o->stop_ids[i] == id) return 1;
+    return 0;
+}
+
+up_status up_generate(up_state *s, const int32_t *const *prompts, const int *lens, int B,
+                      const up_generate_opts *o, int32_t *out, int *n_out, up_error *err) {
+    const up_model *m = up_state_model(s);
+    const int V = m->cfg.vocab_size;
+    int T = 0;
+    for (int b = 0; b < B; b++) {
+        if (lens[b] <= 0) return up_error_set(err, UP_ERR_INVALID, "row %d: empty prompt", b);
+        if (lens[b] > T) T = lens[b];
+    }
+    if (o->max_new_tokens <= 0) {
+        for (int b = 0; b < B; b++) n_out[b] = 0;
+        return UP_OK;
+    }
+    int32_t *tokens = malloc((size_t)B * T * sizeof *tokens);
+    int *n_pad = malloc((size_t)B * sizeof *n_pad);
+    int *done = calloc((size_t)B, sizeof *done);
+    float *logits = malloc((size_t)B * V * sizeof *logits);
+    up_status st = UP_OK;
+    if (!tokens || !n_pad || !done || !logits) {
+        st = up_error_set(err, UP_ERR_NOMEM, "out of memory for generation");
+        goto out;
+    }
+    for (int b = 0; b < B; b++) {
+        n_pad[b] = T - lens[b];
+        for (int t = 0; t < n_pad[b]; t++) tokens[(size_t)b * T + t] = m->cfg.pad_id;
+        memcpy(tokens + (size_t)b * T + n_pad[b], prompts[b], (size_t)lens[b] * sizeof *tokens);
+        n_out[b] = 0;
+    }
+    up_state_reset(s);
+    st = up_forward(s, tokens, n_pad, lens, B, T, o->hooks, logits, UP_LOGITS_LAST, err);
+    int remaining = B;
+    for (int step = 0; st == UP_OK; step++) {
+        if (up_state_stopped(s)) {
+            st = up_error_set(err, UP_ERR_INVALID, "a hook stopped the pass during generation");
+            break;
+        }
+        for (int b = 0; b < B; b++) {
+            int32_t id = up_argmax(logits + (size_t)b * V, V);
+            tokens[b] = id; /* next step's input; finished rows keep computing harmlessly */
+            if (done[b]) continue;
+            out[(size_t)b * o->max_new_tokens + n_out[b]++] = id;
+            if (is_stop(o, id) || n_out[b] == o->max_new_tokens) {
+                done[b] = 1;
+                remaining--;
+            }
+        }
+        if (o->on_step) o->on_step(step + 1, o->max_new_tokens, o->user);
+        if (!remaining) break;
+        st = up_forward(s, tokens, NULL, lens, B, 1, o->hooks, logits, UP_LOGITS_LAST, err);
+    }
+out:
+    free(tokens);
+    free(n_pad);
+    free(done);
+    free(logits);
+    return st;
+}
+
+/* Rows with equal prompts: src[b] is the index, in order of first appearance, of row b's
+ * prompt among the distinct ones, first[u] the first row holding prompt u. Returns their count.
+ * Quadratic in the rows, which is nothing next to a forward pass. */
+static int group_prompts(const int32_t *const *prompts, const int *lens, int B, int *src, int *first) {
+    int n = 0;
+    for (int b = 0; b < B; b++) {
+        src[b] = -1;
+        for (int u = 0; u < n && src[b] < 0; u++) {
+            const int a = first[u];
+            if (lens[a] == lens[b] &&
+                (prompts[a] == prompts[b] || !memcmp(prompts[a], prompts[b], (size_t)lens[b] * sizeof *prompts[b])))
+                src[b] = u;
+        }
+        if (src[b] < 0) first[n] = b, src[b] = n++;
+    }
+    return n;
+}
+
+up_status up_prefill(up_state *s, const int32_t *const *prompts, const int *lens, int B, up_prefill_share share,
+                     up_hook_point until, const up_hooks *hooks, float *logits, long *prompt_tokens, up_error *err) {
+    const up_model *m = up_state_model(s);
+    const int V = m->cfg.vocab_size;
+    int T = 0;
+    for (int b = 0; b < B; b++) {
+        if (lens[b] <= 0) return up_error_set(err, UP_ERR_INVALID, "prefill: row %d has an empty prompt", b);
+        if (lens[b] > T) T = lens[b];
+    }
+    int32_t *tok = malloc((size_t)B * T * sizeof *tok);
+    int *ints = malloc((size_t)4 * B * sizeof *ints);
+    up_status st = UP_OK;
+    if (!tok || !ints) {
+        st = up_error_set(err, UP_ERR_NOMEM, "prefill: out of memory for %d rows", B);
+        goto out;
+    }
+    int *pad = ints, *src = ints + B, *first = ints + 2 * B, *ulens = ints + 3 * B;
+    const int U = share == UP_PREFILL_ALONE ? B : group_prompts(prompts, lens, B, src, first);
+    const int shared = U < B;
+    /* The rows that run from the embedding: every row, or the first of each prompt. */
+    const int n_run = shared ? U : B;
+    for (int u = 0; u < n_run; u++) {
+        const int b = shared ? first[u] : u;
+        ulens[u] = lens[b];
+        pad[u] = T - lens[b];
+        for (int t = 0; t < pad[u]; t++) tok[(size_t)u * T + t] = m->cfg.pad_id;
+        memcpy(tok + (size_t)u * T + pad[u], prompts[b], (size_t)lens[b] * sizeof *tok);
+        if (prompt_tokens) *prompt_tokens += lens[b];
+    }
+    up_state_reset(s);
+    const up_logits_mode mode = logits ? UP_LOGITS_LAST : UP_LOGITS_NONE;
+    if (!shared) {
+        st = up_forward(s, tok, pad, lens, B, T, hooks, logits, mode, err);
+    } else if (share == UP_PREFILL_WHOLE) {
+        st = up_forward(s, tok, pad, ulens, U, T, NULL, logits, mode, err);
+        if (!st) st = up_state_share_rows(s, src, B, err);
+        /* Descending with src[b] <= b, as the state's rows: no source is overwritten early. */
+        for (int b = B - 1; !st && logits && b >= 0; b--)
+            if (src[b] != b) memcpy(logits + (size_t)b * V, logits + (size_t)src[b] * V, (size_t)V * sizeof *logits);
+    } else {
+        st = up_state_pause_at(s, until, err);
+        if (!st) st = up_forward(s, tok, pad, ulens, U, T, NULL, NULL, UP_LOGITS_NONE, err);
+        if (!st && !up_state_paused(s)) st = up_error_set(err, UP_ERR_INVALID, "prefill: the shared pass did not pause");
+        if (!st) st = up_state_share_rows(s, src, B, err);
+        if (!st) st = up_forward_resume(s, lens, hooks, logits, mode, err);
+    }
+out:
+    free(tok);
+    free(ints);
+    return st;
+}

@@ -1,0 +1,181 @@
+#include "formats/prompts.h"
+
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static up_status push(up_prompts *p, const char *s, size_t len, up_error *err) {
+    if (p->n % 64 == 0) {
+        char **grown = realloc(p->items, (size_t)(p->n + 64) * sizeof *grown);
+        if (!grown) return up_error_set(err, UP_ERR_NOMEM, "out of memory");
+        p->items = grown;
+    }
+    char *copy = malloc(len + 1);
+    if (!copy) return up_error_set(err, UP_ERR_NOMEM, "out of memory");
+    memcpy(copy, s, len);
+    copy[len] = '\0';
+    p->items[p->n++] = copy;
+    return UP_OK;
+}
+
+static up_status load_json(up_prompts *p, const char *path, const char *text, size_t len, up_error *err) {
+    json_error_t jerr;
+    json_t *root = json_loadb(text, len, 0, &jerr);
+    if (!root) return up_error_set(err, UP_ERR_FORMAT, "%s:%d: %s", path, jerr.line, jerr.text);
+    up_status st = UP_OK;
+    if (!json_is_array(root)) {
+        st = up_error_set(err, UP_ERR_FORMAT, "%s: expected a JSON list of prompts", path);
+        goto done;
+    }
+    size_t i;
+    json_t *e;
+    json_array_foreach(root, i, e) {
+        json_t *s = e;
+        if (json_is_object(e)) {
+            s = json_object_get(e, "instruction");
+            if (!s) s = json_object_get(e, "goal");
+            if (!s) s = json_object_get(e, "prompt");
+        }
+        if (!json_is_string(s)) {
+            st = up_error_set(err, UP_ERR_FORMAT,
+                              "%s: element %zu is neither a string nor an object with an \"instruction\" string", path, i);
+            goto done;
+        }
+        if ((st = push(p, json_string_value(s), json_string_length(s), err))) goto done;
+    }
+done:
+    json_decref(root);
+    return st;
+}
+
+/* One RFC 4180 field starting at *pos; returns a malloc'd copy and advances past the separator. */
+static char *csv_field(const char *text, size_t len, size_t *pos, int *end_of_row, int *bad) {
+    size_t i = *pos, cap = 64, n = 0;
+    char *out = malloc(cap);
+    if (i < len && text[i] == '"') {
+        i++;
+        for (;;) {
+            if (i >= len) {
+                *bad = 1;
+                break;
+            }
+            if (text[i] == '"') {
+                if (i + 1 < len && text[i + 1] == '"') i++;
+                else {
+                    i++;
+                    break;
+                }
+            }
+            if (n + 1 >= cap) out = realloc(out, cap *= 2);
+            out[n++] = text[i++];
+        }
+    } else {
+        while (i < len && text[i] != ',' && text[i] != '\n' && text[i] != '\r') {
+            if (n + 1 >= cap) out = realloc(out, cap *= 2);
+            out[n++] = text[i++];
+        }
+    }
+    out[n] = '\0';
+    *end_of_row = 1;
+    if (i < len && text[i] == ',') {
+        i++;
+        *end_of_row = 0;
+    } else {
+        if (i < len && text[i] == '\r') i++;
+        if (i < len && text[i] == '\n') i++;
+    }
+    *pos = i;
+    return out;
+}
+
+static up_status load_csv(up_prompts *p, const char *path, const char *text, size_t len, up_error *err) {
+    size_t pos = 0;
+    int col = 0, goal = -1, end = 0, bad = 0, line = 1;
+    while (!end) {
+        char *f = csv_field(text, len, &pos, &end, &bad);
+        if (!strcmp(f, "goal")) goal = col;
+        free(f);
+        col++;
+    }
+    if (goal < 0) return up_error_set(err, UP_ERR_FORMAT, "%s: CSV header has no `goal` column", path);
+    while (pos < len && !bad) {
+        line++;
+        col = 0;
+        end = 0;
+        int found = 0;
+        while (!end) {
+            char *f = csv_field(text, len, &pos, &end, &bad);
+            if (col == goal && *f) {
+                up_status st = push(p, f, strlen(f), err);
+                found = 1;
+                if (st) {
+                    free(f);
+                    return st;
+                }
+            }
+            free(f);
+            col++;
+        }
+        (void)found;
+    }
+    if (bad) return up_error_set(err, UP_ERR_FORMAT, "%s: row %d: unterminated quoted field", path, line);
+    return UP_OK;
+}
+
+static up_status load_lines(up_prompts *p, const char *text, size_t len, up_error *err) {
+    size_t start = 0;
+    for (size_t i = 0; i <= len; i++) {
+        if (i == len || text[i] == '\n') {
+            size_t end = i;
+            if (end > start && text[end - 1] == '\r') end--;
+            int blank = 1;
+            for (size_t j = start; j < end; j++)
+                if (text[j] != ' ' && text[j] != '\t') blank = 0;
+            if (!blank) {
+                up_status st = push(p, text + start, end - start, err);
+                if (st) return st;
+            }
+            start = i + 1;
+        }
+    }
+    return UP_OK;
+}
+
+up_status up_prompts_load(up_prompts *out, const char *path, up_error *err) {
+    memset(out, 0, sizeof *out);
+    FILE *f = fopen(path, "rb");
+    if (!f) return up_error_set(err, UP_ERR_IO, "cannot open prompt file %s", path);
+    fseek(f, 0, SEEK_END);
+    long size = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *text = malloc((size_t)size + 1);
+    if (!text || fread(text, 1, (size_t)size, f) != (size_t)size) {
+        fclose(f);
+        free(text);
+        return up_error_set(err, UP_ERR_IO, "cannot read prompt file %s", path);
+    }
+    fclose(f);
+    text[size] = '\0';
+    size_t first = 0;
+    while (first < (size_t)size && strchr(" \t\r\n", text[first])) first++;
+    const char *nl = memchr(text, '\n', (size_t)size);
+    size_t header_len = nl ? (size_t)(nl - text) : (size_t)size;
+    up_status st;
+    if (first < (size_t)size && text[first] == '[') st = load_json(out, path, text, (size_t)size, err);
+    else if (size > 0 && (memmem(text, header_len, "goal,", 5) || memmem(text, header_len, ",goal", 5) ||
+                          (header_len >= 4 && !memcmp(text, "goal", 4) && (header_len == 4 || text[4] == '\r'))))
+        st = load_csv(out, path, text, (size_t)size, err);
+    else st = load_lines(out, text, (size_t)size, err);
+    free(text);
+    if (!st && out->n == 0) st = up_error_set(err, UP_ERR_FORMAT, "%s: no prompts found", path);
+    if (st) up_prompts_free(out);
+    return st;
+}
+
+void up_prompts_free(up_prompts *p) {
+    for (int i = 0; i < p->n; i++) free(p->items[i]);
+    free(p->items);
+    p->items = NULL;
+    p->n = 0;
+}

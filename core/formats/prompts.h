@@ -1,0 +1,23 @@
+/* prompts — lists of instructions read from the files researchers already have.
+ *
+ * Formats (chosen by content, not by extension):
+ *   - JSON: a list of strings, or a list of objects with an "instruction" field (Arditi et
+ *     al.'s splits), or with a "goal" / "prompt" field;
+ *   - CSV with a header row naming a `goal` column (AdvBench), RFC 4180 quoting;
+ *   - otherwise plain text, one prompt per non-empty line (trailing CR stripped).
+ * The list owns its strings; up_prompts_free releases them. Errors name the file and the
+ * line or element. */
+#ifndef UP_PROMPTS_H
+#define UP_PROMPTS_H
+
+#include "base/error.h"
+
+typedef struct up_prompts {
+    char **items; /* (n) */
+    int n;
+} up_prompts;
+
+up_status up_prompts_load(up_prompts *out, const char *path, up_error *err);
+void up_prompts_free(up_prompts *p);
+
+#endif

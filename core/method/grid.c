@@ -1,0 +1,1069 @@
+#include "method/grid.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <limits.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "engine/backward.h"
+#include "method/direction.h"
+#include "base/fs.h"
+#include "base/hash.h"
+#include "method/metrics.h"
+
+/* ---- a growing string, for canonical specs ------------------------------------------------ */
+
+typedef struct strbuf {
+    char *s;
+    size_t n, cap;
+    int failed;
+} strbuf;
+
+static void sb_printf(strbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void sb_printf(strbuf *b, const char *fmt, ...) {
+    if (b->failed) return;
+    for (;;) {
+        va_list ap;
+        va_start(ap, fmt);
+        int k = vsnprintf(b->s ? b->s + b->n : NULL, b->s ? b->cap - b->n : 0, fmt, ap);
+        va_end(ap);
+        if (k < 0) {
+            b->failed = 1;
+            return;
+        }
+        if (b->s && b->n + (size_t)k < b->cap) {
+            b->n += (size_t)k;
+            return;
+        }
+        size_t cap = b->cap ? b->cap : 256;
+        while (cap <= b->n + (size_t)k) cap *= 2;
+        char *grown = realloc(b->s, cap);
+        if (!grown) {
+            b->failed = 1;
+            return;
+        }
+        b->s = grown, b->cap = cap;
+    }
+}
+
+static char *sb_take(strbuf *b) {
+    if (b->failed) {
+        free(b->s);
+        return NULL;
+    }
+    if (!b->s) return calloc(1, 1);
+    return b->s;
+}
+
+/* ---- the grid ------------------------------------------------------------------------------ */
+
+typedef struct prompt_t {
+    char *label;
+    int32_t *ids; /* (n) */
+    int n;
+    char *spec;   /* "prompt n=... ids\n" */
+} prompt_t;
+
+typedef struct interv_t {
+    char *label;
+    up_steer *items; /* (n_items), vec/positions pointing into owned copies */
+    int n_items;
+    int latent;
+    float alpha;
+    void **owned;    /* (n_owned) copies of vectors and position lists */
+    int n_owned;
+    char *spec;      /* "steer n=...\n" + one line per item that changes anything */
+} interv_t;
+
+typedef struct ident_t {
+    char *name, *value;
+} ident_t;
+
+struct up_grid {
+    const up_model *m;
+    prompt_t *prompts;
+    int n_prompts, cap_prompts;
+    interv_t *ivs;
+    int n_ivs, cap_ivs;
+    int *decodings;
+    int n_decodings, cap_decodings;
+    ident_t *idents;
+    int n_idents;
+    /* objective */
+    int has_objective, obj_layer;
+    float *obj_dir;     /* (d) unit */
+    int *obj_positions; /* (n_obj_positions) or NULL */
+    int n_obj_positions;
+    /* last run */
+    up_grid_cell *cells; /* (n_cells) */
+    int n_cells;
+    char **substrings;   /* (n_substrings) the judge's list, copied */
+    int n_substrings;
+    up_grid_totals totals;
+};
+
+static void free_cells(up_grid *g) {
+    for (int i = 0; i < g->n_cells; i++) free(g->cells[i].tokens), free(g->cells[i].text);
+    free(g->cells);
+    g->cells = NULL;
+    g->n_cells = 0;
+    for (int i = 0; i < g->n_substrings; i++) free(g->substrings[i]);
+    free(g->substrings);
+    g->substrings = NULL;
+    g->n_substrings = 0;
+}
+
+static void free_iv(interv_t *iv) {
+    free(iv->label), free(iv->items), free(iv->spec);
+    for (int j = 0; j < iv->n_owned; j++) free(iv->owned[j]);
+    free(iv->owned);
+}
+
+void up_grid_free(up_grid *g) {
+    if (!g) return;
+    free_cells(g);
+    for (int i = 0; i < g->n_prompts; i++) free(g->prompts[i].label), free(g->prompts[i].ids), free(g->prompts[i].spec);
+    for (int i = 0; i < g->n_ivs; i++) free_iv(&g->ivs[i]);
+    for (int i = 0; i < g->n_idents; i++) free(g->idents[i].name), free(g->idents[i].value);
+    free(g->prompts), free(g->ivs), free(g->decodings), free(g->idents);
+    free(g->obj_dir), free(g->obj_positions);
+    free(g);
+}
+
+/* Grows *arr (elements of size sz) to hold n + 1. */
+static int grow(void **arr, int *cap, int n, size_t sz) {
+    if (n < *cap) return 0;
+    int c = *cap ? 2 * *cap : 8;
+    void *p = realloc(*arr, (size_t)c * sz);
+    if (!p) return -1;
+    *arr = p, *cap = c;
+    return 0;
+}
+
+up_status up_grid_init(up_grid **out, const up_model *m, up_error *err) {
+    *out = NULL;
+    up_grid *g = calloc(1, sizeof *g);
+    if (!g) return up_error_set(err, UP_ERR_NOMEM, "grid: out of memory");
+    g->m = m;
+    up_grid_intervention none = {"none", NULL, 0, -1, NAN};
+    if (up_grid_add_intervention(g, &none, err) != 0) {
+        up_grid_free(g);
+        return err ? err->status : UP_ERR_NOMEM;
+    }
+    *out = g;
+    return UP_OK;
+}
+
+up_status up_grid_identity(up_grid *g, const char *name, const char *value, up_error *err) {
+    if (!name || !*name || !value) return up_error_set(err, UP_ERR_INVALID, "grid identity: empty name or value");
+    if (strchr(name, '\n') || strchr(value, '\n'))
+        return up_error_set(err, UP_ERR_INVALID, "grid identity %s: no newlines allowed", name);
+    for (int i = 0; i < g->n_idents; i++) {
+        if (strcmp(g->idents[i].name, name)) continue;
+        char *v = strdup(value);
+        if (!v) return up_error_set(err, UP_ERR_NOMEM, "grid: out of memory");
+        free(g->idents[i].value);
+        g->idents[i].value = v;
+        return UP_OK;
+    }
+    ident_t *p = realloc(g->idents, (size_t)(g->n_idents + 1) * sizeof *p);
+    if (!p) return up_error_set(err, UP_ERR_NOMEM, "grid: out of memory");
+    g->idents = p;
+    p[g->n_idents].name = strdup(name);
+    p[g->n_idents].value = strdup(value);
+    if (!p[g->n_idents].name || !p[g->n_idents].value) {
+        free(p[g->n_idents].name), free(p[g->n_idents].value);
+        return up_error_set(err, UP_ERR_NOMEM, "grid: out of memory");
+    }
+    g->n_idents++;
+    return UP_OK;
+}
+
+int up_grid_add_prompt(up_grid *g, const char *label, const int32_t *ids, int n_ids, up_error *err) {
+    const int V = g->m->cfg.vocab_size, i = g->n_prompts;
+    if (n_ids <= 0) return up_error_set(err, UP_ERR_INVALID, "grid prompt %d: no tokens", i), -1;
+    for (int t = 0; t < n_ids; t++)
+        if (ids[t] < 0 || ids[t] >= V)
+            return up_error_set(err, UP_ERR_INVALID, "grid prompt %d: token %d is id %d, outside [0, %d)", i, t, ids[t], V),
+                   -1;
+    if (grow((void **)&g->prompts, &g->cap_prompts, i, sizeof *g->prompts))
+        return up_error_set(err, UP_ERR_NOMEM, "grid: out of memory"), -1;
+    prompt_t *p = &g->prompts[i];
+    memset(p, 0, sizeof *p);
+    char def[32];
+    snprintf(def, sizeof def, "prompt %d", i);
+    p->label = strdup(label ? label : def);
+    p->ids = malloc((size_t)n_ids * sizeof *p->ids);
+    strbuf b = {0};
+    sb_printf(&b, "prompt n=%d", n_ids);
+    for (int t = 0; t < n_ids; t++) sb_printf(&b, "%c%d", t ? ',' : ' ', ids[t]);
+    sb_printf(&b, "\n");
+    p->spec = sb_take(&b);
+    if (!p->label || !p->ids || !p->spec) {
+        free(p->label), free(p->ids), free(p->spec);
+        return up_error_set(err, UP_ERR_NOMEM, "grid: out of memory"), -1;
+    }
+    memcpy(p->ids, ids, (size_t)n_ids * sizeof *ids);
+    p->n = n_ids;
+    g->n_prompts++;
+    return i;
+}
+
+static void *own_copy(interv_t *iv, const void *src, size_t bytes) {
+    void **o = realloc(iv->owned, (size_t)(iv->n_owned + 1) * sizeof *o);
+    if (!o) return NULL;
+    iv->owned = o;
+    void *p = malloc(bytes ? bytes : 1);
+    if (!p) return NULL;
+    memcpy(p, src, bytes);
+    return iv->owned[iv->n_owned++] = p;
+}
+
+static void where_spec(strbuf *b, const up_steer *s) {
+    sb_printf(b, " where=%s", up_steer_where_name(s->where));
+    if (s->where != UP_STEER_POS_LIST) return;
+    for (int j = 0; j < s->n_positions; j++) sb_printf(b, "%c%d", j ? ',' : ':', s->positions[j]);
+}
+
+/* The canonical text of an item list. ADD with alpha 0 is left out: steer.h skips it, so the
+ * computation is the unsteered one and the key must say so. */
+static char *items_spec(const up_model *m, const up_steer *items, int n) {
+    const int d = m->cfg.d_model;
+    strbuf b = {0};
+    int kept = 0;
+    for (int j = 0; j < n; j++) kept += !(items[j].kind == UP_STEER_ADD && items[j].alpha == 0);
+    sb_printf(&b, "steer n=%d\n", kept);
+    for (int j = 0; j < n; j++) {
+        const up_steer *s = &items[j];
+        char point[96], vh[UP_HASH_HEX] = "";
+        if (s->kind == UP_STEER_ADD && s->alpha == 0) continue;
+        up_hook_point_name(s->point, point, sizeof point);
+        if (s->vec && up_hash_bytes(s->vec, (size_t)d * sizeof(float), vh)) b.failed = 1;
+        switch (s->kind) {
+        case UP_STEER_ADD: sb_printf(&b, " add %s alpha=%a vec=%s", point, (double)s->alpha, vh); break;
+        case UP_STEER_ABLATE: sb_printf(&b, " ablate vec=%s", vh); break;
+        case UP_STEER_CLAMP:
+            sb_printf(&b, " clamp %s sae=%s latent=%d value=%a", point, s->sae && s->sae->path ? s->sae->path : "(memory)",
+                      s->latent, (double)s->value);
+            break;
+        }
+        if (s->kind != UP_STEER_ABLATE) where_spec(&b, s);
+        sb_printf(&b, "\n");
+    }
+    return sb_take(&b);
+}
+
+static char *default_label(const up_model *m, const up_steer *items, int n) {
+    if (n == 0) return strdup("none");
+    strbuf b = {0};
+    for (int j = 0; j < n; j++) {
+        const up_steer *s = &items[j];
+        if (j) sb_printf(&b, " + ");
+        switch (s->kind) {
+        case UP_STEER_ADD: sb_printf(&b, "add %g", (double)s->alpha); break;
+        case UP_STEER_ABLATE: sb_printf(&b, "ablate"); break;
+        case UP_STEER_CLAMP: sb_printf(&b, "clamp %d=%g", s->latent, (double)s->value); break;
+        }
+    }
+    return sb_take(&b);
+}
+
+int up_grid_add_intervention(up_grid *g, const up_grid_intervention *in, up_error *err) {
+    const int i = g->n_ivs, d = g->m->cfg.d_model;
+    if (in->n_items < 0 || (in->n_items > 0 && !in->items))
+        return up_error_set(err, UP_ERR_INVALID, "grid intervention %d: bad item list", i), -1;
+    /* Validate through the steering module itself, so the grid accepts exactly what runs. */
+    if (in->n_items > 0) {
+        up_steer_row row = {in->items, in->n_items};
+        up_steer_plan plan = {&row, 1};
+        up_steer_set *set = NULL;
+        if (up_steer_hooks(&set, g->m, &plan, NULL, err)) {
+            up_error_prefix(err, "grid intervention %d (%s)", i, in->label ? in->label : "unlabelled");
+            return -1;
+        }
+        up_steer_set_free(set);
+    }
+    if (grow((void **)&g->ivs, &g->cap_ivs, i, sizeof *g->ivs))
+        return up_error_set(err, UP_ERR_NOMEM, "grid: out of memory"), -1;
+    interv_t *iv = &g->ivs[i];
+    memset(iv, 0, sizeof *iv);
+    iv->latent = in->latent;
+    iv->alpha = in->alpha;
+    iv->n_items = in->n_items;
+    int ok = (iv->items = malloc((size_t)(in->n_items ? in->n_items : 1) * sizeof *iv->items)) != NULL;
+    for (int j = 0; ok && j < in->n_items; j++) {
+        up_steer s = in->items[j];
+        if (s.vec) ok = (s.vec = own_copy(iv, s.vec, (size_t)d * sizeof(float))) != NULL;
+        if (ok && s.where == UP_STEER_POS_LIST && s.n_positions > 0)
+            ok = (s.positions = own_copy(iv, s.positions, (size_t)s.n_positions * sizeof(int))) != NULL;
+        iv->items[j] = s;
+    }
+    if (ok) ok = (iv->label = in->label ? strdup(in->label) : default_label(g->m, iv->items, iv->n_items)) != NULL;
+    if (ok) ok = (iv->spec = items_spec(g->m, iv->items, iv->n_items)) != NULL;
+    if (!ok) {
+        free_iv(iv);
+        return up_error_set(err, UP_ERR_NOMEM, "grid: out of memory"), -1;
+    }
+    g->n_ivs++;
+    return i;
+}
+
+up_status up_grid_add_sweep(up_grid *g, up_hook_point point, up_steer_where where, const float *vectors,
+                            const char *const *names, const int *latents, int n_vectors, const float *alphas,
+                            int n_alphas, up_error *err) {
+    if (where == UP_STEER_POS_LIST)
+        return up_error_set(err, UP_ERR_INVALID, "grid sweep: position lists need up_grid_add_intervention");
+    if (n_vectors <= 0 || n_alphas <= 0 || !vectors || !alphas)
+        return up_error_set(err, UP_ERR_INVALID, "grid sweep: no vectors or no alphas");
+    const int d = g->m->cfg.d_model;
+    for (int v = 0; v < n_vectors; v++) {
+        for (int a = 0; a < n_alphas; a++) {
+            up_steer item = up_steer_add(point, vectors + (size_t)v * d, alphas[a]);
+            item.where = where;
+            char label[256], vname[160];
+            if (names && names[v]) snprintf(vname, sizeof vname, "%s", names[v]);
+            else if (latents) snprintf(vname, sizeof vname, "latent %d", latents[v]);
+            else snprintf(vname, sizeof vname, "vector %d", v);
+            snprintf(label, sizeof label, "%s x %g", vname, (double)alphas[a]);
+            up_grid_intervention iv = {label, &item, 1, latents ? latents[v] : -1, alphas[a]};
+            if (up_grid_add_intervention(g, &iv, err) < 0) return err ? err->status : UP_ERR_INVALID;
+        }
+    }
+    return UP_OK;
+}
+
+up_status up_grid_add_latent_sweep(up_grid *g, const up_sae *sae, const int *latents, int n_latents,
+                                   const float *alphas, int n_alphas, up_steer_where where, up_error *err) {
+    if (!sae || !sae->W_dec) return up_error_set(err, UP_ERR_INVALID, "grid latent sweep: the SAE's decoder is not loaded");
+    up_hook_point point;
+    if (up_hook_point_parse(sae->hook, g->m->cfg.n_layers, &point))
+        return up_error_set(err, UP_ERR_INVALID, "grid latent sweep: %s: hook '%s' is not a hook point of this model",
+                            sae->path ? sae->path : "SAE", sae->hook);
+    if (sae->d_in != g->m->cfg.d_model)
+        return up_error_set(err, UP_ERR_INVALID, "grid latent sweep: the SAE's d_in %d differs from d_model %d",
+                            sae->d_in, g->m->cfg.d_model);
+    const int d = sae->d_in;
+    float *rows = malloc((size_t)(n_latents > 0 ? n_latents : 1) * d * sizeof *rows);
+    if (!rows) return up_error_set(err, UP_ERR_NOMEM, "grid: out of memory");
+    for (int i = 0; i < n_latents; i++) {
+        if (latents[i] < 0 || latents[i] >= sae->d_sae) {
+            free(rows);
+            return up_error_set(err, UP_ERR_INVALID, "grid latent sweep: latent %d outside [0, %d)", latents[i],
+                                sae->d_sae);
+        }
+        memcpy(rows + (size_t)i * d, sae->W_dec + (size_t)latents[i] * d, (size_t)d * sizeof *rows);
+    }
+    up_status st = up_grid_add_sweep(g, point, where, rows, NULL, latents, n_latents, alphas, n_alphas, err);
+    free(rows);
+    return st;
+}
+
+int up_grid_add_decoding(up_grid *g, int max_new_tokens, up_error *err) {
+    if (max_new_tokens < 0) return up_error_set(err, UP_ERR_INVALID, "grid decoding: max_new_tokens %d < 0", max_new_tokens), -1;
+    if (grow((void **)&g->decodings, &g->cap_decodings, g->n_decodings, sizeof *g->decodings))
+        return up_error_set(err, UP_ERR_NOMEM, "grid: out of memory"), -1;
+    g->decodings[g->n_decodings] = max_new_tokens;
+    return g->n_decodings++;
+}
+
+up_status up_grid_set_objective(up_grid *g, int layer, const float *direction, const int *positions,
+                                int n_positions, up_error *err) {
+    const int d = g->m->cfg.d_model;
+    if (layer < 0 || layer >= g->m->cfg.n_layers)
+        return up_error_set(err, UP_ERR_INVALID, "grid objective: layer %d outside [0, %d)", layer, g->m->cfg.n_layers);
+    if (positions && n_positions <= 0) return up_error_set(err, UP_ERR_INVALID, "grid objective: empty position list");
+    float *dir = malloc((size_t)d * sizeof *dir);
+    int *pos = positions ? malloc((size_t)n_positions * sizeof *pos) : NULL;
+    if (!dir || (positions && !pos)) {
+        free(dir), free(pos);
+        return up_error_set(err, UP_ERR_NOMEM, "grid: out of memory");
+    }
+    memcpy(dir, direction, (size_t)d * sizeof *dir);
+    const double norm = up_direction_normalize(dir, d);
+    if (!(norm > 0) || !isfinite(norm)) {
+        free(dir), free(pos);
+        return up_error_set(err, UP_ERR_INVALID, "grid objective: the direction has norm %g", norm);
+    }
+    if (pos) memcpy(pos, positions, (size_t)n_positions * sizeof *pos);
+    free(g->obj_dir), free(g->obj_positions);
+    g->obj_dir = dir, g->obj_positions = pos;
+    g->n_obj_positions = positions ? n_positions : 0;
+    g->obj_layer = layer;
+    g->has_objective = 1;
+    return UP_OK;
+}
+
+/* ---- accessors ------------------------------------------------------------------------------ */
+
+up_grid_opts up_grid_opts_default(void) {
+    up_grid_opts o;
+    memset(&o, 0, sizeof o);
+    o.batch = 16;
+    o.coherence = 1;
+    o.rep_n = 3;
+    o.predict = 1;
+    o.share_prompts = 1;
+    return o;
+}
+
+int up_grid_n_prompts(const up_grid *g) { return g->n_prompts; }
+int up_grid_n_interventions(const up_grid *g) { return g->n_ivs; }
+int up_grid_n_decodings(const up_grid *g) { return g->n_decodings ? g->n_decodings : 1; }
+int up_grid_n_cells(const up_grid *g) { return g->n_prompts * g->n_ivs * up_grid_n_decodings(g); }
+
+const up_grid_cell *up_grid_cell_at(const up_grid *g, int i) {
+    return i >= 0 && i < g->n_cells ? &g->cells[i] : NULL;
+}
+
+int up_grid_index(const up_grid *g, int prompt, int intervention, int decoding) {
+    return (prompt * g->n_ivs + intervention) * up_grid_n_decodings(g) + decoding;
+}
+
+const char *up_grid_match_text(const up_grid *g, const up_grid_cell *c) {
+    if (!c || c->refusal_match < 0) return NULL;
+    if (g->substrings) return c->refusal_match < g->n_substrings ? g->substrings[c->refusal_match] : NULL;
+    return c->refusal_match < UP_METRICS_N_REFUSAL_SUBSTRINGS ? up_metrics_refusal_substrings[c->refusal_match] : NULL;
+}
+
+up_status up_grid_set_prediction(up_grid *g, int prompt, int intervention, double predicted_dR, up_error *err) {
+    if (!g->cells) return up_error_set(err, UP_ERR_INVALID, "grid: set_prediction before a run");
+    if (prompt < 0 || prompt >= g->n_prompts || intervention < 0 || intervention >= g->n_ivs)
+        return up_error_set(err, UP_ERR_INVALID, "grid: no cell (%d, %d)", prompt, intervention);
+    for (int k = 0; k < up_grid_n_decodings(g); k++) g->cells[up_grid_index(g, prompt, intervention, k)].predicted_dR = predicted_dR;
+    return UP_OK;
+}
+
+up_grid_totals up_grid_get_totals(const up_grid *g) { return g->totals; }
+
+const char *up_grid_progress_format(const up_grid_progress *p, int width, char *buf, size_t size) {
+    size_t n = 0;
+    int k;
+#define PUT(...) (k = snprintf(buf + n, n < size ? size - n : 0, __VA_ARGS__), n += k > 0 ? (size_t)k : 0)
+    if (size) buf[0] = '\0';
+    if (width > 0) {
+        /* Finished cells, plus the running batch's share, so long generations still move the bar. */
+        double frac = p->total ? (double)p->done / p->total : 1;
+        int filled = (int)(frac * width + 0.5);
+        PUT("[");
+        for (int i = 0; i < width; i++) PUT("%c", i < filled ? '#' : '.');
+        PUT("] ");
+    }
+    PUT("%d/%d cells", p->done, p->total);
+    if (p->cached) PUT("  %d cached", p->cached);
+    if (p->batch > 0 && p->steps > 0) PUT("  batch %d/%d step %d/%d", p->batch, p->n_batches, p->step, p->steps);
+    if (isfinite(p->rate)) PUT("  %.3g cells/s", p->rate);
+    if (isfinite(p->eta)) {
+        long s = (long)(p->eta + 0.5);
+        if (s >= 3600) PUT("  ETA %ld:%02ld:%02ld", s / 3600, s / 60 % 60, s % 60);
+        else PUT("  ETA %ld:%02ld", s / 60, s % 60);
+    }
+#undef PUT
+    if (size && n >= size) buf[size - 1] = '\0';
+    return buf;
+}
+
+/* ---- the cache ------------------------------------------------------------------------------ */
+
+static json_t *jnum(double v) {
+    if (isnan(v)) return json_null();
+    if (isinf(v)) return json_string(v > 0 ? "inf" : "-inf");
+    return json_real(v);
+}
+
+static int jget(const json_t *o, const char *key, double *out) {
+    const json_t *v = json_object_get(o, key);
+    if (!v) return -1;
+    if (json_is_null(v)) *out = NAN;
+    else if (json_is_number(v)) *out = json_number_value(v);
+    else if (json_is_string(v) && !strcmp(json_string_value(v), "inf")) *out = INFINITY;
+    else if (json_is_string(v) && !strcmp(json_string_value(v), "-inf")) *out = -INFINITY;
+    else return -1;
+    return 0;
+}
+
+static void cell_file(const char *dir, const char *key, char *out, size_t size) {
+    snprintf(out, size, "%s/%.2s/%s.json", dir, key, key);
+}
+
+/* Fills c's outputs from its cache file; 0 on a hit. Anything missing or odd is a miss. */
+static int cache_read(const char *dir, int V, up_grid_cell *c) {
+    char path[PATH_MAX];
+    cell_file(dir, c->key, path, sizeof path);
+    json_t *o = json_load_file(path, 0, NULL);
+    if (!o) return -1;
+    int ok = json_is_object(o);
+    const json_t *fmt = json_object_get(o, "format"), *key = json_object_get(o, "key");
+    const json_t *toks = json_object_get(o, "tokens"), *text = json_object_get(o, "text");
+    const json_t *match = json_object_get(o, "refusal_match");
+    ok = ok && json_is_integer(fmt) && json_integer_value(fmt) == UP_GRID_FORMAT && json_is_string(key) &&
+         !strcmp(json_string_value(key), c->key) && json_is_array(toks) && json_is_integer(match) &&
+         (json_is_null(text) || json_is_string(text));
+    double score, p, R, lp, rep;
+    ok = ok && !jget(o, "score", &score) && !jget(o, "p_refusal", &p) && !jget(o, "R", &R) && !jget(o, "logprob", &lp) &&
+         !jget(o, "repetition", &rep);
+    const int n = ok ? (int)json_array_size(toks) : 0;
+    int32_t *ids = ok ? malloc((size_t)(n ? n : 1) * sizeof *ids) : NULL;
+    ok = ok && ids;
+    for (int i = 0; ok && i < n; i++) {
+        const json_t *t = json_array_get(toks, (size_t)i);
+        ok = json_is_integer(t) && json_integer_value(t) >= 0 && json_integer_value(t) < V;
+        if (ok) ids[i] = (int32_t)json_integer_value(t);
+    }
+    char *txt = NULL;
+    if (ok && json_is_string(text)) ok = (txt = strdup(json_string_value(text))) != NULL;
+    if (ok) {
+        c->score = score, c->p_refusal = p, c->R = R, c->logprob = lp, c->repetition = rep;
+        c->tokens = ids, c->n_tokens = n, c->text = txt;
+        c->refusal_match = (int)json_integer_value(match);
+        c->state = UP_GRID_CACHED;
+    } else {
+        free(ids), free(txt);
+    }
+    json_decref(o);
+    return ok ? 0 : -1;
+}
+
+static up_status cache_write(const char *dir, const up_grid_cell *c, const char *spec, up_error *err) {
+    char path[PATH_MAX], sub[PATH_MAX];
+    snprintf(sub, sizeof sub, "%s/%.2s", dir, c->key);
+    cell_file(dir, c->key, path, sizeof path);
+    if (up_mkdirs(sub)) return up_error_set(err, UP_ERR_IO, "grid cache: cannot create %s: %s", sub, strerror(errno));
+    json_t *o = json_object(), *toks = json_array();
+    if (!o || !toks) {
+        json_decref(o), json_decref(toks);
+        return up_error_set(err, UP_ERR_NOMEM, "grid cache: out of memory");
+    }
+    for (int i = 0; i < c->n_tokens; i++) json_array_append_new(toks, json_integer(c->tokens[i]));
+    json_object_set_new(o, "format", json_integer(UP_GRID_FORMAT));
+    json_object_set_new(o, "key", json_string(c->key));
+    json_object_set_new(o, "score", jnum(c->score));
+    json_object_set_new(o, "p_refusal", jnum(c->p_refusal));
+    json_object_set_new(o, "R", jnum(c->R));
+    json_object_set_new(o, "tokens", toks);
+    json_object_set_new(o, "text", c->text ? json_string(c->text) : json_null());
+    json_object_set_new(o, "refusal_match", json_integer(c->refusal_match));
+    json_object_set_new(o, "logprob", jnum(c->logprob));
+    json_object_set_new(o, "repetition", jnum(c->repetition));
+    json_object_set_new(o, "spec", json_string(spec));
+    /* 17 significant digits: every double reads back to the same bits. */
+    char *text = json_dumps(o, JSON_INDENT(1) | JSON_REAL_PRECISION(17));
+    json_decref(o);
+    if (!text) return up_error_set(err, UP_ERR_NOMEM, "grid cache: out of memory");
+    up_status s = up_fs_write_atomic(path, text, strlen(text), err);
+    free(text);
+    return s;
+}
+
+/* ---- running ------------------------------------------------------------------------------- */
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+typedef struct run_ctx {
+    up_grid *g;
+    const up_grid_opts *o;
+    up_grid_progress p;
+    double t0, batch_t0;
+    double compute_s;   /* time spent in finished batches */
+    int batch_rows;     /* cells (with duplicates) the running batch will finish */
+    int stopped;
+} run_ctx;
+
+static int report(run_ctx *c) {
+    const double t = now_s();
+    up_grid_progress *p = &c->p;
+    p->elapsed = t - c->t0;
+    p->rate = c->compute_s > 0 && p->computed > 0 ? p->computed / c->compute_s : NAN;
+    const double in_batch = p->batch > 0 ? t - c->batch_t0 : 0;
+    double rate = p->rate;
+    /* Before the first batch ends, judge the pace by the running batch's steps. */
+    if (!isfinite(rate) && p->batch > 0 && p->step > 0 && in_batch > 0)
+        rate = c->batch_rows * ((double)p->step / p->steps) / in_batch;
+    p->eta = isfinite(rate) && rate > 0 ? fmax(0, (p->total - p->done) / rate - in_batch) : NAN;
+    if (p->done == p->total) p->eta = 0;
+    return c->o->progress ? c->o->progress(p, c->o->user) : 0;
+}
+
+static int step_hook(const up_hook_call *call, void *user) {
+    run_ctx *c = user;
+    c->p.step++;
+    if (report(c)) {
+        c->stopped = 1;
+        return -1;
+    }
+    return UP_HOOK_CONTINUE;
+}
+
+/* Buffers of one run, sized for its largest batch. */
+typedef struct run_bufs {
+    const int32_t **prompts; /* (rows) */
+    int *lens;               /* (rows) */
+    up_steer_row *rows;      /* (rows) */
+    float *logits;           /* (rows, V) */
+    int32_t *tokens;         /* (rows, max_new) */
+    int *n_tokens;           /* (rows) */
+    const int32_t **comps;   /* (rows) */
+    double *R;               /* (rows) */
+    double *lp;              /* (rows) */
+    int *first;              /* (rows) the first row with the same prompt and completion */
+    const int32_t **u_prompts, **u_comps; /* (rows) the distinct (prompt, completion) pairs */
+    int *u_lens, *u_n;       /* (rows) */
+    double *u_lp;            /* (rows) */
+} run_bufs;
+
+static up_status run_batch(run_ctx *c, up_state *s, run_bufs *bu, const int *idx, int B, int max_new,
+                           char *const *specs, const int *n_dups, up_error *err) {
+    up_grid *g = c->g;
+    const up_grid_opts *o = c->o;
+    const int V = g->m->cfg.vocab_size;
+    for (int b = 0; b < B; b++) {
+        const up_grid_cell *cell = &g->cells[idx[b]];
+        const prompt_t *p = &g->prompts[cell->prompt];
+        const interv_t *iv = &g->ivs[cell->intervention];
+        bu->prompts[b] = p->ids, bu->lens[b] = p->n;
+        bu->rows[b] = (up_steer_row){iv->items, iv->n_items};
+        bu->R[b] = 0;
+    }
+    up_hook extra[2];
+    int n_extra = 0;
+    up_projection proj = {g->obj_dir, g->obj_positions, g->n_obj_positions, bu->R};
+    if (g->has_objective) extra[n_extra++] = up_metrics_projection(&proj, g->obj_layer);
+    extra[n_extra++] = (up_hook){{UP_HOOK_LN_FINAL, -1}, step_hook, c};
+    up_hooks hooks = {extra, n_extra};
+    up_steer_plan plan = {bu->rows, B};
+    up_steer_batch bt = {bu->prompts, bu->lens, B, &plan, &hooks, o->refusal_ids, o->n_refusal, max_new, o->stop_ids,
+                         o->n_stop, !o->share_prompts};
+    up_steer_out out = {NULL, bu->logits, max_new > 0 ? bu->tokens : NULL, bu->n_tokens, &g->totals.prompt_tokens};
+    up_status st = up_steer_run(s, &bt, &out, err);
+    if (c->stopped) return UP_ERR_ABORTED;
+    if (st) return st;
+    if (max_new > 0 && o->coherence) {
+        /* The log-prob is the unsteered model's, so rows whose steering left the completion as
+         * another row's (small alphas often do) share one teacher-forced row. Which rows pair
+         * up depends only on the batch's contents, so a resumed run pairs them the same way. */
+        int nu = 0;
+        for (int b = 0; b < B; b++) {
+            bu->comps[b] = bu->tokens + (size_t)b * max_new;
+            bu->first[b] = -1;
+            for (int u = 0; u < nu && bu->first[b] < 0; u++)
+                if (bu->u_prompts[u] == bu->prompts[b] && bu->u_n[u] == bu->n_tokens[b] &&
+                    !memcmp(bu->u_comps[u], bu->comps[b], (size_t)bu->n_tokens[b] * sizeof(int32_t)))
+                    bu->first[b] = u;
+            if (bu->first[b] >= 0) continue;
+            bu->u_prompts[nu] = bu->prompts[b], bu->u_lens[nu] = bu->lens[b];
+            bu->u_comps[nu] = bu->comps[b], bu->u_n[nu] = bu->n_tokens[b];
+            bu->first[b] = nu++;
+        }
+        st = up_metrics_logprob(s, bu->u_prompts, bu->u_lens, bu->u_comps, bu->u_n, nu, 0, NULL, bu->u_lp, err);
+        if (st) return st;
+        for (int b = 0; b < B; b++) bu->lp[b] = bu->u_lp[bu->first[b]];
+    }
+    const char *const *list = (const char *const *)g->substrings;
+    for (int b = 0; b < B; b++) {
+        up_grid_cell *cell = &g->cells[idx[b]];
+        cell->score = up_metrics_refusal_score(bu->logits + (size_t)b * V, V, o->refusal_ids, o->n_refusal, &cell->p_refusal);
+        cell->R = g->has_objective ? bu->R[b] : NAN;
+        if (max_new > 0) {
+            const int n = bu->n_tokens[b];
+            if (!(cell->tokens = malloc((size_t)(n ? n : 1) * sizeof *cell->tokens)))
+                return up_error_set(err, UP_ERR_NOMEM, "grid: out of memory");
+            memcpy(cell->tokens, bu->tokens + (size_t)b * max_new, (size_t)n * sizeof *cell->tokens);
+            cell->n_tokens = n;
+            cell->logprob = o->coherence ? bu->lp[b] : NAN;
+            cell->repetition = up_metrics_repetition(cell->tokens, n, o->rep_n);
+            if (o->tok) {
+                if (n == 0) cell->text = strdup("");
+                else if ((st = up_tokenizer_decode(o->tok, cell->tokens, n, 1, &cell->text, err))) return st;
+                if (!cell->text) return up_error_set(err, UP_ERR_NOMEM, "grid: out of memory");
+                cell->refusal_match = up_metrics_refusal_match(cell->text, strlen(cell->text), list, g->n_substrings);
+            }
+        }
+        cell->state = UP_GRID_COMPUTED;
+    }
+    /* Every finished cell goes to disk before anything else can stop the run. */
+    for (int b = 0; o->cache_dir && b < B; b++)
+        if ((st = cache_write(o->cache_dir, &g->cells[idx[b]], specs[idx[b]], err))) return st;
+    for (int b = 0; b < B; b++) c->p.done += n_dups[idx[b]], c->p.computed += n_dups[idx[b]];
+    return UP_OK;
+}
+
+/* predicted_dR for (prompt, intervention) pairs made only of ADD items below the objective. */
+static int source_layer(const up_steer *s, int L) {
+    int l = s->point.kind == UP_HOOK_RESID_POST ? s->point.layer
+            : s->point.kind == UP_HOOK_RESID_PRE ? s->point.layer - 1
+            : s->point.kind == UP_HOOK_EMBED     ? -1
+                                                 : INT_MIN;
+    return l >= -1 && l < L ? l : INT_MIN;
+}
+
+static int predictable(const interv_t *iv, int L) {
+    for (int j = 0; j < iv->n_items; j++) {
+        const up_steer *s = &iv->items[j];
+        if (s->kind != UP_STEER_ADD) return 0;
+        if (s->alpha != 0 && source_layer(s, L) == INT_MIN) return 0;
+    }
+    return 1;
+}
+
+static int steered_at(const up_steer *s, int t, int T) {
+    switch (s->where) {
+    case UP_STEER_POS_ALL:
+    case UP_STEER_POS_PROMPT: return 1;
+    case UP_STEER_POS_GENERATED: return 0; /* after the prompt: cannot move R at prompt positions */
+    case UP_STEER_POS_LIST:
+        for (int j = 0; j < s->n_positions; j++)
+            if ((s->positions[j] >= 0 ? s->positions[j] : T + s->positions[j]) == t) return 1;
+        return 0;
+    }
+    return 0;
+}
+
+static up_status predict(up_grid *g, up_error *err) {
+    const int L = g->obj_layer, d = g->m->cfg.d_model;
+    up_objective obj = {L, g->obj_dir, g->obj_positions, g->n_obj_positions};
+    float **grads = calloc((size_t)L + 1, sizeof *grads); /* source layer l at [l + 1] */
+    if (!grads) return up_error_set(err, UP_ERR_NOMEM, "grid: out of memory");
+    up_status st = UP_OK;
+    for (int p = 0; !st && p < g->n_prompts; p++) {
+        const prompt_t *pr = &g->prompts[p];
+        const int T = pr->n;
+        for (int i = 0; !st && i < g->n_ivs; i++) {
+            const interv_t *iv = &g->ivs[i];
+            if (!predictable(iv, L)) continue;
+            double pred = 0;
+            for (int j = 0; !st && j < iv->n_items; j++) {
+                const up_steer *s = &iv->items[j];
+                if (s->alpha == 0) continue;
+                const int l = source_layer(s, L);
+                if (!grads[l + 1]) {
+                    if (!(grads[l + 1] = malloc((size_t)T * d * sizeof(float)))) {
+                        st = up_error_set(err, UP_ERR_NOMEM, "grid: out of memory");
+                        break;
+                    }
+                    st = up_gradient(g->m, pr->ids, NULL, 1, T, l, &obj, NULL, NULL, grads[l + 1], NULL, err);
+                    if (st) break;
+                }
+                double sum = 0;
+                for (int t = 0; t < T; t++) {
+                    if (!steered_at(s, t, T)) continue;
+                    const float *gt = grads[l + 1] + (size_t)t * d;
+                    for (int k = 0; k < d; k++) sum += (double)s->vec[k] * gt[k];
+                }
+                pred += (double)s->alpha * sum;
+            }
+            if (!st)
+                for (int k = 0; k < up_grid_n_decodings(g); k++)
+                    g->cells[up_grid_index(g, p, i, k)].predicted_dR = pred;
+        }
+        for (int l = 0; l <= L; l++) free(grads[l]), grads[l] = NULL;
+    }
+    free(grads);
+    if (st) up_error_prefix(err, "grid prediction");
+    return st;
+}
+
+static int cmp_ident(const void *a, const void *b) {
+    return strcmp(((const ident_t *)a)->name, ((const ident_t *)b)->name);
+}
+
+/* The text every key of this run starts with. */
+static char *global_spec(up_grid *g, const up_grid_opts *o, up_error *err) {
+    char memo[PATH_MAX];
+    if (o->cache_dir) snprintf(memo, sizeof memo, "%s/filehash", o->cache_dir);
+    /* Identities: the caller's, then the files a cached run depends on. */
+    int n = g->n_idents, cap = g->n_idents + 1;
+    for (int i = 0; i < g->n_ivs; i++) cap += g->ivs[i].n_items;
+    ident_t *ids = calloc((size_t)cap, sizeof *ids);
+    strbuf b = {0};
+    char hex[UP_HASH_HEX];
+    up_status st = ids ? UP_OK : up_error_set(err, UP_ERR_NOMEM, "grid: out of memory");
+    for (int i = 0; !st && i < n; i++) ids[i] = g->idents[i];
+    int have_model = 0;
+    for (int i = 0; i < n; i++) have_model |= !strcmp(ids[i].name, "model");
+    char **owned = calloc((size_t)2 * cap, sizeof *owned); /* strings made here, freed below */
+    int n_owned = 0;
+    if (!owned && !st) st = up_error_set(err, UP_ERR_NOMEM, "grid: out of memory");
+    if (!st && o->cache_dir && !have_model) {
+        if (!g->m->dir)
+            st = up_error_set(err, UP_ERR_INVALID,
+                              "grid cache: the model was built in memory; give it a 'model' identity");
+        else if (!(st = up_hash_path(g->m->dir, memo, hex, err))) {
+            owned[n_owned++] = strdup("model");
+            owned[n_owned++] = strdup(hex);
+            ids[n++] = (ident_t){owned[n_owned - 2], owned[n_owned - 1]};
+        }
+    }
+    for (int i = 0; !st && o->cache_dir && i < g->n_ivs; i++) {
+        for (int j = 0; !st && j < g->ivs[i].n_items; j++) {
+            const up_steer *s = &g->ivs[i].items[j];
+            if (s->kind != UP_STEER_CLAMP) continue;
+            if (!s->sae->path) {
+                st = up_error_set(err, UP_ERR_INVALID, "grid cache: a CLAMP uses an SAE built in memory (no file to hash)");
+                break;
+            }
+            char name[PATH_MAX + 8];
+            snprintf(name, sizeof name, "sae %s", s->sae->path);
+            int seen = 0;
+            for (int k = 0; k < n && !seen; k++) seen = !strcmp(ids[k].name, name);
+            if (seen) continue;
+            if ((st = up_hash_path(s->sae->path, memo, hex, err))) break;
+            owned[n_owned++] = strdup(name);
+            owned[n_owned++] = strdup(hex);
+            ids[n++] = (ident_t){owned[n_owned - 2], owned[n_owned - 1]};
+        }
+    }
+    for (int i = 0; !st && i < n; i++)
+        if (!ids[i].name || !ids[i].value) st = up_error_set(err, UP_ERR_NOMEM, "grid: out of memory");
+    if (!st) {
+        qsort(ids, (size_t)n, sizeof *ids, cmp_ident);
+        sb_printf(&b, "upstream grid cell %d\n", UP_GRID_FORMAT);
+        for (int i = 0; i < n; i++) sb_printf(&b, "identity %s %s\n", ids[i].name, ids[i].value);
+        sb_printf(&b, "stop");
+        for (int i = 0; i < o->n_stop; i++) sb_printf(&b, "%c%d", i ? ',' : ' ', o->stop_ids[i]);
+        sb_printf(&b, "\nrefusal");
+        for (int i = 0; i < o->n_refusal; i++) sb_printf(&b, "%c%d", i ? ',' : ' ', o->refusal_ids[i]);
+        sb_printf(&b, "\n");
+        if (g->has_objective) {
+            if (up_hash_bytes(g->obj_dir, (size_t)g->m->cfg.d_model * sizeof(float), hex)) b.failed = 1;
+            sb_printf(&b, "objective layer=%d dir=%s positions=", g->obj_layer, hex);
+            if (!g->obj_positions) sb_printf(&b, "last");
+            for (int i = 0; i < g->n_obj_positions; i++) sb_printf(&b, "%s%d", i ? "," : "", g->obj_positions[i]);
+            sb_printf(&b, "\n");
+        } else {
+            sb_printf(&b, "objective none\n");
+        }
+        strbuf lb = {0};
+        for (int i = 0; i < (g->substrings ? g->n_substrings : UP_METRICS_N_REFUSAL_SUBSTRINGS); i++) {
+            const char *s = g->substrings ? g->substrings[i] : up_metrics_refusal_substrings[i];
+            sb_printf(&lb, "%zu:%s;", strlen(s), s);
+        }
+        char *l = sb_take(&lb);
+        if (!l || up_hash_bytes(l, strlen(l), hex)) b.failed = 1;
+        free(l);
+        sb_printf(&b, "text %s substrings=%s\n", o->tok ? "yes" : "no", hex);
+        sb_printf(&b, "coherence %d rep_n=%d\n", o->coherence ? 1 : 0, o->rep_n);
+    }
+    for (int i = 0; i < n_owned; i++) free(owned[i]);
+    free(owned), free(ids);
+    if (st) {
+        free(b.s);
+        return NULL;
+    }
+    char *out = sb_take(&b);
+    if (!out) up_error_set(err, UP_ERR_NOMEM, "grid: out of memory");
+    return out;
+}
+
+typedef struct key_ref {
+    const char *key;
+    int index;
+} key_ref;
+
+static int cmp_key(const void *a, const void *b) {
+    const key_ref *x = a, *y = b;
+    int c = strcmp(x->key, y->key);
+    return c ? c : (x->index > y->index) - (x->index < y->index);
+}
+
+up_status up_grid_run(up_grid *g, const up_grid_opts *opts, up_error *err) {
+    up_grid_opts o = opts ? *opts : up_grid_opts_default();
+    const up_model *m = g->m;
+    const int V = m->cfg.vocab_size;
+    if (o.batch <= 0) return up_error_set(err, UP_ERR_INVALID, "grid: batch must be positive, got %d", o.batch);
+    if (o.rep_n <= 0) return up_error_set(err, UP_ERR_INVALID, "grid: rep_n must be positive, got %d", o.rep_n);
+    if (o.n_refusal <= 0 || !o.refusal_ids) return up_error_set(err, UP_ERR_INVALID, "grid: no refusal token ids");
+    for (int i = 0; i < o.n_refusal; i++)
+        if (o.refusal_ids[i] < 0 || o.refusal_ids[i] >= V)
+            return up_error_set(err, UP_ERR_INVALID, "grid: refusal id %d outside [0, %d)", o.refusal_ids[i], V);
+    if (g->n_prompts == 0) return up_error_set(err, UP_ERR_INVALID, "grid: no prompts");
+    if (g->n_decodings == 0 && up_grid_add_decoding(g, 0, err) < 0) return err ? err->status : UP_ERR_NOMEM;
+    const double t0 = now_s();
+    free_cells(g);
+    memset(&g->totals, 0, sizeof g->totals);
+    if (o.substrings) {
+        if (o.n_substrings <= 0) return up_error_set(err, UP_ERR_INVALID, "grid: empty substring list");
+        if (!(g->substrings = calloc((size_t)o.n_substrings, sizeof *g->substrings)))
+            return up_error_set(err, UP_ERR_NOMEM, "grid: out of memory");
+        g->n_substrings = o.n_substrings;
+        for (int i = 0; i < o.n_substrings; i++)
+            if (!(g->substrings[i] = strdup(o.substrings[i] ? o.substrings[i] : "")))
+                return up_error_set(err, UP_ERR_NOMEM, "grid: out of memory");
+    }
+    const int P = g->n_prompts, I = g->n_ivs, D = g->n_decodings, N = P * I * D;
+    char *gspec = global_spec(g, &o, err);
+    if (!gspec) return err ? err->status : UP_ERR_NOMEM;
+    up_status st = UP_OK;
+    char **specs = calloc((size_t)N, sizeof *specs);
+    key_ref *refs = calloc((size_t)N, sizeof *refs);
+    int *owner = malloc((size_t)N * sizeof *owner), *n_dups = calloc((size_t)N, sizeof *n_dups);
+    int *pending = malloc((size_t)N * sizeof *pending);
+    g->cells = calloc((size_t)N, sizeof *g->cells);
+    if (!specs || !refs || !owner || !n_dups || !pending || !g->cells) {
+        st = up_error_set(err, UP_ERR_NOMEM, "grid: out of memory for %d cells", N);
+        goto done;
+    }
+    g->n_cells = N;
+    for (int p = 0; p < P; p++) {
+        for (int i = 0; i < I; i++) {
+            for (int k = 0; k < D; k++) {
+                const int x = up_grid_index(g, p, i, k);
+                up_grid_cell *c = &g->cells[x];
+                c->prompt = p, c->intervention = i, c->decoding = k;
+                c->prompt_label = g->prompts[p].label, c->label = g->ivs[i].label;
+                c->latent = g->ivs[i].latent, c->alpha = g->ivs[i].alpha;
+                c->max_new_tokens = g->decodings[k];
+                c->state = UP_GRID_PENDING;
+                c->score = c->p_refusal = c->R = c->dR = c->dscore = c->predicted_dR = NAN;
+                c->logprob = c->repetition = NAN;
+                c->refusal_match = -2;
+                strbuf b = {0};
+                sb_printf(&b, "%s%s%sdecode max_new=%d\n", gspec, g->prompts[p].spec, g->ivs[i].spec, g->decodings[k]);
+                if (!(specs[x] = sb_take(&b)) || up_hash_bytes(specs[x], strlen(specs[x]), c->key)) {
+                    st = up_error_set(err, UP_ERR_NOMEM, "grid: out of memory");
+                    goto done;
+                }
+                refs[x] = (key_ref){c->key, x};
+            }
+        }
+    }
+    /* Cells with equal keys are one computation; the first in index order owns it. */
+    qsort(refs, (size_t)N, sizeof *refs, cmp_key);
+    int unique = 0;
+    for (int j = 0; j < N; j++) {
+        const int first = j && !strcmp(refs[j].key, refs[j - 1].key) ? owner[refs[j - 1].index] : refs[j].index;
+        owner[refs[j].index] = first;
+        n_dups[first]++;
+        unique += first == refs[j].index;
+    }
+    run_ctx ctx = {g, &o, {0}, t0, 0, 0, 0, 0};
+    ctx.p.total = N;
+    ctx.p.rate = ctx.p.eta = NAN;
+    int n_pending = 0, max_len = 0, max_new = 0;
+    for (int k = 0; k < D; k++) {
+        for (int p = 0; p < P; p++) {
+            for (int i = 0; i < I; i++) {
+                const int x = up_grid_index(g, p, i, k);
+                if (owner[x] != x) continue;
+                if (o.cache_dir && !cache_read(o.cache_dir, V, &g->cells[x])) {
+                    ctx.p.done += n_dups[x], ctx.p.cached += n_dups[x];
+                    g->totals.cached++;
+                    continue;
+                }
+                pending[n_pending++] = x;
+            }
+        }
+    }
+    /* Batches: runs of at most o.batch pending cells that share a decoding. The state is sized
+     * for the whole grid, not for what is pending, so a resumed run computes in a state of the
+     * same shape as an uninterrupted one. */
+    int n_batches = 0, max_rows = o.batch < P * I ? o.batch : P * I;
+    for (int j = 0, len = 0; j < n_pending; j++) {
+        const int starts = len == o.batch || (j && g->cells[pending[j]].decoding != g->cells[pending[j - 1]].decoding);
+        if (j == 0 || starts) n_batches++, len = 0;
+        len++;
+    }
+    for (int p = 0; p < P; p++) max_len = g->prompts[p].n > max_len ? g->prompts[p].n : max_len;
+    for (int k = 0; k < D; k++) max_new = g->decodings[k] > max_new ? g->decodings[k] : max_new;
+    ctx.p.n_batches = n_batches;
+    if (report(&ctx)) {
+        st = up_error_set(err, UP_ERR_ABORTED, "grid stopped by the progress callback after %d of %d cells", ctx.p.done, N);
+        goto done;
+    }
+    if (n_pending) {
+        up_state *s = NULL;
+        run_bufs bu = {0};
+        bu.prompts = malloc((size_t)max_rows * sizeof *bu.prompts);
+        bu.lens = malloc((size_t)max_rows * sizeof *bu.lens);
+        bu.rows = malloc((size_t)max_rows * sizeof *bu.rows);
+        bu.logits = malloc((size_t)max_rows * V * sizeof *bu.logits);
+        bu.tokens = malloc((size_t)max_rows * (max_new ? max_new : 1) * sizeof *bu.tokens);
+        bu.n_tokens = malloc((size_t)max_rows * sizeof *bu.n_tokens);
+        bu.comps = malloc((size_t)max_rows * sizeof *bu.comps);
+        bu.R = malloc((size_t)max_rows * sizeof *bu.R);
+        bu.lp = malloc((size_t)max_rows * sizeof *bu.lp);
+        bu.first = malloc((size_t)max_rows * sizeof *bu.first);
+        bu.u_prompts = malloc((size_t)max_rows * sizeof *bu.u_prompts);
+        bu.u_comps = malloc((size_t)max_rows * sizeof *bu.u_comps);
+        bu.u_lens = malloc((size_t)max_rows * sizeof *bu.u_lens);
+        bu.u_n = malloc((size_t)max_rows * sizeof *bu.u_n);
+        bu.u_lp = malloc((size_t)max_rows * sizeof *bu.u_lp);
+        if (!bu.prompts || !bu.lens || !bu.rows || !bu.logits || !bu.tokens || !bu.n_tokens || !bu.comps || !bu.R || !bu.lp ||
+            !bu.first || !bu.u_prompts || !bu.u_comps || !bu.u_lens || !bu.u_n || !bu.u_lp)
+            st = up_error_set(err, UP_ERR_NOMEM, "grid: out of memory for batches of %d rows", max_rows);
+        if (!st) st = up_state_init(&s, m, max_rows, max_len + max_new, err);
+        for (int j = 0; !st && j < n_pending;) {
+            const int k = g->cells[pending[j]].decoding;
+            int B = 0;
+            while (j + B < n_pending && B < o.batch && g->cells[pending[j + B]].decoding == k) B++;
+            ctx.p.batch++;
+            ctx.p.step = 0;
+            ctx.p.steps = g->decodings[k] > 0 ? g->decodings[k] : 1;
+            ctx.batch_rows = 0;
+            for (int b = 0; b < B; b++) ctx.batch_rows += n_dups[pending[j + b]];
+            ctx.batch_t0 = now_s();
+            st = run_batch(&ctx, s, &bu, pending + j, B, g->decodings[k], specs, n_dups, err);
+            if (st == UP_ERR_ABORTED && ctx.stopped)
+                st = up_error_set(err, UP_ERR_ABORTED, "grid stopped by the progress callback after %d of %d cells",
+                                  ctx.p.done, N);
+            if (st) break;
+            ctx.compute_s += now_s() - ctx.batch_t0;
+            g->totals.computed += B;
+            g->totals.batches++;
+            j += B;
+            ctx.p.step = ctx.p.steps = 0;
+            const int last = j == n_pending;
+            if (last) ctx.p.batch = 0;
+            if (report(&ctx) && !last) {
+                st = up_error_set(err, UP_ERR_ABORTED, "grid stopped by the progress callback after %d of %d cells",
+                                  ctx.p.done, N);
+                break;
+            }
+        }
+        up_state_free(s);
+        free(bu.prompts), free(bu.lens), free(bu.rows), free(bu.logits), free(bu.tokens), free(bu.n_tokens);
+        free(bu.comps), free(bu.R), free(bu.lp);
+        free(bu.first), free(bu.u_prompts), free(bu.u_comps), free(bu.u_lens), free(bu.u_n), free(bu.u_lp);
+        if (st) goto done;
+    }
+    /* Duplicates take their owner's outputs (deep copies: each cell owns its buffers). */
+    for (int x = 0; x < N; x++) {
+        const up_grid_cell *src = &g->cells[owner[x]];
+        up_grid_cell *c = &g->cells[x];
+        if (owner[x] == x) continue;
+        c->state = src->state;
+        c->score = src->score, c->p_refusal = src->p_refusal, c->R = src->R;
+        c->logprob = src->logprob, c->repetition = src->repetition, c->refusal_match = src->refusal_match;
+        c->n_tokens = src->n_tokens;
+        c->tokens = malloc((size_t)(src->n_tokens ? src->n_tokens : 1) * sizeof *c->tokens);
+        c->text = src->text ? strdup(src->text) : NULL;
+        if (!c->tokens || (src->text && !c->text)) {
+            st = up_error_set(err, UP_ERR_NOMEM, "grid: out of memory");
+            goto done;
+        }
+        if (src->tokens) memcpy(c->tokens, src->tokens, (size_t)src->n_tokens * sizeof *c->tokens);
+    }
+    for (int x = 0; x < N; x++) {
+        up_grid_cell *c = &g->cells[x];
+        const up_grid_cell *base = &g->cells[up_grid_index(g, c->prompt, 0, c->decoding)];
+        c->dscore = c->score - base->score;
+        c->dR = c->R - base->R;
+    }
+    if (o.predict && g->has_objective) st = predict(g, err);
+    g->totals.cells = N;
+    g->totals.unique = unique;
+done:
+    g->totals.seconds = now_s() - t0;
+    for (int x = 0; specs && x < N; x++) free(specs[x]);
+    free(specs), free(refs), free(owner), free(n_dups), free(pending), free(gspec);
+    return st;
+}
