@@ -7,10 +7,10 @@
  * model:train, model:steer) is implemented in that concept's file and declared in
  * model_methods.h, but listed in the owner's one table.
  *
- * Each binding file also has one register function, `void up_lua_register_NAME(lua_State *L)`:
- * it creates its type's metatable (if it owns one) and adds its functions to the module table
- * on top of the stack, leaving the stack as it found it. lua_host.c calls them all from one list;
- * their order does not matter.
+ * Each part of the module (a binding file) has one register function,
+ * `void up_lua_register_NAME(lua_State *L)`: it creates its type's metatable (if it owns one)
+ * and adds its functions to the module table on top of the stack, leaving the stack as it found
+ * it. lua_host.c calls them all from one list; their order does not matter.
  *
  * Ownership: every userdata owns its core object and frees it in an idempotent __gc/__close
  * (a second call, or a use after :close(), finds NULL). Error rule for every binding: misuse
