@@ -1,9 +1,21 @@
-/* binding — helpers shared by the Lua bindings.
+/* binding — what the Lua bindings (the module upstream.core) share: the userdata types'
+ * metatable names, the parts of the module, and the argument readers.
  *
- * upstream.Tensor is a float32 n-d array owned by Lua (one malloc, freed by an
- * idempotent __gc/__close). Error rule for every binding: misuse (wrong
- * argument types, out-of-range indices) raises via luaL_argerror; expected
- * failures (missing file, corrupt checkpoint) raise with the core message. */
+ * Each userdata type has one binding file that owns it, as liolib owns its file handle: the
+ * file creates the type's metatable once, with the type's whole method table, and no other
+ * file adds to it. A method whose work belongs to another concept (model:attribute,
+ * model:train, model:steer) is implemented in that concept's file and declared in
+ * model_methods.h, but listed in the owner's one table.
+ *
+ * Each part of the module (a binding file) has one register function,
+ * `void up_lua_register_NAME(lua_State *L)`: it creates its type's metatable (if it owns one)
+ * and adds its functions to the module table on top of the stack, leaving the stack as it found
+ * it. lua_host.c calls them all from one list; their order does not matter.
+ *
+ * Ownership: every userdata owns its core object and frees it in an idempotent __gc/__close
+ * (a second call, or a use after :close(), finds NULL). Error rule for every binding: misuse
+ * (wrong argument types, out-of-range indices) raises via luaL_argerror; expected failures
+ * (missing file, corrupt checkpoint) raise with the core message. */
 #ifndef UP_BINDING_H
 #define UP_BINDING_H
 
@@ -11,10 +23,32 @@
 #include <lua.h>
 #include <stdint.h>
 
-#define UP_TENSOR_MT "upstream.Tensor"
+/* The userdata types, by metatable name (the __name scripts see, and check fields against). */
+#define UP_TENSOR_MT "upstream.Tensor"       /* lua_tensor.c: up_lua_tensor */
+#define UP_MODEL_MT "upstream.Model"         /* lua_model.c */
+#define UP_SAE_MT "upstream.Sae"             /* lua_sae.c */
+#define UP_GRID_MT "upstream.Grid"           /* lua_steer.c */
+#define UP_TOKENIZER_MT "upstream.tokenizer" /* lua_tokenizer.c: its first field is the
+                                                up_tokenizer *, NULL once closed */
 
+/* The parts of upstream.core, one per binding file. */
+void up_lua_register_tensor(lua_State *L);      /* Tensor, save/load_safetensors */
+void up_lua_register_model(lua_State *L);       /* Model, upstream.model */
+void up_lua_register_sae(lua_State *L);         /* Sae, upstream.sae */
+void up_lua_register_tokenizer(lua_State *L);   /* tokenizer */
+void up_lua_register_attribution(lua_State *L); /* rank, load_direction, normalize, prompts */
+void up_lua_register_steer(lua_State *L);       /* Grid, grid, metrics */
+void up_lua_register_train(lua_State *L);       /* new_model */
+void up_lua_register_sae_train(lua_State *L);   /* train_sae, collect_activations, auroc */
+void up_lua_register_bpe(lua_State *L);         /* train_bpe */
+void up_lua_register_plot(lua_State *L);        /* the table upstream.plot */
+void up_lua_register_json(lua_State *L);        /* json_encode / json_decode / json_read */
+void up_lua_register_system(lua_State *L);      /* digests, directories, versions, threads, clock */
+void up_lua_register_settings(lua_State *L);    /* settings */
+
+/* upstream.Tensor: a float32 n-d array owned by Lua (one malloc, freed by its __gc/__close). */
 typedef struct up_lua_tensor {
-    float *data; /* (numel) row-major */
+    float *data; /* (numel) row-major; NULL once freed */
     int ndim;
     int64_t shape[4];
     int64_t numel;
@@ -23,26 +57,19 @@ typedef struct up_lua_tensor {
 /* Pushes a new zero-filled tensor of the given shape and returns it. */
 up_lua_tensor *up_lua_tensor_new(lua_State *L, int ndim, const int64_t *shape);
 up_lua_tensor *up_lua_tensor_check(lua_State *L, int idx);
-void up_lua_register_tensor(lua_State *L);
 
 struct up_model;
 struct up_sae;
-/* The model and SAE userdata (lua_model.c, lua_attribution.c); raise on misuse. */
+/* The model and SAE at idx; raise when it is something else or has been closed. */
 struct up_model *up_lua_check_model(lua_State *L, int idx);
 struct up_sae *up_lua_check_sae(lua_State *L, int idx);
-void up_lua_register_attribution(lua_State *L);
-void up_lua_register_train(lua_State *L);
-void up_lua_register_settings(lua_State *L);
-void up_lua_register_bpe(lua_State *L); /* upstream.train_bpe (lua_bpe.c) */
-void up_lua_register_plot(lua_State *L); /* upstream.plot (lua_plot.c) */
-void up_lua_register_steer(lua_State *L); /* upstream.grid, metrics, model:steer/select_direction (lua_steer.c) */
-/* upstream.train_sae, collect_activations, auroc, best_auroc, Sae:pre/save_npz
- * (lua_sae_train.c); needs upstream.sae registered first. */
-void up_lua_register_sae_train(lua_State *L);
-void up_lua_register_system(lua_State *L); /* digests, mkdir, versions, threads (lua_system.c) */
-void up_lua_register_json(lua_State *L);   /* upstream.json_encode / json_decode (lua_json.c) */
 /* Pushes a Model userdata that owns m (freed by its __gc/__close). */
 void up_lua_push_model(lua_State *L, struct up_model *m);
+/* Pushes a Sae userdata that holds no SAE yet and returns its slot: the caller loads into it,
+ * and the userdata frees whatever the slot holds, so a raise after the load leaks nothing. */
+struct up_sae **up_lua_push_sae_slot(lua_State *L);
+
+/* --- argument readers (lua_args.c) ------------------------------------------------------- */
 
 /* A vector argument: an upstream.Tensor or a Lua array of numbers, of length n. Misuse raises
  * naming what ("opts.direction: entry 3 is not a number"). _into copies into the caller's dst;

@@ -2,15 +2,13 @@
  *
  * Each subcommand is `int up_cmd_NAME(int argc, char **argv)` with argv[0] the
  * subcommand name; it returns the process exit status, writes results to
- * stdout and errors to stderr, and answers --help. Each binding file adds its
- * functions to the `upstream` module table on top of the Lua stack with
- * `void up_lua_register_NAME(lua_State *L)`. */
+ * stdout and errors to stderr, and answers --help. The Lua module's parts are in
+ * binding.h. */
 #ifndef UP_CLI_H
 #define UP_CLI_H
 
 #include <stdint.h>
 
-struct lua_State;
 struct up_model;
 struct up_tokenizer;
 struct up_error;
@@ -29,9 +27,6 @@ int up_cmd_organism(int argc, char **argv);
 /* Runs require(module).main(args) with args[0..argc-1] = argv; returns main's integer result
  * (0 when it returns nothing) or 1 when it raises (the message goes to stderr). */
 int up_cmd_lua_module(const char *module, int argc, char **argv);
-
-void up_lua_register_model(struct lua_State *L);
-void up_lua_register_tokenizer(struct lua_State *L);
 
 /* Prints "upstream CMD: message" to stderr and returns 1 (the exit status of a failure). */
 int up_cli_fail(const char *cmd, const struct up_error *e);

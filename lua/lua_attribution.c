@@ -1,10 +1,7 @@
-/* Lua bindings of the seed method: SAEs, the refusal gradient, latent scores, directions.
+/* Lua bindings of the seed method: the refusal gradient, latent scores, directions. The model
+ * methods below are listed in the Model's method table (lua_model.c, model_methods.h); the SAE
+ * is upstream.Sae (lua_sae.c).
  *
- *   upstream.sae(path[, "decoder"|"all" | opts]) -> Sae  (:info(), :encode(T), :decode(T),
- *                                                       :decoder_row(k), :stats(T), :close())
- *        opts = {parts = "decoder"|"all", layer = l | "any"}: layer l reads the dictionary at
- *        blocks.{l}.hook_resid_post whatever the file says; "any" forgets the layer, so
- *        attribute takes it at every source layer (one dictionary swept across layers)
  *   model:gradient(ids, opts)                  -> Tensor(T, d), R
  *        opts = {source = l, target = L, direction = vec, positions = {..}}
  *   model:attribute(ids, sae, opts)            -> {scores = Tensor(d_sae), rg = Tensor(T, d_sae),
@@ -19,138 +16,16 @@
  *   upstream.normalize(vec)                    -> Tensor(d) (unit), norm
  *   upstream.prompts(path)                     -> {strings}
  * Misuse raises with luaL_argerror; failures raise with the core's message. */
-#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "method/attribution.h"
 #include "binding.h"
-#include "cli.h"
-#include "method/direction.h"
 #include "engine/model.h"
 #include "formats/prompts.h"
+#include "method/attribution.h"
+#include "method/direction.h"
+#include "model_methods.h"
 #include "sae/sae.h"
-
-#define SAE_MT "upstream.Sae"
-
-typedef struct lua_sae {
-    up_sae *sae;
-} lua_sae;
-
-up_sae *up_lua_check_sae(lua_State *L, int idx) {
-    lua_sae *ls = luaL_checkudata(L, idx, SAE_MT);
-    if (!ls->sae) luaL_argerror(L, idx, "SAE has been closed");
-    return ls->sae;
-}
-
-static int l_sae(lua_State *L) {
-    const char *path = luaL_checkstring(L, 1);
-    const char *parts = "all";
-    int layer = -2; /* -2: as the file says; -1: any layer */
-    if (lua_istable(L, 2)) {
-        if (lua_getfield(L, 2, "parts") != LUA_TNIL) {
-            if (!lua_isstring(L, -1)) return luaL_argerror(L, 2, "opts.parts must be \"decoder\" or \"all\"");
-            parts = lua_tostring(L, -1);
-        }
-        int ok;
-        if (lua_getfield(L, 2, "layer") == LUA_TSTRING && !strcmp(lua_tostring(L, -1), "any")) {
-            layer = -1;
-        } else if (!lua_isnil(L, -1)) {
-            lua_Integer l = lua_tointegerx(L, -1, &ok);
-            if (!ok || l < 0 || l > INT_MAX) return luaL_argerror(L, 2, "opts.layer must be a layer index (>= 0) or \"any\"");
-            layer = (int)l;
-        }
-    } else {
-        parts = luaL_optstring(L, 2, "all");
-    }
-    unsigned mask = !strcmp(parts, "decoder") ? UP_SAE_DECODER : !strcmp(parts, "all") ? UP_SAE_ALL : 0;
-    if (!mask) return luaL_argerror(L, 2, "parts must be \"decoder\" or \"all\"");
-    lua_sae *ls = lua_newuserdatauv(L, sizeof *ls, 0);
-    ls->sae = NULL;
-    luaL_setmetatable(L, SAE_MT);
-    up_error e = {0};
-    if (up_sae_load(&ls->sae, path, mask, &e)) return luaL_error(L, "%s", e.msg);
-    if (layer == -1) up_sae_forget_hook(ls->sae);
-    else if (layer >= 0 && up_sae_set_hook(ls->sae, layer, &e)) return luaL_error(L, "%s", e.msg);
-    return 1;
-}
-
-static int s_gc(lua_State *L) {
-    lua_sae *ls = luaL_checkudata(L, 1, SAE_MT);
-    up_sae_free(ls->sae);
-    ls->sae = NULL;
-    return 0;
-}
-
-static int s_info(lua_State *L) {
-    up_sae *s = up_lua_check_sae(L, 1);
-    lua_newtable(L);
-    lua_pushstring(L, up_sae_arch_name(s->arch)), lua_setfield(L, -2, "architecture");
-    lua_pushinteger(L, s->d_in), lua_setfield(L, -2, "d_in");
-    lua_pushinteger(L, s->d_sae), lua_setfield(L, -2, "d_sae");
-    lua_pushinteger(L, s->layer), lua_setfield(L, -2, "layer");
-    lua_pushstring(L, s->hook), lua_setfield(L, -2, "hook");
-    lua_pushstring(L, s->path), lua_setfield(L, -2, "path");
-    lua_pushinteger(L, s->k), lua_setfield(L, -2, "k");
-    lua_pushboolean(L, s->W_enc != NULL), lua_setfield(L, -2, "has_encoder");
-    return 1;
-}
-
-/* x: Tensor (n, d) or (d) */
-static const up_lua_tensor *check_rows(lua_State *L, int idx, int width, int *n) {
-    const up_lua_tensor *t = up_lua_tensor_check(L, idx);
-    if (t->ndim < 1 || t->shape[t->ndim - 1] != width)
-        luaL_argerror(L, idx, lua_pushfstring(L, "expected a tensor whose last dimension is %d", width));
-    *n = (int)(t->numel / width);
-    return t;
-}
-
-static int s_encode(lua_State *L) {
-    up_sae *s = up_lua_check_sae(L, 1);
-    int n;
-    const up_lua_tensor *x = check_rows(L, 2, s->d_in, &n);
-    int64_t shape[2] = {n, s->d_sae};
-    up_lua_tensor *out = up_lua_tensor_new(L, 2, shape);
-    up_error e = {0};
-    if (up_sae_encode(s, x->data, n, out->data, &e)) return luaL_error(L, "%s", e.msg);
-    return 1;
-}
-
-static int s_decode(lua_State *L) {
-    up_sae *s = up_lua_check_sae(L, 1);
-    int n;
-    const up_lua_tensor *a = check_rows(L, 2, s->d_sae, &n);
-    int64_t shape[2] = {n, s->d_in};
-    up_lua_tensor *out = up_lua_tensor_new(L, 2, shape);
-    up_error e = {0};
-    if (up_sae_decode(s, a->data, n, out->data, &e)) return luaL_error(L, "%s", e.msg);
-    return 1;
-}
-
-static int s_decoder_row(lua_State *L) {
-    up_sae *s = up_lua_check_sae(L, 1);
-    lua_Integer k = luaL_checkinteger(L, 2);
-    if (k < 0 || k >= s->d_sae) return luaL_argerror(L, 2, "latent index out of range (0-based)");
-    if (!s->W_dec) return luaL_error(L, "%s: decoder not loaded", s->path);
-    int64_t shape[1] = {s->d_in};
-    up_lua_tensor *out = up_lua_tensor_new(L, 1, shape);
-    memcpy(out->data, s->W_dec + (size_t)k * s->d_in, (size_t)s->d_in * sizeof(float));
-    return 1;
-}
-
-static int s_stats(lua_State *L) {
-    up_sae *s = up_lua_check_sae(L, 1);
-    int n;
-    const up_lua_tensor *x = check_rows(L, 2, s->d_in, &n);
-    up_sae_metrics mt;
-    up_error e = {0};
-    if (up_sae_stats(s, x->data, n, &mt, &e)) return luaL_error(L, "%s", e.msg);
-    lua_newtable(L);
-    lua_pushnumber(L, mt.fvu), lua_setfield(L, -2, "fvu");
-    lua_pushnumber(L, mt.mse), lua_setfield(L, -2, "mse");
-    lua_pushnumber(L, mt.mean_l0), lua_setfield(L, -2, "mean_l0");
-    return 1;
-}
 
 /* Reads {source, target, direction, positions} from the options table at idx; the direction and
  * positions are Lua-owned blocks pushed on the stack, valid while the caller's frame lives. */
@@ -178,7 +53,7 @@ static void read_grad_opts(lua_State *L, int idx, const up_model *m, grad_opts *
     o->obj.direction = up_lua_read_vector(L, -1, m->cfg.d_model, "opts.direction");
 }
 
-static int m_gradient(lua_State *L) {
+int up_lua_model_gradient(lua_State *L) {
     up_model *m = up_lua_check_model(L, 1);
     grad_opts o;
     read_grad_opts(L, 3, m, &o);
@@ -195,7 +70,7 @@ static int m_gradient(lua_State *L) {
     return 2;
 }
 
-static int m_attribute(lua_State *L) {
+int up_lua_model_attribute(lua_State *L) {
     up_model *m = up_lua_check_model(L, 1);
     up_sae *sae = up_lua_check_sae(L, 3);
     luaL_checktype(L, 4, LUA_TTABLE);
@@ -275,7 +150,7 @@ static int l_rank(lua_State *L) {
     return 1;
 }
 
-static int m_directions(lua_State *L) {
+int up_lua_model_directions(lua_State *L) {
     up_model *m = up_lua_check_model(L, 1);
     int n_pos = 5, batch = 8;
     if (lua_istable(L, 4)) {
@@ -337,24 +212,10 @@ static int l_prompts(lua_State *L) {
 }
 
 void up_lua_register_attribution(lua_State *L) {
-    static const luaL_Reg sae_methods[] = {{"info", s_info},     {"encode", s_encode}, {"decode", s_decode},
-                                           {"decoder_row", s_decoder_row}, {"stats", s_stats}, {"close", s_gc},
-                                           {NULL, NULL}};
-    if (luaL_newmetatable(L, SAE_MT)) {
-        luaL_newlib(L, sae_methods);
-        lua_setfield(L, -2, "__index");
-        lua_pushcfunction(L, s_gc), lua_setfield(L, -2, "__gc");
-        lua_pushcfunction(L, s_gc), lua_setfield(L, -2, "__close");
-    }
-    lua_pop(L, 1);
-    /* Model methods live on the model's metatable, created by lua_model.c before this runs. */
-    luaL_getmetatable(L, "upstream.Model");
-    lua_getfield(L, -1, "__index");
-    lua_pushcfunction(L, m_gradient), lua_setfield(L, -2, "gradient");
-    lua_pushcfunction(L, m_attribute), lua_setfield(L, -2, "attribute");
-    lua_pushcfunction(L, m_directions), lua_setfield(L, -2, "directions");
-    lua_pop(L, 2);
-    static const luaL_Reg fns[] = {{"sae", l_sae},       {"rank", l_rank},       {"load_direction", l_load_direction},
-                                   {"normalize", l_normalize}, {"prompts", l_prompts}, {NULL, NULL}};
+    static const luaL_Reg fns[] = {{"rank", l_rank},
+                                   {"load_direction", l_load_direction},
+                                   {"normalize", l_normalize},
+                                   {"prompts", l_prompts},
+                                   {NULL, NULL}};
     luaL_setfuncs(L, fns, 0);
 }

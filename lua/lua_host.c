@@ -14,14 +14,40 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "binding.h"
 #include "cli.h"
 
 #define RUN_OPTIONS_KEY "upstream.run_options"
 
+/* The parts of upstream.core, one per binding file (binding.h). Each adds its functions to the
+ * module table and creates its own userdata type, so the order does not matter. */
+static const struct core_part {
+    const char *name;
+    void (*reg)(lua_State *L);
+} core_parts[] = {
+    {"tensor", up_lua_register_tensor},
+    {"model", up_lua_register_model},
+    {"sae", up_lua_register_sae},
+    {"tokenizer", up_lua_register_tokenizer},
+    {"attribution", up_lua_register_attribution},
+    {"steer", up_lua_register_steer},
+    {"train", up_lua_register_train},
+    {"sae_train", up_lua_register_sae_train},
+    {"bpe", up_lua_register_bpe},
+    {"plot", up_lua_register_plot},
+    {"json", up_lua_register_json},
+    {"system", up_lua_register_system},
+    {"settings", up_lua_register_settings},
+};
+
 static int open_core(lua_State *L) {
     lua_newtable(L);
-    up_lua_register_model(L);
-    up_lua_register_tokenizer(L);
+    const int top = lua_gettop(L);
+    for (size_t i = 0; i < sizeof core_parts / sizeof *core_parts; i++) {
+        core_parts[i].reg(L);
+        /* A part that leaves the stack unbalanced would register the next into the wrong table. */
+        if (lua_gettop(L) != top) return luaL_error(L, "upstream.core: part '%s' left the stack unbalanced", core_parts[i].name);
+    }
     lua_getfield(L, LUA_REGISTRYINDEX, RUN_OPTIONS_KEY);
     lua_setfield(L, -2, "run_options");
     return 1;

@@ -1,21 +1,36 @@
-/* upstream.model(dir): load a checkpoint, run captures and greedy generation from Lua. */
+/* upstream.Model: a checkpoint loaded (upstream.model) or built in memory (upstream.new_model,
+ * lua_train.c). This file owns the type and its one method table.
+ *
+ *   upstream.model(dir)              -> Model
+ *   model:config()                   -> {d_model, d_mlp, n_layers, n_heads, n_kv_heads, head_dim,
+ *                                        vocab_size, sliding_window, bos_id, eos_id, pad_id,
+ *                                        rms_norm_eps, rope_theta, query_pre_attn_scalar,
+ *                                        attn_softcap, final_softcap}
+ *   model:run(ids, {hooks = {names...}, logits = "last"|"all"|"none"})
+ *                                    -> {[name] = Tensor(T, d), logits = Tensor(V) | (T, V)}
+ *   model:generate(ids, {max_new_tokens = 32, stop = {ids...}}) -> {new ids}
+ *   model:save(dir)                  writes config.json + model.safetensors
+ *   model:close()                    frees now (also __gc / __close; idempotent)
+ * and, implemented beside their concept (model_methods.h; documented in those files' headers):
+ *   model:gradient, :attribute, :directions       lua_attribution.c
+ *   model:train, :eval_loss                       lua_train.c
+ *   model:steer, :logprob, :select_direction      lua_steer.c
+ * Misuse raises with luaL_argerror; failures raise with the core's message. */
 #include <stdlib.h>
 #include <string.h>
 
 #include "binding.h"
-#include "cli.h"
 #include "engine/forward.h"
 #include "engine/generate.h"
 #include "engine/model.h"
-
-#define MODEL_MT "upstream.Model"
+#include "model_methods.h"
 
 typedef struct lua_model {
     up_model *m;
 } lua_model;
 
 up_model *up_lua_check_model(lua_State *L, int idx) {
-    lua_model *lm = luaL_checkudata(L, idx, MODEL_MT);
+    lua_model *lm = luaL_checkudata(L, idx, UP_MODEL_MT);
     if (!lm->m) luaL_argerror(L, idx, "model has been closed");
     return lm->m;
 }
@@ -24,7 +39,7 @@ static int l_model(lua_State *L) {
     const char *dir = luaL_checkstring(L, 1);
     lua_model *lm = lua_newuserdatauv(L, sizeof *lm, 0);
     lm->m = NULL;
-    luaL_setmetatable(L, MODEL_MT);
+    luaL_setmetatable(L, UP_MODEL_MT);
     up_error e = {0};
     if (up_model_load(&lm->m, dir, &e)) return luaL_error(L, "%s", e.msg);
     return 1;
@@ -33,11 +48,11 @@ static int l_model(lua_State *L) {
 void up_lua_push_model(lua_State *L, up_model *m) {
     lua_model *lm = lua_newuserdatauv(L, sizeof *lm, 0);
     lm->m = m;
-    luaL_setmetatable(L, MODEL_MT);
+    luaL_setmetatable(L, UP_MODEL_MT);
 }
 
 static int m_gc(lua_State *L) {
-    lua_model *lm = luaL_checkudata(L, 1, MODEL_MT);
+    lua_model *lm = luaL_checkudata(L, 1, UP_MODEL_MT);
     up_model_free(lm->m);
     lm->m = NULL;
     return 0;
@@ -192,28 +207,36 @@ static int m_generate(lua_State *L) {
     return 1;
 }
 
+static int m_save(lua_State *L) {
+    up_model *m = up_lua_check_model(L, 1);
+    const char *dir = luaL_checkstring(L, 2);
+    up_error e = {0};
+    if (up_model_save(m, dir, &e)) return luaL_error(L, "%s", e.msg);
+    return 0;
+}
+
 void up_lua_register_model(lua_State *L) {
-    static const luaL_Reg methods[] = {{"config", m_config}, {"run", m_run}, {"generate", m_generate},
-                                       {"close", m_gc}, {NULL, NULL}};
-    if (luaL_newmetatable(L, MODEL_MT)) {
+    static const luaL_Reg methods[] = {{"config", m_config},
+                                       {"run", m_run},
+                                       {"generate", m_generate},
+                                       {"save", m_save},
+                                       {"close", m_gc},
+                                       {"gradient", up_lua_model_gradient},
+                                       {"attribute", up_lua_model_attribute},
+                                       {"directions", up_lua_model_directions},
+                                       {"train", up_lua_model_train},
+                                       {"eval_loss", up_lua_model_eval_loss},
+                                       {"steer", up_lua_model_steer},
+                                       {"logprob", up_lua_model_logprob},
+                                       {"select_direction", up_lua_model_select_direction},
+                                       {NULL, NULL}};
+    if (luaL_newmetatable(L, UP_MODEL_MT)) {
         luaL_newlib(L, methods);
         lua_setfield(L, -2, "__index");
-        lua_pushcfunction(L, m_gc);
-        lua_setfield(L, -2, "__gc");
-        lua_pushcfunction(L, m_gc);
-        lua_setfield(L, -2, "__close");
+        lua_pushcfunction(L, m_gc), lua_setfield(L, -2, "__gc");
+        lua_pushcfunction(L, m_gc), lua_setfield(L, -2, "__close");
     }
     lua_pop(L, 1);
     lua_pushcfunction(L, l_model);
     lua_setfield(L, -2, "model");
-    up_lua_register_tensor(L);
-    up_lua_register_attribution(L);
-    up_lua_register_train(L);
-    up_lua_register_settings(L);
-    up_lua_register_bpe(L);
-    up_lua_register_plot(L);
-    up_lua_register_steer(L);
-    up_lua_register_sae_train(L);
-    up_lua_register_system(L);
-    up_lua_register_json(L);
 }

@@ -14,7 +14,7 @@
  *        Unset lr_decay and sparsity_warmup follow steps (20% and 10% of it).
  *        The SAE is written to opts.out (GemmaScope: the .npz itself when out ends in ".npz",
  *        else out/params.npz; SAELens: the directory out) and returned loaded from there
- *        through upstream.sae, so it is the same userdata as any loaded SAE. Without out it is
+ *        as upstream.sae loads it, so it is the same userdata as any loaded SAE. Without out it is
  *        written to a temporary directory that is removed once loaded.
  *        report: fvu, fve, mse, mean_l0, n_dead, dead_fraction, steps, resampled, scale,
  *        final_loss, path (nil without out).
@@ -25,8 +25,7 @@
  *                                         a table of numbers, labels a table of booleans/numbers
  *                                         (non-zero and true are positive) or a Tensor
  *   upstream.best_auroc(acts, labels)  -> latent (0-based), auroc, Tensor (d_sae) of all AUROCs
- *   sae:pre(X)                         -> Tensor (n, d_sae) of pre-activations
- *   sae:save_npz(path[, compress])     writes a GemmaScope params.npz
+ * The Sae's own methods (sae:pre, sae:save_npz, ...) are in lua_sae.c.
  * Error rule: misuse raises with luaL_argerror; failures (training, I/O) raise with the core
  * message. A progress callback that errors stops training and its error is raised. */
 #include <ftw.h>
@@ -231,7 +230,7 @@ static int l_train_sae(lua_State *L) {
     if (pc.failed) return lua_error(L); /* the callback's own error, on top of the stack */
     if (st) return luaL_error(L, "%s", e.msg);
 
-    /* Write, then load through upstream.sae (our upvalue) so the SAE is the usual userdata. */
+    /* Write, then load as upstream.sae does, so the SAE is the usual userdata. */
     char tmpdir[64] = "", path[4200];
     if (!out) {
         strcpy(tmpdir, "/tmp/upstream_sae_XXXXXX");
@@ -260,13 +259,12 @@ static int l_train_sae(lua_State *L) {
         if (tmpdir[0]) nftw(tmpdir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
         return luaL_error(L, "%s", e.msg);
     }
-    lua_pushvalue(L, lua_upvalueindex(1));
-    lua_pushstring(L, path);
-    int ok = lua_pcall(L, 1, 1, 0);
+    up_sae **slot = up_lua_push_sae_slot(L);
+    st = up_sae_load(slot, path, UP_SAE_ALL, &e);
     if (tmpdir[0]) nftw(tmpdir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-    if (ok != LUA_OK) return lua_error(L);
+    if (st) return luaL_error(L, "%s", e.msg);
+    up_sae *loaded = *slot;
     /* A GemmaScope file outside a layer_L directory does not say its hook: set it. */
-    up_sae *loaded = up_lua_check_sae(L, -1);
     if (o.hook && strcmp(loaded->hook, o.hook)) {
         if (layer >= 0) up_sae_set_hook(loaded, layer, NULL);
         else {
@@ -373,45 +371,11 @@ static int l_best_auroc(lua_State *L) {
     return 3;
 }
 
-/* --- Sae methods ---------------------------------------------------------------------------- */
-
-static int s_pre(lua_State *L) {
-    up_sae *s = up_lua_check_sae(L, 1);
-    const up_lua_tensor *x = up_lua_tensor_check(L, 2);
-    if (x->ndim < 1 || x->shape[x->ndim - 1] != s->d_in)
-        return luaL_argerror(L, 2, lua_pushfstring(L, "expected a tensor whose last dimension is %d", s->d_in));
-    int n = (int)(x->numel / s->d_in);
-    int64_t shape[2] = {n, s->d_sae};
-    up_lua_tensor *out = up_lua_tensor_new(L, 2, shape);
-    up_error e = {0};
-    if (up_sae_pre_activations(s, x->data, n, out->data, &e)) return luaL_error(L, "%s", e.msg);
-    return 1;
-}
-
-static int s_save_npz(lua_State *L) {
-    up_sae *s = up_lua_check_sae(L, 1);
-    const char *path = luaL_checkstring(L, 2);
-    int compress = lua_toboolean(L, 3);
-    up_error e = {0};
-    if (up_sae_save_npz(s, path, compress ? UP_NPZ_DEFLATED : UP_NPZ_STORED, &e)) return luaL_error(L, "%s", e.msg);
-    return 0;
-}
-
 void up_lua_register_sae_train(lua_State *L) {
-    /* Runs after up_lua_register_attribution: upstream.sae and the Sae metatable exist. */
-    lua_getfield(L, -1, "sae");
-    if (!lua_isfunction(L, -1)) luaL_error(L, "up_lua_register_sae_train: upstream.sae is not registered yet");
-    lua_pushcclosure(L, l_train_sae, 1);
-    lua_setfield(L, -2, "train_sae");
-    lua_pushcfunction(L, l_collect), lua_setfield(L, -2, "collect_activations");
-    lua_pushcfunction(L, l_auroc), lua_setfield(L, -2, "auroc");
-    lua_pushcfunction(L, l_best_auroc), lua_setfield(L, -2, "best_auroc");
-    luaL_getmetatable(L, "upstream.Sae");
-    if (lua_istable(L, -1)) {
-        lua_getfield(L, -1, "__index");
-        lua_pushcfunction(L, s_pre), lua_setfield(L, -2, "pre");
-        lua_pushcfunction(L, s_save_npz), lua_setfield(L, -2, "save_npz");
-        lua_pop(L, 1);
-    }
-    lua_pop(L, 1);
+    static const luaL_Reg fns[] = {{"train_sae", l_train_sae},
+                                   {"collect_activations", l_collect},
+                                   {"auroc", l_auroc},
+                                   {"best_auroc", l_best_auroc},
+                                   {NULL, NULL}};
+    luaL_setfuncs(L, fns, 0);
 }

@@ -55,6 +55,8 @@
  *        (pos counts from the end, -1 = last token; dropped = "kept" or "layer,kl,..."; a
  *        candidate left out has no bypass, induce or kl and says "unscored")
  *
+ * The model methods are listed in the Model's method table (lua_model.c, model_methods.h).
+ *
  * Error rule: misuse (a wrong type, a missing spec field, an index out of range) raises with
  * luaL_argerror naming the field; failures (unreadable cache, a closed model, a core error)
  * raise with the core's message. Only a stop asked for by the progress function comes back as
@@ -69,16 +71,12 @@
 #include <unistd.h>
 
 #include "binding.h"
-#include "cli.h"
 #include "method/grid.h"
 #include "method/metrics.h"
 #include "engine/model.h"
 #include "method/select.h"
+#include "model_methods.h"
 #include "text/tokenizer.h"
-
-#define GRID_MT "upstream.Grid"
-/* lua_tokenizer.c's userdata: its first field is the tokenizer (NULL once closed). */
-#define TOKENIZER_MT "upstream.tokenizer"
 
 typedef struct lua_grid {
     up_grid *g;
@@ -125,13 +123,13 @@ static int bool_field(lua_State *L, int t, const char *k, int dflt) {
 /* ---- the grid userdata --------------------------------------------------------------------- */
 
 static lua_grid *check_grid(lua_State *L, int idx) {
-    lua_grid *lg = luaL_checkudata(L, idx, GRID_MT);
+    lua_grid *lg = luaL_checkudata(L, idx, UP_GRID_MT);
     if (!lg->g) luaL_argerror(L, idx, "grid has been closed");
     return lg;
 }
 
 static int g_gc(lua_State *L) {
-    lua_grid *lg = luaL_checkudata(L, 1, GRID_MT);
+    lua_grid *lg = luaL_checkudata(L, 1, UP_GRID_MT);
     up_grid_free(lg->g);
     lg->g = NULL;
     for (int i = 0; i < lg->n_subs; i++) free(lg->subs[i]);
@@ -184,7 +182,7 @@ static void add_intervention(lua_State *L, int idx, int n, lua_grid *lg, const u
         memset(&s, 0, sizeof s);
         if (kind == UP_STEER_CLAMP) {
             field(L, it, "sae");
-            up_sae *sae = luaL_testudata(L, -1, "upstream.Sae") ? up_lua_check_sae(L, lua_gettop(L)) : NULL;
+            up_sae *sae = luaL_testudata(L, -1, UP_SAE_MT) ? up_lua_check_sae(L, lua_gettop(L)) : NULL;
             if (!sae) luaL_error(L, "%s.sae must be an SAE", iw);
             /* Keep the SAE alive as long as the grid borrows it. */
             lua_rawseti(L, refs, (lua_Integer)luaL_len(L, refs) + 1);
@@ -242,12 +240,12 @@ static int l_grid(lua_State *L) {
     luaL_checktype(L, 1, LUA_TTABLE);
     lua_settop(L, 1);
     field(L, 1, "model");
-    if (!luaL_testudata(L, 2, "upstream.Model")) return luaL_argerror(L, 1, "spec.model must be a Model");
+    if (!luaL_testudata(L, 2, UP_MODEL_MT)) return luaL_argerror(L, 1, "spec.model must be a Model");
     up_model *m = up_lua_check_model(L, 2);
     const int d = m->cfg.d_model;
     lua_grid *lg = lua_newuserdatauv(L, sizeof *lg, 1); /* 3 */
     memset(lg, 0, sizeof *lg);
-    luaL_setmetatable(L, GRID_MT);
+    luaL_setmetatable(L, UP_GRID_MT);
     lua_createtable(L, 0, 4); /* 4: refs {model, tokenizer, progress, [i] = SAEs} */
     lua_pushvalue(L, 2), lua_setfield(L, 4, "model");
     lua_pushvalue(L, 4), lua_setiuservalue(L, 3, 1);
@@ -290,7 +288,7 @@ static int l_grid(lua_State *L) {
         int32_t *lat = (int32_t *)up_lua_read_ints(L, 5, "spec.latents", &n_lat);
         float *alphas = read_alphas(L, 1, &n_alpha);
         field(L, 1, "sae");
-        if (!luaL_testudata(L, -1, "upstream.Sae")) return luaL_argerror(L, 1, "spec.latents needs spec.sae");
+        if (!luaL_testudata(L, -1, UP_SAE_MT)) return luaL_argerror(L, 1, "spec.latents needs spec.sae");
         up_sae *sae = up_lua_check_sae(L, lua_gettop(L));
         lua_rawseti(L, 4, (lua_Integer)luaL_len(L, 4) + 1);
         up_status st;
@@ -390,7 +388,7 @@ static int l_grid(lua_State *L) {
     if (type == LUA_TSTRING) {
         if (up_tokenizer_load(&lg->own_tok, lua_tostring(L, 5), &e)) return luaL_error(L, "%s", e.msg);
     } else if (type != LUA_TNIL) {
-        if (!luaL_testudata(L, 5, TOKENIZER_MT)) return luaL_argerror(L, 1, "spec.tokenizer must be a Tokenizer or a path");
+        if (!luaL_testudata(L, 5, UP_TOKENIZER_MT)) return luaL_argerror(L, 1, "spec.tokenizer must be a Tokenizer or a path");
         lua_setfield(L, 4, "tokenizer");
     }
     lua_settop(L, 4);
@@ -611,7 +609,7 @@ static int g_set_prediction(lua_State *L) {
 }
 
 /* model:steer(prompts, spec) */
-static int m_steer(lua_State *L) {
+int up_lua_model_steer(lua_State *L) {
     up_lua_check_model(L, 1);
     luaL_checktype(L, 2, LUA_TTABLE);
     lua_settop(L, 3);
@@ -686,7 +684,7 @@ static int l_kl(lua_State *L) {
     return 1;
 }
 
-static int m_logprob(lua_State *L) {
+int up_lua_model_logprob(lua_State *L) {
     up_model *m = up_lua_check_model(L, 1);
     int np, nc;
     const int32_t *prompt = (int32_t *)up_lua_read_ints(L, 2, "prompt_ids", &np);
@@ -704,7 +702,7 @@ static int m_logprob(lua_State *L) {
 }
 
 /* model:select_direction(candidates, harmful, harmless, opts) */
-static int m_select_direction(lua_State *L) {
+int up_lua_model_select_direction(lua_State *L) {
     up_model *m = up_lua_check_model(L, 1);
     const up_lua_tensor *cand = up_lua_tensor_check(L, 2);
     const int d = m->cfg.d_model, nl = m->cfg.n_layers;
@@ -769,19 +767,13 @@ static int m_select_direction(lua_State *L) {
 void up_lua_register_steer(lua_State *L) {
     static const luaL_Reg grid_methods[] = {{"run", g_run},       {"rows", g_rows}, {"totals", g_totals},
                                             {"set_prediction", g_set_prediction}, {"close", g_gc}, {NULL, NULL}};
-    if (luaL_newmetatable(L, GRID_MT)) {
+    if (luaL_newmetatable(L, UP_GRID_MT)) {
         luaL_newlib(L, grid_methods);
         lua_setfield(L, -2, "__index");
         lua_pushcfunction(L, g_gc), lua_setfield(L, -2, "__gc");
         lua_pushcfunction(L, g_gc), lua_setfield(L, -2, "__close");
     }
     lua_pop(L, 1);
-    luaL_getmetatable(L, "upstream.Model");
-    lua_getfield(L, -1, "__index");
-    lua_pushcfunction(L, m_steer), lua_setfield(L, -2, "steer");
-    lua_pushcfunction(L, m_logprob), lua_setfield(L, -2, "logprob");
-    lua_pushcfunction(L, m_select_direction), lua_setfield(L, -2, "select_direction");
-    lua_pop(L, 2);
     static const luaL_Reg fns[] = {{"grid", l_grid},
                                    {"refusal_score", l_refusal_score},
                                    {"substring_refusal", l_substring_refusal},

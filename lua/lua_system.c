@@ -1,5 +1,5 @@
 /* Lua bindings of what an experiment's bookkeeping needs from the system: digests, directories,
- * library versions and the thread count.
+ * library versions, the thread count and the clock.
  *
  *   upstream.sha256(bytes)              -> 64 hex digits of the string's SHA-256
  *   upstream.hash_file(path[, memo])    -> hex digest of a file (what sha256sum prints); memo is a
@@ -13,6 +13,8 @@
  *                                          jansson, openssl}
  *   upstream.set_threads(n)             BLAS and OpenMP threads (0 or less: leave the default)
  *   upstream.threads()                  -> the thread count in use
+ *   upstream.clock()                    -> seconds on the monotonic clock (base/clock.h), with
+ *                                          sub-second resolution; only differences mean anything
  *   upstream.source_dir                 the source tree this binary was built from
  *   upstream.run_options                what `upstream run` parsed (see lua_host.c), or nil
  * Error rule: misuse raises with luaL_argerror; hashing failures raise with the core's message;
@@ -25,10 +27,11 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "binding.h"
-#include "engine/blas.h"
+#include "base/clock.h"
 #include "base/fs.h"
 #include "base/hash.h"
+#include "binding.h"
+#include "engine/blas.h"
 #include "formats/png.h"
 
 static int l_sha256(lua_State *L) {
@@ -103,10 +106,16 @@ static int l_threads(lua_State *L) {
     return 1;
 }
 
+static int l_clock(lua_State *L) {
+    lua_pushnumber(L, up_clock_seconds());
+    return 1;
+}
+
 void up_lua_register_system(lua_State *L) {
-    static const luaL_Reg fns[] = {{"sha256", l_sha256},   {"hash_file", l_hash_file},     {"hash_path", l_hash_path},
-                                   {"mkdir", l_mkdir},     {"mkdirs", l_mkdirs},           {"versions", l_versions},
-                                   {"set_threads", l_set_threads}, {"threads", l_threads}, {NULL, NULL}};
+    static const luaL_Reg fns[] = {{"sha256", l_sha256},           {"hash_file", l_hash_file}, {"hash_path", l_hash_path},
+                                   {"mkdir", l_mkdir},             {"mkdirs", l_mkdirs},       {"versions", l_versions},
+                                   {"set_threads", l_set_threads}, {"threads", l_threads},     {"clock", l_clock},
+                                   {NULL, NULL}};
     luaL_setfuncs(L, fns, 0);
     lua_pushstring(L, UP_SOURCE_DIR), lua_setfield(L, -2, "source_dir");
 }

@@ -21,18 +21,17 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "binding.h"
 #include "text/chat.h"
-#include "cli.h"
 #include "text/tokenizer.h"
 
-#define TOKENIZER_MT "upstream.tokenizer"
-
+/* binding.h promises this layout: lua_steer.c reads the tokenizer of a grid's spec. */
 typedef struct {
     up_tokenizer *tok; /* NULL once closed */
 } lua_tok;
 
 static up_tokenizer *check_tok(lua_State *L) {
-    lua_tok *u = luaL_checkudata(L, 1, TOKENIZER_MT);
+    lua_tok *u = luaL_checkudata(L, 1, UP_TOKENIZER_MT);
     if (!u->tok) luaL_error(L, "tokenizer is closed");
     return u->tok;
 }
@@ -56,7 +55,7 @@ static int l_new(lua_State *L) {
     const char *path = luaL_checkstring(L, 1);
     lua_tok *u = lua_newuserdatauv(L, sizeof *u, 0);
     u->tok = NULL;
-    luaL_setmetatable(L, TOKENIZER_MT);
+    luaL_setmetatable(L, UP_TOKENIZER_MT);
     struct stat sb;
     up_error err = {0};
     up_status st = stat(path, &sb) == 0 && S_ISDIR(sb.st_mode) ? up_tokenizer_load_dir(&u->tok, path, &err)
@@ -169,14 +168,14 @@ static int l_eos_id(lua_State *L) {
 
 /* __gc, __close and :close() share this; a second call finds NULL and does nothing. */
 static int l_close(lua_State *L) {
-    lua_tok *u = luaL_checkudata(L, 1, TOKENIZER_MT);
+    lua_tok *u = luaL_checkudata(L, 1, UP_TOKENIZER_MT);
     up_tokenizer_free(u->tok);
     u->tok = NULL;
     return 0;
 }
 
 static int l_tostring(lua_State *L) {
-    lua_tok *u = luaL_checkudata(L, 1, TOKENIZER_MT);
+    lua_tok *u = luaL_checkudata(L, 1, UP_TOKENIZER_MT);
     if (u->tok) lua_pushfstring(L, "upstream.tokenizer (vocab %d)", up_tokenizer_vocab_size(u->tok));
     else lua_pushliteral(L, "upstream.tokenizer (closed)");
     return 1;
@@ -205,7 +204,7 @@ static const luaL_Reg metamethods[] = {
 };
 
 void up_lua_register_tokenizer(lua_State *L) {
-    if (luaL_newmetatable(L, TOKENIZER_MT)) {
+    if (luaL_newmetatable(L, UP_TOKENIZER_MT)) {
         luaL_setfuncs(L, metamethods, 0);
         luaL_newlib(L, methods);
         lua_setfield(L, -2, "__index");

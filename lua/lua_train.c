@@ -14,7 +14,8 @@
  *        progress = function(p) ... end (p: step, steps, loss, heldout_loss|nil, lr, grad_norm,
  *        seconds; return true to stop)
  *   model:eval_loss(data[, batch])  -> mean response-token loss
- *   model:save(dir)                 -> writes config.json + model.safetensors
+ * The model methods are listed in the Model's method table (lua_model.c, model_methods.h); a
+ * trained model is written with model:save(dir) (lua_model.c).
  * Misuse raises with luaL_argerror; failures raise with the core's message. */
 #include <math.h>
 #include <stdlib.h>
@@ -22,8 +23,8 @@
 
 #include "binding.h"
 #include "engine/model.h"
+#include "model_methods.h"
 #include "train/train.h"
-
 
 static int req_int(lua_State *L, int t, const char *k) {
     lua_getfield(L, t, k);
@@ -124,7 +125,7 @@ static int on_progress(const up_train_progress *p, void *user) {
     lua_pushnumber(L, p->seconds), lua_setfield(L, -2, "seconds");
     lua_pushinteger(L, p->resumed_from), lua_setfield(L, -2, "resumed_from");
     if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
-        c->failed = 1; /* the error message stays on the stack for m_train to raise */
+        c->failed = 1; /* the error message stays on the stack for model:train to raise */
         return 1;
     }
     int stop = lua_toboolean(L, -1);
@@ -132,7 +133,7 @@ static int on_progress(const up_train_progress *p, void *user) {
     return stop;
 }
 
-static int m_train(lua_State *L) {
+int up_lua_model_train(lua_State *L) {
     up_model *m = up_lua_check_model(L, 1);
     luaL_checktype(L, 3, LUA_TTABLE);
     lua_settop(L, 3);
@@ -172,7 +173,7 @@ static int m_train(lua_State *L) {
     return 1;
 }
 
-static int m_eval_loss(lua_State *L) {
+int up_lua_model_eval_loss(lua_State *L) {
     up_model *m = up_lua_check_model(L, 1);
     int batch = (int)luaL_optinteger(L, 3, 16);
     up_train_data td = read_data(L, 2);
@@ -183,21 +184,7 @@ static int m_eval_loss(lua_State *L) {
     return 1;
 }
 
-static int m_save(lua_State *L) {
-    up_model *m = up_lua_check_model(L, 1);
-    const char *dir = luaL_checkstring(L, 2);
-    up_error e = {0};
-    if (up_model_save(m, dir, &e)) return luaL_error(L, "%s", e.msg);
-    return 0;
-}
-
 void up_lua_register_train(lua_State *L) {
-    luaL_getmetatable(L, "upstream.Model");
-    lua_getfield(L, -1, "__index");
-    lua_pushcfunction(L, m_train), lua_setfield(L, -2, "train");
-    lua_pushcfunction(L, m_eval_loss), lua_setfield(L, -2, "eval_loss");
-    lua_pushcfunction(L, m_save), lua_setfield(L, -2, "save");
-    lua_pop(L, 2);
     lua_pushcfunction(L, l_new_model);
     lua_setfield(L, -2, "new_model");
 }
