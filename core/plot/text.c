@@ -7,6 +7,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "base/utf8.h"
+
 static void use_font(canvas *c, double size, int bold) {
     cairo_select_font_face(c->cr, c->font, CAIRO_FONT_SLANT_NORMAL,
                            bold ? CAIRO_FONT_WEIGHT_BOLD : CAIRO_FONT_WEIGHT_NORMAL);
@@ -53,34 +55,21 @@ void plot_text_at(canvas *c, const char *s, double x, double y, double size, int
  * are often exactly a newline. Stops with "…" when out would overflow. */
 void plot_clean(const char *in, char *out, size_t cap) {
     static const char repl[] = "\xEF\xBF\xBD", ell[] = "\xE2\x80\xA6";
-    const unsigned char *p = (const unsigned char *)(in ? in : "");
-    size_t o = 0;
-    while (*p) {
-        const char *piece;
-        size_t len;
+    const unsigned char *s = (const unsigned char *)(in ? in : "");
+    size_t n = strlen((const char *)s), i = 0, o = 0;
+    while (i < n) {
         char esc[3] = {'\\', 0, 0};
-        unsigned c = *p;
-        if (c < 0x80) {
-            len = 1, piece = (const char *)p;
-            if (c == '\n' || c == '\t' || c == '\r')
-                esc[1] = c == '\n' ? 'n' : c == '\t' ? 't' : 'r', piece = esc, len = 2;
-            else if (c < 0x20 || c == 0x7f) piece = repl, len = 3;
-            p++;
-        } else {
-            int n = c >= 0xc2 && c <= 0xdf ? 2 : c >= 0xe0 && c <= 0xef ? 3 : c >= 0xf0 && c <= 0xf4 ? 4 : 0;
-            unsigned cp = n == 2 ? c & 0x1f : n == 3 ? c & 0x0f : c & 0x07;
-            for (int i = 1; i < n; i++) {
-                if ((p[i] & 0xc0) != 0x80) {
-                    n = 0;
-                    break;
-                }
-                cp = cp << 6 | (p[i] & 0x3f);
-            }
-            if (n == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) n = 0;
-            if (n == 4 && (cp < 0x10000 || cp > 0x10ffff)) n = 0;
-            if (n == 2 && cp < 0xa0) n = 0; /* C1 controls */
-            if (n) piece = (const char *)p, len = (size_t)n, p += n;
-            else piece = repl, len = 3, p++;
+        unsigned c = s[i];
+        uint32_t cp = 0;
+        int k = up_utf8_next(s, n, i, &cp);
+        const char *piece = (const char *)s + i;
+        size_t len = k > 0 ? (size_t)k : 0;
+        if (c == '\n' || c == '\t' || c == '\r') {
+            esc[1] = c == '\n' ? 'n' : c == '\t' ? 't' : 'r', piece = esc, len = 2;
+        } else if (k < 0 || cp < 0x20 || (cp >= 0x7f && cp < 0xa0)) {
+            /* Not UTF-8, or a C0 / DEL / C1 control: one U+FFFD for the first byte, and the
+             * rest of the sequence is looked at again byte by byte. */
+            piece = repl, len = 3, k = 1;
         }
         if (o + len + sizeof ell > cap) {
             memcpy(out + o, ell, sizeof ell); /* includes the NUL */
@@ -88,6 +77,7 @@ void plot_clean(const char *in, char *out, size_t cap) {
         }
         memcpy(out + o, piece, len);
         o += len;
+        i += (size_t)k;
     }
     out[o] = 0;
 }
