@@ -1,4 +1,4 @@
-/* Lua bindings of the figures (core/plot.h): one table in, one PNG out.
+/* Lua bindings of the figures (core/plot/plot.h): one table in, one PNG out.
  *
  *   upstream.plot.bars{...}       ranked latents, horizontal bars
  *   upstream.plot.heatmap{...}    a grid such as RG[t, k] (tokens along x, latents along y)
@@ -574,10 +574,23 @@ static int l_info(lua_State *L) {
     return 1;
 }
 
+/* The figure types, one row each: upstream.plot.<name> and X:figure("<name>", ...) are made
+ * from this table, so a new figure type is its l_<name> above and a row here (plot.h lists
+ * the other steps). */
+static const luaL_Reg figures[] = {
+    {"bars", l_bars},
+    {"heatmap", l_heatmap},
+    {"matrix", l_matrix},
+    {"lines", l_lines},
+    {"groups", l_groups},
+    {"scatter", l_scatter},
+    {"selection", l_selection},
+    {NULL, NULL},
+};
+
 void up_lua_register_plot(lua_State *L) {
-    static const luaL_Reg fns[] = {{"bars", l_bars},       {"heatmap", l_heatmap},     {"matrix", l_matrix},
-                                   {"lines", l_lines},     {"groups", l_groups},       {"scatter", l_scatter},
-                                   {"selection", l_selection}, {"info", l_info},       {NULL, NULL}};
-    luaL_newlib(L, fns);
+    luaL_newlib(L, figures);
+    lua_pushcfunction(L, l_info); /* not a figure: reads one back */
+    lua_setfield(L, -2, "info");
     lua_setfield(L, -2, "plot");
 }

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "base/fs.h"
+#include "base/utf8.h"
 
 /* libpng's message for the last error, kept per png_struct so the setjmp handler can report it. */
 typedef struct png_ctx {
@@ -37,33 +38,14 @@ static int key_valid(const char *k) {
     return 1;
 }
 
-/* 0: pure ASCII, 1: valid UTF-8 with non-ASCII, -1: not UTF-8 (overlongs and surrogates too). */
+/* 0: pure ASCII (a tEXt chunk), 1: well-formed UTF-8 with non-ASCII (an iTXt chunk), -1: not
+ * UTF-8 (overlongs and surrogates included, as base/utf8.h rules). */
 static int utf8_class(const char *s) {
-    const unsigned char *p = (const unsigned char *)s;
-    int wide = 0;
-    while (*p) {
-        unsigned c = *p;
-        int len;
-        unsigned cp;
-        if (c < 0x80) {
-            p++;
-            continue;
-        }
-        wide = 1;
-        if (c >= 0xc2 && c <= 0xdf) len = 2, cp = c & 0x1f;
-        else if (c >= 0xe0 && c <= 0xef) len = 3, cp = c & 0x0f;
-        else if (c >= 0xf0 && c <= 0xf4) len = 4, cp = c & 0x07;
-        else return -1;
-        for (int i = 1; i < len; i++) {
-            if ((p[i] & 0xc0) != 0x80) return -1;
-            cp = cp << 6 | (p[i] & 0x3f);
-        }
-        if ((len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
-            (cp >= 0xd800 && cp <= 0xdfff))
-            return -1;
-        p += len;
-    }
-    return wide;
+    size_t n = strlen(s);
+    if (!up_utf8_valid(s, n)) return -1;
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)s[i] >= 0x80) return 1;
+    return 0;
 }
 
 up_status up_png_write(const char *path, int w, int h, int channels, size_t stride,

@@ -25,6 +25,23 @@
  * The style's key → value pairs become PNG text chunks (png.h's rules on keys apply), plus
  * "Title" (the figure title) and "Software" unless the caller gives those keys.
  *
+ * Where things live: this header is the whole public API. Each figure type is one file,
+ * core/plot/fig_<name>.c (fig_heatmap.c also holds up_plot_matrix; fig_lines.c the grouped
+ * bars), built from the drawing toolkit in the private header plot_impl.h (canvas, text, axes,
+ * category labels, legends, colours: one .c file each).
+ *
+ * Adding a figure type <name>:
+ *   1. here: its data struct (plain arrays, borrowed), a _default() if some field needs a
+ *      non-zero default, and up_status up_plot_<name>(path, style, data, err), listed above;
+ *   2. core/plot/fig_<name>.c: check the arguments with PLOT_CHECK, then plot_canvas_open,
+ *      plot_header, lay out from measured text and draw with plot_impl.h, and return
+ *      plot_canvas_finish (fig_bars.c is the shortest model);
+ *   3. CMakeLists.txt: fig_<name>.c in up_layer(plot SOURCES ...);
+ *   4. lua/lua_plot.c: l_<name>, which reads the argument table into the data struct, and a
+ *      row in its `figures` table: upstream.plot.<name> and X:figure("<name>", ...) then
+ *      exist; document the fields in lua_plot.c's header comment;
+ *   5. tests/test_plot.c: render it and check size, content and text chunks.
+ *
  * Ownership: every pointer is borrowed for the call. Rendering is deterministic for the same
  * inputs, font files and cairo version.
  * Errors: UP_ERR_INVALID for unusable arguments (negative counts, NULL arrays with n > 0, a

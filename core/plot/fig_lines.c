@@ -1,0 +1,204 @@
+/* fig_lines — up_plot_lines (see plot.h): curves y(x) with markers and error bars, or
+ * grouped bars over categories; controls are grey and dashed, drawn behind the others. */
+#include "plot/plot_impl.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+up_plot_lines_data up_plot_lines_default(void) {
+    up_plot_lines_data d;
+    memset(&d, 0, sizeof d);
+    d.baseline = d.ymin = d.ymax = NAN;
+    return d;
+}
+
+static double sx(const up_plot_series *s, int i) { return s->x ? s->x[i] : i; }
+
+up_status up_plot_lines(const char *path, const up_plot_style *style, const up_plot_lines_data *d, up_error *err) {
+    up_plot_style st = style ? *style : up_plot_style_default();
+    PLOT_CHECK(d && d->n_series >= 0 && (d->n_series == 0 || d->series), "%s: lines: no data struct or series",
+          path ? path : "plot");
+    PLOT_CHECK(d->n_x_labels >= 0 && (d->n_x_labels == 0 || d->x_labels), "%s: lines: bad x_labels", path);
+    PLOT_CHECK(!d->bars || d->n_x_labels > 0, "%s: lines: grouped bars need x_labels (the categories)", path);
+    for (int k = 0; k < d->n_series; k++) {
+        const up_plot_series *s = &d->series[k];
+        PLOT_CHECK(s->n >= 0 && (s->n == 0 || s->y), "%s: lines: series %d has n = %d and y = NULL", path, k, s->n);
+        PLOT_CHECK(!d->bars || s->n <= d->n_x_labels, "%s: lines: series %d has %d values for %d categories", path, k,
+              s->n, d->n_x_labels);
+    }
+    canvas cv, *c = &cv;
+    up_status s = plot_canvas_open(c, &st, path, err);
+    if (s) return s;
+    int cat = d->n_x_labels > 0, ylog = d->ylog && !d->bars;
+    double top = plot_header(c, &st);
+    /* data ranges */
+    double xmn = INFINITY, xmx = -INFINITY, ymn = INFINITY, ymx = -INFINITY;
+    int points = 0;
+    for (int k = 0; k < d->n_series; k++) {
+        const up_plot_series *sr = &d->series[k];
+        for (int i = 0; i < sr->n; i++) {
+            double x = d->bars ? i : sx(sr, i), y = sr->y[i];
+            if (!isfinite(x) || !isfinite(y) || (ylog && y <= 0)) continue;
+            points++;
+            xmn = fmin(xmn, x), xmx = fmax(xmx, x);
+            double e = sr->err && isfinite(sr->err[i]) ? fabs(sr->err[i]) : 0;
+            ymn = fmin(ymn, ylog && y - e <= 0 ? y : y - e), ymx = fmax(ymx, y + e);
+        }
+    }
+    if (isfinite(d->baseline) && (!ylog || d->baseline > 0)) ymn = fmin(ymn, d->baseline), ymx = fmax(ymx, d->baseline);
+    if (d->bars && points) ymn = fmin(ymn, 0), ymx = fmax(ymx, 0);
+    if (isfinite(d->ymin)) ymn = d->ymin;
+    if (isfinite(d->ymax)) ymx = d->ymax;
+
+    /* legend on the right */
+    legend_item *items = malloc((size_t)(d->n_series + 1) * sizeof *items);
+    char(*xl)[LABEL_CAP] = plot_labels_copy(d->x_labels, d->n_x_labels, "%d", 0);
+    if (!items || !xl) {
+        free(items), free(xl), plot_canvas_close(c);
+        return up_error_set(err, UP_ERR_NOMEM, "%s: out of memory", path);
+    }
+    int ni = 0, n_color = 0;
+    int *color_of = calloc((size_t)d->n_series + 1, sizeof *color_of); /* controls take no palette slot */
+    for (int k = 0; k < d->n_series; k++) {
+        const up_plot_series *sr = &d->series[k];
+        color_of[k] = sr->control ? -1 : n_color++;
+        if (!sr->name || !*sr->name) continue;
+        rgb col = sr->control ? plot_hex(C_CONTROL) : plot_series_color(color_of[k]);
+        int mk = d->no_markers ? -1 : sr->control ? 0 : color_of[k] / 8 + color_of[k];
+        items[ni++] = d->bars ? (legend_item){sr->name, col, -1, 0, 1, 0, 0}
+                              : (legend_item){sr->name, col, mk, sr->control ? SW_DASH : SW_LINE, 0, 0, 0};
+    }
+    if (isfinite(d->baseline))
+        items[ni++] =
+            (legend_item){d->baseline_label ? d->baseline_label : "baseline", plot_hex(C_SPINE), -1, SW_DASH, 0, 0, 0};
+    double lh = plot_line_h(c, c->fs), llh = plot_line_h(c, plot_label_size(c));
+    double bottom_fixed = PAD + (st.xlabel && *st.xlabel ? llh + 4 : 0);
+    legend L = plot_legend_plan(c, items, ni, c->W * 0.3, c->H - top - bottom_fixed);
+    double right = PAD + (ni ? L.w + 14 : 0);
+    if (points == 0) {
+        frame f = {PAD, top, c->W - right, c->H - PAD};
+        plot_no_data(c, &f);
+        if (ni) plot_legend_draw(c, &L, f.x1 + 14, top);
+        free(items), free(xl), free(color_of);
+        return plot_canvas_finish(c, &st, path, err);
+    }
+    axis ya;
+    double est_h = c->H - top - bottom_fixed - lh - 10;
+    plot_axis_init(&ya, ymn, ymx, (int)(est_h / 65) + 2, d->bars && ymn >= 0 ? 0 : 0.05,
+              d->bars && ymx <= 0 ? 0 : 0.05, ylog);
+    double ylab_w = st.ylabel && *st.ylabel ? llh + 6 : 0;
+    double x0 = PAD + ylab_w + plot_ticks_w(c, &ya) + TICK + 5, x1 = c->W - right;
+    axis xa;
+    xlabels X = {0};
+    if (cat) {
+        plot_axis_index(&xa, d->n_x_labels, d->n_x_labels);
+        X = plot_xlabels_plan(c, xl, d->n_x_labels, (x1 - x0) / d->n_x_labels, c->H * 0.22);
+        if (X.overhang > x0 - PAD) {
+            x0 = PAD + X.overhang;
+            X = plot_xlabels_plan(c, xl, d->n_x_labels, (x1 - x0) / d->n_x_labels, c->H * 0.22);
+        }
+    } else {
+        X.height = lh;
+    }
+    frame f = {x0, top, x1, c->H - bottom_fixed - X.height - TICK - 3};
+    if (!cat) plot_axis_x(c, &xa, xmn, xmx, 0.03, f.x0, f.x1, 0);
+    xa.p0 = f.x0, xa.p1 = f.x1, ya.p0 = f.y1, ya.p1 = f.y0;
+    plot_grid_y(c, &f, &ya);
+    if (!cat) plot_grid_x(c, &f, &xa);
+    plot_ticks_y(c, &f, &ya);
+    if (cat) {
+        for (int i = 0; i < d->n_x_labels; i++) {
+            double x = plot_amap(&xa, i);
+            plot_stroke_line(c, x, f.y1, x, f.y1 + TICK, plot_hex(C_SPINE), 0.8);
+        }
+        plot_xlabels_draw(c, &X, xl, d->n_x_labels, f.x0, (f.x1 - f.x0) / d->n_x_labels, f.y1 + TICK + 2);
+    } else {
+        plot_ticks_x(c, &f, &xa);
+    }
+
+    plot_clip_to(c, &f, 6);
+    cairo_t *cr = c->cr;
+    if (isfinite(d->baseline) && (!ylog || d->baseline > 0)) {
+        cairo_save(cr);
+        cairo_set_dash(cr, (double[]){5, 4}, 2, 0);
+        double y = plot_amap(&ya, d->baseline);
+        plot_stroke_line(c, f.x0, y, f.x1, y, plot_hex(C_SPINE), 1.2);
+        cairo_restore(cr);
+    }
+    if (d->bars) {
+        double zero = ylog ? f.y1 : plot_amap(&ya, fmax(ya.lo, fmin(ya.hi, 0)));
+        double bw = 0.8 / fmax(1, d->n_series);
+        for (int k = 0; k < d->n_series; k++) {
+            const up_plot_series *sr = &d->series[k];
+            rgb col = sr->control ? plot_hex(C_CONTROL) : plot_series_color(color_of[k]);
+            for (int i = 0; i < sr->n; i++) {
+                double y = sr->y[i];
+                if (!isfinite(y)) continue;
+                double xa0 = plot_amap(&xa, i - 0.4 + k * bw), xa1 = plot_amap(&xa, i - 0.4 + (k + 1) * bw);
+                double yv = plot_amap(&ya, y);
+                cairo_rectangle(cr, xa0 + 0.5, fmin(zero, yv), xa1 - xa0 - 1, fabs(yv - zero));
+                plot_set_rgb(cr, col);
+                cairo_fill(cr);
+                if (sr->err && isfinite(sr->err[i])) {
+                    double xm = (xa0 + xa1) / 2, e = fabs(sr->err[i]);
+                    double ya0 = plot_amap(&ya, y - e), ya1 = plot_amap(&ya, y + e);
+                    plot_stroke_line(c, xm, ya0, xm, ya1, plot_hex(C_TEXT), 1.0);
+                    plot_stroke_line(c, xm - 2.5, ya0, xm + 2.5, ya0, plot_hex(C_TEXT), 1.0);
+                    plot_stroke_line(c, xm - 2.5, ya1, xm + 2.5, ya1, plot_hex(C_TEXT), 1.0);
+                }
+            }
+        }
+        plot_stroke_line(c, f.x0, zero, f.x1, zero, plot_hex(C_SPINE), 0.9);
+    } else {
+        /* Controls first so the latents' lines stay on top. */
+        for (int pass = 0; pass < 2; pass++)
+            for (int k = 0; k < d->n_series; k++) {
+                const up_plot_series *sr = &d->series[k];
+                if (!!sr->control != (pass == 0)) continue;
+                rgb col = sr->control ? plot_hex(C_CONTROL) : plot_series_color(color_of[k]);
+                int mk = sr->control ? 0 : color_of[k] / 8 + color_of[k];
+                if (sr->err)
+                    for (int i = 0; i < sr->n; i++) {
+                        double x = sx(sr, i), y = sr->y[i], e = fabs(sr->err[i]);
+                        if (!isfinite(x) || !isfinite(y) || !isfinite(e)) continue;
+                        double lo = ylog && y - e <= 0 ? ya.lo : y - e;
+                        double px = plot_amap(&xa, x), ya0 = plot_amap(&ya, lo), ya1 = plot_amap(&ya, y + e);
+                        plot_stroke_line(c, px, ya0, px, ya1, col, 1.0);
+                        plot_stroke_line(c, px - 2.5, ya0, px + 2.5, ya0, col, 1.0);
+                        plot_stroke_line(c, px - 2.5, ya1, px + 2.5, ya1, col, 1.0);
+                    }
+                cairo_save(cr);
+                if (sr->control) cairo_set_dash(cr, (double[]){4, 3}, 2, 0);
+                int pen = 0;
+                for (int i = 0; i < sr->n; i++) {
+                    double x = sx(sr, i), y = sr->y[i];
+                    if (!isfinite(x) || !isfinite(y) || (ylog && y <= 0)) {
+                        pen = 0; /* a missing point breaks the line rather than bridging it */
+                        continue;
+                    }
+                    if (pen) cairo_line_to(cr, plot_amap(&xa, x), plot_amap(&ya, y));
+                    else cairo_move_to(cr, plot_amap(&xa, x), plot_amap(&ya, y));
+                    pen = 1;
+                }
+                plot_set_rgb(cr, col);
+                cairo_set_line_width(cr, sr->control ? 1.4 : 1.9);
+                cairo_stroke(cr);
+                cairo_restore(cr);
+                if (!d->no_markers)
+                    for (int i = 0; i < sr->n; i++) {
+                        double x = sx(sr, i), y = sr->y[i];
+                        if (!isfinite(x) || !isfinite(y) || (ylog && y <= 0)) continue;
+                        plot_marker(c, mk, plot_amap(&xa, x), plot_amap(&ya, y), sr->control ? 2.6 : 3.4, col, 0);
+                    }
+            }
+    }
+    cairo_restore(cr); /* clip */
+    plot_spines(c, &f);
+    if (ni) plot_legend_draw(c, &L, f.x1 + 14, f.y0);
+    plot_xlabel_at(c, st.xlabel, (f.x0 + f.x1) / 2, f.y1 + TICK + 3 + X.height + 2, c->W - 2 * PAD);
+    plot_ylabel_at(c, st.ylabel, PAD, (f.y0 + f.y1) / 2, f.y1 - f.y0);
+    free(items), free(xl), free(color_of);
+    return plot_canvas_finish(c, &st, path, err);
+}
