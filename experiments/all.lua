@@ -27,7 +27,7 @@ local runs = {
   {name = "negative_latents", E = dofile(here .. "/lib/negative_latents.lua")},
 }
 
--- Fields of upstream.experiment that --set may override (lua/upstream/experiment.lua).
+-- Fields of upstream.experiment that --set may override (lua/upstream/experiment/setup.lua).
 local fields = {model = true, sae = true, source_layers = true, target_layer = true, direction = true, seed = true}
 
 local opts = core.run_options or {}
@@ -67,7 +67,7 @@ local user_direction = false
 for _, kv in ipairs(all_sets) do user_direction = user_direction or kv:match("^direction_file=") ~= nil end
 
 -- One checkpoint, tokenizer and SAE set for the whole set: each experiment reuses what the
--- first one loaded (lua/upstream/experiment.lua, share_loaded).
+-- first one loaded (lua/upstream/experiment/resources.lua, share_loaded).
 local experiment_lib = require "upstream.experiment"
 experiment_lib.share_loaded(true)
 

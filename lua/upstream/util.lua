@@ -228,6 +228,20 @@ function M.instruction_positions(tok, chat, ids)
   return out
 end
 
+-- The library's one clock, for durations (log stamps, step timings, a run's seconds): seconds
+-- since boot with sub-second resolution where /proc/uptime exists, os.time() otherwise. Only
+-- differences of its values mean anything. When a binding of the core's up_clock_seconds
+-- (base/clock.h) lands, its call replaces this body and nothing else changes.
+function M.clock()
+  local f = io.open("/proc/uptime", "r")
+  if f then
+    local up = f:read("n")
+    f:close()
+    if up then return up end
+  end
+  return os.time()
+end
+
 function M.copy(t)
   if type(t) ~= "table" then return t end
   local c = {}
