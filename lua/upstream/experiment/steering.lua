@@ -5,7 +5,6 @@
 local core = require "upstream.core"
 local util = require "upstream.util"
 local csv = require "upstream.csv"
-local organism_lib = require "upstream.organism"
 local step = require("upstream.experiment.manifest").step
 local direction_vector = require("upstream.experiment.direction").vector
 local class = require "upstream.experiment.class"
@@ -24,7 +23,7 @@ local steer_fields = {
 -- Random control latents: a splitmix64 stream seeded by the experiment's seed and the layer,
 -- so the same run settings always draw the same controls.
 local function draw_controls(seed, layer, n, d_sae, exclude)
-  local rng = organism_lib.rng(seed * 1000003 + layer)
+  local rng = util.rng(seed * 1000003 + layer)
   local taken, out = {}, {}
   for _, k in ipairs(exclude) do taken[k] = true end
   local tries = 0
