@@ -66,15 +66,6 @@ Experiment.steer = step("steer", function(self, spec)
   local gprompts = {}
   for i, ids in ipairs(prompts) do gprompts[i] = {ids = ids, label = labels[i]} end
   local tok = self:tokenizer()
-  local stop_after = tonumber(os.getenv("UPSTREAM_STOP_AFTER_CELLS") or "")
-  local progress = not self.quiet
-  if stop_after then
-    -- A test hook: stop once this many cells were computed, as a killed run would.
-    progress = function(p)
-      if not self.quiet and p.line then io.stderr:write(p.line, "\n") end
-      if p.computed >= stop_after then return "stop" end
-    end
-  end
   local max_new = spec.max_new_tokens or 0
   local label = spec.label or ((a and a.label or labels[1]) .. "_L" .. layer)
   -- The positions axis: one grid per `where`, rows tagged with it; the unsteered baseline is
@@ -91,13 +82,10 @@ Experiment.steer = step("steer", function(self, spec)
       objective = {layer = target, direction = direction_vector(dir)},
       tokenizer = max_new > 0 and tok or nil, cache = self.settings.cache .. "/grid",
       identity = {tokenizer = self._manifest.tokenizer.sha256 or "none"},
-      batch = spec.batch or 16, progress = progress,
+      batch = spec.batch or 16, progress = not self.quiet,
     }
-    local got, msg = grid:run()
-    if not got then
-      error(("steering interrupted (%s); finished cells are cached in %s, rerun to resume"):format(
-        tostring(msg), self.settings.cache .. "/grid"), 0)
-    end
+    -- Cells are cached as their batch finishes: a killed run's rerun computes only what is missing.
+    local got = grid:run()
     for _, r in ipairs(got) do
       if wi == 1 or r.intervention ~= 1 then r.where = where; rows[#rows + 1] = r end
     end
