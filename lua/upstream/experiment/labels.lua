@@ -1,18 +1,35 @@
 -- upstream.experiment.labels: the names of latents (X:label) and their Neuronpedia pages
 -- (X:latent_url). Names come from organism.json, the SAE's settings labels, its Neuronpedia
--- export or its label_text's top tokens; the last two are read once per (SAE, layer) on first
--- use. A malformed export or label_text raises naming the file.
+-- export or its label_text's top tokens (the last two read once per (SAE, layer) on first
+-- use), else organism.json's top tokens. A malformed export or label_text raises naming the
+-- file.
 local core = require "upstream.core"
 local config = require "upstream.config"
 local class = require "upstream.experiment.class"
 local M, Experiment = class.M, class.Experiment
 
+-- "~a/b/c" from the first three of an organism.json label's top-activating tokens (an entry
+-- {"share": ..., "tokens": [...]} without a concept), so an unlabelled latent still says what
+-- it reads; nil when the entry lists none. Pieces are trimmed, a newline shows as \n and a
+-- blank piece as _.
+local function organism_tokens(entry)
+  if type(entry) ~= "table" or type(entry.tokens) ~= "table" or #entry.tokens == 0 then return nil end
+  local pieces = {}
+  for i = 1, math.min(3, #entry.tokens) do
+    local piece = tostring(entry.tokens[i]):gsub("\n", "\\n"):gsub("^%s+", ""):gsub("%s+$", "")
+    pieces[i] = piece ~= "" and piece or "_"
+  end
+  return "~" .. table.concat(pieces, "/")
+end
+
 -- The name of latent k of the SAE at layer: organism.json labels, then the settings' SAE
--- labels, then the SAE's Neuronpedia export, then its label_text's top-activating tokens.
+-- labels, then the SAE's Neuronpedia export, then its label_text's top-activating tokens,
+-- then (none of those naming it) organism.json's top-activating tokens.
 function Experiment:label(layer, k, sae_name)
   local org = self.organism and self.organism.labels
   local by_layer = org and org[tostring(layer)]
-  local name = by_layer and by_layer[tostring(k)]
+  local org_entry = by_layer and by_layer[tostring(k)]
+  local name = org_entry
   if type(name) == "table" then name = name.concept or name.name end -- {"concept": ..., "auroc": ...}
   sae_name = sae_name or self.sae_name or ""
   local entry = self.settings.saes[sae_name]
@@ -25,6 +42,7 @@ function Experiment:label(layer, k, sae_name)
     if not name and entry.neuronpedia then name = self:_neuronpedia(sae_name, layer)[k] end
     if not name and entry.label_text then name = self:_text_labels(sae_name, layer)(k) end
   end
+  if name == nil or name == "" then name = organism_tokens(org_entry) end
   return name or ""
 end
 
