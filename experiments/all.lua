@@ -14,6 +14,7 @@
 local upstream = require "upstream"
 local core = require "upstream.core"
 local csv = require "upstream.csv"
+local util = require "upstream.util"
 local here = debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or "."
 local C = dofile(here .. "/lib/common.lua")
 local case_study = dofile(here .. "/lib/case_study.lua")
@@ -72,7 +73,7 @@ local experiment_lib = require "upstream.experiment"
 experiment_lib.share_loaded(true)
 
 local index = {}
-local t_all = os.time()
+local t_all = util.clock()
 for _, r in ipairs(runs) do
   if not only or only[r.name] then
     local sets = {}
@@ -163,6 +164,6 @@ end
 if #planted > 0 then
   X:table("planted", planted, {title = "The planted cause of each case study: rank of its best latent (1 = most upstream of refusal)"})
 end
-X:log("the set took %d s", os.time() - t_all)
+X:log("the set took %.0f s", util.clock() - t_all)
 C.finish(X)
 experiment_lib.share_loaded(false)
