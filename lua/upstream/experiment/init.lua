@@ -10,9 +10,10 @@
 -- its tables (rewritten atomically after each X:table), the report and the manifest (rewritten
 -- atomically after every step, so a dead run says how far it got), and the model, tokenizer
 -- and SAEs it loads (closed by X:finish or the garbage collector). Steering cells live in the
--- grid cache of the settings, so an interrupted run's rerun computes only what is missing.
+-- grid cache of the settings, so a killed run's rerun computes only what is missing.
 -- Latent names (X:label) come from organism.json, the SAE's settings labels, its Neuronpedia
--- export or its label_text's top tokens, the last two read once per (SAE, layer) on first use.
+-- export or its label_text's top tokens (the last two read once per (SAE, layer) on first
+-- use), else organism.json's top tokens.
 --
 -- Error rule: misuse and failures raise with the experiment file's file:line first (see
 -- upstream.util.fail / guarded); nothing returns nil, message.
