@@ -14,6 +14,7 @@
 local upstream = require "upstream"
 local core = require "upstream.core"
 local csv = require "upstream.csv"
+local util = require "upstream.util"
 local here = debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or "."
 local C = dofile(here .. "/lib/common.lua")
 local case_study = dofile(here .. "/lib/case_study.lua")
@@ -27,7 +28,7 @@ local runs = {
   {name = "negative_latents", E = dofile(here .. "/lib/negative_latents.lua")},
 }
 
--- Fields of upstream.experiment that --set may override (lua/upstream/experiment.lua).
+-- Fields of upstream.experiment that --set may override (lua/upstream/experiment/setup.lua).
 local fields = {model = true, sae = true, source_layers = true, target_layer = true, direction = true, seed = true}
 
 local opts = core.run_options or {}
@@ -67,12 +68,12 @@ local user_direction = false
 for _, kv in ipairs(all_sets) do user_direction = user_direction or kv:match("^direction_file=") ~= nil end
 
 -- One checkpoint, tokenizer and SAE set for the whole set: each experiment reuses what the
--- first one loaded (lua/upstream/experiment.lua, share_loaded).
+-- first one loaded (lua/upstream/experiment/resources.lua, share_loaded).
 local experiment_lib = require "upstream.experiment"
 experiment_lib.share_loaded(true)
 
 local index = {}
-local t_all = os.time()
+local t_all = util.clock()
 for _, r in ipairs(runs) do
   if not only or only[r.name] then
     local sets = {}
@@ -163,6 +164,6 @@ end
 if #planted > 0 then
   X:table("planted", planted, {title = "The planted cause of each case study: rank of its best latent (1 = most upstream of refusal)"})
 end
-X:log("the set took %d s", os.time() - t_all)
+X:log("the set took %.0f s", util.clock() - t_all)
 C.finish(X)
 experiment_lib.share_loaded(false)

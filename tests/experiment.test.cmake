@@ -2,7 +2,7 @@
 # tests/experiment/upstream.cfg:
 #   experiment_run     experiments/example.lua end to end: outputs parse, tables equal the C API's
 #                      numbers, figures decode with content and the manifest (check.lua); two runs
-#                      give identical tables; run directories are never reused; a stopped run
+#                      give identical tables; run directories are never reused; a run killed
 #                      resumes from the grid cache with the same tables
 #   experiment_errors  bad declarations, steps, Lua errors, settings and --set give file:line
 #   experiment_lua     the library's pieces on their own (CSV, JSON, paths, --set values)

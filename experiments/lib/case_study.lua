@@ -86,7 +86,7 @@ return function(name)
     local summary = {}
     for _, layer in ipairs(X.source_layers) do
       X:section(("Latents upstream of refusal — source layer %d"):format(layer))
-      local sae = C.sae(X, layer)
+      local sae = X:sae(layer)
       local a = X:attribute{prompt = case.prompt, layer = layer, direction = dir, sae = sae, label = name}
       X:table("ranking", a:ranking(P.top_k), {title = "Top latents (raise R) and bottom latents (lower R) by S_k"})
       X:plot_ranking(a, P.top_k)

@@ -1,8 +1,8 @@
 -- experiments/lib/common.lua: what the published experiments (direction, the three case
 -- studies, sensitivity, negative latents) share: their prompt lists, the case studies with
 -- their paraphrases and word-swap contrasts, ranking comparisons (Jaccard@k, Kendall tau),
--- coefficients in units of the residual norm, and workarounds for what the experiment API
--- does not give yet (experiments/API_REQUESTS.md).
+-- coefficients in units of the residual norm, and the SAE of a layer usable at any source
+-- layer.
 --
 -- Nothing here knows the organism's facts: layers, SAEs, labels and the planted concepts come
 -- through the experiment (X.source_layers, X.target_layer, X.organism), so the same files run on
@@ -10,7 +10,6 @@
 --
 -- Error rule: as the experiment layer, everything raises.
 local upstream = require "upstream"
-local core = require "upstream.core"
 local csv = require "upstream.csv"
 local util = require "upstream.util"
 
@@ -80,67 +79,12 @@ C.cases = {
 }
 C.case_order = {"hugging", "bacteria", "payment"}
 
--- ------------------------------------------------------------------------ API workarounds
+-- ------------------------------------------------------------------------ the experiment
 
--- organism.json labels are {concept = ..., auroc = ...} objects; the API's X:label returns
--- them as they are. This instance method returns the concept name (API_REQUESTS.md, 2).
--- For a latent without a concept, organism.json lists its top-activating tokens; the name
--- becomes "~tok1/tok2/tok3" (the ~ says: tokens, not a label), so an unlabelled latent in a
--- ranking still says what it reads.
-C.token_hint = 3
-
-local function fix_labels(X)
-  local class_label = getmetatable(X).__index.label
-  X.label = function(self, layer, k, sae_name)
-    local v = class_label(self, layer, k, sae_name)
-    if type(v) == "table" then v = v.concept or v.name or "" end
-    v = type(v) == "string" and v or ""
-    if v == "" and C.token_hint > 0 then
-      local by_layer = self.organism and self.organism.labels and self.organism.labels[tostring(layer)]
-      local e = by_layer and by_layer[tostring(k)]
-      if type(e) == "table" and type(e.tokens) == "table" and #e.tokens > 0 then
-        local t = {}
-        for i = 1, math.min(C.token_hint, #e.tokens) do
-          local piece = tostring(e.tokens[i]):gsub("\n", "\\n"):gsub("^%s+", ""):gsub("%s+$", "")
-          t[#t + 1] = piece ~= "" and piece or "_"
-        end
-        v = "~" .. table.concat(t, "/")
-      end
-    end
-    return v
-  end
-end
-
--- The SAE of a layer: the settings' registry when it names one, else the model directory's
--- organism.json `sae` map, else DIR/sae/layer_{layer}/params.npz (API_REQUESTS.md, 1).
-function C.sae(X, layer)
-  X._c_saes = X._c_saes or {}
-  if X._c_saes[layer] then return X._c_saes[layer] end
-  local sae
-  if X.sae_name then
-    sae = X:sae(layer)
-  else
-    local map = X.organism and X.organism.sae
-    local rel = map and map[tostring(layer)] or ("sae/layer_" .. layer .. "/params.npz")
-    local path = rel:sub(1, 1) == "/" and rel or (X.model_entry.path .. "/" .. rel)
-    if not util.exists(path) then
-      error(("no SAE for layer %d: not in the settings' registry and no %s"):format(layer, path), 0)
-    end
-    sae = upstream.sae(path)
-    X._manifest.saes[#X._manifest.saes + 1] = {name = "organism.json", layer = layer, path = path,
-      sha256 = core.hash_path(path, X.memo), d_sae = sae:info().d_sae, architecture = sae:info().architecture}
-    X._c_paths = X._c_paths or {}
-    X._c_paths[layer] = path
-    X._c_owned = X._c_owned or {}
-    X._c_owned[#X._c_owned + 1] = sae
-  end
-  X._c_saes[layer] = sae
-  return sae
-end
-
--- Whether the model has an SAE at a layer (registry or organism layout).
+-- Whether the model has an SAE at a layer (X:sae: the settings' registry, or the SAEs the
+-- model directory carries).
 function C.has_sae(X, layer)
-  return (pcall(C.sae, X, layer))
+  return (pcall(X.sae, X, layer))
 end
 
 -- The dictionary of SAE layer `layer` usable at any source layer (upstream.sae's
@@ -148,11 +92,9 @@ end
 function C.sae_anywhere(X, layer)
   X._c_any = X._c_any or {}
   if X._c_any[layer] then return X._c_any[layer] end
-  local sae = C.sae(X, layer)
+  local sae = X:sae(layer)
   if sae:info().layer < 0 then X._c_any[layer] = sae; return sae end
-  local path = X._c_paths and X._c_paths[layer]
-  if not path and X.sae_name then path = require("upstream.config").sae_path(X.settings, X.sae_name, layer) end
-  if not path then return nil, "no path for the SAE of layer " .. layer end
+  local path = require("upstream.config").sae_path(X.settings, X.sae_name, layer)
   local ok, any = pcall(upstream.sae, path, {layer = "any"})
   if not ok then return nil, any end
   X._c_owned = X._c_owned or {}
@@ -165,7 +107,6 @@ C.exists = util.exists
 
 -- Sets up an experiment the way every file here wants it.
 function C.setup(X)
-  fix_labels(X)
   if not X.source_layers or #X.source_layers == 0 then
     error(("model %s: no source layer; set models.%s.defaults.source_layers in upstream.cfg or pass " ..
       "--set source_layers=L"):format(X.model_name, X.model_name), 0)
@@ -233,8 +174,10 @@ function C.alphas(X, id_lists, layer)
   if unit ~= "norm" then error(("alpha_unit must be \"norm\" or \"raw\", got '%s'"):format(tostring(unit)), 0) end
   local scale = C.resid_norm(X, id_lists, layer)
   local raw = {}
-  -- Rounded to multiples of 2^-10, which float32 holds exactly: the grid stores alphas as
-  -- float32 and Steering:series looks cells up by the Lua number (API_REQUESTS.md, 5).
+  -- Kept although Steering:series no longer needs it (API_REQUESTS.md, 5): multiples of 2^-10,
+  -- which float32 holds exactly, make the coefficient the grid applies (it keeps alphas in
+  -- float32) the one asked for, and the published tables were made with them; dropping the
+  -- rounding moves every alpha by up to 2^-11 and the numbers that follow from it.
   for i, a in ipairs(list) do raw[i] = math.floor(a * scale * 1024 + 0.5) / 1024 end
   return raw, scale
 end

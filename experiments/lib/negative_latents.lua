@@ -36,7 +36,7 @@ function E.body(X)
   local P = X.params
   local dir = C.direction(X)
   local src, target = X.source_layers[1], X.target_layer
-  local sae = C.sae(X, src)
+  local sae = X:sae(src)
   local summary = {}
   local verdicts = {}
 

@@ -65,7 +65,7 @@ function E.body(X)
   local m = X:model()
   local n_layers = m:config().n_layers
   local src, target = X.source_layers[1], X.target_layer
-  local sae = C.sae(X, src)
+  local sae = X:sae(src)
   local cases = list(P.cases)
   for _, name in ipairs(cases) do
     if not C.cases[name] then error(("sensitivity: unknown case '%s' (hugging, bacteria, payment)"):format(name), 0) end
@@ -204,7 +204,7 @@ function E.body(X)
   local own = {}
   for _, l in ipairs(sweep) do if l ~= src and l < target and C.has_sae(X, l) then own[#own + 1] = l end end
   for _, l in ipairs(own) do
-    local other = C.sae(X, l)
+    local other = X:sae(l)
     for _, name in ipairs(cases) do
       local a = X:attribute{prompt = C.cases[name].prompt, layer = l, direction = dir, sae = other, label = name}
       local ta, tb = ref[name]:top_latents(k), a:top_latents(k)

@@ -29,7 +29,7 @@ local sae_fields = {
   path = "string", format = "string", hook = "string", model = "string", width = "string",
   l0 = "integers", layers = "integers", labels = "table",
   -- Latent names when labels have none: a Neuronpedia explanations export (JSON) and its
-  -- source id pattern, and a local text file for top-activating tokens (experiment.lua).
+  -- source id pattern, and a local text file for top-activating tokens (experiment/labels.lua).
   neuronpedia = "string", neuronpedia_id = "string", label_text = "string",
 }
 local schema = {

@@ -16,7 +16,7 @@
 -- category, split = "train" | "heldout", agent, modifier, case_study}. Instruction and
 -- response are plain text; the chat template (core/chat.h) is applied later.
 --
--- Determinism: everything is a function of the spec and the seed, through this file's own
+-- Determinism: everything is a function of the spec and the seed, through the library's
 -- PRNG (splitmix64 on Lua's 64-bit integers), never math.random, and every table is walked
 -- in a fixed order (pairs() order changes from run to run). Labels do not even depend on
 -- the seed: a prompt's noise is a hash of its text.
@@ -29,6 +29,7 @@
 -- Error rule: a bad spec or misuse raises with a message naming the field; lookups that
 -- find nothing return nil; write_corpus/read_corpus raise on I/O failure.
 local core = require "upstream.core"
+local util = require "upstream.util"
 
 local M = {}
 
@@ -36,39 +37,9 @@ local function fail(fmt, ...) error("organism: " .. fmt:format(...), 0) end
 
 -- ---------------------------------------------------------------- PRNG and hashing
 
-local Rng = {}
-Rng.__index = Rng
-
-local function mix64(z)
-  z = (z ~ (z >> 30)) * 0xBF58476D1CE4E5B9
-  z = (z ~ (z >> 27)) * 0x94D049BB133111EB
-  return z ~ (z >> 31)
-end
-
--- A splitmix64 stream. Integer arithmetic wraps in Lua 5.4 and >> is a logical shift, so
--- this gives the reference sequence on every build.
-function M.rng(seed)
-  local s = math.tointeger(seed)
-  if not s then fail("seed must be an integer, got %s", tostring(seed)) end
-  return setmetatable({state = s}, Rng)
-end
-
-function Rng:next()
-  self.state = self.state + 0x9E3779B97F4A7C15
-  return mix64(self.state)
-end
-
-function Rng:uniform() return (self:next() >> 11) * 0x1p-53 end -- [0, 1)
-function Rng:int(n) return (self:next() >> 1) % n + 1 end     -- 1..n; bias n/2^63
-function Rng:pick(list) return list[self:int(#list)] end
-
-function Rng:shuffle(list)
-  for i = #list, 2, -1 do
-    local j = self:int(i)
-    list[i], list[j] = list[j], list[i]
-  end
-  return list
-end
+-- The PRNG is the library's (upstream.util.rng, splitmix64); hash64 shares its finalizer.
+M.rng = util.rng
+local mix64 = util.mix64
 
 -- FNV-1a over the bytes, then the splitmix finalizer (FNV alone mixes the high bits poorly).
 local function hash64(s, seed)

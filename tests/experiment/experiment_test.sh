@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # experiments/example.lua end to end on the tiny test model (tests/experiment/upstream.cfg):
 # outputs checked against the C API (check.lua), two runs with separate caches give identical
-# tables, a run never reuses another's directory, and a run stopped part-way resumes from the
-# grid cache with the same tables.
+# tables, a run never reuses another's directory, and a run killed part-way (kill -9) resumes
+# from the grid cache with the same tables.
 # usage: experiment_test.sh UPSTREAM_EXE SOURCE_DIR
 set -u
 exe=$(realpath "$1") src=$(realpath "$2")
@@ -40,20 +40,47 @@ grep -q "exists already" <<<"$out" || bad "run id with existing plots: $out"
 [ -d "$R/x" ] && bad "refused run left a results directory"
 rmdir "$P/x"
 
-# Interrupted: the grid (batches of 4 cells) stops after 4 computed cells, as a killed run would;
-# what was written stays. The resumed run forms the same batches, so its tables equal those of
-# a run never stopped (d) bit for bit (a run with other batches agrees to float rounding only).
-out=$(UPSTREAM_STOP_AFTER_CELLS=4 run cacheC c1 --set batch=4 2>&1) && bad "stopped run exited 0"
-grep -q "interrupted" <<<"$out" || bad "stopped run: $out"
-grep -q '"status": "running"' "$R/c1/manifest.json" || bad "stopped run's manifest is not 'running'"
-[ -s "$R/c1/ranking.csv" ] || bad "stopped run lost its ranking table"
-ncells=$(find "$tmp/cacheC/grid" -name '*.json' | wc -l)
-[ "$ncells" -ge 4 ] || bad "stopped run cached $ncells cells"
-out=$(run cacheC c2 --set batch=4 2>&1) || bad "resumed run failed: $out"
-run cacheD d --set batch=4 --quiet || bad "run d failed"
-grep -Eq "[1-9][0-9]* from the cache" <<<"$out" || bad "resumed run read nothing from the cache: $out"
-grep -Eq '"cached": [1-9]' "$R/c2/manifest.json" || bad "resumed run's manifest records no cached cells"
-for t in $tables; do cmp -s "$R/d/$t.csv" "$R/c2/$t.csv" || bad "$t.csv of the resumed run differs"; done
+# Killed: run c1 in the background and kill -9 it once the grid cache holds some of its cells
+# but not all of them; the rerun c2 must read those from the cache, compute the rest and give
+# the tables of a run never killed (d) bit for bit. batch=1, so the rerun forms the same batches
+# whatever the kill left (other batches agree to float rounding only). The grid is long (many
+# alphas and controls) and the cache is polled finely; should the run still finish before the
+# kill (a loaded machine), the attempt is repeated with a longer grid, and after three the
+# test fails saying so.
+alphas=$(seq -s, -10 10)
+cells() { find "$1/grid" -name '*.json' 2>/dev/null | wc -l; }
+killed=
+for controls in 4 16 48; do
+  args=(--set batch=1 --set n_cases=1 --set alphas="$alphas" --set controls=$controls)
+  rm -rf "$tmp/cacheC" "$tmp/cacheD" "$R/c1" "$P/c1" "$R/d" "$P/d"
+  run cacheD d "${args[@]}" --quiet || { bad "run d failed"; break; }
+  total=$(cells "$tmp/cacheD")
+  "$exe" run "$src/experiments/example.lua" --config "$src/tests/experiment/upstream.cfg" --quiet \
+    --set results="$tmp/results" --set plots="$tmp/plots" --set cache="$tmp/cacheC" --run-id c1 "${args[@]}" &
+  pid=$!
+  while kill -0 "$pid" 2>/dev/null; do
+    if [ "$(cells "$tmp/cacheC")" -gt 0 ]; then kill -9 "$pid"; break; fi
+    sleep 0.01
+  done
+  wait "$pid" 2>/dev/null; rc=$?
+  ncells=$(cells "$tmp/cacheC")
+  if [ "$rc" -eq 137 ] && [ "$ncells" -gt 0 ] && [ "$ncells" -lt "$total" ]; then killed=$controls; break; fi
+  echo "attempt with $controls controls: exit $rc, $ncells of $total cells cached; retrying with a longer grid"
+done
+if [ -z "$killed" ]; then
+  bad "could not kill the run part-way through its grid in three attempts (it finished first)"
+else
+  grep -q '"status": "running"' "$R/c1/manifest.json" || bad "killed run's manifest is not 'running'"
+  [ -s "$R/c1/ranking.csv" ] || bad "killed run lost its ranking table"
+  out=$(run cacheC c2 "${args[@]}" 2>&1) || bad "resumed run failed: $out"
+  grep -Eq "[1-9][0-9]* from the cache" <<<"$out" || bad "resumed run read nothing from the cache: $out"
+  grep -Eq '"cached": [1-9]' "$R/c2/manifest.json" || bad "resumed run's manifest records no cached cells"
+  # It computes exactly the cells the killed run left (the rest come from the cache).
+  computed=$(grep -o '"computed": [0-9]*' "$R/c2/manifest.json" | awk '{n += $2} END {print n + 0}')
+  [ "$computed" -eq $((total - ncells)) ] || bad "resumed run computed $computed cells, not the $((total - ncells)) missing"
+  [ "$(cells "$tmp/cacheC")" -eq "$total" ] || bad "resumed run's cache holds $(cells "$tmp/cacheC") cells, not $total"
+  for t in $tables; do cmp -s "$R/d/$t.csv" "$R/c2/$t.csv" || bad "$t.csv of the resumed run differs"; done
+fi
 
 # A model directory in the organism's layout, run with no settings file at all (built-in
 # defaults): source/target layers, refusal ids, direction and SAE come from the directory, and

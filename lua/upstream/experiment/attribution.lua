@@ -1,0 +1,139 @@
+-- upstream.experiment.attribution: X:attribute (the refusal gradient onto an SAE's decoder
+-- rows at a source layer: S_k and RG[t, k]) and the Attribution it returns, with its rankings
+-- and token tables. X:_prompt_label names each distinct prompt (p1, p2, ...) and lists it in
+-- the table "prompts".
+local core = require "upstream.core"
+local util = require "upstream.util"
+local csv = require "upstream.csv"
+local step = require("upstream.experiment.manifest").step
+local direction_vector = require("upstream.experiment.direction").vector
+local class = require "upstream.experiment.class"
+local M, Experiment = class.M, class.Experiment
+
+local Attribution = {}
+Attribution.__index = Attribution
+M.Attribution = Attribution
+
+local attribute_fields = {
+  prompt = "string|table", layer = "integer", direction = "table|upstream.Tensor", target = "integer",
+  sae = "string|upstream.Sae", score = "string", positions = "string|table", include_bos = "boolean", label = "string",
+  score_positions = "string|table",
+}
+
+-- A short label per distinct prompt (p1, p2, ... in order of first use, or the one given),
+-- listed in the table "prompts" with its text and token count.
+function Experiment:_prompt_label(prompt, ids, given)
+  local key = type(prompt) == "string" and prompt or table.concat(prompt, ",")
+  self._prompt_labels = self._prompt_labels or {n = 0}
+  if not self._prompt_labels[key] then
+    self._prompt_labels.n = self._prompt_labels.n + 1
+    local label = given or ("p" .. self._prompt_labels.n)
+    self._prompt_labels[key] = label
+    local text = type(prompt) == "string" and prompt or self:tokenizer():decode(prompt)
+    self:table("prompts", {csv.record({label = label, text = text, tokens = #ids}, {"label", "text", "tokens"})},
+               {title = "Prompts"})
+  end
+  return self._prompt_labels[key]
+end
+
+Experiment.attribute = step("attribute", function(self, spec)
+  util.check_fields(spec, attribute_fields, "attribute")
+  if not spec.prompt then util.fail("attribute: field 'prompt' is required") end
+  local layer = spec.layer or (self.source_layers and self.source_layers[1])
+  if not layer then util.fail("attribute: no source layer (declare source_layers or pass layer)") end
+  local dir = spec.direction or self:direction()
+  local target = spec.target or self.target_layer
+  if not target then util.fail("attribute: no target layer") end
+  if layer >= target then util.fail("attribute: source layer %d must be below the target layer %d", layer, target) end
+  local sae = type(spec.sae) == "string" and self:sae(layer, spec.sae) or spec.sae or self:sae(layer)
+  local ids = type(spec.prompt) == "string" and self:encode(spec.prompt) or spec.prompt
+  local positions
+  if spec.positions == "all" then
+    positions = {}
+    for t = 0, #ids - 1 do positions[#positions + 1] = t end
+  elseif type(spec.positions) == "table" then positions = spec.positions
+  elseif spec.positions ~= nil and spec.positions ~= "last" then
+    util.fail("attribute: positions must be \"last\", \"all\" or a list, got '%s'", spec.positions)
+  end
+  -- The tokens S_k averages over: "all" (every token but BOS), "instruction" (the user's text
+  -- inside the chat template: what differs between prompts), or a list of token indices.
+  local score_positions
+  if spec.score_positions == "instruction" then
+    score_positions = util.instruction_positions(self:tokenizer(), function(x) return self:encode(x) end, ids)
+  elseif type(spec.score_positions) == "table" then score_positions = spec.score_positions
+  elseif spec.score_positions ~= nil and spec.score_positions ~= "all" then
+    util.fail("attribute: score_positions must be \"all\", \"instruction\" or a list, got '%s'", spec.score_positions)
+  end
+  local label = self:_prompt_label(spec.prompt, ids, spec.label)
+  self:log("attribute %s: layer %d -> target %d", label, layer, target)
+  local res = self:model():attribute(ids, sae, {source = layer, target = target, direction = direction_vector(dir),
+    score = spec.score or "gradient", include_bos = spec.include_bos or false, positions = positions,
+    score_positions = score_positions})
+  local tok = self:tokenizer()
+  local tokens = {}
+  for i, id in ipairs(ids) do tokens[i] = tok:piece(id) or tostring(id) end
+  local a = setmetatable({
+    experiment = self, prompt = type(spec.prompt) == "string" and spec.prompt or tok:decode(ids), label = label,
+    ids = ids, tokens = tokens, layer = layer, target = target, R = res.R, scores = res.scores, rg = res.rg,
+    include = res.include, sae = sae, sae_name = (self._sae_names or {})[sae] or (type(spec.sae) == "string" and spec.sae) or "",
+    direction = dir, score_kind = spec.score or "gradient",
+  }, Attribution)
+  return a
+end)
+
+function Attribution:sum_rg(k)
+  local s, T = 0, #self.ids
+  for t = 1, T do s = s + self.rg:at(t, k + 1) end
+  return s
+end
+
+local function ranked(a, k, side)
+  local out = {}
+  for i, r in ipairs(core.rank(a.scores, k, side)) do
+    out[i] = {rank = i, latent = r.latent, score = r.score, sum_rg = a:sum_rg(r.latent),
+              name = a.experiment:label(a.layer, r.latent, a.sae_name), side = side,
+              url = a.experiment:latent_url(a.layer, r.latent, a.sae_name)}
+  end
+  return out
+end
+
+function Attribution:top(k) return ranked(self, k, "top") end
+function Attribution:bottom(k) return ranked(self, k, "bottom") end
+function Attribution:top_latents(k)
+  local out = {}
+  for i, r in ipairs(self:top(k)) do out[i] = r.latent end
+  return out
+end
+function Attribution:bottom_latents(k)
+  local out = {}
+  for i, r in ipairs(self:bottom(k)) do out[i] = r.latent end
+  return out
+end
+
+local ranking_cols = {"prompt", "layer", "target", "side", "rank", "latent", "name", "score", "sum_rg"}
+local ranking_url_cols = {"prompt", "layer", "target", "side", "rank", "latent", "name", "score", "sum_rg", "url"}
+function Attribution:ranking(k)
+  local rows = {}
+  for _, side in ipairs({"top", "bottom"}) do
+    for _, r in ipairs(ranked(self, k, side)) do
+      -- url only for an SAE with a neuronpedia_id, so other tables keep their columns.
+      rows[#rows + 1] = csv.record({prompt = self.label, layer = self.layer, target = self.target, side = side,
+        rank = r.rank, latent = r.latent, name = r.name, score = r.score, sum_rg = r.sum_rg, url = r.url},
+        r.url and ranking_url_cols or ranking_cols)
+    end
+  end
+  return rows
+end
+
+function Attribution:token_rows(latents)
+  local rows = {}
+  for _, k in ipairs(latents) do
+    for t = 1, #self.ids do
+      rows[#rows + 1] = csv.record({prompt = self.label, layer = self.layer, latent = k, t = t - 1, token = self.tokens[t],
+        rg = self.rg:at(t, k + 1)}, {"prompt", "layer", "latent", "t", "token", "rg"})
+    end
+  end
+  return rows
+end
+
+return {}

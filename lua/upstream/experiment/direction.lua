@@ -1,0 +1,145 @@
+-- upstream.experiment.direction: X:direction, the refusal direction every later step uses:
+-- read from a file (a run's or the model's direction.safetensors), the difference of means
+-- at a position and layer, or chosen by Arditi et al.'s selection (whose table it writes). The
+-- unit vector is saved as the run's direction.safetensors and recorded in the manifest.
+-- vector(dir) gives the vector of a direction result or passes a Tensor/list through.
+local core = require "upstream.core"
+local util = require "upstream.util"
+local csv = require "upstream.csv"
+local step = require("upstream.experiment.manifest").step
+local class = require "upstream.experiment.class"
+local Experiment = class.Experiment
+
+-- The vector of a direction (X:direction's result), or a Tensor or list given as one.
+local function direction_vector(dir)
+  if type(dir) == "table" and dir.vector then return dir.vector end
+  return dir
+end
+
+local function ids_of(self, list)
+  local out = {}
+  for i, p in ipairs(list) do out[i] = type(p) == "string" and self:encode(p) or p end
+  return out
+end
+
+local direction_fields = {
+  from = "string", path = "string", pos = "integer", layer = "integer", harmful = "string|table",
+  harmless = "string|table", max_layer_frac = "number", max_kl = "number", min_induce = "number", batch = "integer",
+  -- Selection on a large model: score only these layers / positions (default all), skip the
+  -- layers max_layer_frac drops anyway, and score on the first n_eval prompts of each set.
+  layers = "integers", positions = "integers", skip_late_layers = "boolean", n_eval = "integer",
+}
+
+local function prompt_set(self, v, default)
+  if type(v) == "table" then return v end
+  return self:prompts(v or default)
+end
+
+function Experiment:_candidates(spec)
+  local m, tok = self:model(), self:tokenizer()
+  local harmful = ids_of(self, prompt_set(self, spec.harmful, "harmful"))
+  local harmless = ids_of(self, prompt_set(self, spec.harmless, "harmless"))
+  local n_pos = tok:post_instruction_count(self.model_entry.template)
+  self:log("difference-in-means candidates: %d harmful, %d harmless prompts", #harmful, #harmless)
+  return m:directions(harmful, harmless, {positions = n_pos, batch = spec.batch or 8}), harmful, harmless, n_pos
+end
+
+local function candidate(cands, n_pos, pos, layer, d)
+  local v = {}
+  for j = 1, d do v[j] = cands:at(n_pos + pos + 1, layer + 1, j) end
+  return v
+end
+
+Experiment.direction = step("direction", function(self, spec)
+  if spec == nil and self._direction then return self._direction end
+  spec = spec or self.direction_spec
+  if type(spec) == "string" then
+    -- A path (--set direction=results/direction/<run>/direction.safetensors) is a saved direction.
+    if spec:match("%.safetensors$") then spec = {from = "file", path = spec} else spec = {from = spec} end
+  end
+  util.check_fields(spec, direction_fields, "direction")
+  local from = spec.from or "auto"
+  local m = self:model()
+  local cfgm = m:config()
+  local d = cfgm.d_model
+  local dirfile = spec.path or (self.model_entry.path .. "/direction.safetensors")
+  if from == "auto" then from = util.exists(dirfile) and "file" or "select" end
+  local org_dir = self.organism and self.organism.direction or {}
+  local result = {from = from}
+  local vec
+  if from == "file" then
+    if not util.exists(dirfile) then util.fail("direction: no file %s", dirfile) end
+    local t, meta = core.load_safetensors(dirfile)
+    -- Where the vector was taken: the spec, else the file's own metadata (a run's
+    -- direction.safetensors, an organism's), else organism.json, else the target layer.
+    local function meta_int(k) return meta and math.tointeger(tonumber(meta[k] or "")) end
+    result.path = dirfile
+    result.pos = spec.pos or meta_int("pos") or org_dir.pos
+    result.layer = spec.layer or meta_int("layer") or org_dir.layer or self.target_layer
+    if t.direction and not (spec.pos and t.candidates) then
+      vec = t.direction
+    elseif t.candidates then
+      local shape = t.candidates:shape()
+      if not result.pos or not result.layer then util.fail("direction: %s has candidates only; give pos and layer", dirfile) end
+      vec = candidate(t.candidates, shape[1], result.pos, result.layer, d)
+    else
+      util.fail("direction: %s has neither 'direction' nor 'candidates'", dirfile)
+    end
+  elseif from == "means" or from == "select" then
+    local cands, harmful, harmless, n_pos = self:_candidates(spec)
+    if from == "select" then
+      local eval_harmful, eval_harmless = harmful, harmless
+      if spec.n_eval then
+        if spec.n_eval < 1 then util.fail("direction: n_eval must be at least 1, got %d", spec.n_eval) end
+        eval_harmful = table.move(harmful, 1, math.min(spec.n_eval, #harmful), 1, {})
+        eval_harmless = table.move(harmless, 1, math.min(spec.n_eval, #harmless), 1, {})
+      end
+      self:log("selecting the direction among %d positions x %d layers, on %d harmful and %d harmless prompts",
+               n_pos, cfgm.n_layers, #eval_harmful, #eval_harmless)
+      local sel = m:select_direction(cands, eval_harmful, eval_harmless, {refusal_ids = self:refusal_ids(),
+        max_layer_frac = spec.max_layer_frac, max_kl = spec.max_kl, min_induce = spec.min_induce, batch = spec.batch,
+        layers = spec.layers, positions = spec.positions, skip_late_layers = spec.skip_late_layers})
+      result.selection = sel
+      local n_scored = 0
+      for _, sc in ipairs(sel.scores) do n_scored = n_scored + (sc.dropped:find("unscored", 1, true) and 0 or 1) end
+      self:log("scored %d of %d candidates, %d kept", n_scored, #sel.scores, sel.n_kept)
+      local rows = {}
+      for _, s in ipairs(sel.scores) do
+        local chosen = sel.best and s.pos == sel.best.pos and s.layer == sel.best.layer or false
+        rows[#rows + 1] = csv.record({pos = s.pos, layer = s.layer, bypass = s.bypass, induce = s.induce, kl = s.kl,
+          dropped = type(s.dropped) == "string" and s.dropped or "", chosen = chosen}, {"pos", "layer", "bypass", "induce", "kl", "dropped", "chosen"})
+      end
+      self:table("direction_selection", rows, {title = "Direction selection (Arditi et al.): every candidate", show = 10})
+      if sel.best then
+        vec, result.pos, result.layer = sel.direction, sel.best.pos, sel.best.layer
+      else
+        from = "means"
+        self:note(("No candidate passed the selection filters (%d kept); the direction falls back to the " ..
+          "difference of means at the last position of layer %s."):format(sel.n_kept or 0, tostring(spec.layer or self.target_layer)))
+      end
+      result.n_pos = n_pos
+      self._selection_for_plot = {sel = sel, n_pos = n_pos, n_layers = cfgm.n_layers}
+    end
+    if not vec then
+      result.pos = spec.pos or -1
+      result.layer = spec.layer or self.target_layer or cfgm.n_layers // 2
+      if result.pos >= 0 or -result.pos > n_pos then util.fail("direction: pos must be in -%d..-1", n_pos) end
+      vec = candidate(cands, n_pos, result.pos, result.layer, d)
+    end
+    result.from = from
+  else
+    util.fail("direction: from must be auto, file, means or select, got '%s'", from)
+  end
+  local unit, norm = core.normalize(vec)
+  result.vector, result.norm = unit, norm
+  -- The unit vector every later step used, so a table can be recomputed without this run.
+  core.save_safetensors(self.results_dir .. "/direction.safetensors", {direction = unit},
+    {from = result.from, layer = tostring(result.layer), pos = tostring(result.pos), norm = ("%.9g"):format(norm)})
+  if not self.target_layer then self.target_layer = result.layer end
+  self._manifest.direction = {from = result.from, path = result.path, pos = result.pos, layer = result.layer, norm = norm}
+  self._direction = result
+  self:log("direction: %s, layer %s, position %s, norm %.4g", result.from, tostring(result.layer), tostring(result.pos), norm)
+  return result
+end)
+
+return {vector = direction_vector}

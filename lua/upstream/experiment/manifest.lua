@@ -1,0 +1,96 @@
+-- upstream.experiment.manifest: the run's record. The manifest (manifest.json: what ran, on
+-- which files and digests, with which settings, how far it got) is rewritten atomically after
+-- every step, so a dead run says where it stopped; X:log writes progress lines to stderr; and
+-- step(name, fn) wraps a method so that it is logged, timed, re-raises errors with the
+-- experiment's file:line and rewrites the manifest afterwards (every other module's steps use it).
+local core = require "upstream.core"
+local util = require "upstream.util"
+local config = require "upstream.config"
+local class = require "upstream.experiment.class"
+local Experiment = class.Experiment
+
+local function git_info(root)
+  local function run(cmd)
+    local p = io.popen(cmd .. " 2>/dev/null")
+    if not p then return nil end
+    local out = p:read("a")
+    p:close()
+    return out
+  end
+  local q = "'" .. root:gsub("'", "'\\''") .. "'"
+  local rev = run("git -C " .. q .. " rev-parse HEAD")
+  rev = rev and rev:match("%x+")
+  if not rev then return {revision = "unknown"} end
+  local status = run("git -C " .. q .. " status --porcelain --untracked-files=no") or ""
+  return {revision = rev, dirty = status:match("%S") ~= nil}
+end
+
+function Experiment:_base_manifest(opts)
+  local exp_text = util.read_file(self.file)
+  local entry = self.model_entry
+  local tok_path = entry.tokenizer
+  if util.exists(tok_path .. "/tokenizer.json") then tok_path = tok_path .. "/tokenizer.json" end
+  local cfg_json = core.json_read(entry.path .. "/config.json")
+  return {
+    experiment = {name = self.name, title = self.decl.title, file = self.file,
+                  sha256 = exp_text and core.sha256(exp_text) or nil},
+    run_id = self.run_id,
+    status = "running",
+    started = os.date("!%Y-%m-%dT%H:%M:%SZ"),
+    command = {script = opts.script, config = opts.config, model = opts.model, sets = opts.sets,
+               run_id = opts.run_id, threads = opts.threads},
+    overrides = self.overrides,
+    settings = config.public(self.settings),
+    model = {name = entry.name, path = entry.path, sha256 = core.hash_path(entry.path, self.memo), config = cfg_json},
+    tokenizer = {path = tok_path, sha256 = util.exists(tok_path) and core.hash_path(tok_path, self.memo) or nil,
+                 template = entry.template},
+    organism = self.organism,
+    saes = {},
+    git = git_info(core.source_dir),
+    versions = core.versions(),
+    threads = core.threads(),
+    seed = self.seed,
+    params = self.params,
+    source_layers = self.source_layers,
+    target_layer = self.target_layer,
+    sae = self.sae_name,
+    timings = self._timings,
+    grids = self._grids,
+    outputs = {results = self.results_dir, plots = self.plots_dir, tables = {}, figures = {}},
+  }
+end
+
+function Experiment:_write_manifest()
+  local m = self._manifest
+  m.target_layer = self.target_layer
+  m.outputs.tables = {}
+  for _, name in ipairs(self._table_order) do m.outputs.tables[#m.outputs.tables + 1] = name .. ".csv" end
+  m.outputs.figures = {}
+  for _, f in ipairs(self._figures) do m.outputs.figures[#m.outputs.figures + 1] = f .. ".png" end
+  if self._direction then m.outputs.direction = "direction.safetensors" end
+  util.write_atomic(self.results_dir .. "/manifest.json", core.json_encode(m) .. "\n")
+end
+
+-- The manifest as a PNG text chunk: compact JSON of the run so far.
+function Experiment:manifest_json() return core.json_encode(self._manifest, {indent = 0}) end
+
+function Experiment:log(fmt, ...)
+  if self.quiet then return end
+  local msg = select("#", ...) > 0 and fmt:format(...) or fmt
+  io.stderr:write(("[%s %6.1fs] %s\n"):format(self.name, util.clock() - self.started_wall, msg))
+  io.stderr:flush()
+end
+
+-- Runs a step: logs it, times it, re-raises errors with the experiment's file:line, and
+-- rewrites the manifest afterwards.
+local function step(name, fn)
+  return function(self, ...)
+    local t0 = util.clock()
+    local res = table.pack(util.guarded(fn, self, ...))
+    self._timings[#self._timings + 1] = {step = name, seconds = util.clock() - t0}
+    self:_write_manifest()
+    return table.unpack(res, 1, res.n)
+  end
+end
+
+return {step = step}

@@ -1,0 +1,112 @@
+-- upstream.experiment.resources: what a run loads and reads. The model, tokenizer and SAEs
+-- (opened on first use; shared by the experiments of one process while M.share_loaded(true),
+-- else closed by X:finish through release), the refusal token ids, and the declared prompt
+-- sets and their chat encoding. A missing SAE or refusal token raises with the experiment's
+-- file:line.
+local core = require "upstream.core"
+local util = require "upstream.util"
+local config = require "upstream.config"
+local class = require "upstream.experiment.class"
+local M, Experiment = class.M, class.Experiment
+
+-- ---------------------------------------------------------------- loaded objects
+
+-- Objects shared by the experiments of one process (experiments/all.lua runs six on one
+-- checkpoint: 5 GB of weights each on gemma-2-2b-it). While sharing is on, a model, tokenizer
+-- or SAE is opened once per path and X:finish() leaves it open for the next experiment;
+-- M.share_loaded(false) closes them all. Off by default: a lone run frees what it loaded.
+local shared, shared_objs = nil, setmetatable({}, {__mode = "k"})
+
+function M.share_loaded(on)
+  if on then
+    shared = shared or {model = {}, tokenizer = {}, sae = {}}
+    return
+  end
+  for _, kind in pairs(shared or {}) do
+    for _, obj in pairs(kind) do
+      shared_objs[obj] = nil
+      obj:close()
+    end
+  end
+  shared = nil
+end
+
+local function open_shared(kind, path, open)
+  if not shared then return open(path), false end
+  local obj = shared[kind][path]
+  if obj then return obj, true end
+  obj = open(path)
+  shared[kind][path], shared_objs[obj] = obj, true
+  return obj, false
+end
+
+local function release(obj)
+  if obj and not shared_objs[obj] then obj:close() end
+end
+
+function Experiment:model()
+  if not self._model then
+    local reused
+    self._model, reused = open_shared("model", self.model_entry.path, core.model)
+    self:log("%s model %s", reused and "reusing the loaded" or "loading", self.model_entry.path)
+  end
+  return self._model
+end
+
+function Experiment:tokenizer()
+  if not self._tok then self._tok = open_shared("tokenizer", self.model_entry.tokenizer, core.tokenizer) end
+  return self._tok
+end
+
+function Experiment:sae(layer, name)
+  name = name or self.sae_name
+  if not name then util.fail("no SAE: declare sae = NAME or set models.%s.defaults.sae", self.model_name) end
+  local key = name .. "@" .. layer
+  if not self._saes[key] then
+    local path = config.sae_path(self.settings, name, layer)
+    if not util.exists(path) and not util.exists(path .. "/cfg.json") then
+      util.fail("SAE '%s' layer %d: no file at %s", name, layer, path)
+    end
+    self._saes[key] = open_shared("sae", path, core.sae)
+    local info = self._saes[key]:info()
+    self._manifest.saes[#self._manifest.saes + 1] = {name = name, layer = layer, path = path,
+      sha256 = core.hash_path(path, self.memo), d_sae = info.d_sae, architecture = info.architecture}
+    self._sae_names = self._sae_names or {}
+    self._sae_names[self._saes[key]] = name
+  end
+  return self._saes[key]
+end
+
+function Experiment:refusal_ids()
+  if self._refusal_ids then return self._refusal_ids end
+  local r = self.decl.refusal or {}
+  local ids = r.ids or self.model_entry.refusal_ids or (self.organism and self.organism.refusal_ids)
+  if not ids then
+    local tok = self:tokenizer()
+    ids = {}
+    for _, piece in ipairs(r.tokens or self.model_entry.refusal_tokens or {"I"}) do
+      local id = tok:id(piece)
+      if not id then util.fail("refusal token '%s' is not in the tokenizer; set refusal = {ids = {...}}", piece) end
+      ids[#ids + 1] = id
+    end
+  end
+  self._refusal_ids = ids
+  self._manifest.refusal_ids = ids
+  return ids
+end
+
+function Experiment:prompts(set)
+  local p = self.decl.prompts and self.decl.prompts[set]
+  if p == nil then util.fail("no prompt set '%s' (declare prompts = {%s = {...}})", tostring(set), tostring(set)) end
+  if type(p) == "string" then
+    local path = util.expand(p, util.dirname(self.file))
+    return core.prompts(path)
+  end
+  return p
+end
+
+function Experiment:encode(text)
+  return self:tokenizer():chat(text, self.model_entry.template)
+end
+
+return {release = release}

@@ -1,0 +1,195 @@
+-- upstream.experiment.setup: upstream.experiment{...} (M.new). It checks the declaration,
+-- merges its fields and params with the settings' experiments.<name> and --set (in that order
+-- of precedence, each value still of its declared type), resolves the model entry, its
+-- organism.json, SAE, layers and thread count, and claims the run's results and plots
+-- directories (mkdir, so two runs never share one). Misuse raises with the experiment's
+-- file:line (upstream.util.fail); a bad override names where the value came from.
+local core = require "upstream.core"
+local util = require "upstream.util"
+local config = require "upstream.config"
+local report = require "upstream.report"
+local class = require "upstream.experiment.class"
+local M, Experiment = class.M, class.Experiment
+
+local decl_fields = {
+  name = "string", title = "string", description = "string", model = "string", sae = "string",
+  source_layers = "integers|integer", target_layer = "integer", direction = "string|table",
+  prompts = "table", params = "table", seed = "integer", refusal = "table",
+}
+-- Fields --set and the settings' experiments.<name> may override (the rest describe the study).
+local overridable = {model = true, sae = true, source_layers = true, target_layer = true, direction = true, seed = true}
+
+local function absolute(path)
+  if path:sub(1, 1) == "/" then return path end
+  return (os.getenv("PWD") or ".") .. "/" .. path
+end
+
+-- --set KEY=VALUE pairs split into the experiment's own (fields, params) and settings.
+local function split_sets(decl, sets)
+  local mine, settings = {}, {}
+  for _, kv in ipairs(sets or {}) do
+    local key, value = kv:match("^([^=]+)=(.*)$")
+    local pkey = key:match("^params%.(.+)$")
+    if overridable[key] then mine[#mine + 1] = {field = key, value = value}
+    elseif pkey or (decl.params and decl.params[key] ~= nil) then mine[#mine + 1] = {param = pkey or key, value = value}
+    elseif decl_fields[key] then error(("--set %s: the experiment's %s cannot be overridden"):format(key, key), 0)
+    else settings[#settings + 1] = {key = key, value = value} end
+  end
+  return mine, settings
+end
+
+local function as_list(v)
+  if type(v) == "number" then return {v} end
+  return v
+end
+
+function M.new(decl)
+  util.check_fields(decl, decl_fields, "experiment")
+  if not decl.name then util.fail("experiment: field 'name' is required") end
+  if not decl.name:match("^[%w_.-]+$") or decl.name:match("^%.") then
+    util.fail("experiment: name '%s' must be letters, digits, '_', '-' or '.'", decl.name)
+  end
+  local file = util.where(2) and util.where(2):match("^(.*):%d+$") or "?"
+  local opts = core.run_options or {}
+  local self = setmetatable({}, Experiment)
+  self.decl = decl
+  self.name = decl.name
+  self.file = absolute(opts.script or file)
+  self.started_wall = util.clock()
+  self.quiet = opts.quiet or false
+  self._report = report.new(decl.title or decl.name, decl.description)
+  self._tables, self._table_order = {}, {}
+  self._figures = {}
+  self._timings = {}
+  self._grids = {}
+  self._saes, self._sae_files = {}, {}
+  self._labels = {}
+
+  local mine, settings_sets = split_sets(decl, opts.sets)
+  if opts.threads then settings_sets[#settings_sets + 1] = {key = "threads", value = tostring(opts.threads)} end
+  local ok, cfg = pcall(config.load, {path = opts.config, sets = settings_sets})
+  if not ok then error(cfg, 0) end
+  self.settings = cfg
+
+  -- Fields: --set > settings' experiments.<name> > the file > model defaults > organism.json.
+  local fields = {}
+  for k in pairs(overridable) do fields[k] = decl[k] end
+  local params = util.copy(decl.params or {})
+  local section = cfg.experiments[decl.name] or {}
+  for _, k in ipairs(util.sorted_keys(section)) do
+    if overridable[k] then fields[k] = section[k]
+    elseif decl_fields[k] then
+      error(("%s: experiments.%s.%s cannot be overridden"):format(cfg.file or "settings", decl.name, k), 0)
+    else params[k] = section[k] end
+  end
+  self.overrides = {}
+  for _, s in ipairs(mine) do
+    if s.field then fields[s.field] = util.parse_value(s.value, fields[s.field])
+    else params[s.param] = util.parse_value(s.value, params[s.param]) end
+    self.overrides[#self.overrides + 1] = (s.field or s.param) .. "=" .. s.value
+  end
+  for _, s in ipairs(settings_sets) do self.overrides[#self.overrides + 1] = s.key .. "=" .. s.value end
+  -- Overridden fields must still have their declared type; say where the bad value came from.
+  local from_set = {}
+  for _, m in ipairs(mine) do if m.field then from_set[m.field] = true end end
+  for _, k in ipairs(util.sorted_keys(overridable)) do
+    local v = fields[k]
+    if v ~= nil then
+      local ok = false
+      for ty in decl_fields[k]:gmatch("[^|]+") do ok = ok or util.type_checks[ty](v) end
+      if not ok then
+        local what = decl_fields[k]:gsub("|", " or ")
+        if from_set[k] then error(("--set %s: must be %s"):format(k, what), 0) end
+        if section[k] ~= nil then
+          local line = cfg.lines and cfg.lines[("experiments.%s.%s"):format(decl.name, k)]
+          error(("%s:%s: experiments.%s.%s: must be %s"):format(cfg.file or "settings", tostring(line or "?"),
+            decl.name, k, what), 0)
+        end
+      end
+    end
+  end
+  if opts.model then fields.model = opts.model end
+  self.params = params
+
+  local entry = config.model(cfg, fields.model or cfg.model)
+  self.model_entry = entry
+  self.model_name = entry.name
+  local org_path = entry.path .. "/organism.json"
+  if util.exists(org_path) then self.organism = core.json_read(org_path) end
+  local org = self.organism or {}
+  local dflt = entry.defaults
+
+  self.source_layers = as_list(fields.source_layers) or dflt.source_layers or as_list(org.sae_layers)
+    or as_list(org.source_layer)
+  self.target_layer = fields.target_layer or dflt.target_layer or org.target_layer
+  self.sae_name = fields.sae or dflt.sae
+  if not self.sae_name then
+    -- A model directory that carries its own SAEs (the organism's layout, or organism.json's
+    -- "sae" map {"L": "relative path"}) registers them as "<model>/sae".
+    local files, pattern = nil, nil
+    if type(org.sae) == "table" then
+      files = {}
+      for l, rel in pairs(org.sae) do files[tostring(l)] = util.expand(rel, entry.path) end
+    end
+    if util.exists(entry.path .. "/sae") or files then pattern = entry.path .. "/sae/layer_{layer}/params.npz" end
+    if pattern and not cfg.saes[entry.name .. "/sae"] then
+      cfg.saes[entry.name .. "/sae"] = {path = pattern, files = files, format = "gemmascope",
+                                        hook = "blocks.{layer}.hook_resid_post", model = entry.name}
+    end
+  end
+  if not self.sae_name then
+    for _, n in ipairs(util.sorted_keys(cfg.saes)) do
+      if cfg.saes[n].model == entry.name and not self.sae_name then self.sae_name = n end
+    end
+  end
+  self.direction_spec = fields.direction or "auto"
+  -- threads = 0 means the library default, except on tiny models: their 32- to 64-wide
+  -- products gain nothing from threads, and OpenMP/OpenBLAS waiting on a busy machine makes
+  -- them many times slower. Any explicit threads setting (or --threads) is kept.
+  if (cfg.threads or 0) <= 0 then
+    local okc, mc = pcall(core.json_read, entry.path .. "/config.json")
+    if okc and type(mc) == "table" and (mc.hidden_size or 0) > 0 and mc.hidden_size <= 256 then cfg.threads = 1 end
+  end
+  self.seed = fields.seed or 0
+  if cfg.threads and cfg.threads > 0 then core.set_threads(cfg.threads) end
+
+  -- Claim the run directories: mkdir fails when the name is taken, so two runs never share one.
+  local results_base = absolute(cfg.results) .. "/" .. decl.name
+  local plots_base = absolute(cfg.plots) .. "/" .. decl.name
+  for _, d in ipairs({results_base, plots_base}) do
+    local mk, err = core.mkdirs(d)
+    if not mk then error(err, 0) end
+  end
+  -- Both directories must be new: a name taken in either (say plots left from a run whose
+  -- results were deleted) moves on to the next suffix.
+  local base_id = opts.run_id or os.date("!%Y%m%d-%H%M%S")
+  local id, n = base_id, 1
+  while true do
+    local mk, err, why = core.mkdir(results_base .. "/" .. id)
+    if mk then
+      local pk, perr, pwhy = core.mkdir(plots_base .. "/" .. id)
+      if pk then break end
+      os.remove(results_base .. "/" .. id) -- empty, just made
+      if pwhy ~= "exists" then error(perr, 0) end
+      err, why = perr, pwhy
+    end
+    if why ~= "exists" or opts.run_id then
+      error(why == "exists" and ("run '%s' exists already in %s or %s; a run never overwrites another"):format(
+        id, results_base, plots_base) or err, 0)
+    end
+    n = n + 1
+    id = ("%s-%d"):format(base_id, n)
+  end
+  self.run_id = id
+  self.results_dir = results_base .. "/" .. id
+  self.plots_dir = plots_base .. "/" .. id
+  self.memo = cfg.cache .. "/filehash"
+  core.mkdirs(cfg.cache)
+
+  self._manifest = self:_base_manifest(opts)
+  self:_write_manifest()
+  self:log("run %s: model %s, results in %s", id, entry.name, self.results_dir)
+  return self
+end
+
+return {}
