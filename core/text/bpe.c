@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "base/fs.h"
+#include "base/utf8.h"
 
 /* The added tokens, in id order; "\n" is the only non-special one (as in Gemma). */
 static const char *const k_added[] = {"<pad>", "<eos>", "<bos>", "<unk>",
@@ -245,19 +246,6 @@ void up_bpe_free(up_bpe *b) {
     free(b);
 }
 
-/* Length of the valid UTF-8 sequence at s (1..4), or 0 if the bytes there are not one. */
-static int utf8_seq(const unsigned char *s, size_t n) {
-    unsigned c = s[0];
-    if (c < 0x80) return 1;
-    int len = c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : c >= 0xc2 ? 2 : 0;
-    if (!len || c > 0xf4 || (size_t)len > n) return 0;
-    for (int i = 1; i < len; i++)
-        if ((s[i] & 0xc0) != 0x80) return 0;
-    if (len == 3 && ((c == 0xe0 && s[1] < 0xa0) || (c == 0xed && s[1] >= 0xa0))) return 0; /* overlong, surrogate */
-    if (len == 4 && ((c == 0xf0 && s[1] < 0x90) || (c == 0xf4 && s[1] >= 0x90))) return 0; /* overlong, > U+10FFFF */
-    return len;
-}
-
 static up_status count_word_n(up_bpe *b, const char *s, size_t len, int64_t count, int32_t *index,
                               up_error *err) {
     if (!len) return UP_OK;
@@ -297,7 +285,7 @@ static up_status count_section(up_bpe *b, const char *text, size_t len, up_error
     size_t n = 0;
     const unsigned char *s = (const unsigned char *)text;
     for (size_t i = 0; i < len;) {
-        int k = s[i] == ' ' ? 0 : utf8_seq(s + i, len - i);
+        int k = s[i] == ' ' ? 0 : up_utf8_seq_len(s + i, len - i);
         if (s[i] == ' ') {
             memcpy(b->buf + n, SPACE_MARK, 3), n += 3, i++;
         } else if (k) {
@@ -485,7 +473,7 @@ up_status up_bpe_train(up_bpe *b, const up_bpe_options *opt, up_error *err) {
             goto done;
         }
         for (size_t j = 0; j < rl;) {
-            int k = utf8_seq((const unsigned char *)required[i] + j, rl - j);
+            int k = up_utf8_seq_len((const unsigned char *)required[i] + j, rl - j);
             if (!k) {
                 st = up_error_set(err, UP_ERR_INVALID, "bpe: required word \"%s\" is not valid UTF-8", required[i]);
                 goto done;
@@ -499,7 +487,7 @@ up_status up_bpe_train(up_bpe *b, const up_bpe_options *opt, up_error *err) {
     for (int i = 0; i < b->nw; i++) {
         const word *w = &b->w[i];
         for (uint32_t j = 0; j < w->len;) {
-            int k = utf8_seq((const unsigned char *)w->s + j, w->len - j);
+            int k = up_utf8_seq_len((const unsigned char *)w->s + j, w->len - j);
             int32_t ci;
             if (!strmap_put(&chars, w->s + j, (size_t)k, ncc, &ci)) OOM();
             if (ci == ncc) {
@@ -544,7 +532,7 @@ up_status up_bpe_train(up_bpe *b, const up_bpe_options *opt, up_error *err) {
         if (!w->sym) OOM();
         w->nsym = 0;
         for (uint32_t j = 0; j < w->len;) {
-            int k = utf8_seq((const unsigned char *)w->s + j, w->len - j);
+            int k = up_utf8_seq_len((const unsigned char *)w->s + j, w->len - j);
             w->sym[w->nsym++] = strmap_get(&b->piece_ids, w->s + j, (size_t)k);
             j += (uint32_t)k;
         }
@@ -657,10 +645,6 @@ done:
 
 void up_bpe_stats_get(const up_bpe *b, up_bpe_stats *out) {
     *out = (up_bpe_stats){b->nvocab, b->n_chars, b->nmerges, b->nw, b->n_tokens};
-}
-
-const char *up_bpe_piece(const up_bpe *b, int32_t id) {
-    return id >= 0 && id < b->nvocab ? b->pieces[id] : NULL;
 }
 
 /* ---- tokenizer.json ---- */

@@ -101,7 +101,4 @@ up_status up_bpe_save(const up_bpe *b, const char *path, up_error *err);
 
 void up_bpe_stats_get(const up_bpe *b, up_bpe_stats *out);
 
-/* The piece of a trained id (NULL if out of range or before training); lives as long as b. */
-const char *up_bpe_piece(const up_bpe *b, int32_t id);
-
 #endif
