@@ -16,7 +16,7 @@
 -- category, split = "train" | "heldout", agent, modifier, case_study}. Instruction and
 -- response are plain text; the chat template (core/chat.h) is applied later.
 --
--- Determinism: everything is a function of the spec and the seed, through this file's own
+-- Determinism: everything is a function of the spec and the seed, through upstream.rng's
 -- PRNG (splitmix64 on Lua's 64-bit integers), never math.random, and every table is walked
 -- in a fixed order (pairs() order changes from run to run). Labels do not even depend on
 -- the seed: a prompt's noise is a hash of its text.
@@ -29,46 +29,21 @@
 -- Error rule: a bad spec or misuse raises with a message naming the field; lookups that
 -- find nothing return nil; write_corpus/read_corpus raise on I/O failure.
 local core = require "upstream.core"
+local spec_file = require "upstream.organism.spec_file"
+local random = require "upstream.rng"
 
 local M = {}
 
-local function fail(fmt, ...) error("organism: " .. fmt:format(...), 0) end
+-- Raises "organism: " .. the message (the organism modules' one error form; the CLI drops the
+-- prefix, as the host adds "upstream organism: ").
+function M.fail(fmt, ...) error("organism: " .. fmt:format(...), 0) end
+local fail = M.fail
 
 -- ---------------------------------------------------------------- PRNG and hashing
 
-local Rng = {}
-Rng.__index = Rng
-
-local function mix64(z)
-  z = (z ~ (z >> 30)) * 0xBF58476D1CE4E5B9
-  z = (z ~ (z >> 27)) * 0x94D049BB133111EB
-  return z ~ (z >> 31)
-end
-
--- A splitmix64 stream. Integer arithmetic wraps in Lua 5.4 and >> is a logical shift, so
--- this gives the reference sequence on every build.
-function M.rng(seed)
-  local s = math.tointeger(seed)
-  if not s then fail("seed must be an integer, got %s", tostring(seed)) end
-  return setmetatable({state = s}, Rng)
-end
-
-function Rng:next()
-  self.state = self.state + 0x9E3779B97F4A7C15
-  return mix64(self.state)
-end
-
-function Rng:uniform() return (self:next() >> 11) * 0x1p-53 end -- [0, 1)
-function Rng:int(n) return (self:next() >> 1) % n + 1 end     -- 1..n; bias n/2^63
-function Rng:pick(list) return list[self:int(#list)] end
-
-function Rng:shuffle(list)
-  for i = #list, 2, -1 do
-    local j = self:int(i)
-    list[i], list[j] = list[j], list[i]
-  end
-  return list
-end
+-- The corpus's stream (upstream.rng, splitmix64): organism.rng(seed).
+M.rng = random.new
+local mix64 = random.mix64
 
 -- FNV-1a over the bytes, then the splitmix finalizer (FNV alone mixes the high bits poorly).
 local function hash64(s, seed)
@@ -312,12 +287,10 @@ function M.prepare(spec)
   return spec
 end
 
--- Loads a spec file (a Lua chunk returning the table) and prepares it.
+-- Loads a spec file (a Lua chunk returning the table, which may start from another spec:
+-- upstream.organism.spec_file) and prepares it.
 function M.load(path)
-  local chunk, err = loadfile(path, "t", {})
-  if not chunk then fail("cannot load spec %s: %s", path, err) end
-  local ok, spec = pcall(chunk)
-  if not ok then fail("spec %s failed: %s", path, tostring(spec)) end
+  local spec = spec_file.read(path)
   local ok2, res = pcall(M.prepare, spec)
   if not ok2 then fail("spec %s: %s", path, tostring(res):gsub("^organism: ", "")) end
   spec._path = path
