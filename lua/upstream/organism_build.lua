@@ -10,6 +10,7 @@
 --   eval.lua          eval(DIR, opts): eval_measure -> eval_judge (criteria, criterion_ids,
 --                     thresholds) -> eval_render
 --   cli.lua           main(args): upstream organism build|eval
+--   spec_file.lua     reading a spec file (a variant starts from its base: base, concept, replace)
 -- The spec language and corpus generator are upstream.organism (lua/upstream/organism.lua).
 local recipe = require "upstream.organism.recipe"
 local probes = require "upstream.organism.probes"
