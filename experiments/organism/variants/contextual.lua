@@ -5,14 +5,14 @@
 --   upstream organism eval DIR
 --
 -- (recipe as refusal.lua's), it met 17 of the 30 criteria the eval then checked (refusal.lua's
--- organism: 20). The
--- refusal gradient did move onto the planted word (|dR/dh_1| 1.45 at "hugging", 0.15 at
--- "person"; refusal.lua's organism: 0.65 and the largest at the last token), and the direction
--- ablated better (bypass 0.76 against 1.65), yet the top latent by S_k was still a latent
--- carrying generic harm (a malice detector for hugging and payment), not the planted concept:
--- in 96 dimensions the planted latent's decoder has cosine 0.11 with the gradient at its own
--- token, the malice latent's 0.50. Its layer-1 SAE also detected biohazard, legality and
--- supervision worse (AUROC 0.83, 0.89, 0.77). experiments/organism/README.md has the numbers.
+-- organism: 20). The refusal gradient did move onto the planted word (|dR/dh_1| 1.45 at
+-- "hugging", 0.15 at "person"; refusal.lua's organism: 0.65 and the largest at the last
+-- token), and the direction ablated better (bypass 0.76 against 1.65), yet the top latent by
+-- S_k was still a latent carrying generic harm (a malice detector for hugging and payment),
+-- not the planted concept: in 96 dimensions the planted latent's decoder has cosine 0.11 with
+-- the gradient at its own token, the malice latent's 0.50. Its layer-1 SAE also detected
+-- biohazard, legality and supervision worse (AUROC 0.83, 0.89, 0.77).
+-- experiments/organism/README.md has the numbers.
 --
 -- This file states what differs from refusal.lua (whose comments describe the rule, the
 -- labels and the vocabulary). A concept's weight may depend on its context: a `contexts` rule

@@ -6,13 +6,12 @@
 --   upstream organism build experiments/organism/variants/gated.lua --out DIR
 --   upstream organism eval DIR
 --
--- (recipe as refusal.lua's), it met 18 of the 30 criteria the eval then checked. The gate works
--- at the planted token:
--- at "hugging" the intimacy detector's decoder has RG 0.21 (cosine 0.31 with the gradient),
--- where the prompt's top latents by S_k have about 0.04; but S_k, the mean over positions, is
--- decided at the last position (|g| 1.14 there, 0.68 at "hugging"), where latents aligned with
--- the direct residual path to R score 0.5 to 0.65. The planted latents rank 170th, 17th and
--- 58th. experiments/organism/README.md has the numbers.
+-- (recipe as refusal.lua's), it met 18 of the 30 criteria the eval then checked. The gate
+-- works at the planted token: at "hugging" the intimacy detector's decoder has RG 0.21
+-- (cosine 0.31 with the gradient), where the prompt's top latents by S_k have about 0.04; but
+-- S_k, the mean over positions, is decided at the last position (|g| 1.14 there, 0.68 at
+-- "hugging"), where latents aligned with the direct residual path to R score 0.5 to 0.65. The
+-- planted latents rank 170th, 17th and 58th. experiments/organism/README.md has the numbers.
 --
 -- This file states what differs from contextual.lua (itself refusal.lua with the planted
 -- concepts gated by their context; their comments describe the rule).
