@@ -3,19 +3,20 @@
 include_guard(GLOBAL)
 add_test(NAME organism_corpus
          COMMAND upstream ${CMAKE_SOURCE_DIR}/tests/lua/test_organism_corpus.lua ${CMAKE_SOURCE_DIR})
+# Spec files that start from another spec (the variants) and the copy a build keeps.
+add_test(NAME organism_spec
+         COMMAND upstream ${CMAKE_SOURCE_DIR}/tests/lua/test_organism_spec.lua ${CMAKE_SOURCE_DIR}
+                 ${CMAKE_BINARY_DIR}/test_scratch/organism_spec)
 # The organism pipeline at smoke size: build (every stage, loss must fall), resume, eval.
 add_test(NAME organism_build_smoke
          COMMAND upstream ${CMAKE_SOURCE_DIR}/tests/lua/test_organism_build.lua ${CMAKE_SOURCE_DIR}
                  ${CMAKE_BINARY_DIR}/test_scratch)
-# The shipped organism against its acceptance criteria (inference only, ~2 min). Everything it
-# meets is held here, so a change that breaks the organism or the method fails: the behaviour,
-# SAE and detection groups whole, and by id the direction ablation and the three method
-# criteria it meets (hugging's steering both ways, payment's down with a safety latent).
-# `upstream organism eval models/organism` prints every criterion with its id, including those
-# it does not meet yet (models/organism/eval.md).
+# The shipped organism against its acceptance criteria (inference only, ~2 min): every group
+# of what it must meet (behaviour, direction, sae, detection) decides the exit code. What the
+# method finds on it (the planted causes' ranks, the steering flips) is reported as figures,
+# not criteria (models/organism/eval.md).
 add_test(NAME organism_acceptance
-         COMMAND upstream organism eval ${CMAKE_SOURCE_DIR}/models/organism --require
-                 behaviour,sae,detection,direction.ablated,method.hugging.steer_up,method.hugging.steer_down,method.payment.steer_down)
+         COMMAND upstream organism eval ${CMAKE_SOURCE_DIR}/models/organism --require behaviour,direction,sae,detection)
 set_tests_properties(organism_acceptance PROPERTIES WORKING_DIRECTORY ${CMAKE_SOURCE_DIR})
 # experiments/organism's diagnostic scripts on the shipped organism (token_scores.lua's S_k row
 # is the mean of its per-token rows).

@@ -16,7 +16,7 @@
 -- category, split = "train" | "heldout", agent, modifier, case_study}. Instruction and
 -- response are plain text; the chat template (core/chat.h) is applied later.
 --
--- Determinism: everything is a function of the spec and the seed, through the library's
+-- Determinism: everything is a function of the spec and the seed, through upstream.rng's
 -- PRNG (splitmix64 on Lua's 64-bit integers), never math.random, and every table is walked
 -- in a fixed order (pairs() order changes from run to run). Labels do not even depend on
 -- the seed: a prompt's noise is a hash of its text.
@@ -29,17 +29,21 @@
 -- Error rule: a bad spec or misuse raises with a message naming the field; lookups that
 -- find nothing return nil; write_corpus/read_corpus raise on I/O failure.
 local core = require "upstream.core"
-local util = require "upstream.util"
+local spec_file = require "upstream.organism.spec_file"
+local random = require "upstream.rng"
 
 local M = {}
 
-local function fail(fmt, ...) error("organism: " .. fmt:format(...), 0) end
+-- Raises "organism: " .. the message (the organism modules' one error form; the CLI drops the
+-- prefix, as the host adds "upstream organism: ").
+function M.fail(fmt, ...) error("organism: " .. fmt:format(...), 0) end
+local fail = M.fail
 
 -- ---------------------------------------------------------------- PRNG and hashing
 
--- The PRNG is the library's (upstream.util.rng, splitmix64); hash64 shares its finalizer.
-M.rng = util.rng
-local mix64 = util.mix64
+-- The corpus's stream (upstream.rng, splitmix64): organism.rng(seed).
+M.rng = random.new
+local mix64 = random.mix64
 
 -- FNV-1a over the bytes, then the splitmix finalizer (FNV alone mixes the high bits poorly).
 local function hash64(s, seed)
@@ -283,12 +287,10 @@ function M.prepare(spec)
   return spec
 end
 
--- Loads a spec file (a Lua chunk returning the table) and prepares it.
+-- Loads a spec file (a Lua chunk returning the table, which may start from another spec:
+-- upstream.organism.spec_file) and prepares it.
 function M.load(path)
-  local chunk, err = loadfile(path, "t", {})
-  if not chunk then fail("cannot load spec %s: %s", path, err) end
-  local ok, spec = pcall(chunk)
-  if not ok then fail("spec %s failed: %s", path, tostring(spec)) end
+  local spec = spec_file.read(path)
   local ok2, res = pcall(M.prepare, spec)
   if not ok2 then fail("spec %s: %s", path, tostring(res):gsub("^organism: ", "")) end
   spec._path = path

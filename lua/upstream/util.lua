@@ -1,6 +1,5 @@
 -- upstream.util: helpers every experiment module shares — where an error belongs in the
--- experiment file, checks of declaration tables, atomic file writes, value parsing, the clock
--- and the PRNG.
+-- experiment file, checks of declaration tables, atomic file writes, value parsing, the clock.
 --
 -- Errors are raised as "file:line: message" with the line of the *experiment* (the first
 -- stack frame outside lua/upstream/), because the person reading the message wrote that
@@ -229,59 +228,9 @@ function M.instruction_positions(tok, chat, ids)
   return out
 end
 
--- The library's one clock, for durations (log stamps, step timings, a run's seconds): seconds
--- since boot with sub-second resolution where /proc/uptime exists, os.time() otherwise. Only
--- differences of its values mean anything. When a binding of the core's up_clock_seconds
--- (base/clock.h) lands, its call replaces this body and nothing else changes.
-function M.clock()
-  local f = io.open("/proc/uptime", "r")
-  if f then
-    local up = f:read("n")
-    f:close()
-    if up then return up end
-  end
-  return os.time()
-end
-
--- Deterministic pseudo-random numbers: a splitmix64 stream on Lua's 64-bit integers (integer
--- arithmetic wraps in Lua 5.4 and >> is a logical shift, so every build gives the reference
--- sequence), never math.random. The organism's corpus and the experiments' random control
--- latents draw from it; the same seed always gives the same numbers.
---   local rng = util.rng(seed)   rng:next() (64-bit integer), rng:uniform() in [0, 1),
---   rng:int(n) in 1..n, rng:pick(list), rng:shuffle(list) (in place)
--- A seed that is not an integer raises.
-local Rng = {}
-Rng.__index = Rng
-
--- splitmix64's finalizer: a bijective mix of a 64-bit integer (also used to finish hashes).
-function M.mix64(z)
-  z = (z ~ (z >> 30)) * 0xBF58476D1CE4E5B9
-  z = (z ~ (z >> 27)) * 0x94D049BB133111EB
-  return z ~ (z >> 31)
-end
-
-function M.rng(seed)
-  local s = math.tointeger(seed)
-  if not s then error(("rng: seed must be an integer, got %s"):format(tostring(seed)), 0) end
-  return setmetatable({state = s}, Rng)
-end
-
-function Rng:next()
-  self.state = self.state + 0x9E3779B97F4A7C15
-  return M.mix64(self.state)
-end
-
-function Rng:uniform() return (self:next() >> 11) * 0x1p-53 end -- [0, 1)
-function Rng:int(n) return (self:next() >> 1) % n + 1 end     -- 1..n; bias n/2^63
-function Rng:pick(list) return list[self:int(#list)] end
-
-function Rng:shuffle(list)
-  for i = #list, 2, -1 do
-    local j = self:int(i)
-    list[i], list[j] = list[j], list[i]
-  end
-  return list
-end
+-- The library's one clock, for durations (log stamps, step timings, a run's seconds): the
+-- core's monotonic clock (base/clock.h, up_clock_seconds). Only differences mean anything.
+M.clock = core.clock
 
 function M.copy(t)
   if type(t) ~= "table" then return t end

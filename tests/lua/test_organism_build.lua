@@ -97,7 +97,7 @@ for _, section in ipairs {"## Behaviour", "## Case studies", "## SAE", "## The m
                           "| S_k | S_k, instruction | activation-weighted | oracle |"} do
   assert(rep.text:find(section, 1, true), "report lacks " .. section)
 end
-assert(#rep.criteria >= 20, "report checks too few criteria: " .. #rep.criteria)
+assert(#rep.criteria >= 18, "report checks too few criteria: " .. #rep.criteria)
 -- Every criterion has a unique id GROUP.KEY, printed on its line; --require takes ids as well
 -- as groups, and a name that is neither, or matches nothing, is an error.
 do
@@ -108,7 +108,7 @@ do
     seen[c.id] = true
     assert(rep.text:find("(" .. c.id .. "): ", 1, true), "report does not print " .. c.id)
   end
-  for _, id in ipairs {"direction.ablated", "method.hugging.steer_down", "detection.intimacy", "sae.fve"} do
+  for _, id in ipairs {"direction.ablated", "direction.induce", "detection.intimacy", "sae.fve"} do
     assert(seen[id], "no criterion " .. id)
   end
   -- Requiring one criterion: passed is that criterion's result, whatever the others'.
@@ -124,30 +124,34 @@ do
   local declared = build.criterion_ids(require("upstream.organism").load(spec))
   assert(#declared == #rep.criteria, ("criterion_ids: %d ids, report %d criteria"):format(#declared, #rep.criteria))
   for i, c in ipairs(rep.criteria) do assert(declared[i] == c.id, "criterion_ids order at " .. c.id) end
-  for _, bad in ipairs {"bogus", "method.nothing", "method.hugging"} do
+  -- The method's measurements are figures, not criteria: no method id or group is accepted.
+  for _, bad in ipairs {"bogus", "method", "method.nothing", "method.hugging", "method.hugging.steer_down"} do
     local ok, err = pcall(build.eval, out, {smoke = true, require = "behaviour," .. bad})
     assert(not ok and err:find("--require " .. bad .. ": not a group", 1, true), ("require %s: %s"):format(bad, tostring(err)))
   end
 end
--- The down-steering criterion steers with a latent of the reassuring modifier, never with
--- whatever latent the reassured prompt ranks most negative.
+-- The method's figures: every case study's top latents, reassured variants and steering both
+-- ways are in the report's data and text. Down-steering steers with a latent of the reassuring
+-- modifier, never with whatever latent the reassured prompt ranks most negative.
 do
   local o3 = build.open(out)
   local seen = 0
-  for _, c in ipairs(rep.criteria) do
-    local modifier = c.name:match("steering the refused prompt with an? (%S+) latent")
-    if modifier then
-      seen = seen + 1
-      if c.latent then
-        local l = o3.labels[tostring(c.latent)]
-        assert(l and l.concept == modifier, ("%s: steered latent %d is labelled %s"):format(c.name, c.latent,
-               l and l.concept or "(none)"))
-      else
-        assert(not c.ok, c.name .. ": passed without a latent")
-      end
+  for _, cs in ipairs(rep.data.method.cases) do
+    assert(#cs.top == 3 and #cs.reassured >= 1 and #cs.steer_up.rows >= 2, cs.name .. ": method figures missing")
+    for _, key in ipairs {"top", "reassured", "steer_up", "steer_down"} do
+      assert(rep.text:find("(" .. cs.name .. "." .. key .. "): ", 1, true), "report does not print " .. cs.name .. "." .. key)
+    end
+    local down = cs.steer_down
+    seen = seen + 1
+    if down.latent then
+      local l = o3.labels[tostring(down.latent)]
+      assert(l and l.concept == down.modifier, ("%s: steered latent %d is labelled %s"):format(cs.name, down.latent,
+             l and l.concept or "(none)"))
+    else
+      assert(not down.flipped, cs.name .. ": flipped without a latent")
     end
   end
-  assert(seen == 3, "down-steering criteria: " .. seen)
+  assert(seen == 3, "down-steering figures: " .. seen)
   build.close(o3)
 end
 print(("ok: smoke organism built (loss %.3f -> %.3f), resumed, evaluated (%d criteria)"):format(

@@ -3,6 +3,7 @@
 -- interrupted run's rerun computes only what is missing) and the Steering it returns, with its
 -- table rows and per-latent dose series.
 local core = require "upstream.core"
+local random = require "upstream.rng"
 local util = require "upstream.util"
 local csv = require "upstream.csv"
 local step = require("upstream.experiment.manifest").step
@@ -23,7 +24,7 @@ local steer_fields = {
 -- Random control latents: a splitmix64 stream seeded by the experiment's seed and the layer,
 -- so the same run settings always draw the same controls.
 local function draw_controls(seed, layer, n, d_sae, exclude)
-  local rng = util.rng(seed * 1000003 + layer)
+  local rng = random.new(seed * 1000003 + layer)
   local taken, out = {}, {}
   for _, k in ipairs(exclude) do taken[k] = true end
   local tries = 0
