@@ -122,9 +122,6 @@ up_status up_state_init(up_state **out, const up_model *m, int max_rows, int max
 void up_state_free(up_state *s);
 /* Empties the cache (keeps the buffers). */
 void up_state_reset(up_state *s);
-/* Columns filled so far, and the position of row b's next token. */
-int up_state_columns(const up_state *s);
-int up_state_next_pos(const up_state *s, int row);
 int up_state_stopped(const up_state *s);
 /* Records the next up_forward into tape (NULL detaches). The pass must be a prefill. */
 void up_state_attach_tape(up_state *s, up_tape *tape);
