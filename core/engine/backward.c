@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "engine/blas.h"
+#include "engine/position.h"
 
 int up_objective_slots(const up_objective *obj, int n_tok, int n_real, int *out) {
     if (!obj->positions || obj->n_positions <= 0) {
@@ -12,8 +13,7 @@ int up_objective_slots(const up_objective *obj, int n_tok, int n_real, int *out)
         return 1;
     }
     for (int i = 0; i < obj->n_positions; i++) {
-        int p = obj->positions[i];
-        if (p < 0) p += n_real;
+        const int p = up_position_resolve(obj->positions[i], n_real);
         if (p < 0 || p >= n_real) return -1;
         out[i] = n_tok - n_real + p;
     }

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "engine/blas.h"
+#include "engine/position.h"
 
 static const char *const kind_names[] = {"gradient", "cosine", "activation"};
 
@@ -126,7 +127,7 @@ up_status up_attribute(const up_model *m, const up_sae *sae, const up_attribute_
     if (req->score_positions && req->n_score_positions > 0) {
         memset(out->include, 0, (size_t)T);
         for (int i = 0; i < req->n_score_positions; i++) {
-            const int p = req->score_positions[i], t = p < 0 ? T + p : p;
+            const int p = req->score_positions[i], t = up_position_resolve(p, T);
             if (t < 0 || t >= T) {
                 free(h);
                 up_attribute_result_free(out);

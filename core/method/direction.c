@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "engine/position.h"
 #include "formats/npy.h"
 #include "formats/safetensors.h"
 
@@ -107,7 +108,7 @@ static up_status pick(const char *what, int ndim, const int64_t *shape, const vo
             return up_error_set(err, UP_ERR_INVALID,
                                 "%s holds (%lld, %lld, %d) candidates: choose one with a position and a layer", what,
                                 (long long)shape[0], (long long)shape[1], d);
-        int p = pos < 0 ? pos + (int)shape[0] : pos;
+        const int p = up_position_resolve(pos, (int)shape[0]);
         if (p < 0 || p >= shape[0] || layer < 0 || layer >= shape[1])
             return up_error_set(err, UP_ERR_INVALID, "%s: position %d / layer %d outside (%lld, %lld)", what, pos, layer,
                                 (long long)shape[0], (long long)shape[1]);

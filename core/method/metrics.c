@@ -6,6 +6,7 @@
 
 #include "engine/generate.h"
 #include "engine/model.h"
+#include "engine/position.h"
 
 const char *const up_metrics_refusal_substrings[UP_METRICS_N_REFUSAL_SUBSTRINGS] = {
     "I'm sorry",      "I am sorry",    "I apologize",     "As an AI",
@@ -208,10 +209,7 @@ int up_metrics_projection_hook(const up_hook_call *call, void *user) {
             if (!p->positions) {
                 count = pos == n - 1;
             } else {
-                for (int i = 0; i < p->n_positions; i++) {
-                    const int want = p->positions[i] < 0 ? n + p->positions[i] : p->positions[i];
-                    count += want == pos;
-                }
+                for (int i = 0; i < p->n_positions; i++) count += up_position_resolve(p->positions[i], n) == pos;
             }
             if (!count) continue;
             const float *h = call->act + ((size_t)b * T + t) * d;

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "engine/generate.h"
+#include "engine/position.h"
 #include "method/metrics.h"
 #include "engine/model.h"
 
@@ -98,10 +99,8 @@ static int chosen(const up_steer *s, const up_hook_call *call, int pos, int n_pr
     case UP_STEER_POS_PROMPT: return !call->n_prompt || pos < n_prompt;
     case UP_STEER_POS_GENERATED: return call->n_prompt && pos >= n_prompt;
     case UP_STEER_POS_LIST:
-        for (int i = 0; i < s->n_positions; i++) {
-            const int want = s->positions[i] < 0 ? n_prompt + s->positions[i] : s->positions[i];
-            if (want == pos) return 1;
-        }
+        for (int i = 0; i < s->n_positions; i++)
+            if (up_position_resolve(s->positions[i], n_prompt) == pos) return 1;
         return 0;
     }
     return 0;
@@ -328,7 +327,7 @@ static int first_prompt_point(const up_steer *it, int n, int L) {
     case UP_STEER_POS_GENERATED: acts = 0; break;
     case UP_STEER_POS_LIST:
         for (int i = 0; i < it->n_positions && !acts; i++) {
-            const int p = it->positions[i] < 0 ? n + it->positions[i] : it->positions[i];
+            const int p = up_position_resolve(it->positions[i], n);
             acts = p >= 0 && p < n;
         }
         break;
