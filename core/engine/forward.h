@@ -23,7 +23,8 @@
  * blocks.{l}.hook_attn_out (after post_attention_layernorm, i.e. what is added
  * to the residual), blocks.{l}.hook_resid_mid, blocks.{l}.hook_mlp_out (after
  * post_feedforward_layernorm), blocks.{l}.hook_resid_post,
- * ln_final.hook_normalized.
+ * ln_final.hook_normalized. Stock hooks (capture a point's activation, stop the pass there)
+ * are in engine/hooks.h.
  *
  * Semantics follow Hugging Face Gemma2ForCausalLM in fp32 (design.md §2).
  * Determinism: the same inputs and thread count give the same bits. */

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "engine/hooks.h"
 #include "engine/position.h"
 #include "formats/npy.h"
 #include "formats/safetensors.h"
@@ -27,8 +28,6 @@ static int accumulate_hook(const up_hook_call *call, void *user) {
     return UP_HOOK_CONTINUE;
 }
 
-static int stop_hook(const up_hook_call *call, void *user) { return UP_HOOK_STOP; }
-
 up_status up_direction_means(const up_model *m, const up_token_lists *p, int n_pos, int batch, double *mean,
                              up_progress_fn progress, void *user, up_error *err) {
     const up_model_config *c = &m->cfg;
@@ -46,7 +45,7 @@ up_status up_direction_means(const up_model *m, const up_token_lists *p, int n_p
     memset(mean, 0, n_out * sizeof *mean);
     accum a = {mean, n_pos, c->n_layers, c->d_model};
     up_hook hooks[2] = {{{UP_HOOK_RESID_PRE, UP_HOOK_ANY_LAYER}, accumulate_hook, &a},
-                        {{UP_HOOK_RESID_PRE, c->n_layers - 1}, stop_hook, NULL}};
+                        up_hook_stop((up_hook_point){UP_HOOK_RESID_PRE, c->n_layers - 1})};
     up_hooks hk = {hooks, 2};
     up_state *s = NULL;
     int32_t *tok = malloc((size_t)batch * T_max * sizeof *tok);

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "engine/generate.h"
+#include "engine/hooks.h"
 #include "engine/model.h"
 #include "engine/position.h"
 
@@ -190,18 +191,11 @@ out:
 
 /* ---- projection hook --------------------------------------------------------------------- */
 
-/* The row's prompt length: from n_prompt, else the prompt is taken to end at the chunk's last
- * slot (a one-call prefill). */
-static int prompt_len(const up_hook_call *call, int b) {
-    if (call->n_prompt) return call->n_prompt[b];
-    return call->pos[(size_t)b * call->n_tok + call->n_tok - 1] + 1;
-}
-
 int up_metrics_projection_hook(const up_hook_call *call, void *user) {
     const up_projection *p = user;
     const int T = call->n_tok, d = call->d;
     for (int b = 0; b < call->n_rows; b++) {
-        const int n = prompt_len(call, b);
+        const int n = up_hook_prompt_len(call, b);
         for (int t = 0; t < T; t++) {
             const int pos = call->pos[(size_t)b * T + t];
             if (pos < 0) continue;
