@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "engine/batch.h"
 #include "engine/hooks.h"
 #include "engine/position.h"
 #include "formats/npy.h"
@@ -52,14 +53,8 @@ up_status up_direction_means(const up_model *m, const up_token_lists *p, int n_p
     int *pad = malloc((size_t)batch * sizeof *pad);
     up_status st = tok && pad ? up_state_init(&s, m, batch, T_max, err) : up_error_set(err, UP_ERR_NOMEM, "out of memory");
     for (int start = 0; !st && start < p->n; start += batch) {
-        int B = p->n - start < batch ? p->n - start : batch, T = 0;
-        for (int b = 0; b < B; b++) T = p->lens[start + b] > T ? p->lens[start + b] : T;
-        for (int b = 0; b < B; b++) {
-            int len = p->lens[start + b];
-            pad[b] = T - len;
-            for (int t = 0; t < pad[b]; t++) tok[(size_t)b * T + t] = c->pad_id;
-            memcpy(tok + (size_t)b * T + pad[b], p->ids[start + b], (size_t)len * sizeof *tok);
-        }
+        const int B = p->n - start < batch ? p->n - start : batch;
+        const int T = up_batch_left_pad(p->ids + start, p->lens + start, NULL, B, c->pad_id, tok, pad);
         up_state_reset(s);
         st = up_forward(s, tok, pad, NULL, B, T, &hk, NULL, UP_LOGITS_NONE, err);
         if (progress) progress(start + B, p->n, user);
