@@ -24,6 +24,7 @@
 #include "binding.h"
 #include "engine/model.h"
 #include "model_methods.h"
+#include "train/shared_embedding.h"
 #include "train/train.h"
 
 static int req_int(lua_State *L, int t, const char *k) {
@@ -74,7 +75,7 @@ static int l_new_model(lua_State *L) {
     size_t nm, nn;
     up_model_param_blocks(m, &mats, &nm, &norms, &nn, &e);
     memset(norms, 0, nn * sizeof(float)); /* (1 + w): identity norms at the start */
-    if (shared > 0 && up_model_add_shared_embedding(m, (float)shared, seed, &e)) {
+    if (shared > 0 && up_shared_embedding_add(m, (float)shared, seed, &e)) {
         up_model_free(m);
         return luaL_error(L, "%s", e.msg);
     }

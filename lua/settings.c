@@ -57,10 +57,3 @@ void up_settings_free(up_settings *s) {
 }
 
 const config_setting_t *up_settings_root(const up_settings *s) { return config_root_setting(&s->cfg); }
-
-void up_settings_expand(const up_settings *s, const char *path, char *out, size_t size) {
-    const char *home = getenv("HOME");
-    if (path[0] == '~' && path[1] == '/' && home) snprintf(out, size, "%s/%s", home, path + 2);
-    else if (path[0] != '/' && s->path[0]) snprintf(out, size, "%s/%s", s->dir, path);
-    else snprintf(out, size, "%s", path);
-}

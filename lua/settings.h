@@ -9,8 +9,8 @@
  * directories; see upstream.cfg.example for every key.
  *
  * Ownership: up_settings owns the parsed tree; config pointers and strings returned by the
- * accessors die with up_settings_free. Paths beginning with "~/" are expanded by
- * up_settings_expand, and relative paths are taken relative to the file's directory. */
+ * accessors die with up_settings_free. Paths come back as written: the host resolves "~/" and
+ * paths relative to the file's directory (dir) in lua/upstream/config.lua. */
 #ifndef UP_SETTINGS_H
 #define UP_SETTINGS_H
 
@@ -31,9 +31,5 @@ void up_settings_free(up_settings *s);
 
 /* The root setting (a group), never NULL. */
 const config_setting_t *up_settings_root(const up_settings *s);
-
-/* Expands "~/" and makes a relative path relative to the settings file's directory (paths
- * from the command line are not passed through this). Writes into out. */
-void up_settings_expand(const up_settings *s, const char *path, char *out, size_t size);
 
 #endif

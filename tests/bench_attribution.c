@@ -11,6 +11,7 @@
 
 #include "method/attribution.h"
 #include "engine/blas.h"
+#include "engine/hooks.h"
 #include "engine/model.h"
 
 static double now(void) {
@@ -18,8 +19,6 @@ static double now(void) {
     clock_gettime(CLOCK_MONOTONIC, &t);
     return t.tv_sec + t.tv_nsec / 1e9;
 }
-
-static int stop_hook(const up_hook_call *call, void *user) { return UP_HOOK_STOP; }
 
 int main(int argc, char **argv) {
     int threads = 0, T = 32, source = 5, target = 15, reps = 3;
@@ -56,7 +55,7 @@ int main(int argc, char **argv) {
     float *v = malloc((size_t)c.d_model * sizeof *v), *grad = malloc((size_t)T * c.d_model * sizeof *grad);
     for (int j = 0; j < c.d_model; j++) v[j] = (j % 7 - 3) / 100.0f;
     up_objective obj = {target, v, NULL, 0};
-    up_hook stop = {{UP_HOOK_RESID_POST, target}, stop_hook, NULL};
+    up_hook stop = up_hook_stop((up_hook_point){UP_HOOK_RESID_POST, target});
     up_hooks hk = {&stop, 1};
     double best_fwd = 1e30, best_all = 1e30;
     for (int r = 0; r < reps; r++) {

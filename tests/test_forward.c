@@ -10,7 +10,9 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+#include "engine/batch.h"
 #include "engine/forward.h"
+#include "engine/hooks.h"
 #include "engine/generate.h"
 #include "engine/model.h"
 
@@ -254,6 +256,69 @@ static void test_hook_stop_and_abort(void **state) {
     up_model_free(m);
 }
 
+/* engine/batch.h: sequences (all, or those a row list picks) right-aligned behind pad ids. */
+static void test_batch_left_pad(void **state) {
+    const int32_t a[] = {7, 8}, b[] = {4, 5, 6, 9}, c[] = {3};
+    const int32_t *const seqs[3] = {a, b, c};
+    const int lens[3] = {2, 4, 1}, pick[2] = {2, 0};
+    int32_t tok[12];
+    int pad[3];
+    assert_int_equal(up_batch_left_pad(seqs, lens, NULL, 3, 0, tok, pad), 4);
+    const int32_t want_all[12] = {0, 0, 7, 8, 4, 5, 6, 9, 0, 0, 0, 3};
+    assert_memory_equal(tok, want_all, sizeof want_all);
+    assert_int_equal(pad[0], 2), assert_int_equal(pad[1], 0), assert_int_equal(pad[2], 3);
+    assert_int_equal(up_batch_left_pad(seqs, lens, pick, 2, -1, tok, pad), 2);
+    const int32_t want_pick[4] = {-1, 3, 7, 8};
+    assert_memory_equal(tok, want_pick, sizeof want_pick);
+    assert_int_equal(pad[0], 1), assert_int_equal(pad[1], 0);
+}
+
+static int prompt_len_hook(const up_hook_call *call, void *user) {
+    int *out = user;
+    for (int b = 0; b < call->n_rows; b++) out[b] = up_hook_prompt_len(call, b);
+    return UP_HOOK_CONTINUE;
+}
+
+/* engine/hooks.h: a capture copies what a hand-written hook sees, a stop ends the pass there,
+ * a capture too small for the chunk aborts, and a prefill's prompt length is its real tokens. */
+static void test_stock_hooks(void **state) {
+    up_model *m;
+    up_safetensors *g;
+    load(0, &m, &g);
+    const int d = m->cfg.d_model;
+    up_tensor t0 = golden(g, "case0.input_ids"), t1 = golden(g, "case1.input_ids");
+    const int32_t *const seqs[2] = {t0.data, t1.data};
+    const int lens[2] = {(int)t0.shape[0], (int)t1.shape[0]}, T_max = lens[0] > lens[1] ? lens[0] : lens[1];
+    int32_t *tok = malloc((size_t)2 * T_max * sizeof *tok);
+    int pad[2];
+    const int T = up_batch_left_pad(seqs, lens, NULL, 2, m->cfg.pad_id, tok, pad);
+    const size_t n = (size_t)2 * T * d;
+    float *want = malloc(n * sizeof(float)), *got = malloc(n * sizeof(float));
+    const up_hook_point at = {UP_HOOK_RESID_POST, 1};
+    capture hand = {want, n};
+    up_capture cap = {got, n};
+    int plen[2] = {0, 0}, later = 0;
+    up_hook hooks[4] = {{at, capture_hook, &hand}, up_hook_capture(at, &cap), {at, prompt_len_hook, plen}, up_hook_stop(at)};
+    up_hook after = {{UP_HOOK_RESID_PRE, 2}, count_hook, &later};
+    up_state *s;
+    up_error e = {0};
+    assert_int_equal(up_state_init(&s, m, 2, T, &e), UP_OK);
+    up_hooks hk = {hooks, 4};
+    assert_int_equal(up_forward(s, tok, pad, NULL, 2, T, &hk, NULL, UP_LOGITS_NONE, &e), UP_OK);
+    assert_true(up_state_stopped(s));
+    assert_memory_equal(got, want, n * sizeof(float));
+    assert_int_equal(plen[0], lens[0]), assert_int_equal(plen[1], lens[1]);
+    up_hook small_then_after[2] = {up_hook_capture(at, &(up_capture){got, n - 1}), after};
+    up_hooks hs = {small_then_after, 2};
+    up_state_reset(s);
+    assert_int_equal(up_forward(s, tok, pad, NULL, 2, T, &hs, NULL, UP_LOGITS_NONE, &e), UP_ERR_ABORTED);
+    assert_int_equal(later, 0);
+    up_state_free(s);
+    free(tok), free(want), free(got);
+    up_safetensors_close(g);
+    up_model_free(m);
+}
+
 static void test_bad_inputs(void **state) {
     up_model *m;
     up_safetensors *g;
@@ -319,7 +384,8 @@ int main(void) {
         cmocka_unit_test(test_matches_reference), cmocka_unit_test(test_cache_equals_recompute),
         cmocka_unit_test(test_batch_equals_rows), cmocka_unit_test(test_hook_stop_and_abort),
         cmocka_unit_test(test_bad_inputs),        cmocka_unit_test(test_hook_names),
-        cmocka_unit_test(test_config_errors),
+        cmocka_unit_test(test_config_errors),     cmocka_unit_test(test_batch_left_pad),
+        cmocka_unit_test(test_stock_hooks),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "engine/forward.h"
+#include "engine/hooks.h"
 #include "engine/model.h"
 #include "sae/sae.h"
 #include "train/sae_train.h"
@@ -463,16 +464,6 @@ static void test_bad_options(void **state) {
 
 /* --- activation collection --------------------------------------------------------------- */
 
-typedef struct grab {
-    float *buf;
-} grab;
-
-static int grab_hook(const up_hook_call *call, void *user) {
-    grab *g = user;
-    memcpy(g->buf, call->act, (size_t)call->n_rows * call->n_tok * call->d * sizeof(float));
-    return UP_HOOK_CONTINUE;
-}
-
 static void test_collect(void **state) {
     (void)state;
     char dir[512];
@@ -490,8 +481,8 @@ static void test_collect(void **state) {
     up_state *st;
     if (up_state_init(&st, m, 1, 8, &e)) fail_msg("%s", e.msg);
     float *one = malloc(sizeof(float) * 8 * d);
-    grab g = {one};
-    up_hook hook = {{UP_HOOK_RESID_POST, layer}, grab_hook, &g};
+    up_capture cap = {one, (size_t)8 * d};
+    up_hook hook = up_hook_capture((up_hook_point){UP_HOOK_RESID_POST, layer}, &cap);
     up_hooks hooks = {&hook, 1};
     for (int i = 0; i < 3; i++) {
         up_state_reset(st);

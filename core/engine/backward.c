@@ -5,6 +5,8 @@
 #include <string.h>
 
 #include "engine/blas.h"
+#include "engine/hooks.h"
+#include "engine/position.h"
 
 int up_objective_slots(const up_objective *obj, int n_tok, int n_real, int *out) {
     if (!obj->positions || obj->n_positions <= 0) {
@@ -12,8 +14,7 @@ int up_objective_slots(const up_objective *obj, int n_tok, int n_real, int *out)
         return 1;
     }
     for (int i = 0; i < obj->n_positions; i++) {
-        int p = obj->positions[i];
-        if (p < 0) p += n_real;
+        const int p = up_position_resolve(obj->positions[i], n_real);
         if (p < 0 || p >= n_real) return -1;
         out[i] = n_tok - n_real + p;
     }
@@ -429,11 +430,6 @@ done:
 
 /* ---- next-token loss and weight gradients ---------------------------------------------- */
 
-static int copy_hook(const up_hook_call *call, void *user) {
-    memcpy(user, call->act, (size_t)call->n_rows * call->n_tok * call->d * sizeof(float));
-    return UP_HOOK_CONTINUE;
-}
-
 up_status up_loss_gradients(const up_model *m, const int32_t *tokens, const int32_t *targets, const int *n_pad, int B,
                             int T, up_param_grads *g, double *loss_out, int *n_targets, up_error *err) {
     const up_model_config *c = &m->cfg;
@@ -458,7 +454,8 @@ up_status up_loss_gradients(const up_model *m, const int32_t *tokens, const int3
         st = up_error_set(err, UP_ERR_NOMEM, "out of memory for the loss");
         goto done;
     }
-    up_hook hook = {{UP_HOOK_RESID_POST, L - 1}, copy_hook, hfin};
+    up_capture hfin_cap = {hfin, (size_t)N * d};
+    up_hook hook = up_hook_capture((up_hook_point){UP_HOOK_RESID_POST, L - 1}, &hfin_cap);
     up_hooks hk = {&hook, 1};
     if ((st = up_state_init(&s, m, B, T, err))) goto done;
     up_state_attach_tape(s, &w.tape);

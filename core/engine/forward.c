@@ -161,8 +161,6 @@ void up_state_reset(up_state *s) {
     for (int b = 0; b < s->max_rows; b++) s->next_pos[b] = 0;
 }
 
-int up_state_columns(const up_state *s) { return s->n_cols; }
-int up_state_next_pos(const up_state *s, int row) { return s->next_pos[row]; }
 int up_state_stopped(const up_state *s) { return s->stopped; }
 int up_state_paused(const up_state *s) { return s->paused_idx >= 0; }
 void up_state_attach_tape(up_state *s, up_tape *tape) { s->tape = tape; }

@@ -23,7 +23,8 @@
  * blocks.{l}.hook_attn_out (after post_attention_layernorm, i.e. what is added
  * to the residual), blocks.{l}.hook_resid_mid, blocks.{l}.hook_mlp_out (after
  * post_feedforward_layernorm), blocks.{l}.hook_resid_post,
- * ln_final.hook_normalized.
+ * ln_final.hook_normalized. Stock hooks (capture a point's activation, stop the pass there)
+ * are in engine/hooks.h.
  *
  * Semantics follow Hugging Face Gemma2ForCausalLM in fp32 (design.md §2).
  * Determinism: the same inputs and thread count give the same bits. */
@@ -122,9 +123,6 @@ up_status up_state_init(up_state **out, const up_model *m, int max_rows, int max
 void up_state_free(up_state *s);
 /* Empties the cache (keeps the buffers). */
 void up_state_reset(up_state *s);
-/* Columns filled so far, and the position of row b's next token. */
-int up_state_columns(const up_state *s);
-int up_state_next_pos(const up_state *s, int row);
 int up_state_stopped(const up_state *s);
 /* Records the next up_forward into tape (NULL detaches). The pass must be a prefill. */
 void up_state_attach_tape(up_state *s, up_tape *tape);

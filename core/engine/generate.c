@@ -3,6 +3,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "engine/batch.h"
+
 int up_argmax(const float *v, int n) {
     int best = 0;
     for (int i = 1; i < n; i++)
@@ -38,12 +40,8 @@ up_status up_generate(up_state *s, const int32_t *const *prompts, const int *len
         st = up_error_set(err, UP_ERR_NOMEM, "out of memory for generation");
         goto out;
     }
-    for (int b = 0; b < B; b++) {
-        n_pad[b] = T - lens[b];
-        for (int t = 0; t < n_pad[b]; t++) tokens[(size_t)b * T + t] = m->cfg.pad_id;
-        memcpy(tokens + (size_t)b * T + n_pad[b], prompts[b], (size_t)lens[b] * sizeof *tokens);
-        n_out[b] = 0;
-    }
+    up_batch_left_pad(prompts, lens, NULL, B, m->cfg.pad_id, tokens, n_pad);
+    for (int b = 0; b < B; b++) n_out[b] = 0;
     up_state_reset(s);
     st = up_forward(s, tokens, n_pad, lens, B, T, o->hooks, logits, UP_LOGITS_LAST, err);
     int remaining = B;
@@ -113,12 +111,11 @@ up_status up_prefill(up_state *s, const int32_t *const *prompts, const int *lens
     const int shared = U < B;
     /* The rows that run from the embedding: every row, or the first of each prompt. */
     const int n_run = shared ? U : B;
+    /* Their longest prompt is every row's longest: a shared row's prompt is its first row's. */
+    up_batch_left_pad(prompts, lens, shared ? first : NULL, n_run, m->cfg.pad_id, tok, pad);
     for (int u = 0; u < n_run; u++) {
         const int b = shared ? first[u] : u;
         ulens[u] = lens[b];
-        pad[u] = T - lens[b];
-        for (int t = 0; t < pad[u]; t++) tok[(size_t)u * T + t] = m->cfg.pad_id;
-        memcpy(tok + (size_t)u * T + pad[u], prompts[b], (size_t)lens[b] * sizeof *tok);
         if (prompt_tokens) *prompt_tokens += lens[b];
     }
     up_state_reset(s);

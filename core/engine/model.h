@@ -104,14 +104,6 @@ void up_model_free(up_model *m);
 up_status up_model_param_blocks(up_model *m, float **mats, size_t *n_mats, float **norms, size_t *n_norms,
                                 up_error *err);
 
-/* Adds s·u to every row of the embedding of an in-memory fp32 model with tied embeddings (u a
- * unit vector drawn from the seed). Every logit moves by the same s·(u·x), so the softmax is
- * unchanged; but every residual stream starts with a large common component, as in trained LMs
- * ("massive activations", Sun et al. 2024), so a token's own features are a small part of its
- * norm and the RMSNorm that reads it no longer makes the gradient orthogonal to them.
- * UP_ERR_INVALID for another kind of model. */
-up_status up_model_add_shared_embedding(up_model *m, float s, uint64_t seed, up_error *err);
-
 /* Writes the model as a Hugging Face checkpoint: DIR/config.json and DIR/model.safetensors (F32,
  * HF tensor names), each atomically; creates DIR if needed. */
 up_status up_model_save(const up_model *m, const char *dir, up_error *err);

@@ -9,17 +9,6 @@
 #define NPY_PREFIX_V1 10 /* magic(6) + version(2) + u16 length */
 #define NPY_PREFIX_V2 12 /* magic(6) + version(2) + u32 length */
 
-static const struct { const char *name; size_t size; } npy_types[] = {
-    [UP_NPY_F16] = {"float16", 2}, [UP_NPY_F32] = {"float32", 4}, [UP_NPY_F64] = {"float64", 8},
-    [UP_NPY_I8] = {"int8", 1},     [UP_NPY_I16] = {"int16", 2},   [UP_NPY_I32] = {"int32", 4},
-    [UP_NPY_I64] = {"int64", 8},   [UP_NPY_U8] = {"uint8", 1},    [UP_NPY_U16] = {"uint16", 2},
-    [UP_NPY_U32] = {"uint32", 4},  [UP_NPY_U64] = {"uint64", 8},  [UP_NPY_BOOL] = {"bool", 1},
-};
-
-const char *up_npy_type_name(up_npy_type type) {
-    return (unsigned)type < sizeof npy_types / sizeof npy_types[0] ? npy_types[type].name : "?";
-}
-
 /* --- the header dict: a small recursive-descent reader of the Python literal ------------ */
 
 typedef struct lexer {

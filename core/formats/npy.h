@@ -88,6 +88,4 @@ up_status up_npz_read_f32_into(up_npz *npz, const char *key, float *dst, uint64_
 up_status up_npz_read(up_npz *npz, const char *key, void **data, up_npy_info *info,
                       up_error *err);
 
-const char *up_npy_type_name(up_npy_type type);
-
 #endif

@@ -5,6 +5,8 @@
 #include <string.h>
 
 #include "engine/blas.h"
+#include "engine/hooks.h"
+#include "engine/position.h"
 
 static const char *const kind_names[] = {"gradient", "cosine", "activation"};
 
@@ -81,17 +83,6 @@ int up_attribution_rank(const double *scores, int n, int k, int largest, int *ou
     return k;
 }
 
-typedef struct grab {
-    float *dst;
-    size_t n;
-} grab;
-
-static int grab_hook(const up_hook_call *call, void *user) {
-    grab *g = user;
-    memcpy(g->dst, call->act, g->n * sizeof(float));
-    return UP_HOOK_CONTINUE;
-}
-
 void up_attribute_result_free(up_attribute_result *r) {
     free(r->grad);
     free(r->rg);
@@ -126,7 +117,7 @@ up_status up_attribute(const up_model *m, const up_sae *sae, const up_attribute_
     if (req->score_positions && req->n_score_positions > 0) {
         memset(out->include, 0, (size_t)T);
         for (int i = 0; i < req->n_score_positions; i++) {
-            const int p = req->score_positions[i], t = p < 0 ? T + p : p;
+            const int p = req->score_positions[i], t = up_position_resolve(p, T);
             if (t < 0 || t >= T) {
                 free(h);
                 up_attribute_result_free(out);
@@ -139,8 +130,8 @@ up_status up_attribute(const up_model *m, const up_sae *sae, const up_attribute_
     int n_user = req->hooks ? req->hooks->n : 0;
     up_hook *all = malloc((size_t)(n_user + 1) * sizeof *all);
     for (int i = 0; i < n_user; i++) all[i] = req->hooks->items[i];
-    grab g = {h, (size_t)T * d};
-    if (want_acts) all[n_user++] = (up_hook){{UP_HOOK_RESID_POST, req->source_layer}, grab_hook, &g};
+    up_capture cap = {h, (size_t)T * d};
+    if (want_acts) all[n_user++] = up_hook_capture((up_hook_point){UP_HOOK_RESID_POST, req->source_layer}, &cap);
     up_hooks hk = {all, n_user};
     st = up_gradient(m, req->ids, NULL, 1, T, req->source_layer, &req->objective, &hk, NULL, out->grad, &out->R, err);
     free(all);

@@ -5,6 +5,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "engine/batch.h"
+#include "engine/hooks.h"
+#include "engine/position.h"
 #include "formats/npy.h"
 #include "formats/safetensors.h"
 
@@ -26,8 +29,6 @@ static int accumulate_hook(const up_hook_call *call, void *user) {
     return UP_HOOK_CONTINUE;
 }
 
-static int stop_hook(const up_hook_call *call, void *user) { return UP_HOOK_STOP; }
-
 up_status up_direction_means(const up_model *m, const up_token_lists *p, int n_pos, int batch, double *mean,
                              up_progress_fn progress, void *user, up_error *err) {
     const up_model_config *c = &m->cfg;
@@ -45,21 +46,15 @@ up_status up_direction_means(const up_model *m, const up_token_lists *p, int n_p
     memset(mean, 0, n_out * sizeof *mean);
     accum a = {mean, n_pos, c->n_layers, c->d_model};
     up_hook hooks[2] = {{{UP_HOOK_RESID_PRE, UP_HOOK_ANY_LAYER}, accumulate_hook, &a},
-                        {{UP_HOOK_RESID_PRE, c->n_layers - 1}, stop_hook, NULL}};
+                        up_hook_stop((up_hook_point){UP_HOOK_RESID_PRE, c->n_layers - 1})};
     up_hooks hk = {hooks, 2};
     up_state *s = NULL;
     int32_t *tok = malloc((size_t)batch * T_max * sizeof *tok);
     int *pad = malloc((size_t)batch * sizeof *pad);
     up_status st = tok && pad ? up_state_init(&s, m, batch, T_max, err) : up_error_set(err, UP_ERR_NOMEM, "out of memory");
     for (int start = 0; !st && start < p->n; start += batch) {
-        int B = p->n - start < batch ? p->n - start : batch, T = 0;
-        for (int b = 0; b < B; b++) T = p->lens[start + b] > T ? p->lens[start + b] : T;
-        for (int b = 0; b < B; b++) {
-            int len = p->lens[start + b];
-            pad[b] = T - len;
-            for (int t = 0; t < pad[b]; t++) tok[(size_t)b * T + t] = c->pad_id;
-            memcpy(tok + (size_t)b * T + pad[b], p->ids[start + b], (size_t)len * sizeof *tok);
-        }
+        const int B = p->n - start < batch ? p->n - start : batch;
+        const int T = up_batch_left_pad(p->ids + start, p->lens + start, NULL, B, c->pad_id, tok, pad);
         up_state_reset(s);
         st = up_forward(s, tok, pad, NULL, B, T, &hk, NULL, UP_LOGITS_NONE, err);
         if (progress) progress(start + B, p->n, user);
@@ -107,7 +102,7 @@ static up_status pick(const char *what, int ndim, const int64_t *shape, const vo
             return up_error_set(err, UP_ERR_INVALID,
                                 "%s holds (%lld, %lld, %d) candidates: choose one with a position and a layer", what,
                                 (long long)shape[0], (long long)shape[1], d);
-        int p = pos < 0 ? pos + (int)shape[0] : pos;
+        const int p = up_position_resolve(pos, (int)shape[0]);
         if (p < 0 || p >= shape[0] || layer < 0 || layer >= shape[1])
             return up_error_set(err, UP_ERR_INVALID, "%s: position %d / layer %d outside (%lld, %lld)", what, pos, layer,
                                 (long long)shape[0], (long long)shape[1]);

@@ -7,7 +7,8 @@
  * the last layer's input, so nothing above is computed.
  *
  * Candidates are stored (n_pos, n_layers, d): index i is position i - n_pos from the end
- * (i = n_pos - 1 is the last token). Selection among them (bypass/induce/KL) is not here. */
+ * (i = n_pos - 1 is the last token). Selection among them (bypass/induce/KL) is not here.
+ * A chosen direction is read back from a file with up_direction_load. */
 #ifndef UP_DIRECTION_H
 #define UP_DIRECTION_H
 
@@ -32,8 +33,6 @@ up_status up_direction_candidates(const up_model *m, const up_token_lists *harmf
                                   const up_token_lists *harmless, int n_pos, int batch, float *candidates,
                                   up_progress_fn progress, void *user, up_error *err);
 
-#endif
-
 /* Reads one direction vector of length d from `spec`:
  *   FILE.npy                      a float array of shape (d) or (n_pos, n_layers, d)
  *   FILE.safetensors[:NAME]       tensor NAME (default: "direction", else "candidates", else the
@@ -45,3 +44,5 @@ up_status up_direction_load(const char *spec, int d, int has_index, int pos, int
 
 /* v /= ‖v‖ (in double). Returns the original norm; 0 leaves v unchanged. */
 double up_direction_normalize(float *v, int d);
+
+#endif

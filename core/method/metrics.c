@@ -5,7 +5,9 @@
 #include <string.h>
 
 #include "engine/generate.h"
+#include "engine/hooks.h"
 #include "engine/model.h"
+#include "engine/position.h"
 
 const char *const up_metrics_refusal_substrings[UP_METRICS_N_REFUSAL_SUBSTRINGS] = {
     "I'm sorry",      "I am sorry",    "I apologize",     "As an AI",
@@ -189,18 +191,11 @@ out:
 
 /* ---- projection hook --------------------------------------------------------------------- */
 
-/* The row's prompt length: from n_prompt, else the prompt is taken to end at the chunk's last
- * slot (a one-call prefill). */
-static int prompt_len(const up_hook_call *call, int b) {
-    if (call->n_prompt) return call->n_prompt[b];
-    return call->pos[(size_t)b * call->n_tok + call->n_tok - 1] + 1;
-}
-
 int up_metrics_projection_hook(const up_hook_call *call, void *user) {
     const up_projection *p = user;
     const int T = call->n_tok, d = call->d;
     for (int b = 0; b < call->n_rows; b++) {
-        const int n = prompt_len(call, b);
+        const int n = up_hook_prompt_len(call, b);
         for (int t = 0; t < T; t++) {
             const int pos = call->pos[(size_t)b * T + t];
             if (pos < 0) continue;
@@ -208,10 +203,7 @@ int up_metrics_projection_hook(const up_hook_call *call, void *user) {
             if (!p->positions) {
                 count = pos == n - 1;
             } else {
-                for (int i = 0; i < p->n_positions; i++) {
-                    const int want = p->positions[i] < 0 ? n + p->positions[i] : p->positions[i];
-                    count += want == pos;
-                }
+                for (int i = 0; i < p->n_positions; i++) count += up_position_resolve(p->positions[i], n) == pos;
             }
             if (!count) continue;
             const float *h = call->act + ((size_t)b * T + t) * d;

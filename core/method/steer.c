@@ -6,6 +6,8 @@
 #include <string.h>
 
 #include "engine/generate.h"
+#include "engine/hooks.h"
+#include "engine/position.h"
 #include "method/metrics.h"
 #include "engine/model.h"
 
@@ -86,22 +88,14 @@ static int item_at(const up_steer *s, up_hook_point p) {
     return s->point.kind == p.kind && s->point.layer == p.layer;
 }
 
-/* The row's prompt length (steer.h: without n_prompt the prompt ends at the chunk's last slot). */
-static int prompt_len(const up_hook_call *call, int b) {
-    if (call->n_prompt) return call->n_prompt[b];
-    return call->pos[(size_t)b * call->n_tok + call->n_tok - 1] + 1;
-}
-
 static int chosen(const up_steer *s, const up_hook_call *call, int pos, int n_prompt) {
     switch (s->where) {
     case UP_STEER_POS_ALL: return 1;
     case UP_STEER_POS_PROMPT: return !call->n_prompt || pos < n_prompt;
     case UP_STEER_POS_GENERATED: return call->n_prompt && pos >= n_prompt;
     case UP_STEER_POS_LIST:
-        for (int i = 0; i < s->n_positions; i++) {
-            const int want = s->positions[i] < 0 ? n_prompt + s->positions[i] : s->positions[i];
-            if (want == pos) return 1;
-        }
+        for (int i = 0; i < s->n_positions; i++)
+            if (up_position_resolve(s->positions[i], n_prompt) == pos) return 1;
         return 0;
     }
     return 0;
@@ -134,7 +128,7 @@ static float latent_activation(const up_sae *sae, const float *h, int k, float *
 static void apply(const item *it, const up_hook_call *call, int b, float *scratch) {
     const up_steer *s = &it->s;
     if (s->kind == UP_STEER_ADD && s->alpha == 0.0f) return; /* exactly no steering, even for -0 */
-    const int T = call->n_tok, d = call->d, n_prompt = prompt_len(call, b);
+    const int T = call->n_tok, d = call->d, n_prompt = up_hook_prompt_len(call, b);
     for (int t = 0; t < T; t++) {
         const int pos = call->pos[(size_t)b * T + t];
         if (pos < 0 || !chosen(s, call, pos, n_prompt)) continue;
@@ -328,7 +322,7 @@ static int first_prompt_point(const up_steer *it, int n, int L) {
     case UP_STEER_POS_GENERATED: acts = 0; break;
     case UP_STEER_POS_LIST:
         for (int i = 0; i < it->n_positions && !acts; i++) {
-            const int p = it->positions[i] < 0 ? n + it->positions[i] : it->positions[i];
+            const int p = up_position_resolve(it->positions[i], n);
             acts = p >= 0 && p < n;
         }
         break;

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "engine/batch.h"
 #include "engine/blas.h"
 #include "engine/forward.h"
 #include "base/rng.h"
@@ -863,20 +864,12 @@ up_status up_sae_collect_resid(const up_model *m, const int32_t *const *ids, con
     up_hooks hooks = {&hook, 1};
     for (int i0 = 0; i0 < n_seqs && s == UP_OK && c.n < c.cap;) {
         /* The next `batch` non-empty sequences, left-padded to the longest of them. */
-        int rows = 0, T = 0, idx[256];
+        int rows = 0, idx[256];
         int want = batch < 256 ? batch : 256;
         for (; i0 < n_seqs && rows < want; i0++)
-            if (lens[i0] > 0) {
-                idx[rows++] = i0;
-                if (lens[i0] > T) T = lens[i0];
-            }
+            if (lens[i0] > 0) idx[rows++] = i0;
         if (rows == 0) break;
-        for (int r = 0; r < rows; r++) {
-            int L = lens[idx[r]];
-            n_pad[r] = T - L;
-            for (int j = 0; j < T - L; j++) tokens[(size_t)r * T + j] = m->cfg.pad_id;
-            memcpy(tokens + (size_t)r * T + (T - L), ids[idx[r]], (size_t)L * sizeof(int32_t));
-        }
+        const int T = up_batch_left_pad(ids, lens, idx, rows, m->cfg.pad_id, tokens, n_pad);
         c.tokens = tokens;
         up_state_reset(st);
         s = up_forward(st, tokens, n_pad, NULL, rows, T, &hooks, NULL, UP_LOGITS_NONE, err);

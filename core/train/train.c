@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include "engine/backward.h"
+#include "engine/batch.h"
 #include "engine/forward.h"
 #include "base/rng.h"
 #include "formats/safetensors.h"
@@ -28,19 +29,16 @@ static void epoch_order(int *order, int n, uint64_t seed, int epoch) {
     }
 }
 
-/* Left-padded batch of examples idx[0..B): tokens and targets (B, T). Returns T. */
+/* Examples idx[0..B) as one left-padded batch (engine/batch.h) and their targets (B, T): the
+ * next token at each slot from loss_from on, -1 elsewhere. Returns T. */
 static int make_batch(const up_train_data *d, const int *idx, int B, int pad_id, int32_t *tokens, int32_t *targets,
                       int *n_pad) {
-    int T = 0;
-    for (int b = 0; b < B; b++) T = d->lens[idx[b]] > T ? d->lens[idx[b]] : T;
+    const int T = up_batch_left_pad(d->ids, d->lens, idx, B, pad_id, tokens, n_pad);
     for (int b = 0; b < B; b++) {
-        const int e = idx[b], len = d->lens[e], pad = T - len;
-        n_pad[b] = pad;
+        const int e = idx[b], len = d->lens[e];
         for (int t = 0; t < T; t++) {
-            int32_t *tok = tokens + (size_t)b * T + t, *tg = targets + (size_t)b * T + t;
-            int k = t - pad; /* index into the example */
-            *tok = k >= 0 ? d->ids[e][k] : pad_id;
-            *tg = (k >= 0 && k + 1 < len && k + 1 >= d->loss_from[e]) ? d->ids[e][k + 1] : -1;
+            const int k = t - n_pad[b]; /* index into the example */
+            targets[(size_t)b * T + t] = (k >= 0 && k + 1 < len && k + 1 >= d->loss_from[e]) ? d->ids[e][k + 1] : -1;
         }
     }
     return T;
