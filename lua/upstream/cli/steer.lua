@@ -80,23 +80,23 @@ local function check_options(o)
   if not n.max_new then
     return nil, usage_error("bad --max-new-tokens '%s' (non-negative integers, e.g. 0,32)", o["max-new-tokens"])
   end
-  local function one(opt, text, lo)
+  local function one(text, lo)
     local v = args.int_list(text, -bound, bound)
     return v and #v == 1 and v[1] >= lo and v[1] or nil
   end
   if o.layer then
-    n.layer = one("--layer", o.layer, 0)
+    n.layer = one(o.layer, 0)
     if not n.layer then return nil, usage_error("--layer expects one non-negative integer, got '%s'", o.layer) end
   end
   if o["target-layer"] then
-    n.target = one("--target-layer", o["target-layer"], 0)
+    n.target = one(o["target-layer"], 0)
     if not n.target then
       return nil, usage_error("--target-layer expects one non-negative integer, got '%s'", o["target-layer"])
     end
   end
   n.batch = 16
   if o.batch then
-    n.batch = one("--batch", o.batch, 1)
+    n.batch = one(o.batch, 1)
     if not n.batch then return nil, usage_error("--batch expects a positive integer, got '%s'", o.batch) end
   end
   for _, name in ipairs({"vector", "ablate", "direction"}) do
