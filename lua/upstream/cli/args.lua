@@ -195,7 +195,9 @@ local function parse_ids(text)
 end
 
 function M.input_ids(cmd, o, cfg)
-  if (o.ids == nil) == (o.prompt == nil) then return nil, nil, M.usage_error(cmd, "give exactly one of --ids or --prompt") end
+  if (o.ids == nil) == (o.prompt == nil) then
+    return nil, nil, M.usage_error(cmd, "give exactly one of --ids or --prompt")
+  end
   local ids, tok
   if o.ids then
     if o.chat then return nil, nil, M.usage_error(cmd, "--chat applies to --prompt text, not to --ids") end

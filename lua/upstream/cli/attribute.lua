@@ -71,7 +71,9 @@ end
 local function print_csv(ranked)
   local rows = {}
   for _, side in ipairs({"top", "bottom"}) do
-    for i, r in ipairs(ranked[side]) do rows[#rows + 1] = {side = side, rank = i, latent = r.latent, score = r.score} end
+    for i, r in ipairs(ranked[side]) do
+      rows[#rows + 1] = {side = side, rank = i, latent = r.latent, score = r.score}
+    end
   end
   io.stdout:write(csv.encode(rows, {"side", "rank", "latent", "score"}))
 end
@@ -121,7 +123,8 @@ local function run(argv)
   end
   if status == "bad" or not (o.sae and o.direction and o["target-layer"]) then
     if status ~= "bad" then
-      args.message(CMD, "--sae, --direction and --target-layer are required (an organism model directory supplies them)")
+      args.message(CMD, "--sae, --direction and --target-layer are required "
+                        .. "(an organism model directory supplies them)")
     end
     io.stderr:write(USAGE)
     return 2

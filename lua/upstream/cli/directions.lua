@@ -49,7 +49,9 @@ local function run(argv)
   end
   batch = args.int(CMD, "--batch", o.batch or "8", -1000000, 1000000)
   if not batch then return 2 end
-  if (n_pos and n_pos <= 0) or batch <= 0 then return args.usage_error(CMD, "--positions and --batch must be positive") end
+  if (n_pos and n_pos <= 0) or batch <= 0 then
+    return args.usage_error(CMD, "--positions and --batch must be positive")
+  end
   if o.threads then core.set_threads(args.atoi(o.threads)) end
 
   local model <close> = core.model(o.model)

@@ -52,10 +52,14 @@ local function usage_error(fmt, ...) return args.usage_error(CMD, fmt, ...) end
 -- Everything that can be checked without loading anything: the axes and settings as numbers,
 -- or nil, status after the message.
 local function check_options(o)
-  if not (o.latent or o.vector or o.ablate) then return nil, usage_error("give --latent (with --sae), --vector or --ablate") end
+  if not (o.latent or o.vector or o.ablate) then
+    return nil, usage_error("give --latent (with --sae), --vector or --ablate")
+  end
   if o.latent and o.vector then return nil, usage_error("give --latent or --vector, not both") end
   if o.latent and not o.sae then return nil, usage_error("--latent needs --sae") end
-  if (o.latent or o.vector) and not o.alpha then return nil, usage_error("--alpha is required (e.g. --alpha -8,-4,4,8)") end
+  if (o.latent or o.vector) and not o.alpha then
+    return nil, usage_error("--alpha is required (e.g. --alpha -8,-4,4,8)")
+  end
   if o.vector and not o.layer then return nil, usage_error("--vector needs --layer") end
   if (o.direction == nil) ~= (o["target-layer"] == nil) then
     return nil, usage_error("--direction and --target-layer go together")
@@ -122,8 +126,8 @@ local function refusal_ids(text, tok, cfg)
   if not text then
     local id = tok and tok:id("I")
     if not id then
-      return nil, usage_error("%s; pass --refusal-token ID",
-                              tok and 'the tokenizer has no piece "I"' or 'no tokenizer.json to find the refusal token "I"')
+      local why = tok and 'the tokenizer has no piece "I"' or 'no tokenizer.json to find the refusal token "I"'
+      return nil, usage_error("%s; pass --refusal-token ID", why)
     end
     return {id}
   end
@@ -244,7 +248,9 @@ local function print_csv(rows)
   for _, r in ipairs(rows) do
     local cells = {text(r.prompt_label), text(r.label), csv.format(r.latent), csv.format(r.alpha),
                    csv.format(r.max_new_tokens)}
-    for _, k in ipairs({"score", "p_refusal", "dscore", "R", "dR", "predicted_dR"}) do cells[#cells + 1] = csv.format(r[k]) end
+    for _, k in ipairs({"score", "p_refusal", "dscore", "R", "dR", "predicted_dR"}) do
+      cells[#cells + 1] = csv.format(r[k])
+    end
     cells[#cells + 1] = r.refused == nil and "" or r.refused and "1" or "0"
     cells[#cells + 1] = r.refusal_match and text(r.refusal_match) or ""
     cells[#cells + 1] = csv.format(r.logprob)
@@ -321,7 +327,9 @@ local function run(argv)
   local prompts, tok = {}, nil
   if o.prompts then
     tok = args.tokenizer(o.model)
-    for i, text in ipairs(core.prompts(o.prompts)) do prompts[i] = {ids = args.encode(tok, cfg, text, o.chat), label = text} end
+    for i, text in ipairs(core.prompts(o.prompts)) do
+      prompts[i] = {ids = args.encode(tok, cfg, text, o.chat), label = text}
+    end
   else
     local ids
     ids, tok, rc = args.input_ids(CMD, o, cfg)
@@ -355,9 +363,12 @@ local function run(argv)
     spec.vectors, spec.names, spec.layer = {v}, {o.vector:match("[^/]*$")}, n.layer
   end
   if o.ablate then
-    spec.interventions = {{label = "ablate", items = {{kind = "ablate", vector = load_vector(o.ablate, n.ablate_index, d)}}}}
+    local r = load_vector(o.ablate, n.ablate_index, d)
+    spec.interventions = {{label = "ablate", items = {{kind = "ablate", vector = r}}}}
   end
-  if o.direction then spec.objective = {layer = n.target, direction = load_vector(o.direction, n.direction_index, d)} end
+  if o.direction then
+    spec.objective = {layer = n.target, direction = load_vector(o.direction, n.direction_index, d)}
+  end
   -- Settings.
   spec.refusal_ids, rc = refusal_ids(o["refusal-token"], tok, cfg)
   if not spec.refusal_ids then return rc end
