@@ -1,5 +1,4 @@
 #include <errno.h>
-#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -66,34 +65,11 @@ int up_cli_parse_ids(const char *text, int **ids) {
     return n;
 }
 
-/* ---- defaults: the built-in organism ---------------------------------------- */
+/* ---- the default model ------------------------------------------------------- */
 
 const char *up_cli_default_model(void) {
     const char *env = getenv("UPSTREAM_MODEL");
     return env && *env ? env : UP_SOURCE_DIR "/models/organism";
-}
-
-int up_cli_organism_defaults(const char *dir, up_cli_organism *o) {
-    char path[4096];
-    if (snprintf(path, sizeof path, "%s/organism.json", dir) >= (int)sizeof path) return 0;
-    json_t *root = json_load_file(path, 0, NULL);
-    if (!root) return 0;
-    json_t *src = json_object_get(root, "source_layer"), *tgt = json_object_get(root, "target_layer");
-    json_t *sae;
-    int ok = json_is_integer(src) && json_is_integer(tgt);
-    if (ok) {
-        char key[32];
-        snprintf(key, sizeof key, "%d", (int)json_integer_value(src));
-        sae = json_object_get(json_object_get(root, "sae"), key);
-        ok = json_is_string(sae) &&
-             snprintf(o->sae, sizeof o->sae, "%s/%s", dir, json_string_value(sae)) < (int)sizeof o->sae &&
-             snprintf(o->direction, sizeof o->direction, "%s/direction.safetensors:unit", dir) <
-                 (int)sizeof o->direction;
-        o->source_layer = (int)json_integer_value(src);
-        o->target_layer = (int)json_integer_value(tgt);
-    }
-    json_decref(root);
-    return ok;
 }
 
 /* ---- shared input handling: --ids or --prompt [--chat] --------------------- */
@@ -109,6 +85,27 @@ int up_cli_input_opt(int argc, char **argv, int *i, up_cli_input *o, int *bad) {
         if (v) o->threads = atoi(v);
         return 1;
     }
+    return 0;
+}
+
+/* Encodes text with BOS (plain) or through the chat template (chat != 0). 0 or exit status. */
+static int encode_text(const char *cmd, const up_tokenizer *tok, const up_model *m, const char *text, int chat,
+                       int32_t **ids, int *n) {
+    up_error e = {0};
+    if (chat) {
+        const up_chat_template *tpl = up_chat_template_find("gemma");
+        if (up_chat_encode(tok, tpl, text, ids, n, &e)) return up_cli_fail(cmd, &e);
+        return 0;
+    }
+    int32_t *body = NULL;
+    int nb = 0;
+    if (up_tokenizer_encode(tok, text, strlen(text), &body, &nb, &e)) return up_cli_fail(cmd, &e);
+    /* Plain text gets the model's BOS, as Hugging Face's tokenizer(text) does for Gemma. */
+    *ids = malloc((size_t)(nb + 1) * sizeof **ids);
+    (*ids)[0] = m->cfg.bos_id;
+    memcpy(*ids + 1, body, (size_t)nb * sizeof *body);
+    free(body);
+    *n = nb + 1;
     return 0;
 }
 
@@ -138,7 +135,7 @@ int up_cli_resolve_ids(const char *cmd, const up_cli_input *o, const up_model *m
         *n = k;
     } else {
         if (up_tokenizer_load_dir(tok_out, o->model_dir, &e)) return up_cli_fail(cmd, &e);
-        int rc = up_cli_encode_text(cmd, *tok_out, m, o->prompt, o->chat, ids, n);
+        int rc = encode_text(cmd, *tok_out, m, o->prompt, o->chat, ids, n);
         if (rc) return rc;
     }
     for (int j = 0; j < *n; j++) {
@@ -148,25 +145,5 @@ int up_cli_resolve_ids(const char *cmd, const up_cli_input *o, const up_model *m
             return 2;
         }
     }
-    return 0;
-}
-
-int up_cli_encode_text(const char *cmd, const up_tokenizer *tok, const up_model *m, const char *text, int chat,
-                       int32_t **ids, int *n) {
-    up_error e = {0};
-    if (chat) {
-        const up_chat_template *tpl = up_chat_template_find("gemma");
-        if (up_chat_encode(tok, tpl, text, ids, n, &e)) return up_cli_fail(cmd, &e);
-        return 0;
-    }
-    int32_t *body = NULL;
-    int nb = 0;
-    if (up_tokenizer_encode(tok, text, strlen(text), &body, &nb, &e)) return up_cli_fail(cmd, &e);
-    /* Plain text gets the model's BOS, as Hugging Face's tokenizer(text) does for Gemma. */
-    *ids = malloc((size_t)(nb + 1) * sizeof **ids);
-    (*ids)[0] = m->cfg.bos_id;
-    memcpy(*ids + 1, body, (size_t)nb * sizeof *body);
-    free(body);
-    *n = nb + 1;
     return 0;
 }

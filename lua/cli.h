@@ -1,9 +1,11 @@
 /* cli — the host program's subcommands and the Lua module's parts.
  *
  * Each subcommand is `int up_cmd_NAME(int argc, char **argv)` with argv[0] the
- * subcommand name; it returns the process exit status, writes results to
- * stdout and errors to stderr, and answers --help. The Lua module's parts are in
- * binding.h. */
+ * subcommand name, or a Lua module whose main(args) runs it through
+ * up_cmd_lua_module (attribute, steer, directions: lua/upstream/cli/, sharing
+ * lua/upstream/cli/args.lua; main.c's table says which). Either returns the process
+ * exit status, writes results to stdout and errors to stderr, and answers --help.
+ * The Lua module's parts are in binding.h. */
 #ifndef UP_CLI_H
 #define UP_CLI_H
 
@@ -16,9 +18,6 @@ struct up_error;
 int up_cmd_info(int argc, char **argv);
 int up_cmd_dump(int argc, char **argv);
 int up_cmd_generate(int argc, char **argv);
-int up_cmd_attribute(int argc, char **argv);
-int up_cmd_directions(int argc, char **argv);
-int up_cmd_steer(int argc, char **argv);
 int up_cmd_tokenize(int argc, char **argv);
 int up_cmd_detokenize(int argc, char **argv);
 int up_cmd_run_lua(int argc, char **argv); /* argv[0] is the script path */
@@ -51,18 +50,8 @@ typedef struct up_cli_input {
 } up_cli_input;
 
 /* The model a command uses without --model: $UPSTREAM_MODEL, else the built-in organism
- * (<source tree>/models/organism). */
+ * (<source tree>/models/organism); args.default_model() is the same rule for the Lua commands. */
 const char *up_cli_default_model(void);
-
-/* What an organism directory (one with organism.json) supplies as defaults: the SAE at its
- * source layer, its refusal direction (unit vector) and the objective's target layer.
- * Returns 1 when dir holds an organism.json with those fields, else 0 (o untouched). */
-typedef struct up_cli_organism {
-    char sae[4096];       /* DIR/sae/layer_{l}/params.npz */
-    char direction[4096]; /* DIR/direction.safetensors:unit */
-    int source_layer, target_layer;
-} up_cli_organism;
-int up_cli_organism_defaults(const char *dir, up_cli_organism *o);
 
 /* Consumes --model/--ids/--prompt/--chat/--threads; returns 1 if argv[*i] was one of them. */
 int up_cli_input_opt(int argc, char **argv, int *i, up_cli_input *o, int *bad);
@@ -70,8 +59,5 @@ int up_cli_input_opt(int argc, char **argv, int *i, up_cli_input *o, int *bad);
  * them against the vocabulary. Returns 0, or an exit status after printing the error. */
 int up_cli_resolve_ids(const char *cmd, const up_cli_input *o, const struct up_model *m,
                        struct up_tokenizer **tok, int32_t **ids, int *n);
-/* Encodes text with BOS (plain) or through the chat template (chat != 0). 0 or exit status. */
-int up_cli_encode_text(const char *cmd, const struct up_tokenizer *tok, const struct up_model *m,
-                       const char *text, int chat, int32_t **ids, int *n);
 
 #endif

@@ -5,21 +5,24 @@
 
 #include "cli.h"
 
+/* A command is a C function (run) or a Lua module whose main(args) runs it (module, found under
+ * lua/ as lua/upstream/cli/NAME.lua; see up_cmd_lua_module). */
 static const struct {
     const char *name;
     int (*run)(int argc, char **argv);
+    const char *module;
     const char *summary;
 } commands[] = {
-    {"info", up_cmd_info, "print a checkpoint's architecture, size and dtypes"},
-    {"dump", up_cmd_dump, "run a prompt and write hook activations and logits to safetensors"},
-    {"generate", up_cmd_generate, "greedy completion of a prompt"},
-    {"attribute", up_cmd_attribute, "rank SAE latents by the gradient of a direction's projection"},
-    {"directions", up_cmd_directions, "difference-in-means refusal direction candidates"},
-    {"steer", up_cmd_steer, "steering grid: latents or a vector x alphas, refusal and coherence metrics"},
-    {"tokenize", up_cmd_tokenize, "text -> token ids and pieces"},
-    {"detokenize", up_cmd_detokenize, "token ids -> text"},
-    {"organism", up_cmd_organism, "build a model organism from its spec, or evaluate one"},
-    {"run", up_cmd_run, "run an experiment script with --config/--model/--set (docs/lua-api.md)"},
+    {"info", up_cmd_info, NULL, "print a checkpoint's architecture, size and dtypes"},
+    {"dump", up_cmd_dump, NULL, "run a prompt and write hook activations and logits to safetensors"},
+    {"generate", up_cmd_generate, NULL, "greedy completion of a prompt"},
+    {"attribute", NULL, "upstream.cli.attribute", "rank SAE latents by the gradient of a direction's projection"},
+    {"directions", NULL, "upstream.cli.directions", "difference-in-means refusal direction candidates"},
+    {"steer", NULL, "upstream.cli.steer", "steering grid: latents or a vector x alphas, refusal and coherence metrics"},
+    {"tokenize", up_cmd_tokenize, NULL, "text -> token ids and pieces"},
+    {"detokenize", up_cmd_detokenize, NULL, "token ids -> text"},
+    {"organism", up_cmd_organism, NULL, "build a model organism from its spec, or evaluate one"},
+    {"run", up_cmd_run, NULL, "run an experiment script with --config/--model/--set (docs/lua-api.md)"},
 };
 
 static void usage(FILE *f) {
@@ -47,6 +50,7 @@ int main(int argc, char **argv) {
     if (n > 4 && !strcmp(cmd + n - 4, ".lua")) return up_cmd_run_lua(argc - 1, argv + 1);
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++) {
         if (!strcmp(cmd, commands[i].name)) {
+            if (commands[i].module) return up_cmd_lua_module(commands[i].module, argc - 1, argv + 1);
             return commands[i].run(argc - 1, argv + 1);
         }
     }

@@ -6,6 +6,8 @@
 --   csv.format(value)              -> the cell text: numbers "%.9g" (integers as integers, so a
 --                                     float32 score reads back exactly), NaN "nan", booleans
 --                                     true/false, nil ""
+--   csv.quote(text[, always])      -> text as one cell: in double quotes (inner quotes doubled)
+--                                     when it holds , " CR or LF, or always
 --   csv.decode(text)               -> header, rows (rows are arrays of strings)
 --   csv.record(t, order)           -> t with a field order kept for csv.columns
 -- Error rule: misuse raises.
@@ -46,10 +48,11 @@ function M.format(v)
   return tostring(v)
 end
 
-local function quote(s)
-  if s:find('[,"\r\n]') then return '"' .. s:gsub('"', '""') .. '"' end
+function M.quote(s, always)
+  if always or s:find('[,"\r\n]') then return '"' .. s:gsub('"', '""') .. '"' end
   return s
 end
+local quote = M.quote
 
 function M.encode(rows, columns)
   columns = columns or M.columns(rows)
