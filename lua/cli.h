@@ -22,7 +22,6 @@ int up_cmd_tokenize(int argc, char **argv);
 int up_cmd_detokenize(int argc, char **argv);
 int up_cmd_run_lua(int argc, char **argv); /* argv[0] is the script path */
 int up_cmd_run(int argc, char **argv);     /* `upstream run`: experiment options, then a script */
-int up_cmd_organism(int argc, char **argv);
 /* Runs require(module).main(args) with args[0..argc-1] = argv; returns main's integer result
  * (0 when it returns nothing) or 1 when it raises (the message goes to stderr). */
 int up_cmd_lua_module(const char *module, int argc, char **argv);

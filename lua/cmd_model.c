@@ -8,6 +8,7 @@
 #include "cli.h"
 #include "engine/forward.h"
 #include "engine/generate.h"
+#include "engine/hooks.h"
 #include "engine/model.h"
 #include "formats/safetensors.h"
 #include "text/tokenizer.h"
@@ -62,29 +63,16 @@ int up_cmd_info(int argc, char **argv) {
 
 /* ---- dump ------------------------------------------------------------------ */
 
-typedef struct capture {
-    float *buf; /* (T, d) */
-    int T, d;
-} capture;
-
-static int capture_hook(const up_hook_call *call, void *user) {
-    capture *c = user;
-    memcpy(c->buf, call->act, (size_t)c->T * c->d * sizeof(float));
-    return UP_HOOK_CONTINUE;
-}
-
-static int stop_hook(const up_hook_call *call, void *user) { return UP_HOOK_STOP; }
-
 /* Adds everything to w and closes it (atomically renamed into place); aborts it on failure. */
 static up_status write_dump(up_safetensors_writer *w, const int32_t *ids, int T, const up_model_config *c,
-                            const up_hook *hooks, const capture *caps, int n_hooks, const float *logits,
+                            const up_hook *hooks, const up_capture *caps, int n_hooks, const float *logits,
                             up_logits_mode mode, const up_cli_input *in, up_error *e) {
     int64_t shape[2] = {T, c->d_model}, lshape[2] = {T, c->vocab_size};
     up_status st = up_safetensors_writer_add(w, "input_ids", UP_DTYPE_I32, 1, shape, ids, e);
     for (int i = 0; i < n_hooks && !st; i++) {
         char name[64];
         up_hook_point_name(hooks[i].point, name, sizeof name);
-        st = up_safetensors_writer_add(w, name, UP_DTYPE_F32, 2, shape, caps[i].buf, e);
+        st = up_safetensors_writer_add(w, name, UP_DTYPE_F32, 2, shape, caps[i].dst, e);
     }
     if (!st && logits) {
         st = mode == UP_LOGITS_ALL ? up_safetensors_writer_add(w, "logits", UP_DTYPE_F32, 2, lshape, logits, e)
@@ -148,7 +136,7 @@ int up_cmd_dump(int argc, char **argv) {
     int32_t *ids = NULL;
     int T = 0, rc = up_cli_resolve_ids("dump", &in, m, &tok, &ids, &T);
     up_hook *hooks = NULL;
-    capture *caps = NULL;
+    up_capture *caps = NULL;
     float *logits = NULL;
     up_state *s = NULL;
     up_safetensors_writer *w = NULL;
@@ -174,9 +162,8 @@ int up_cmd_dump(int argc, char **argv) {
         free(list);
     }
     for (int i = 0; i < n_hooks; i++) {
-        caps[i] = (capture){calloc((size_t)T * c->d_model, sizeof(float)), T, c->d_model};
-        hooks[i].fn = capture_hook;
-        hooks[i].user = &caps[i];
+        caps[i] = (up_capture){calloc((size_t)T * c->d_model, sizeof(float)), (size_t)T * c->d_model};
+        hooks[i] = up_hook_capture(hooks[i].point, &caps[i]);
     }
     int n_registered = n_hooks;
     if (mode == UP_LOGITS_NONE && n_hooks > 0) {
@@ -186,7 +173,7 @@ int up_cmd_dump(int argc, char **argv) {
             if (up_hook_point_index(hooks[i].point, c->n_layers) > up_hook_point_index(hooks[last].point, c->n_layers))
                 last = i;
         }
-        hooks[n_registered++] = (up_hook){hooks[last].point, stop_hook, NULL};
+        hooks[n_registered++] = up_hook_stop(hooks[last].point);
     }
     up_hooks hk = {hooks, n_registered};
     size_t n_logits = mode == UP_LOGITS_ALL ? (size_t)T * c->vocab_size : (size_t)c->vocab_size;
@@ -200,7 +187,7 @@ int up_cmd_dump(int argc, char **argv) {
     w = NULL; /* closed or aborted by write_dump */
 done:
     up_safetensors_writer_abort(w);
-    for (int i = 0; caps && i < n_hooks; i++) free(caps[i].buf);
+    for (int i = 0; caps && i < n_hooks; i++) free(caps[i].dst);
     free(caps);
     free(hooks);
     free(logits);

@@ -10,7 +10,8 @@
  *        opts as gradient plus score = "gradient"|"cosine"|"activation", include_bos = false,
  *        score_positions = {token indices, negative from the end} (S_k averages over these only)
  *   upstream.rank(scores, k[, "top"|"bottom"]) -> {{latent = k0, score = s}, ...} (0-based latents)
- *   model:directions(harmful, harmless[, {positions = 5, batch = 8}])  (lists of id lists)
+ *   model:directions(harmful, harmless[, {positions = 5, batch = 8, progress = fn(done, total)}])  (lists of id lists;
+ *        progress is called after each batch of each set, harmful first)
  *                                              -> Tensor(n_pos, n_layers, d)
  *   upstream.load_direction(spec, d[, pos, layer]) -> Tensor(d)
  *   upstream.normalize(vec)                    -> Tensor(d) (unit), norm
@@ -150,15 +151,40 @@ static int l_rank(lua_State *L) {
     return 1;
 }
 
+/* The Lua progress function of model:directions, called from the core between batches (never
+ * from a parallel region). An error in it must not unwind through the core, so it is caught
+ * here, and raised once the core has returned. */
+typedef struct lua_progress {
+    lua_State *L;
+    int fn;     /* stack index of the function, 0 for none */
+    int failed; /* the function raised; its message is on top of the stack */
+} lua_progress;
+
+static void call_lua_progress(int done, int total, void *user) {
+    lua_progress *p = user;
+    if (p->failed) return;
+    lua_pushvalue(p->L, p->fn);
+    lua_pushinteger(p->L, done);
+    lua_pushinteger(p->L, total);
+    if (lua_pcall(p->L, 2, 0, 0) != LUA_OK) p->failed = 1;
+}
+
 int up_lua_model_directions(lua_State *L) {
     up_model *m = up_lua_check_model(L, 1);
     int n_pos = 5, batch = 8;
+    lua_settop(L, 4);
+    lua_progress prog = {L, 0, 0};
     if (lua_istable(L, 4)) {
         lua_getfield(L, 4, "positions");
         n_pos = (int)luaL_optinteger(L, -1, 5);
         lua_getfield(L, 4, "batch");
         batch = (int)luaL_optinteger(L, -1, 8);
         lua_pop(L, 2);
+        lua_getfield(L, 4, "progress");
+        if (!lua_isnil(L, -1) && !lua_isfunction(L, -1))
+            return luaL_argerror(L, 4, "opts.progress must be a function(done, total)");
+        lua_replace(L, 4); /* index 4: the progress function or nil */
+        if (lua_isfunction(L, 4)) prog.fn = 4;
     }
     const int32_t **h_ids, **l_ids;
     int *h_lens, *l_lens;
@@ -168,7 +194,10 @@ int up_lua_model_directions(lua_State *L) {
     up_lua_tensor *t = up_lua_tensor_new(L, 3, shape);
     up_token_lists th = {(const int32_t *const *)h_ids, h_lens, n_h}, tl = {(const int32_t *const *)l_ids, l_lens, n_l};
     up_error e = {0};
-    if (up_direction_candidates(m, &th, &tl, n_pos, batch, t->data, NULL, NULL, &e)) return luaL_error(L, "%s", e.msg);
+    up_status st = up_direction_candidates(m, &th, &tl, n_pos, batch, t->data, prog.fn ? call_lua_progress : NULL,
+                                           &prog, &e);
+    if (prog.failed) return lua_error(L);
+    if (st) return luaL_error(L, "%s", e.msg);
     return 1;
 }
 

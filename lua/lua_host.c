@@ -258,4 +258,3 @@ int up_cmd_lua_module(const char *module, int argc, char **argv) {
     return status;
 }
 
-int up_cmd_organism(int argc, char **argv) { return up_cmd_lua_module("upstream.organism_build", argc, argv); }

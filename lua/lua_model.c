@@ -22,6 +22,7 @@
 #include "binding.h"
 #include "engine/forward.h"
 #include "engine/generate.h"
+#include "engine/hooks.h"
 #include "engine/model.h"
 #include "model_methods.h"
 
@@ -84,17 +85,6 @@ static int m_config(lua_State *L) {
     return 1;
 }
 
-typedef struct capture {
-    float *dst; /* (T, d) */
-    size_t n;
-} capture;
-
-static int capture_hook(const up_hook_call *call, void *user) {
-    capture *c = user;
-    memcpy(c->dst, call->act, c->n * sizeof(float));
-    return UP_HOOK_CONTINUE;
-}
-
 /* model:run(ids, {hooks = {names...}, logits = "last"|"all"|"none"})
  *   -> table name -> Tensor(T, d), plus .logits (Tensor(V) or (T, V)) */
 static int m_run(lua_State *L) {
@@ -122,7 +112,7 @@ static int m_run(lua_State *L) {
     int32_t *ids = up_lua_check_ids(L, 2, &T); /* allocated last: nothing above can leak it */
     lua_newtable(L); /* results, index 4 */
     up_hook *hooks = calloc((size_t)n_names + 1, sizeof *hooks);
-    capture *caps = calloc((size_t)n_names + 1, sizeof *caps);
+    up_capture *caps = calloc((size_t)n_names + 1, sizeof *caps);
     int64_t shape[2] = {T, c->d_model};
     for (int i = 0; i < n_names; i++) {
         lua_geti(L, 3, i + 1);
@@ -133,8 +123,8 @@ static int m_run(lua_State *L) {
             return luaL_error(L, "unknown hook point '%s' (model has layers 0..%d)", name ? name : "?", c->n_layers - 1);
         }
         up_lua_tensor *t = up_lua_tensor_new(L, 2, shape);
-        caps[i] = (capture){t->data, (size_t)T * c->d_model};
-        hooks[i] = (up_hook){p, capture_hook, &caps[i]};
+        caps[i] = (up_capture){t->data, (size_t)T * c->d_model};
+        hooks[i] = up_hook_capture(p, &caps[i]);
         lua_setfield(L, 4, name);
         lua_pop(L, 1);
     }

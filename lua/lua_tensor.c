@@ -176,7 +176,13 @@ static int t_tostring(lua_State *L) {
     return 1;
 }
 
-/* upstream.save_safetensors(path, {name = tensor, ...}[, {key = value} metadata]) */
+/* Orders (key, value) pairs of strings by key. */
+static int compare_first_string(const void *a, const void *b) {
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* upstream.save_safetensors(path, {name = tensor, ...}[, {key = value} metadata]); metadata is
+ * written in key order. */
 static int l_save(lua_State *L) {
     const char *path = luaL_checkstring(L, 1);
     luaL_checktype(L, 2, LUA_TTABLE);
@@ -201,16 +207,42 @@ static int l_save(lua_State *L) {
         lua_pop(L, 1);
     }
     if (lua_istable(L, 3)) {
+        /* Metadata in key order, so the same table always gives the same file (pairs() order
+         * changes from run to run). The key and value strings live in table 4 until written. */
+        lua_newtable(L); /* 4: {i = {key string, value string}} */
+        int n = 0;
         lua_pushnil(L);
         while (lua_next(L, 3)) {
-            const char *key = luaL_tolstring(L, -2, NULL);   /* key, value, key string */
-            const char *value = luaL_tolstring(L, -2, NULL); /* ..., value string */
-            if (up_safetensors_writer_metadata(w, key, value, &e)) {
+            lua_createtable(L, 2, 0);
+            luaL_tolstring(L, -3, NULL);
+            lua_rawseti(L, -2, 1);
+            luaL_tolstring(L, -2, NULL);
+            lua_rawseti(L, -2, 2);
+            lua_rawseti(L, 4, ++n);
+            lua_pop(L, 1);
+        }
+        const char **keys = malloc((size_t)(n ? n : 1) * 2 * sizeof *keys);
+        if (!keys) {
+            up_safetensors_writer_abort(w);
+            return luaL_error(L, "save_safetensors: out of memory");
+        }
+        for (int i = 0; i < n; i++) {
+            lua_rawgeti(L, 4, i + 1);
+            lua_rawgeti(L, -1, 1);
+            keys[2 * i] = lua_tostring(L, -1);
+            lua_rawgeti(L, -2, 2);
+            keys[2 * i + 1] = lua_tostring(L, -1);
+            lua_pop(L, 3); /* the strings stay alive in table 4 */
+        }
+        qsort(keys, (size_t)n, 2 * sizeof *keys, compare_first_string);
+        for (int i = 0; i < n; i++) {
+            if (up_safetensors_writer_metadata(w, keys[2 * i], keys[2 * i + 1], &e)) {
+                free(keys);
                 up_safetensors_writer_abort(w);
                 return luaL_error(L, "%s", e.msg);
             }
-            lua_pop(L, 3);
         }
+        free(keys);
     }
     if (up_safetensors_writer_close(w, &e)) return luaL_error(L, "%s", e.msg);
     return 0;

@@ -21,7 +21,7 @@ static const struct {
     {"steer", NULL, "upstream.cli.steer", "steering grid: latents or a vector x alphas, refusal and coherence metrics"},
     {"tokenize", up_cmd_tokenize, NULL, "text -> token ids and pieces"},
     {"detokenize", up_cmd_detokenize, NULL, "token ids -> text"},
-    {"organism", up_cmd_organism, NULL, "build a model organism from its spec, or evaluate one"},
+    {"organism", NULL, "upstream.organism_build", "build a model organism from its spec, or evaluate one"},
     {"run", up_cmd_run, NULL, "run an experiment script with --config/--model/--set (docs/lua-api.md)"},
 };
 
