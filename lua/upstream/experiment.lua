@@ -746,8 +746,9 @@ Experiment.attribute = step("attribute", function(self, spec)
   local a = setmetatable({
     experiment = self, prompt = type(spec.prompt) == "string" and spec.prompt or tok:decode(ids), label = label,
     ids = ids, tokens = tokens, layer = layer, target = target, R = res.R, scores = res.scores, rg = res.rg,
-    include = res.include, grad = res.grad, objective_positions = positions, sae = sae, sae_name = (self._sae_names or {})[sae] or (type(spec.sae) == "string" and spec.sae) or "",
+    include = res.include, sae = sae, sae_name = (self._sae_names or {})[sae] or (type(spec.sae) == "string" and spec.sae) or "",
     direction = dir, score_kind = spec.score or "gradient",
+    grad = res.grad, objective_positions = positions, -- the gradient and its objective's positions (nil: last), for steer
   }, Attribution)
   return a
 end)
