@@ -19,6 +19,11 @@
  *     -- decoding, metrics, cache
  *     spec.max_new_tokens 0 (scoring only, default) | N | {0, 32, ...}
  *     spec.objective      {layer = L, direction = vec, positions = {...}}: R, dR and predicted_dR
+ *     spec.gradients      {{prompt = i, layer = l, grad = Tensor(T, d), objective = {...}}, ...}:
+ *                         a gradient the caller holds (an attribution's grad and objective) at
+ *                         blocks.{l}.hook_resid_post for prompt i; used for predicted_dR instead
+ *                         of a backward pass when its objective is exactly spec.objective (else
+ *                         ignored: grid.h's up_grid_set_gradient)
  *     spec.stop           {id, ...} (default: the model's eos)
  *     spec.tokenizer      Tokenizer or path: completions decoded, substring judge applied
  *     spec.substrings     {"I'm sorry", ...} (default: design.md's 12)
@@ -67,9 +72,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
+#include "base/clock.h"
 #include "binding.h"
 #include "method/grid.h"
 #include "method/metrics.h"
@@ -218,6 +223,21 @@ static void add_intervention(lua_State *L, int idx, int n, lua_grid *lg, const u
     lua_settop(L, top);
 }
 
+/* {layer =, direction =, positions =} at idx (a table) into o; the direction and positions are
+ * Lua-owned blocks left on the stack. `what` names the table in errors. */
+static void read_objective(lua_State *L, int idx, int d, const char *what, up_objective *o) {
+    char name[96];
+    o->layer = (int)up_lua_opt_integer(L, idx, "layer", -1);
+    float *r = scratch(L, (size_t)d * sizeof *r);
+    snprintf(name, sizeof name, "%s.direction", what);
+    if (field(L, idx, "direction") == LUA_TNIL) luaL_argerror(L, 1, lua_pushfstring(L, "%s is required", name));
+    up_lua_read_vector_into(L, lua_gettop(L), d, r, name);
+    o->direction = r;
+    o->positions = NULL, o->n_positions = 0;
+    snprintf(name, sizeof name, "%s.positions", what);
+    if (field(L, idx, "positions") != LUA_TNIL) o->positions = up_lua_read_ints(L, lua_gettop(L), name, &o->n_positions);
+}
+
 static float *read_alphas(lua_State *L, int spec, int *n) {
     field(L, spec, "alphas");
     if (!lua_istable(L, -1)) luaL_argerror(L, 1, "spec.alphas (a list of coefficients) is required with latents or vectors");
@@ -358,14 +378,33 @@ static int l_grid(lua_State *L) {
     lua_settop(L, 4);
     if (field(L, 1, "objective") != LUA_TNIL) {
         if (!lua_istable(L, 5)) return luaL_argerror(L, 1, "spec.objective must be {layer =, direction =, positions =}");
-        const int L_ = (int)up_lua_opt_integer(L, 5, "layer", -1);
-        float *r = scratch(L, (size_t)d * sizeof *r);
-        if (field(L, 5, "direction") == LUA_TNIL) return luaL_argerror(L, 1, "spec.objective.direction is required");
-        up_lua_read_vector_into(L, lua_gettop(L), d, r, "spec.objective.direction");
-        int n_pos = 0;
-        int *pos = NULL;
-        if (field(L, 5, "positions") != LUA_TNIL) pos = up_lua_read_ints(L, lua_gettop(L), "spec.objective.positions", &n_pos);
-        if (up_grid_set_objective(lg->g, L_, r, pos, n_pos, &e)) return luaL_error(L, "%s", e.msg);
+        up_objective obj;
+        read_objective(L, 5, d, "spec.objective", &obj);
+        if (up_grid_set_objective(lg->g, obj.layer, obj.direction, obj.positions, obj.n_positions, &e))
+            return luaL_error(L, "%s", e.msg);
+    }
+    lua_settop(L, 4);
+    if (field(L, 1, "gradients") != LUA_TNIL) {
+        if (!lua_istable(L, 5))
+            return luaL_argerror(L, 1, "spec.gradients must be a list of {prompt =, layer =, grad =, objective =}");
+        for (lua_Integer i = 1; i <= luaL_len(L, 5); i++) {
+            lua_geti(L, 5, i);
+            const int entry = lua_gettop(L);
+            if (!lua_istable(L, entry) || field(L, entry, "grad") == LUA_TNIL || !luaL_testudata(L, -1, UP_TENSOR_MT))
+                return luaL_argerror(L, 1, "spec.gradients[i].grad must be a Tensor (T, d)");
+            const up_lua_tensor *t = up_lua_tensor_check(L, -1);
+            if (t->ndim != 2 || t->shape[1] != d) return luaL_argerror(L, 1, "spec.gradients[i].grad must be a Tensor (T, d)");
+            const lua_Integer p = up_lua_opt_integer(L, entry, "prompt", 0);
+            if (p < 1 || p > up_grid_n_prompts(lg->g))
+                return luaL_argerror(L, 1, "spec.gradients[i].prompt must be a prompt's index (1-based)");
+            if (field(L, entry, "layer") != LUA_TNUMBER) return luaL_argerror(L, 1, "spec.gradients[i].layer is required");
+            const int l = (int)up_lua_opt_integer(L, entry, "layer", 0);
+            if (field(L, entry, "objective") != LUA_TTABLE) return luaL_argerror(L, 1, "spec.gradients[i].objective is required");
+            up_objective obj;
+            read_objective(L, lua_gettop(L), d, "spec.gradients[i].objective", &obj);
+            if (up_grid_set_gradient(lg->g, (int)p - 1, l, &obj, t->data, (int)t->shape[0], &e)) return luaL_error(L, "%s", e.msg);
+            lua_settop(L, 5);
+        }
     }
     lua_settop(L, 4);
 
@@ -450,12 +489,6 @@ typedef struct progress_ctx {
     int error;      /* the Lua function raised: its message is on the stack top */
 } progress_ctx;
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 static void set_num(lua_State *L, const char *k, double v) {
     if (isnan(v)) return; /* absent rather than NaN, which compares unequal to itself */
     lua_pushnumber(L, v), lua_setfield(L, -2, k);
@@ -465,7 +498,7 @@ static int on_progress(const up_grid_progress *p, void *user) {
     progress_ctx *c = user;
     char line[256];
     if (!c->fn) {
-        const double t = now_s();
+        const double t = up_clock_seconds();
         const int final = p->done == p->total;
         if (c->tty) {
             if (!final && t - c->last < 0.1) return 0;
@@ -557,7 +590,7 @@ static int g_run(lua_State *L) {
         if (!tok) return luaL_error(L, "spec.tokenizer has been closed");
     }
     lua_getfield(L, 2, "progress"); /* 5 */
-    progress_ctx pc = {L, lg->progress == 2 ? 5 : 0, isatty(2), now_s(), 0, 0};
+    progress_ctx pc = {L, lg->progress == 2 ? 5 : 0, isatty(2), up_clock_seconds(), 0, 0};
     up_grid_opts o = up_grid_opts_default();
     o.batch = lg->batch, o.rep_n = lg->rep_n, o.coherence = lg->coherence, o.predict = lg->predict;
     o.cache_dir = lg->cache;

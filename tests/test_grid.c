@@ -4,7 +4,8 @@
  * computed ones bit for bit; a run stopped part-way (between batches or inside one) resumes
  * without recomputing finished cells and ends with the same bits as an uninterrupted run; a
  * new alpha recomputes only its cells; keys change exactly with what determines a cell; the
- * first-order prediction tracks the measured dR; text, the substring judge and the coherence
+ * first-order prediction tracks the measured dR and takes a supplied gradient of its objective
+ * (an attribution's) bit for bit in place of its own; text, the substring judge and the coherence
  * columns agree with metrics.h; misuse is reported. */
 #include "testutil.h"
 
@@ -12,6 +13,8 @@
 #include <stdlib.h>
 #include <sys/stat.h>
 
+#include "method/attribution.h"
+#include "method/direction.h"
 #include "method/grid.h"
 #include "method/metrics.h"
 #include "engine/model.h"
@@ -530,6 +533,70 @@ static void test_prediction(void **state) {
     up_grid_free(g);
 }
 
+/* A gradient supplied for the objective (as an attribution of the prompt holds it) replaces
+ * the grid's own backward pass: the attribution's gives the same predictions bit for bit, a
+ * scaled one scaled predictions (so it is what the run read); one of another objective (a
+ * direction that is not unit, other positions, another layer) is ignored, and so are supplied
+ * gradients once the objective is set again. */
+static void test_supplied_gradient(void **state) {
+    up_error e = {0};
+    int32_t a[9], b[6];
+    fill(a, 9, 4), fill(b, 6, 5);
+    const float al[2] = {-0.05f, 0.05f};
+    float *r = objective_direction();
+    up_grid *g[2];
+    for (int k = 0; k < 2; k++) {
+        assert_int_equal(up_grid_init(&g[k], model, &e), UP_OK);
+        up_grid_add_prompt(g[k], NULL, a, 9, &e);
+        up_grid_add_prompt(g[k], NULL, b, 6, &e);
+        assert_int_equal(up_grid_add_latent_sweep(g[k], sae, latents, 3, al, 2, UP_STEER_POS_ALL, &e), UP_OK);
+        assert_int_equal(up_grid_set_objective(g[k], 3, r, NULL, 0, &e), UP_OK);
+    }
+    /* The objective as the grid holds it: its direction normalised (an attribution's request). */
+    float *unit = malloc(d * sizeof *unit);
+    memcpy(unit, r, d * sizeof *unit);
+    up_direction_normalize(unit, d);
+    up_attribute_request req = {a, 9, 1, {3, unit, NULL, 0}, UP_SCORE_GRADIENT, 0, NULL, NULL, 0};
+    up_attribute_result res;
+    assert_int_equal(up_attribute(model, sae, &req, &res, &e), UP_OK);
+    /* Misuse: before an objective, a wrong token count, no such prompt. */
+    up_grid *h;
+    assert_int_equal(up_grid_init(&h, model, &e), UP_OK);
+    up_grid_add_prompt(h, NULL, a, 9, &e);
+    assert_int_equal(up_grid_set_gradient(h, 0, 1, &req.objective, res.grad, 9, &e), UP_ERR_INVALID);
+    up_grid_free(h);
+    assert_int_equal(up_grid_set_gradient(g[1], 0, 1, &req.objective, res.grad, 8, &e), UP_ERR_INVALID);
+    assert_int_equal(up_grid_set_gradient(g[1], 2, 1, &req.objective, res.grad, 9, &e), UP_ERR_INVALID);
+
+    up_grid_opts o = base_opts(16);
+    assert_int_equal(up_grid_set_gradient(g[1], 0, 1, &req.objective, res.grad, 9, &e), UP_OK);
+    run(g[0], &o), run(g[1], &o);
+    assert_grids_identical(g[0], g[1]);
+    assert_true(isfinite(up_grid_cell_at(g[1], 1)->predicted_dR));
+
+    float *twice = malloc((size_t)9 * d * sizeof *twice);
+    for (int i = 0; i < 9 * d; i++) twice[i] = 2 * res.grad[i];
+    assert_int_equal(up_grid_set_gradient(g[1], 0, 1, &req.objective, twice, 9, &e), UP_OK);
+    run(g[1], &o);
+    for (int i = 1; i < up_grid_n_interventions(g[1]); i++) {
+        const int x = up_grid_index(g[1], 0, i, 0), y = up_grid_index(g[1], 1, i, 0);
+        assert_true(up_grid_cell_at(g[1], x)->predicted_dR == 2 * up_grid_cell_at(g[0], x)->predicted_dR);
+        assert_true(same(up_grid_cell_at(g[1], y)->predicted_dR, up_grid_cell_at(g[0], y)->predicted_dR));
+    }
+
+    /* Other objectives leave the grid's own gradient in use (the doubled one goes with them). */
+    up_objective other[3] = {{3, r, NULL, 0}, {3, unit, (const int[]){-1}, 1}, {2, unit, NULL, 0}};
+    for (int k = 0; k < 3; k++) {
+        assert_int_equal(up_grid_set_objective(g[1], 3, r, NULL, 0, &e), UP_OK);
+        assert_int_equal(up_grid_set_gradient(g[1], 0, 1, &other[k], twice, 9, &e), UP_OK);
+        run(g[1], &o);
+        assert_grids_identical(g[0], g[1]);
+    }
+    free(twice), free(unit), free(r);
+    up_attribute_result_free(&res);
+    up_grid_free(g[0]), up_grid_free(g[1]);
+}
+
 /* A model with the tiny tokenizer's vocabulary, so every completion decodes to text. */
 static void test_text_and_judge(void **state) {
     up_model_config c = model->cfg;
@@ -660,7 +727,8 @@ int main(void) {
         cmocka_unit_test(test_shape_and_alpha_zero), cmocka_unit_test(test_batched_equals_alone),
         cmocka_unit_test(test_mixed_kinds_batched_equals_alone), cmocka_unit_test(test_shared_prefix),
         cmocka_unit_test(test_cache_and_resume),     cmocka_unit_test(test_keys),
-        cmocka_unit_test(test_prediction),           cmocka_unit_test(test_text_and_judge),
+        cmocka_unit_test(test_prediction),           cmocka_unit_test(test_supplied_gradient),
+        cmocka_unit_test(test_text_and_judge),
         cmocka_unit_test(test_progress_format),      cmocka_unit_test(test_errors),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

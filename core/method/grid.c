@@ -1,33 +1,24 @@
+/* grid — the steering grid's axes and its runs; the contract is in grid.h. Keys and cache files
+ * are grid_cache.c's, the predicted_dR column grid_predict.c's; the state they share is in
+ * grid_impl.h. */
 #include "method/grid.h"
 
-#include <errno.h>
-#include <jansson.h>
-#include <limits.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <time.h>
-#include <unistd.h>
 
-#include "engine/backward.h"
+#include "base/clock.h"
 #include "method/direction.h"
-#include "base/fs.h"
-#include "base/hash.h"
+#include "method/grid_cache.h"
+#include "method/grid_impl.h"
+#include "method/grid_predict.h"
 #include "method/metrics.h"
 
 /* ---- a growing string, for canonical specs ------------------------------------------------ */
 
-typedef struct strbuf {
-    char *s;
-    size_t n, cap;
-    int failed;
-} strbuf;
-
-static void sb_printf(strbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void sb_printf(strbuf *b, const char *fmt, ...) {
+void grid_sb_printf(grid_strbuf *b, const char *fmt, ...) {
     if (b->failed) return;
     for (;;) {
         va_list ap;
@@ -53,7 +44,7 @@ static void sb_printf(strbuf *b, const char *fmt, ...) {
     }
 }
 
-static char *sb_take(strbuf *b) {
+char *grid_sb_take(grid_strbuf *b) {
     if (b->failed) {
         free(b->s);
         return NULL;
@@ -63,51 +54,6 @@ static char *sb_take(strbuf *b) {
 }
 
 /* ---- the grid ------------------------------------------------------------------------------ */
-
-typedef struct prompt_t {
-    char *label;
-    int32_t *ids; /* (n) */
-    int n;
-    char *spec;   /* "prompt n=... ids\n" */
-} prompt_t;
-
-typedef struct interv_t {
-    char *label;
-    up_steer *items; /* (n_items), vec/positions pointing into owned copies */
-    int n_items;
-    int latent;
-    float alpha;
-    void **owned;    /* (n_owned) copies of vectors and position lists */
-    int n_owned;
-    char *spec;      /* "steer n=...\n" + one line per item that changes anything */
-} interv_t;
-
-typedef struct ident_t {
-    char *name, *value;
-} ident_t;
-
-struct up_grid {
-    const up_model *m;
-    prompt_t *prompts;
-    int n_prompts, cap_prompts;
-    interv_t *ivs;
-    int n_ivs, cap_ivs;
-    int *decodings;
-    int n_decodings, cap_decodings;
-    ident_t *idents;
-    int n_idents;
-    /* objective */
-    int has_objective, obj_layer;
-    float *obj_dir;     /* (d) unit */
-    int *obj_positions; /* (n_obj_positions) or NULL */
-    int n_obj_positions;
-    /* last run */
-    up_grid_cell *cells; /* (n_cells) */
-    int n_cells;
-    char **substrings;   /* (n_substrings) the judge's list, copied */
-    int n_substrings;
-    up_grid_totals totals;
-};
 
 static void free_cells(up_grid *g) {
     for (int i = 0; i < g->n_cells; i++) free(g->cells[i].tokens), free(g->cells[i].text);
@@ -120,7 +66,7 @@ static void free_cells(up_grid *g) {
     g->n_substrings = 0;
 }
 
-static void free_iv(interv_t *iv) {
+static void free_iv(grid_interv *iv) {
     free(iv->label), free(iv->items), free(iv->spec);
     for (int j = 0; j < iv->n_owned; j++) free(iv->owned[j]);
     free(iv->owned);
@@ -129,6 +75,7 @@ static void free_iv(interv_t *iv) {
 void up_grid_free(up_grid *g) {
     if (!g) return;
     free_cells(g);
+    grid_drop_gradients(g);
     for (int i = 0; i < g->n_prompts; i++) free(g->prompts[i].label), free(g->prompts[i].ids), free(g->prompts[i].spec);
     for (int i = 0; i < g->n_ivs; i++) free_iv(&g->ivs[i]);
     for (int i = 0; i < g->n_idents; i++) free(g->idents[i].name), free(g->idents[i].value);
@@ -173,7 +120,7 @@ up_status up_grid_identity(up_grid *g, const char *name, const char *value, up_e
         g->idents[i].value = v;
         return UP_OK;
     }
-    ident_t *p = realloc(g->idents, (size_t)(g->n_idents + 1) * sizeof *p);
+    grid_ident *p = realloc(g->idents, (size_t)(g->n_idents + 1) * sizeof *p);
     if (!p) return up_error_set(err, UP_ERR_NOMEM, "grid: out of memory");
     g->idents = p;
     p[g->n_idents].name = strdup(name);
@@ -195,17 +142,13 @@ int up_grid_add_prompt(up_grid *g, const char *label, const int32_t *ids, int n_
                    -1;
     if (grow((void **)&g->prompts, &g->cap_prompts, i, sizeof *g->prompts))
         return up_error_set(err, UP_ERR_NOMEM, "grid: out of memory"), -1;
-    prompt_t *p = &g->prompts[i];
+    grid_prompt *p = &g->prompts[i];
     memset(p, 0, sizeof *p);
     char def[32];
     snprintf(def, sizeof def, "prompt %d", i);
     p->label = strdup(label ? label : def);
     p->ids = malloc((size_t)n_ids * sizeof *p->ids);
-    strbuf b = {0};
-    sb_printf(&b, "prompt n=%d", n_ids);
-    for (int t = 0; t < n_ids; t++) sb_printf(&b, "%c%d", t ? ',' : ' ', ids[t]);
-    sb_printf(&b, "\n");
-    p->spec = sb_take(&b);
+    p->spec = grid_prompt_spec(ids, n_ids);
     if (!p->label || !p->ids || !p->spec) {
         free(p->label), free(p->ids), free(p->spec);
         return up_error_set(err, UP_ERR_NOMEM, "grid: out of memory"), -1;
@@ -216,7 +159,7 @@ int up_grid_add_prompt(up_grid *g, const char *label, const int32_t *ids, int n_
     return i;
 }
 
-static void *own_copy(interv_t *iv, const void *src, size_t bytes) {
+static void *own_copy(grid_interv *iv, const void *src, size_t bytes) {
     void **o = realloc(iv->owned, (size_t)(iv->n_owned + 1) * sizeof *o);
     if (!o) return NULL;
     iv->owned = o;
@@ -226,53 +169,20 @@ static void *own_copy(interv_t *iv, const void *src, size_t bytes) {
     return iv->owned[iv->n_owned++] = p;
 }
 
-static void where_spec(strbuf *b, const up_steer *s) {
-    sb_printf(b, " where=%s", up_steer_where_name(s->where));
-    if (s->where != UP_STEER_POS_LIST) return;
-    for (int j = 0; j < s->n_positions; j++) sb_printf(b, "%c%d", j ? ',' : ':', s->positions[j]);
-}
-
-/* The canonical text of an item list. ADD with alpha 0 is left out: steer.h skips it, so the
- * computation is the unsteered one and the key must say so. */
-static char *items_spec(const up_model *m, const up_steer *items, int n) {
-    const int d = m->cfg.d_model;
-    strbuf b = {0};
-    int kept = 0;
-    for (int j = 0; j < n; j++) kept += !(items[j].kind == UP_STEER_ADD && items[j].alpha == 0);
-    sb_printf(&b, "steer n=%d\n", kept);
-    for (int j = 0; j < n; j++) {
-        const up_steer *s = &items[j];
-        char point[96], vh[UP_HASH_HEX] = "";
-        if (s->kind == UP_STEER_ADD && s->alpha == 0) continue;
-        up_hook_point_name(s->point, point, sizeof point);
-        if (s->vec && up_hash_bytes(s->vec, (size_t)d * sizeof(float), vh)) b.failed = 1;
-        switch (s->kind) {
-        case UP_STEER_ADD: sb_printf(&b, " add %s alpha=%a vec=%s", point, (double)s->alpha, vh); break;
-        case UP_STEER_ABLATE: sb_printf(&b, " ablate vec=%s", vh); break;
-        case UP_STEER_CLAMP:
-            sb_printf(&b, " clamp %s sae=%s latent=%d value=%a", point, s->sae && s->sae->path ? s->sae->path : "(memory)",
-                      s->latent, (double)s->value);
-            break;
-        }
-        if (s->kind != UP_STEER_ABLATE) where_spec(&b, s);
-        sb_printf(&b, "\n");
-    }
-    return sb_take(&b);
-}
 
 static char *default_label(const up_model *m, const up_steer *items, int n) {
     if (n == 0) return strdup("none");
-    strbuf b = {0};
+    grid_strbuf b = {0};
     for (int j = 0; j < n; j++) {
         const up_steer *s = &items[j];
-        if (j) sb_printf(&b, " + ");
+        if (j) grid_sb_printf(&b, " + ");
         switch (s->kind) {
-        case UP_STEER_ADD: sb_printf(&b, "add %g", (double)s->alpha); break;
-        case UP_STEER_ABLATE: sb_printf(&b, "ablate"); break;
-        case UP_STEER_CLAMP: sb_printf(&b, "clamp %d=%g", s->latent, (double)s->value); break;
+        case UP_STEER_ADD: grid_sb_printf(&b, "add %g", (double)s->alpha); break;
+        case UP_STEER_ABLATE: grid_sb_printf(&b, "ablate"); break;
+        case UP_STEER_CLAMP: grid_sb_printf(&b, "clamp %d=%g", s->latent, (double)s->value); break;
         }
     }
-    return sb_take(&b);
+    return grid_sb_take(&b);
 }
 
 int up_grid_add_intervention(up_grid *g, const up_grid_intervention *in, up_error *err) {
@@ -292,7 +202,7 @@ int up_grid_add_intervention(up_grid *g, const up_grid_intervention *in, up_erro
     }
     if (grow((void **)&g->ivs, &g->cap_ivs, i, sizeof *g->ivs))
         return up_error_set(err, UP_ERR_NOMEM, "grid: out of memory"), -1;
-    interv_t *iv = &g->ivs[i];
+    grid_interv *iv = &g->ivs[i];
     memset(iv, 0, sizeof *iv);
     iv->latent = in->latent;
     iv->alpha = in->alpha;
@@ -306,7 +216,7 @@ int up_grid_add_intervention(up_grid *g, const up_grid_intervention *in, up_erro
         iv->items[j] = s;
     }
     if (ok) ok = (iv->label = in->label ? strdup(in->label) : default_label(g->m, iv->items, iv->n_items)) != NULL;
-    if (ok) ok = (iv->spec = items_spec(g->m, iv->items, iv->n_items)) != NULL;
+    if (ok) ok = (iv->spec = grid_items_spec(g->m, iv->items, iv->n_items)) != NULL;
     if (!ok) {
         free_iv(iv);
         return up_error_set(err, UP_ERR_NOMEM, "grid: out of memory"), -1;
@@ -393,6 +303,7 @@ up_status up_grid_set_objective(up_grid *g, int layer, const float *direction, c
     }
     if (pos) memcpy(pos, positions, (size_t)n_positions * sizeof *pos);
     free(g->obj_dir), free(g->obj_positions);
+    grid_drop_gradients(g); /* they are of the objective being replaced */
     g->obj_dir = dir, g->obj_positions = pos;
     g->n_obj_positions = positions ? n_positions : 0;
     g->obj_layer = layer;
@@ -432,13 +343,6 @@ const char *up_grid_match_text(const up_grid *g, const up_grid_cell *c) {
     return c->refusal_match < UP_METRICS_N_REFUSAL_SUBSTRINGS ? up_metrics_refusal_substrings[c->refusal_match] : NULL;
 }
 
-up_status up_grid_set_prediction(up_grid *g, int prompt, int intervention, double predicted_dR, up_error *err) {
-    if (!g->cells) return up_error_set(err, UP_ERR_INVALID, "grid: set_prediction before a run");
-    if (prompt < 0 || prompt >= g->n_prompts || intervention < 0 || intervention >= g->n_ivs)
-        return up_error_set(err, UP_ERR_INVALID, "grid: no cell (%d, %d)", prompt, intervention);
-    for (int k = 0; k < up_grid_n_decodings(g); k++) g->cells[up_grid_index(g, prompt, intervention, k)].predicted_dR = predicted_dR;
-    return UP_OK;
-}
 
 up_grid_totals up_grid_get_totals(const up_grid *g) { return g->totals; }
 
@@ -469,105 +373,8 @@ const char *up_grid_progress_format(const up_grid_progress *p, int width, char *
     return buf;
 }
 
-/* ---- the cache ------------------------------------------------------------------------------ */
-
-static json_t *jnum(double v) {
-    if (isnan(v)) return json_null();
-    if (isinf(v)) return json_string(v > 0 ? "inf" : "-inf");
-    return json_real(v);
-}
-
-static int jget(const json_t *o, const char *key, double *out) {
-    const json_t *v = json_object_get(o, key);
-    if (!v) return -1;
-    if (json_is_null(v)) *out = NAN;
-    else if (json_is_number(v)) *out = json_number_value(v);
-    else if (json_is_string(v) && !strcmp(json_string_value(v), "inf")) *out = INFINITY;
-    else if (json_is_string(v) && !strcmp(json_string_value(v), "-inf")) *out = -INFINITY;
-    else return -1;
-    return 0;
-}
-
-static void cell_file(const char *dir, const char *key, char *out, size_t size) {
-    snprintf(out, size, "%s/%.2s/%s.json", dir, key, key);
-}
-
-/* Fills c's outputs from its cache file; 0 on a hit. Anything missing or odd is a miss. */
-static int cache_read(const char *dir, int V, up_grid_cell *c) {
-    char path[PATH_MAX];
-    cell_file(dir, c->key, path, sizeof path);
-    json_t *o = json_load_file(path, 0, NULL);
-    if (!o) return -1;
-    int ok = json_is_object(o);
-    const json_t *fmt = json_object_get(o, "format"), *key = json_object_get(o, "key");
-    const json_t *toks = json_object_get(o, "tokens"), *text = json_object_get(o, "text");
-    const json_t *match = json_object_get(o, "refusal_match");
-    ok = ok && json_is_integer(fmt) && json_integer_value(fmt) == UP_GRID_FORMAT && json_is_string(key) &&
-         !strcmp(json_string_value(key), c->key) && json_is_array(toks) && json_is_integer(match) &&
-         (json_is_null(text) || json_is_string(text));
-    double score, p, R, lp, rep;
-    ok = ok && !jget(o, "score", &score) && !jget(o, "p_refusal", &p) && !jget(o, "R", &R) && !jget(o, "logprob", &lp) &&
-         !jget(o, "repetition", &rep);
-    const int n = ok ? (int)json_array_size(toks) : 0;
-    int32_t *ids = ok ? malloc((size_t)(n ? n : 1) * sizeof *ids) : NULL;
-    ok = ok && ids;
-    for (int i = 0; ok && i < n; i++) {
-        const json_t *t = json_array_get(toks, (size_t)i);
-        ok = json_is_integer(t) && json_integer_value(t) >= 0 && json_integer_value(t) < V;
-        if (ok) ids[i] = (int32_t)json_integer_value(t);
-    }
-    char *txt = NULL;
-    if (ok && json_is_string(text)) ok = (txt = strdup(json_string_value(text))) != NULL;
-    if (ok) {
-        c->score = score, c->p_refusal = p, c->R = R, c->logprob = lp, c->repetition = rep;
-        c->tokens = ids, c->n_tokens = n, c->text = txt;
-        c->refusal_match = (int)json_integer_value(match);
-        c->state = UP_GRID_CACHED;
-    } else {
-        free(ids), free(txt);
-    }
-    json_decref(o);
-    return ok ? 0 : -1;
-}
-
-static up_status cache_write(const char *dir, const up_grid_cell *c, const char *spec, up_error *err) {
-    char path[PATH_MAX], sub[PATH_MAX];
-    snprintf(sub, sizeof sub, "%s/%.2s", dir, c->key);
-    cell_file(dir, c->key, path, sizeof path);
-    if (up_mkdirs(sub)) return up_error_set(err, UP_ERR_IO, "grid cache: cannot create %s: %s", sub, strerror(errno));
-    json_t *o = json_object(), *toks = json_array();
-    if (!o || !toks) {
-        json_decref(o), json_decref(toks);
-        return up_error_set(err, UP_ERR_NOMEM, "grid cache: out of memory");
-    }
-    for (int i = 0; i < c->n_tokens; i++) json_array_append_new(toks, json_integer(c->tokens[i]));
-    json_object_set_new(o, "format", json_integer(UP_GRID_FORMAT));
-    json_object_set_new(o, "key", json_string(c->key));
-    json_object_set_new(o, "score", jnum(c->score));
-    json_object_set_new(o, "p_refusal", jnum(c->p_refusal));
-    json_object_set_new(o, "R", jnum(c->R));
-    json_object_set_new(o, "tokens", toks);
-    json_object_set_new(o, "text", c->text ? json_string(c->text) : json_null());
-    json_object_set_new(o, "refusal_match", json_integer(c->refusal_match));
-    json_object_set_new(o, "logprob", jnum(c->logprob));
-    json_object_set_new(o, "repetition", jnum(c->repetition));
-    json_object_set_new(o, "spec", json_string(spec));
-    /* 17 significant digits: every double reads back to the same bits. */
-    char *text = json_dumps(o, JSON_INDENT(1) | JSON_REAL_PRECISION(17));
-    json_decref(o);
-    if (!text) return up_error_set(err, UP_ERR_NOMEM, "grid cache: out of memory");
-    up_status s = up_fs_write_atomic(path, text, strlen(text), err);
-    free(text);
-    return s;
-}
-
 /* ---- running ------------------------------------------------------------------------------- */
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 typedef struct run_ctx {
     up_grid *g;
@@ -580,7 +387,7 @@ typedef struct run_ctx {
 } run_ctx;
 
 static int report(run_ctx *c) {
-    const double t = now_s();
+    const double t = up_clock_seconds();
     up_grid_progress *p = &c->p;
     p->elapsed = t - c->t0;
     p->rate = c->compute_s > 0 && p->computed > 0 ? p->computed / c->compute_s : NAN;
@@ -628,8 +435,8 @@ static up_status run_batch(run_ctx *c, up_state *s, run_bufs *bu, const int *idx
     const int V = g->m->cfg.vocab_size;
     for (int b = 0; b < B; b++) {
         const up_grid_cell *cell = &g->cells[idx[b]];
-        const prompt_t *p = &g->prompts[cell->prompt];
-        const interv_t *iv = &g->ivs[cell->intervention];
+        const grid_prompt *p = &g->prompts[cell->prompt];
+        const grid_interv *iv = &g->ivs[cell->intervention];
         bu->prompts[b] = p->ids, bu->lens[b] = p->n;
         bu->rows[b] = (up_steer_row){iv->items, iv->n_items};
         bu->R[b] = 0;
@@ -692,176 +499,9 @@ static up_status run_batch(run_ctx *c, up_state *s, run_bufs *bu, const int *idx
     }
     /* Every finished cell goes to disk before anything else can stop the run. */
     for (int b = 0; o->cache_dir && b < B; b++)
-        if ((st = cache_write(o->cache_dir, &g->cells[idx[b]], specs[idx[b]], err))) return st;
+        if ((st = grid_cache_write(o->cache_dir, &g->cells[idx[b]], specs[idx[b]], err))) return st;
     for (int b = 0; b < B; b++) c->p.done += n_dups[idx[b]], c->p.computed += n_dups[idx[b]];
     return UP_OK;
-}
-
-/* predicted_dR for (prompt, intervention) pairs made only of ADD items below the objective. */
-static int source_layer(const up_steer *s, int L) {
-    int l = s->point.kind == UP_HOOK_RESID_POST ? s->point.layer
-            : s->point.kind == UP_HOOK_RESID_PRE ? s->point.layer - 1
-            : s->point.kind == UP_HOOK_EMBED     ? -1
-                                                 : INT_MIN;
-    return l >= -1 && l < L ? l : INT_MIN;
-}
-
-static int predictable(const interv_t *iv, int L) {
-    for (int j = 0; j < iv->n_items; j++) {
-        const up_steer *s = &iv->items[j];
-        if (s->kind != UP_STEER_ADD) return 0;
-        if (s->alpha != 0 && source_layer(s, L) == INT_MIN) return 0;
-    }
-    return 1;
-}
-
-static int steered_at(const up_steer *s, int t, int T) {
-    switch (s->where) {
-    case UP_STEER_POS_ALL:
-    case UP_STEER_POS_PROMPT: return 1;
-    case UP_STEER_POS_GENERATED: return 0; /* after the prompt: cannot move R at prompt positions */
-    case UP_STEER_POS_LIST:
-        for (int j = 0; j < s->n_positions; j++)
-            if ((s->positions[j] >= 0 ? s->positions[j] : T + s->positions[j]) == t) return 1;
-        return 0;
-    }
-    return 0;
-}
-
-static up_status predict(up_grid *g, up_error *err) {
-    const int L = g->obj_layer, d = g->m->cfg.d_model;
-    up_objective obj = {L, g->obj_dir, g->obj_positions, g->n_obj_positions};
-    float **grads = calloc((size_t)L + 1, sizeof *grads); /* source layer l at [l + 1] */
-    if (!grads) return up_error_set(err, UP_ERR_NOMEM, "grid: out of memory");
-    up_status st = UP_OK;
-    for (int p = 0; !st && p < g->n_prompts; p++) {
-        const prompt_t *pr = &g->prompts[p];
-        const int T = pr->n;
-        for (int i = 0; !st && i < g->n_ivs; i++) {
-            const interv_t *iv = &g->ivs[i];
-            if (!predictable(iv, L)) continue;
-            double pred = 0;
-            for (int j = 0; !st && j < iv->n_items; j++) {
-                const up_steer *s = &iv->items[j];
-                if (s->alpha == 0) continue;
-                const int l = source_layer(s, L);
-                if (!grads[l + 1]) {
-                    if (!(grads[l + 1] = malloc((size_t)T * d * sizeof(float)))) {
-                        st = up_error_set(err, UP_ERR_NOMEM, "grid: out of memory");
-                        break;
-                    }
-                    st = up_gradient(g->m, pr->ids, NULL, 1, T, l, &obj, NULL, NULL, grads[l + 1], NULL, err);
-                    if (st) break;
-                }
-                double sum = 0;
-                for (int t = 0; t < T; t++) {
-                    if (!steered_at(s, t, T)) continue;
-                    const float *gt = grads[l + 1] + (size_t)t * d;
-                    for (int k = 0; k < d; k++) sum += (double)s->vec[k] * gt[k];
-                }
-                pred += (double)s->alpha * sum;
-            }
-            if (!st)
-                for (int k = 0; k < up_grid_n_decodings(g); k++)
-                    g->cells[up_grid_index(g, p, i, k)].predicted_dR = pred;
-        }
-        for (int l = 0; l <= L; l++) free(grads[l]), grads[l] = NULL;
-    }
-    free(grads);
-    if (st) up_error_prefix(err, "grid prediction");
-    return st;
-}
-
-static int cmp_ident(const void *a, const void *b) {
-    return strcmp(((const ident_t *)a)->name, ((const ident_t *)b)->name);
-}
-
-/* The text every key of this run starts with. */
-static char *global_spec(up_grid *g, const up_grid_opts *o, up_error *err) {
-    char memo[PATH_MAX];
-    if (o->cache_dir) snprintf(memo, sizeof memo, "%s/filehash", o->cache_dir);
-    /* Identities: the caller's, then the files a cached run depends on. */
-    int n = g->n_idents, cap = g->n_idents + 1;
-    for (int i = 0; i < g->n_ivs; i++) cap += g->ivs[i].n_items;
-    ident_t *ids = calloc((size_t)cap, sizeof *ids);
-    strbuf b = {0};
-    char hex[UP_HASH_HEX];
-    up_status st = ids ? UP_OK : up_error_set(err, UP_ERR_NOMEM, "grid: out of memory");
-    for (int i = 0; !st && i < n; i++) ids[i] = g->idents[i];
-    int have_model = 0;
-    for (int i = 0; i < n; i++) have_model |= !strcmp(ids[i].name, "model");
-    char **owned = calloc((size_t)2 * cap, sizeof *owned); /* strings made here, freed below */
-    int n_owned = 0;
-    if (!owned && !st) st = up_error_set(err, UP_ERR_NOMEM, "grid: out of memory");
-    if (!st && o->cache_dir && !have_model) {
-        if (!g->m->dir)
-            st = up_error_set(err, UP_ERR_INVALID,
-                              "grid cache: the model was built in memory; give it a 'model' identity");
-        else if (!(st = up_hash_path(g->m->dir, memo, hex, err))) {
-            owned[n_owned++] = strdup("model");
-            owned[n_owned++] = strdup(hex);
-            ids[n++] = (ident_t){owned[n_owned - 2], owned[n_owned - 1]};
-        }
-    }
-    for (int i = 0; !st && o->cache_dir && i < g->n_ivs; i++) {
-        for (int j = 0; !st && j < g->ivs[i].n_items; j++) {
-            const up_steer *s = &g->ivs[i].items[j];
-            if (s->kind != UP_STEER_CLAMP) continue;
-            if (!s->sae->path) {
-                st = up_error_set(err, UP_ERR_INVALID, "grid cache: a CLAMP uses an SAE built in memory (no file to hash)");
-                break;
-            }
-            char name[PATH_MAX + 8];
-            snprintf(name, sizeof name, "sae %s", s->sae->path);
-            int seen = 0;
-            for (int k = 0; k < n && !seen; k++) seen = !strcmp(ids[k].name, name);
-            if (seen) continue;
-            if ((st = up_hash_path(s->sae->path, memo, hex, err))) break;
-            owned[n_owned++] = strdup(name);
-            owned[n_owned++] = strdup(hex);
-            ids[n++] = (ident_t){owned[n_owned - 2], owned[n_owned - 1]};
-        }
-    }
-    for (int i = 0; !st && i < n; i++)
-        if (!ids[i].name || !ids[i].value) st = up_error_set(err, UP_ERR_NOMEM, "grid: out of memory");
-    if (!st) {
-        qsort(ids, (size_t)n, sizeof *ids, cmp_ident);
-        sb_printf(&b, "upstream grid cell %d\n", UP_GRID_FORMAT);
-        for (int i = 0; i < n; i++) sb_printf(&b, "identity %s %s\n", ids[i].name, ids[i].value);
-        sb_printf(&b, "stop");
-        for (int i = 0; i < o->n_stop; i++) sb_printf(&b, "%c%d", i ? ',' : ' ', o->stop_ids[i]);
-        sb_printf(&b, "\nrefusal");
-        for (int i = 0; i < o->n_refusal; i++) sb_printf(&b, "%c%d", i ? ',' : ' ', o->refusal_ids[i]);
-        sb_printf(&b, "\n");
-        if (g->has_objective) {
-            if (up_hash_bytes(g->obj_dir, (size_t)g->m->cfg.d_model * sizeof(float), hex)) b.failed = 1;
-            sb_printf(&b, "objective layer=%d dir=%s positions=", g->obj_layer, hex);
-            if (!g->obj_positions) sb_printf(&b, "last");
-            for (int i = 0; i < g->n_obj_positions; i++) sb_printf(&b, "%s%d", i ? "," : "", g->obj_positions[i]);
-            sb_printf(&b, "\n");
-        } else {
-            sb_printf(&b, "objective none\n");
-        }
-        strbuf lb = {0};
-        for (int i = 0; i < (g->substrings ? g->n_substrings : UP_METRICS_N_REFUSAL_SUBSTRINGS); i++) {
-            const char *s = g->substrings ? g->substrings[i] : up_metrics_refusal_substrings[i];
-            sb_printf(&lb, "%zu:%s;", strlen(s), s);
-        }
-        char *l = sb_take(&lb);
-        if (!l || up_hash_bytes(l, strlen(l), hex)) b.failed = 1;
-        free(l);
-        sb_printf(&b, "text %s substrings=%s\n", o->tok ? "yes" : "no", hex);
-        sb_printf(&b, "coherence %d rep_n=%d\n", o->coherence ? 1 : 0, o->rep_n);
-    }
-    for (int i = 0; i < n_owned; i++) free(owned[i]);
-    free(owned), free(ids);
-    if (st) {
-        free(b.s);
-        return NULL;
-    }
-    char *out = sb_take(&b);
-    if (!out) up_error_set(err, UP_ERR_NOMEM, "grid: out of memory");
-    return out;
 }
 
 typedef struct key_ref {
@@ -887,7 +527,7 @@ up_status up_grid_run(up_grid *g, const up_grid_opts *opts, up_error *err) {
             return up_error_set(err, UP_ERR_INVALID, "grid: refusal id %d outside [0, %d)", o.refusal_ids[i], V);
     if (g->n_prompts == 0) return up_error_set(err, UP_ERR_INVALID, "grid: no prompts");
     if (g->n_decodings == 0 && up_grid_add_decoding(g, 0, err) < 0) return err ? err->status : UP_ERR_NOMEM;
-    const double t0 = now_s();
+    const double t0 = up_clock_seconds();
     free_cells(g);
     memset(&g->totals, 0, sizeof g->totals);
     if (o.substrings) {
@@ -900,7 +540,7 @@ up_status up_grid_run(up_grid *g, const up_grid_opts *opts, up_error *err) {
                 return up_error_set(err, UP_ERR_NOMEM, "grid: out of memory");
     }
     const int P = g->n_prompts, I = g->n_ivs, D = g->n_decodings, N = P * I * D;
-    char *gspec = global_spec(g, &o, err);
+    char *gspec = grid_run_spec(g, &o, err);
     if (!gspec) return err ? err->status : UP_ERR_NOMEM;
     up_status st = UP_OK;
     char **specs = calloc((size_t)N, sizeof *specs);
@@ -926,9 +566,7 @@ up_status up_grid_run(up_grid *g, const up_grid_opts *opts, up_error *err) {
                 c->score = c->p_refusal = c->R = c->dR = c->dscore = c->predicted_dR = NAN;
                 c->logprob = c->repetition = NAN;
                 c->refusal_match = -2;
-                strbuf b = {0};
-                sb_printf(&b, "%s%s%sdecode max_new=%d\n", gspec, g->prompts[p].spec, g->ivs[i].spec, g->decodings[k]);
-                if (!(specs[x] = sb_take(&b)) || up_hash_bytes(specs[x], strlen(specs[x]), c->key)) {
+                if (!(specs[x] = grid_cell_spec(gspec, g->prompts[p].spec, g->ivs[i].spec, g->decodings[k], c->key))) {
                     st = up_error_set(err, UP_ERR_NOMEM, "grid: out of memory");
                     goto done;
                 }
@@ -954,7 +592,7 @@ up_status up_grid_run(up_grid *g, const up_grid_opts *opts, up_error *err) {
             for (int i = 0; i < I; i++) {
                 const int x = up_grid_index(g, p, i, k);
                 if (owner[x] != x) continue;
-                if (o.cache_dir && !cache_read(o.cache_dir, V, &g->cells[x])) {
+                if (o.cache_dir && !grid_cache_read(o.cache_dir, V, &g->cells[x])) {
                     ctx.p.done += n_dups[x], ctx.p.cached += n_dups[x];
                     g->totals.cached++;
                     continue;
@@ -1010,13 +648,13 @@ up_status up_grid_run(up_grid *g, const up_grid_opts *opts, up_error *err) {
             ctx.p.steps = g->decodings[k] > 0 ? g->decodings[k] : 1;
             ctx.batch_rows = 0;
             for (int b = 0; b < B; b++) ctx.batch_rows += n_dups[pending[j + b]];
-            ctx.batch_t0 = now_s();
+            ctx.batch_t0 = up_clock_seconds();
             st = run_batch(&ctx, s, &bu, pending + j, B, g->decodings[k], specs, n_dups, err);
             if (st == UP_ERR_ABORTED && ctx.stopped)
                 st = up_error_set(err, UP_ERR_ABORTED, "grid stopped by the progress callback after %d of %d cells",
                                   ctx.p.done, N);
             if (st) break;
-            ctx.compute_s += now_s() - ctx.batch_t0;
+            ctx.compute_s += up_clock_seconds() - ctx.batch_t0;
             g->totals.computed += B;
             g->totals.batches++;
             j += B;
@@ -1058,11 +696,11 @@ up_status up_grid_run(up_grid *g, const up_grid_opts *opts, up_error *err) {
         c->dscore = c->score - base->score;
         c->dR = c->R - base->R;
     }
-    if (o.predict && g->has_objective) st = predict(g, err);
+    if (o.predict && g->has_objective) st = grid_predict(g, err);
     g->totals.cells = N;
     g->totals.unique = unique;
 done:
-    g->totals.seconds = now_s() - t0;
+    g->totals.seconds = up_clock_seconds() - t0;
     for (int x = 0; specs && x < N; x++) free(specs[x]);
     free(specs), free(refs), free(owner), free(n_dups), free(pending), free(gspec);
     return st;

@@ -11,10 +11,12 @@
  *   repetition    coherence: fraction of repeated n-grams in the completion
  * and, against the unsteered cell of the same prompt and decoding, dscore and dR; and
  * predicted_dR, the first-order prediction α·Σ_t v·g_t (g the gradient of R at the steering
- * layer, up_gradient), for interventions made only of ADD items at blocks.{l}.hook_resid_post
- * or hook_resid_pre below the objective (the linearity check); NaN elsewhere. A caller that
- * has its own prediction (e.g. from stored per-token RG) may overwrite the column with
- * up_grid_set_prediction after a run.
+ * layer), for interventions made only of ADD items at blocks.{l}.hook_resid_post or
+ * hook_resid_pre below the objective (the linearity check); NaN elsewhere (grid_predict.h).
+ * A caller that already holds g for a prompt (an attribution of the same prompt and objective)
+ * hands it over with up_grid_set_gradient, and the grid runs no backward pass for it; for the
+ * other prompts it runs one (up_gradient), with the same bits. A caller with a prediction of its own may overwrite
+ * the column with up_grid_set_prediction after a run.
  *
  * Axes. Prompts are token ids (chat-formatted by the caller). Interventions are ordered lists
  * of steer.h items; intervention 0 is always "none" (unsteered), which gives the baseline
@@ -39,8 +41,8 @@
  * particular every ADD with alpha 0 is dropped from the key (steer.h skips it, so the
  * computation is the same), so an alpha = 0 cell *is* the "none" cell, bit for bit.
  *
- * Cache. Each cell's key is the SHA-256 (hash.h) of a canonical text naming everything that
- * determines its outputs: the grid format version (UP_GRID_FORMAT), the identities (the
+ * Cache (grid_cache.h). Each cell's key is the SHA-256 (hash.h) of a canonical text naming
+ * everything that determines its outputs: the grid format version (UP_GRID_FORMAT), the identities (the
  * model directory's digest, the digest of every SAE a CLAMP uses, and whatever the caller
  * adds with up_grid_identity, e.g. the program version or a tokenizer outside the model
  * directory), the prompt's ids, the intervention's items (kind, hook point, alpha and the
@@ -79,6 +81,7 @@
 
 #include <stdint.h>
 
+#include "engine/backward.h"
 #include "method/steer.h"
 #include "text/tokenizer.h"
 
@@ -198,6 +201,20 @@ const up_grid_cell *up_grid_cell_at(const up_grid *g, int i);
 int up_grid_index(const up_grid *g, int prompt, int intervention, int decoding);
 /* The substring the judge matched for a cell (NULL for none / not judged). */
 const char *up_grid_match_text(const up_grid *g, const up_grid_cell *c);
+
+/* Supplies the prediction's gradient for one prompt, so the run computes none for it: grad
+ * (n_tok, d) is g_t = dR/dh_layer[t] of `objective` for the prompt's n_tok tokens, at
+ * blocks.{layer}.hook_resid_post (-1: the embedding); e.g. an attribution's (attribution.h:
+ * the request's objective and source layer, the result's grad). It is kept (copied, replacing
+ * an earlier one for the same prompt and layer) only when `objective` is exactly the grid's:
+ * the same layer and positions and a direction with the bits of the grid's unit direction
+ * (so a direction that is not unit does not match). A gradient of another objective is not an
+ * error: the run computes the prompt's own, as without it. The grid cannot check the values
+ * themselves: an unhooked up_gradient of the prompt alone (what the run would compute, and what
+ * up_attribute without hooks computes) gives the same bits. Set the objective first; setting it
+ * again drops the supplied gradients. */
+up_status up_grid_set_gradient(up_grid *g, int prompt, int layer, const up_objective *objective, const float *grad,
+                               int n_tok, up_error *err);
 
 /* Overwrites predicted_dR of every cell of (prompt, intervention) after a run. */
 up_status up_grid_set_prediction(up_grid *g, int prompt, int intervention, double predicted_dR, up_error *err);

@@ -77,6 +77,7 @@ Experiment.attribute = step("attribute", function(self, spec)
     ids = ids, tokens = tokens, layer = layer, target = target, R = res.R, scores = res.scores, rg = res.rg,
     include = res.include, sae = sae, sae_name = (self._sae_names or {})[sae] or (type(spec.sae) == "string" and spec.sae) or "",
     direction = dir, score_kind = spec.score or "gradient",
+    grad = res.grad, objective_positions = positions, -- the gradient and its objective's positions (nil: last), for steer
   }, Attribution)
   return a
 end)

@@ -75,12 +75,16 @@ Experiment.steer = step("steer", function(self, spec)
   if #wheres == 0 then util.fail("steer: where must name at least one of all, prompt, generated") end
   self:log("steer %s: %d latents (%d random controls) x %d alphas x %d prompts x %d position rules", label, #all,
            #controls, #spec.alphas, #prompts, #wheres)
+  -- The attribution's gradient serves the prediction (no second backward pass) when it is of
+  -- the grid's objective at the steered layer; the grid checks the objective, else computes.
+  local gradients = a and a.grad and {{prompt = 1, layer = a.layer, grad = a.grad, objective =
+    {layer = a.target, direction = direction_vector(a.direction), positions = a.objective_positions}}}
   local rows, totals = {}, {cells = 0, cached = 0, computed = 0}
   for wi, where in ipairs(wheres) do
     local grid <close> = core.grid{
       model = self:model(), prompts = gprompts, refusal_ids = self:refusal_ids(), sae = sae, latents = all,
       alphas = spec.alphas, layer = layer, where = where, max_new_tokens = max_new,
-      objective = {layer = target, direction = direction_vector(dir)},
+      objective = {layer = target, direction = direction_vector(dir)}, gradients = gradients,
       tokenizer = max_new > 0 and tok or nil, cache = self.settings.cache .. "/grid",
       identity = {tokenizer = self._manifest.tokenizer.sha256 or "none"},
       batch = spec.batch or 16, progress = not self.quiet,
