@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "engine/blas.h"
+#include "engine/engine_impl.h"
 #include "engine/hooks.h"
 #include "engine/position.h"
 

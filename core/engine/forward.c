@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "engine/blas.h"
+#include "engine/engine_impl.h"
 
 struct up_state {
     const up_model *m;

@@ -4,11 +4,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "engine/backward.h"
 #include "engine/batch.h"
 #include "engine/forward.h"
+#include "base/clock.h"
 #include "base/rng.h"
 #include "formats/safetensors.h"
 
@@ -205,8 +205,7 @@ up_status up_train(up_model *m, const up_train_data *d, const up_train_opts *o, 
         goto done;
     rep->resumed_from = step;
     rep->steps_done = step;
-    struct timespec t0, t1;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
+    const double t0 = up_clock_seconds();
     int epoch = -1, stop = 0;
     for (; step < o->steps && !stop; step++) {
         /* Example k of the whole run is order_{k / n}[k % n]: resuming replays no example. */
@@ -238,8 +237,7 @@ up_status up_train(up_model *m, const up_train_data *d, const up_train_opts *o, 
             if ((st = up_train_eval(m, o->heldout, o->batch, &p.heldout_loss, err))) goto done;
             rep->heldout_loss = p.heldout_loss;
         }
-        clock_gettime(CLOCK_MONOTONIC, &t1);
-        p.seconds = (t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) / 1e9;
+        p.seconds = up_clock_seconds() - t0;
         if (o->progress && o->progress(&p, o->user)) stop = 1;
         if (o->checkpoint && (stop || last || (o->checkpoint_every > 0 && (step + 1) % o->checkpoint_every == 0)) &&
             (st = save_state(o->checkpoint, step + 1, mats, mm, vm, n_mats, norms, mn, vn, n_norms, err)))

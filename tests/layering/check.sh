@@ -3,7 +3,8 @@
 # the way layer A's sources are (against A's include tree, build/layers/A) includes one header
 # of B. It must build exactly when the module map below lets A use B; an upward include (say
 # formats including engine/forward.h) must fail to build. Also: no core source reaches around
-# its include tree with a relative path ("../"), and every folder in core/ is a known layer.
+# its include tree with a relative path ("../"), every folder in core/ is a known layer, and a
+# private implementation header (core/L/*_impl.h) is included only from core/L.
 #
 # usage: check.sh CC SOURCE_DIR BINARY_DIR
 set -uo pipefail
@@ -35,6 +36,14 @@ done
 if grep -rn '#include "\.\./' "$src/core" "$src/lua" 2>/dev/null; then
   echo "a relative include reaches around the layering"; fail=1
 fi
+
+# A private implementation header (NAME_impl.h, as ggml-impl.h) is for its own folder only.
+for h in "$src"/core/*/*_impl.h; do
+  [ -e "$h" ] || continue
+  dir=$(dirname "$h") name=$(basename "$h") layer=$(basename "$(dirname "$h")")
+  users=$(grep -rln "#include \"$layer/$name\"" "$src/core" "$src/lua" "$src/tests" 2>/dev/null | grep -v "^$dir/" || true)
+  if [ -n "$users" ]; then echo "$layer/$name is private to core/$layer but is included by:"; echo "$users"; fail=1; fi
+done
 
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 checked=0
