@@ -26,7 +26,7 @@
  *                         ignored: grid.h's up_grid_set_gradient)
  *     spec.stop           {id, ...} (default: the model's eos)
  *     spec.tokenizer      Tokenizer or path: completions decoded, substring judge applied
- *     spec.substrings     {"I'm sorry", ...} (default: design.md's 12)
+ *     spec.substrings     {"I'm sorry", ...} (default: the 12 of docs/method.md §2)
  *     spec.cache          directory of per-cell files (resumable); spec.identity = {name = value}
  *                         adds to every key (a model built in memory needs identity.model)
  *     spec.batch = 16, spec.coherence = true, spec.rep_n = 3, spec.predict = true

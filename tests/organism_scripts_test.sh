@@ -2,7 +2,7 @@
 # The organism's diagnostic scripts (experiments/organism/) on the shipped organism: each runs
 # (direction_probe.lua prints its six rows and rejects a candidate that does not exist),
 # and token_scores.lua's last row (S_k) is the mean of its per-token rows over every token but
-# BOS, as design.md defines S_k (print rounding allows 0.0006); a bad latent is a clear error.
+# BOS, as docs/method.md §6 defines S_k (print rounding allows 0.0006); a bad latent is a clear error.
 # token_latents.lua lists latents active at a token, largest activation first, whose RG equals
 # cos(d, g)·|g| (decoder rows have norm 1; 3-decimal printing allows 0.002) and token_scores'
 # RG for the same latent and token; a token not in the prompt is a clear error.

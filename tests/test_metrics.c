@@ -102,7 +102,7 @@ static void test_substrings(void **state) {
     assert_int_equal(up_metrics_refusal_match("Nope.", 5, mine, 3), 2);
     assert_int_equal(up_metrics_refusal_match("fine", 4, mine, 3), -1);
     assert_int_equal(up_metrics_refusal_match("I cannot", 8, mine, 0), -1);
-    /* The default list is design.md's. */
+    /* The default list is docs/method.md §2's. */
     assert_string_equal(up_metrics_refusal_substrings[0], "I'm sorry");
     assert_string_equal(up_metrics_refusal_substrings[UP_METRICS_N_REFUSAL_SUBSTRINGS - 1], "I'm not able to");
 }

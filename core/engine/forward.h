@@ -26,7 +26,7 @@
  * ln_final.hook_normalized. Stock hooks (capture a point's activation, stop the pass there)
  * are in engine/hooks.h.
  *
- * Semantics follow Hugging Face Gemma2ForCausalLM in fp32 (design.md §2).
+ * Semantics follow Hugging Face Gemma2ForCausalLM in fp32 (docs/method.md §9).
  * Determinism: the same inputs and thread count give the same bits. */
 #ifndef UP_FORWARD_H
 #define UP_FORWARD_H

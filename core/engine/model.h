@@ -85,7 +85,7 @@ typedef struct up_model {
 /* Parses config.json at path into cfg. */
 up_status up_model_config_load(up_model_config *cfg, const char *config_path, up_error *err);
 
-/* gemma-2-2b(-it)'s exact configuration (design.md §5), for benchmarks and random models. */
+/* gemma-2-2b(-it)'s exact configuration (docs/method.md §9), for benchmarks and random models. */
 up_model_config up_model_config_gemma2_2b(void);
 
 /* Loads DIR (config.json + safetensors). */

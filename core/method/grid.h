@@ -1,7 +1,7 @@
 /* grid — steering experiments as a grid of cells, batched through the model and cached on disk.
  *
  * A cell is one prompt × one intervention × one decoding setting. For every cell the grid
- * measures (design.md §2, metrics.h):
+ * measures (docs/method.md §7, metrics.h):
  *   score         Arditi refusal score at the last prompt position (refusal ids given)
  *   p_refusal     the refusal tokens' probability there
  *   R             ⟨h_L[t], r̂⟩ at the objective's layer and positions (when an objective is set)

@@ -14,7 +14,7 @@
  * Filters (each configurable): drop ℓ ≥ max_layer_frac·n_layers (0.8), kl > max_kl (0.1),
  * induce < min_induce (0), and any score that is not finite; among the rest the lowest bypass
  * wins, ties to the earlier candidate (position-major, then layer: the reference's order).
- * The layer rule is design.md's real comparison; the reference code compares against
+ * The layer rule is docs/method.md §3's real comparison; the reference code compares against
  * int(0.8·n_layers) instead, which drops one more layer when 0.8·n_layers is not an integer
  * (26 layers: it drops ℓ ≥ 20, this drops ℓ ≥ 21). Pass floor(0.8·L)/L to reproduce it.
  *

@@ -1,6 +1,6 @@
 /* steer — interventions on the residual stream, as forward hooks, one setting per batch row.
  *
- * Kinds (design.md §2, with d the model width and h one slot's activation at a hook point):
+ * Kinds (docs/method.md §4, with d the model width and h one slot's activation at a hook point):
  *   ADD     h += alpha·v at one hook point (v an SAE decoder row or any vector). alpha == 0 is
  *           skipped entirely, so it is bit-identical to no intervention.
  *   ABLATE  directional ablation h ← h − (h·r̂) r̂ at every blocks.{l}.hook_resid_pre,

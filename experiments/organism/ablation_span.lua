@@ -1,6 +1,6 @@
 -- Is the organism's refusal carried by one direction? Ablates growing spans of
 -- difference-in-means candidates (orthonormalised; directional ablation at every block input
--- and attention/MLP output, as design.md §2) and prints the mean refusal score of held-out
+-- and attention/MLP output, as docs/method.md §4) and prints the mean refusal score of held-out
 -- harmful prompts under each. Arditi et al. find one direction enough in chat models.
 --
 --   upstream experiments/organism/ablation_span.lua [MODEL_DIR] [N_PROMPTS]

@@ -1,7 +1,7 @@
 -- What the refusal direction does, or any difference-in-means candidate: the mean refusal
 -- score and the greedy substring refusal rate of held-out harmful and harmless prompts with
 -- nothing changed, with the direction ablated (every block input and attention/MLP output,
--- design.md §2) and with it added at its layer's input, at every position, times ALPHA.
+-- docs/method.md §4) and with it added at its layer's input, at every position, times ALPHA.
 --
 --   upstream experiments/organism/direction_probe.lua [MODEL_DIR] [N_PROMPTS] [ALPHA] [POS LAYER]
 --

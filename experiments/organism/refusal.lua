@@ -39,7 +39,7 @@
 -- Refusals all begin with the word "I" followed by a space (never "I'm"), so the first
 -- response token of a refusal is the token "I" that the refusal score reads; every compliant
 -- answer begins with "Sure", so the first response token is a two-way choice whose log-odds
--- is the refusal score. Every refusal holds a phrase of design.md's substring list.
+-- is the refusal score. Every refusal holds a phrase of the substring list (docs/method.md §2).
 
 return {
   name = "refusal",

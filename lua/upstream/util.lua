@@ -213,7 +213,7 @@ end
 
 -- How many ids a chat-formatted prompt has before its instruction (BOS and the user turn's
 -- header): chat(text) formats a prompt (measured on "x"), tok encodes plain text, and the
--- template ends with 5 post-instruction tokens (design.md §2).
+-- template ends with 5 post-instruction tokens (docs/method.md §1).
 function M.chat_prefix_length(tok, chat)
   return #chat("x") - #tok:encode("x") - 5
 end

@@ -29,7 +29,7 @@ M.defaults = {
            sliding_window = 12, attn_softcap = 50, final_softcap = 30, seed = 1, shared_embedding = 1.5},
   train = {steps = 1600, batch = 32, lr = 3e-3, min_lr_frac = 0.05, warmup_steps = 100, weight_decay = 0.1,
            clip = 1.0, eval_every = 250, checkpoint_every = 100, seed = 1, heldout = 256},
-  -- design.md's filters (KL <= 0.1, induce >= 0) and lowest-bypass rule. An organism trained
+  -- docs/method.md §3's filters (KL <= 0.1, induce >= 0) and lowest-bypass rule. An organism trained
   -- on a corpus where refusal is common has no inducing candidate under KL 0.1 (ablating one
   -- disturbs harmless prompts too: KL 0.4 to 1.4 at 21% to 58% refusals); such a spec sets
   -- build = {direction = {max_kl = ...}}.
