@@ -98,38 +98,24 @@ static const up_lua_tensor *check_rows(lua_State *L, int idx, int width, int *n)
     return t;
 }
 
-static int s_encode(lua_State *L) {
+/* encode, pre and decode map rows of one width to rows of the other through one core call. */
+typedef up_status (*sae_rows_fn)(const up_sae *, const float *, int, float *, up_error *);
+
+static int map_rows(lua_State *L, sae_rows_fn fn, int from_latents) {
     up_sae *s = up_lua_check_sae(L, 1);
+    const int in = from_latents ? s->d_sae : s->d_in, out_width = from_latents ? s->d_in : s->d_sae;
     int n;
-    const up_lua_tensor *x = check_rows(L, 2, s->d_in, &n);
-    int64_t shape[2] = {n, s->d_sae};
+    const up_lua_tensor *x = check_rows(L, 2, in, &n);
+    int64_t shape[2] = {n, out_width};
     up_lua_tensor *out = up_lua_tensor_new(L, 2, shape);
     up_error e = {0};
-    if (up_sae_encode(s, x->data, n, out->data, &e)) return luaL_error(L, "%s", e.msg);
+    if (fn(s, x->data, n, out->data, &e)) return luaL_error(L, "%s", e.msg);
     return 1;
 }
 
-static int s_pre(lua_State *L) {
-    up_sae *s = up_lua_check_sae(L, 1);
-    int n;
-    const up_lua_tensor *x = check_rows(L, 2, s->d_in, &n);
-    int64_t shape[2] = {n, s->d_sae};
-    up_lua_tensor *out = up_lua_tensor_new(L, 2, shape);
-    up_error e = {0};
-    if (up_sae_pre_activations(s, x->data, n, out->data, &e)) return luaL_error(L, "%s", e.msg);
-    return 1;
-}
-
-static int s_decode(lua_State *L) {
-    up_sae *s = up_lua_check_sae(L, 1);
-    int n;
-    const up_lua_tensor *a = check_rows(L, 2, s->d_sae, &n);
-    int64_t shape[2] = {n, s->d_in};
-    up_lua_tensor *out = up_lua_tensor_new(L, 2, shape);
-    up_error e = {0};
-    if (up_sae_decode(s, a->data, n, out->data, &e)) return luaL_error(L, "%s", e.msg);
-    return 1;
-}
+static int s_encode(lua_State *L) { return map_rows(L, up_sae_encode, 0); }
+static int s_pre(lua_State *L) { return map_rows(L, up_sae_pre_activations, 0); }
+static int s_decode(lua_State *L) { return map_rows(L, up_sae_decode, 1); }
 
 static int s_decoder_row(lua_State *L) {
     up_sae *s = up_lua_check_sae(L, 1);

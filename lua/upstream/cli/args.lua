@@ -96,6 +96,15 @@ function M.parse(argv, spec)
   return opts, nil
 end
 
+-- A command's start: parses argv by spec (as parse), prints usage to stdout on --help, and
+-- fills opts.model with the default model when --model is not given. Returns opts, status.
+function M.start(argv, spec, usage)
+  local opts, status = M.parse(argv, spec)
+  if status == "help" then io.stdout:write(usage) end
+  opts.model = opts.model or M.default_model()
+  return opts, status
+end
+
 -- An integer as strtol reads one (leading blanks, a sign, digits) filling the whole text.
 local function strtol(text)
   local sign, digits = text:match("^[ \t\n\v\f\r]*([+-]?)(%d+)$")

@@ -107,12 +107,8 @@ local function write_per_token(path, res, ranked, ids, tok)
 end
 
 local function run(argv)
-  local o, status = args.parse(argv, SPEC)
-  if status == "help" then
-    io.stdout:write(USAGE)
-    return 0
-  end
-  o.model = o.model or args.default_model()
+  local o, status = args.start(argv, SPEC, USAGE)
+  if status == "help" then return 0 end
   if not (o.sae and o.direction and o["target-layer"]) then
     local org = organism_defaults.read(o.model)
     if org then

@@ -30,12 +30,8 @@ local function encode_all(path, tok, cfg, chat)
 end
 
 local function run(argv)
-  local o, status = args.parse(argv, SPEC)
-  if status == "help" then
-    io.stdout:write(USAGE)
-    return 0
-  end
-  o.model = o.model or args.default_model()
+  local o, status = args.start(argv, SPEC, USAGE)
+  if status == "help" then return 0 end
   if status == "bad" or not (o.harmful and o.harmless and o.out) then
     if status ~= "bad" then args.message(CMD, "--harmful, --harmless and --out are required") end
     io.stderr:write(USAGE)

@@ -298,12 +298,8 @@ end
 -- ---------------------------------------------------------------- the command
 
 local function run(argv)
-  local o, status = args.parse(argv, SPEC)
-  if status == "help" then
-    io.stdout:write(USAGE)
-    return 0
-  end
-  o.model = o.model or args.default_model()
+  local o, status = args.start(argv, SPEC, USAGE)
+  if status == "help" then return 0 end
   if o.latent and not o.sae then
     local org = organism_defaults.read(o.model)
     if org then o.sae = org.sae end
