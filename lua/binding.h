@@ -37,7 +37,8 @@ void up_lua_register_model(lua_State *L);       /* Model, upstream.model */
 void up_lua_register_sae(lua_State *L);         /* Sae, upstream.sae */
 void up_lua_register_tokenizer(lua_State *L);   /* tokenizer */
 void up_lua_register_attribution(lua_State *L); /* rank, load_direction, normalize, prompts */
-void up_lua_register_steer(lua_State *L);       /* Grid, grid, metrics */
+void up_lua_register_steer(lua_State *L);       /* Grid, grid */
+void up_lua_register_metrics(lua_State *L);     /* refusal_score, substring_refusal, repetition, kl */
 void up_lua_register_train(lua_State *L);       /* new_model */
 void up_lua_register_sae_train(lua_State *L);   /* train_sae, collect_activations, auroc */
 void up_lua_register_bpe(lua_State *L);         /* train_bpe */
@@ -85,6 +86,9 @@ int32_t *up_lua_check_ids(lua_State *L, int idx, int *n);
  * while that slot does, and a raise leaks nothing); *n gets its length, which may be 0.
  * Misuse raises naming what ("spec.latents: entry 2 is not an integer"). */
 int *up_lua_read_ints(lua_State *L, int idx, const char *what, int *n);
+/* A Lua-owned scratch block of bytes pushed on the stack (the collector frees it, so a raise
+ * leaks nothing); grows the stack first. */
+void *up_lua_scratch(lua_State *L, size_t bytes);
 
 /* Reads a list of token id lists at idx (every list non-empty) into one Lua-owned block,
  * pushed on the stack, so a raise leaks nothing: *ids and *lens point into it and live while

@@ -134,3 +134,12 @@ lua_Number up_lua_opt_number(lua_State *L, int t, const char *k, lua_Number dflt
     lua_pop(L, 1);
     return v;
 }
+
+/* A Lua-owned block pushed on the stack (freed by the collector, so a raise leaks nothing).
+ * Readers keep one block per list entry or intervention item on the stack until they return,
+ * so each push first grows the stack (a C function is only promised LUA_MINSTACK slots) and
+ * leaves room for the few values a caller pushes between blocks. */
+void *up_lua_scratch(lua_State *L, size_t bytes) {
+    luaL_checkstack(L, 8, "too many lists or items for one call");
+    return lua_newuserdatauv(L, bytes ? bytes : 1, 0);
+}

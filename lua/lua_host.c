@@ -31,6 +31,7 @@ static const struct core_part {
     {"tokenizer", up_lua_register_tokenizer},
     {"attribution", up_lua_register_attribution},
     {"steer", up_lua_register_steer},
+    {"metrics", up_lua_register_metrics},
     {"train", up_lua_register_train},
     {"sae_train", up_lua_register_sae_train},
     {"bpe", up_lua_register_bpe},

@@ -1,5 +1,5 @@
-/* Lua bindings for steering grids, refusal metrics and direction selection (core/grid, steer,
- * metrics, select).
+/* Lua bindings for steering grids and direction selection (core/method: grid, steer, select);
+ * the refusal metrics are in lua_metrics.c.
  *
  *   upstream.grid(spec)                        -> Grid
  *     spec.model          Model (required)
@@ -45,11 +45,6 @@
  *   grid:close()        frees now (also __close / __gc; idempotent)
  *   model:steer(prompts, spec) -> rows   (upstream.grid with spec.model and spec.prompts, run once)
  *
- *   upstream.refusal_score(logits, ids)        -> score, p   (logits: Tensor (V) or (T, V): last row)
- *   upstream.substring_refusal(text[, list])   -> matched substring, 1-based index | nil
- *   upstream.repetition(ids[, n = 3])          -> fraction of repeated n-grams
- *   upstream.kl(p_logits, q_logits)            -> KL(P || Q) in nats
- *   model:logprob(prompt_ids, completion_ids)  -> mean log-prob of the completion (NaN if empty)
  *   model:select_direction(candidates, harmful, harmless, opts)
  *        candidates Tensor(n_pos, n_layers, d) from model:directions; harmful/harmless lists of
  *        id lists; opts = {refusal_ids = {...} (required), max_layer_frac = 0.8, max_kl = 0.1,
@@ -97,14 +92,6 @@ typedef struct lua_grid {
 
 /* ---- small readers that leave nothing to leak when they raise ---------------------------- */
 
-/* A Lua-owned block pushed on the stack (freed by the collector, so a raise leaks nothing).
- * Readers keep one block per list entry or intervention item on the stack until they return,
- * so each push first grows the stack (a C function is only promised LUA_MINSTACK slots) and
- * leaves room for the few values a caller pushes between blocks. */
-static void *scratch(lua_State *L, size_t bytes) {
-    luaL_checkstack(L, 8, "too many lists or items for one call");
-    return lua_newuserdatauv(L, bytes ? bytes : 1, 0);
-}
 
 /* The grid takes token ids and latent indices as int32_t and positions as int: one reader. */
 _Static_assert(sizeof(int) == sizeof(int32_t), "int and int32_t must agree");
@@ -171,7 +158,7 @@ static void add_intervention(lua_State *L, int idx, int n, lua_grid *lg, const u
     const int items_t = lua_gettop(L);
     if (!lua_istable(L, items_t)) luaL_error(L, "%s.items must be a list of items", what);
     const int n_items = (int)luaL_len(L, items_t);
-    up_steer *items = scratch(L, (size_t)n_items * sizeof *items);
+    up_steer *items = up_lua_scratch(L, (size_t)n_items * sizeof *items);
     for (int j = 0; j < n_items; j++) {
         char iw[128];
         snprintf(iw, sizeof iw, "%s.items[%d]", what, j + 1);
@@ -194,7 +181,7 @@ static void add_intervention(lua_State *L, int idx, int n, lua_grid *lg, const u
             s = up_steer_clamp(sae, (int)up_lua_opt_integer(L, it, "latent", -1),
                                (float)up_lua_opt_number(L, it, "value", NAN));
         } else {
-            float *v = scratch(L, (size_t)d * sizeof *v);
+            float *v = up_lua_scratch(L, (size_t)d * sizeof *v);
             field(L, it, "vector");
             if (lua_isnil(L, -1)) luaL_error(L, "%s.vector is required", iw);
             up_lua_read_vector_into(L, lua_gettop(L), d, v, iw);
@@ -228,7 +215,7 @@ static void add_intervention(lua_State *L, int idx, int n, lua_grid *lg, const u
 static void read_objective(lua_State *L, int idx, int d, const char *what, up_objective *o) {
     char name[96];
     o->layer = (int)up_lua_opt_integer(L, idx, "layer", -1);
-    float *r = scratch(L, (size_t)d * sizeof *r);
+    float *r = up_lua_scratch(L, (size_t)d * sizeof *r);
     snprintf(name, sizeof name, "%s.direction", what);
     if (field(L, idx, "direction") == LUA_TNIL) luaL_argerror(L, 1, lua_pushfstring(L, "%s is required", name));
     up_lua_read_vector_into(L, lua_gettop(L), d, r, name);
@@ -243,7 +230,7 @@ static float *read_alphas(lua_State *L, int spec, int *n) {
     if (!lua_istable(L, -1)) luaL_argerror(L, 1, "spec.alphas (a list of coefficients) is required with latents or vectors");
     *n = (int)luaL_len(L, -1);
     if (*n <= 0) luaL_argerror(L, 1, "spec.alphas is empty");
-    float *a = scratch(L, (size_t)*n * sizeof *a);
+    float *a = up_lua_scratch(L, (size_t)*n * sizeof *a);
     for (int i = 0; i < *n; i++) {
         lua_geti(L, -2, i + 1);
         int ok;
@@ -316,7 +303,7 @@ static int l_grid(lua_State *L) {
             st = up_grid_add_latent_sweep(lg->g, sae, (const int *)lat, n_lat, alphas, n_alpha, where, &e);
         } else {
             if (!sae->W_dec || sae->d_in != d) return luaL_error(L, "spec.sae: no decoder of width %d", d);
-            float *rows = scratch(L, (size_t)n_lat * d * sizeof *rows);
+            float *rows = up_lua_scratch(L, (size_t)n_lat * d * sizeof *rows);
             for (int i = 0; i < n_lat; i++) {
                 if (lat[i] < 0 || lat[i] >= sae->d_sae) return luaL_argerror(L, 1, "spec.latents: index out of range (0-based)");
                 memcpy(rows + (size_t)i * d, sae->W_dec + (size_t)lat[i] * d, (size_t)d * sizeof *rows);
@@ -331,8 +318,8 @@ static int l_grid(lua_State *L) {
         if (!lua_istable(L, 5) || luaL_testudata(L, 5, UP_TENSOR_MT)) return luaL_argerror(L, 1, "spec.vectors must be a list of vectors");
         if (layer < 0) return luaL_argerror(L, 1, "spec.vectors needs spec.layer (steering at blocks.{layer}.hook_resid_post)");
         const int n_vec = (int)luaL_len(L, 5);
-        float *vecs = scratch(L, (size_t)n_vec * d * sizeof *vecs);
-        const char **names = scratch(L, (size_t)n_vec * sizeof *names);
+        float *vecs = up_lua_scratch(L, (size_t)n_vec * d * sizeof *vecs);
+        const char **names = up_lua_scratch(L, (size_t)n_vec * sizeof *names);
         field(L, 1, "names");
         const int names_t = lua_gettop(L);
         for (int i = 0; i < n_vec; i++) {
@@ -660,80 +647,6 @@ int up_lua_model_steer(lua_State *L) {
     return 2;
 }
 
-/* ---- metrics ----------------------------------------------------------------------------- */
-
-static int l_refusal_score(lua_State *L) {
-    const up_lua_tensor *t = up_lua_tensor_check(L, 1);
-    if (t->ndim < 1) return luaL_argerror(L, 1, "expected logits (V) or (T, V)");
-    const int V = (int)t->shape[t->ndim - 1];
-    int n;
-    const int32_t *ids = (int32_t *)up_lua_read_ints(L, 2, "ids", &n);
-    double p;
-    const double s = up_metrics_refusal_score(t->data + (t->numel - V), V, ids, n, &p);
-    lua_pushnumber(L, s);
-    lua_pushnumber(L, p);
-    return 2;
-}
-
-static int l_substring_refusal(lua_State *L) {
-    size_t len;
-    const char *text = luaL_checklstring(L, 1, &len);
-    const char **list = NULL;
-    int n = 0;
-    if (!lua_isnoneornil(L, 2)) {
-        luaL_checktype(L, 2, LUA_TTABLE);
-        n = (int)luaL_len(L, 2);
-        if (n <= 0) return luaL_argerror(L, 2, "expected a non-empty list of strings");
-        list = scratch(L, (size_t)n * sizeof *list);
-        for (int i = 0; i < n; i++) {
-            lua_geti(L, 2, i + 1);
-            if (!(list[i] = lua_tostring(L, -1))) return luaL_argerror(L, 2, "the list must hold strings");
-            lua_pop(L, 1); /* the list table keeps the string alive */
-        }
-    }
-    const int k = up_metrics_refusal_match(text, len, list, n);
-    if (k < 0) {
-        lua_pushnil(L);
-        return 1;
-    }
-    lua_pushstring(L, list ? list[k] : up_metrics_refusal_substrings[k]);
-    lua_pushinteger(L, k + 1);
-    return 2;
-}
-
-static int l_repetition(lua_State *L) {
-    int n;
-    const int32_t *ids = (int32_t *)up_lua_read_ints(L, 1, "ids", &n);
-    const lua_Integer k = luaL_optinteger(L, 2, 3);
-    if (k < 1) return luaL_argerror(L, 2, "n must be >= 1");
-    lua_pushnumber(L, up_metrics_repetition(ids, n, (int)k));
-    return 1;
-}
-
-static int l_kl(lua_State *L) {
-    const up_lua_tensor *p = up_lua_tensor_check(L, 1), *q = up_lua_tensor_check(L, 2);
-    if (p->numel != q->numel || p->numel <= 0) return luaL_argerror(L, 2, "the two logit vectors differ in length");
-    lua_pushnumber(L, up_metrics_kl(p->data, q->data, (int)p->numel));
-    return 1;
-}
-
-int up_lua_model_logprob(lua_State *L) {
-    up_model *m = up_lua_check_model(L, 1);
-    int np, nc;
-    const int32_t *prompt = (int32_t *)up_lua_read_ints(L, 2, "prompt_ids", &np);
-    const int32_t *comp = (int32_t *)up_lua_read_ints(L, 3, "completion_ids", &nc);
-    if (np <= 0) return luaL_argerror(L, 2, "the prompt is empty");
-    up_state *s = NULL;
-    up_error e = {0};
-    double lp = NAN;
-    up_status st = up_state_init(&s, m, 1, np + (nc > 0 ? nc : 1), &e);
-    if (!st) st = up_metrics_logprob(s, &prompt, &np, &comp, &nc, 1, 0, NULL, &lp, &e);
-    up_state_free(s);
-    if (st) return luaL_error(L, "%s", e.msg);
-    lua_pushnumber(L, lp);
-    return 1;
-}
-
 /* model:select_direction(candidates, harmful, harmless, opts) */
 int up_lua_model_select_direction(lua_State *L) {
     up_model *m = up_lua_check_model(L, 1);
@@ -808,10 +721,6 @@ void up_lua_register_steer(lua_State *L) {
     }
     lua_pop(L, 1);
     static const luaL_Reg fns[] = {{"grid", l_grid},
-                                   {"refusal_score", l_refusal_score},
-                                   {"substring_refusal", l_substring_refusal},
-                                   {"repetition", l_repetition},
-                                   {"kl", l_kl},
                                    {NULL, NULL}};
     luaL_setfuncs(L, fns, 0);
 }

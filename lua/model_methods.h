@@ -16,9 +16,11 @@ int up_lua_model_directions(lua_State *L);
 int up_lua_model_train(lua_State *L);
 int up_lua_model_eval_loss(lua_State *L);
 
-/* lua_steer.c: steering grids, metrics and direction selection */
+/* lua_steer.c: steering grids and direction selection */
 int up_lua_model_steer(lua_State *L);
-int up_lua_model_logprob(lua_State *L);
 int up_lua_model_select_direction(lua_State *L);
+
+/* lua_metrics.c: refusal and coherence metrics */
+int up_lua_model_logprob(lua_State *L);
 
 #endif
