@@ -143,6 +143,55 @@ static void test_save_and_load(void **state) {
     assert_int_equal(system(cmd), 0);
 }
 
+/* Logits of the last position for a fixed prompt. */
+static void last_logits(const up_model *m, float *out) {
+    int32_t tok[5] = {2, 5, 9, 3, 7};
+    up_state *s;
+    up_error e = {0};
+    assert_int_equal(up_state_init(&s, m, 1, 5, &e), UP_OK);
+    assert_int_equal(up_forward(s, tok, NULL, NULL, 1, 5, NULL, out, UP_LOGITS_LAST, &e), UP_OK);
+    up_state_free(s);
+}
+
+static void test_save_bf16_sharded(void **state) {
+    up_model *m = fresh();
+    char one[] = "/tmp/up_ckpt1_XXXXXX", three[] = "/tmp/up_ckpt3_XXXXXX";
+    assert_non_null(mkdtemp(one));
+    assert_non_null(mkdtemp(three));
+    up_error e = {0};
+    if (up_model_save_as(m, one, UP_DTYPE_BF16, 1, &e)) fail_msg("%s", e.msg);
+    if (up_model_save_as(m, three, UP_DTYPE_BF16, 3, &e)) fail_msg("%s", e.msg);
+    char path[256];
+    for (int k = 1; k <= 3; k++) {
+        snprintf(path, sizeof path, "%s/model-%05d-of-00003.safetensors", three, k);
+        assert_int_equal(access(path, R_OK), 0);
+    }
+    snprintf(path, sizeof path, "%s/model.safetensors.index.json", three);
+    assert_int_equal(access(path, R_OK), 0);
+    up_model *a, *b;
+    if (up_model_load(&a, one, &e)) fail_msg("%s", e.msg);
+    if (up_model_load(&b, three, &e)) fail_msg("%s", e.msg);
+    assert_int_equal(a->storage, UP_DTYPE_BF16);
+    assert_int_equal(b->storage, UP_DTYPE_BF16);
+    /* Every stored weight is the original rounded to bf16, and sharding changes no bit. */
+    const float *w = m->embed.data;
+    const uint16_t *wa = a->embed.data, *wb = b->embed.data;
+    for (int i = 0; i < m->cfg.vocab_size * m->cfg.d_model; i++) {
+        assert_int_equal(wa[i], up_f32_to_bf16(w[i]));
+        assert_int_equal(wb[i], wa[i]);
+    }
+    float la[24], lb[24];
+    last_logits(a, la);
+    last_logits(b, lb);
+    assert_memory_equal(la, lb, sizeof la);
+    assert_int_equal(up_model_save_as(m, one, UP_DTYPE_F16, 1, &e), UP_ERR_INVALID);
+    assert_int_equal(up_model_save_as(m, one, UP_DTYPE_BF16, 0, &e), UP_ERR_INVALID);
+    up_model_free(a), up_model_free(b), up_model_free(m);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s %s", one, three);
+    assert_int_equal(system(cmd), 0);
+}
+
 static void test_bad_data(void **state) {
     up_model *m = fresh();
     int32_t bad_ids[3] = {2, 99, 4};
@@ -165,6 +214,7 @@ int main(void) {
         cmocka_unit_test(test_loss_falls_and_is_deterministic),
         cmocka_unit_test(test_resume_gives_the_same_bits),
         cmocka_unit_test(test_save_and_load),
+        cmocka_unit_test(test_save_bf16_sharded),
         cmocka_unit_test(test_bad_data),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

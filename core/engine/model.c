@@ -369,7 +369,7 @@ up_status up_model_param_blocks(up_model *m, float **mats, size_t *n_mats, float
     return UP_OK;
 }
 
-static up_status write_config(const up_model *m, const char *dir, up_error *err) {
+static up_status write_config(const up_model *m, const char *dir, up_dtype dtype, up_error *err) {
     const up_model_config *c = &m->cfg;
     json_t *j = json_object();
     json_object_set_new(j, "architectures", json_pack("[s]", "Gemma2ForCausalLM"));
@@ -394,7 +394,7 @@ static up_status write_config(const up_model *m, const char *dir, up_error *err)
     json_object_set_new(j, "bos_token_id", json_integer(c->bos_id));
     json_object_set_new(j, "eos_token_id", json_integer(c->eos_id));
     json_object_set_new(j, "pad_token_id", json_integer(c->pad_id));
-    json_object_set_new(j, "torch_dtype", json_string("float32"));
+    json_object_set_new(j, "torch_dtype", json_string(dtype == UP_DTYPE_BF16 ? "bfloat16" : "float32"));
     char path[4096];
     snprintf(path, sizeof path, "%s/config.json", dir);
     char *text = json_dumps(j, JSON_INDENT(2) | JSON_SORT_KEYS | JSON_REAL_PRECISION(9));
@@ -405,56 +405,139 @@ static up_status write_config(const up_model *m, const char *dir, up_error *err)
     return s;
 }
 
-up_status up_model_save(const up_model *m, const char *dir, up_error *err) {
+/* One tensor to write: its HF name, its weight and shape (cols 0: a vector). */
+typedef struct save_item {
+    char name[96];
+    up_weight w;
+    int64_t rows, cols;
+} save_item;
+
+/* Every tensor in Hugging Face's module order (what save_pretrained splits shards by). Returns
+ * how many; items holds at least 4 + 11 * n_layers. */
+static int save_items(const up_model *m, save_item *items) {
     const up_model_config *c = &m->cfg;
-    if (up_mkdirs(dir)) return up_error_set(err, UP_ERR_IO, "cannot create directory %s", dir);
-    up_status s = write_config(m, dir, err);
-    if (s) return s;
-    char path[4096];
-    snprintf(path, sizeof path, "%s/model.safetensors", dir);
-    up_safetensors_writer *w = NULL;
-    if ((s = up_safetensors_writer_open(&w, path, err))) return s;
     const int64_t d = c->d_model, q = (int64_t)c->n_heads * c->head_dim, kv = (int64_t)c->n_kv_heads * c->head_dim;
-    float *buf = malloc((size_t)(c->vocab_size > c->d_mlp ? c->vocab_size : c->d_mlp) * (size_t)(d > q ? d : q) *
-                        sizeof(float));
-    /* Widened copies keep the file fp32 whatever the storage (the trainer's models are fp32 anyway). */
-#define PUT(name, w, rows, cols)                                                                   \
-    do {                                                                                          \
-        int64_t shape_[2] = {(rows), (cols)};                                                     \
-        up_convert_to_f32(buf, (w).data, (w).dtype, (size_t)((rows) * ((cols) ? (cols) : 1)));    \
-        if (!s) s = up_safetensors_writer_add(w_, name, UP_DTYPE_F32, (cols) ? 2 : 1, shape_, buf, err); \
+    int n = 0;
+#define ITEM(w_, rows_, cols_, ...)                                                       \
+    do {                                                                                  \
+        snprintf(items[n].name, sizeof items[n].name, __VA_ARGS__);                       \
+        items[n].w = (w_), items[n].rows = (rows_), items[n].cols = (cols_);             \
+        n++;                                                                              \
     } while (0)
-    up_safetensors_writer *w_ = w;
-    PUT("model.embed_tokens.weight", m->embed, c->vocab_size, d);
-    PUT("model.norm.weight", m->final_norm, d, 0);
-    if (!c->tie_word_embeddings) PUT("lm_head.weight", m->lm_head, c->vocab_size, d);
-    char name[160];
-    for (int l = 0; l < c->n_layers && !s; l++) {
+    ITEM(m->embed, c->vocab_size, d, "model.embed_tokens.weight");
+    for (int l = 0; l < c->n_layers; l++) {
         const up_layer_weights *lw = &m->layers[l];
-#define LAYER(suffix, field, rows, cols)                              \
-    do {                                                             \
-        snprintf(name, sizeof name, "model.layers.%d.%s", l, suffix); \
-        PUT(name, lw->field, rows, cols);                            \
-    } while (0)
-        LAYER("input_layernorm.weight", input_norm, d, 0);
-        LAYER("self_attn.q_proj.weight", q_proj, q, d);
-        LAYER("self_attn.k_proj.weight", k_proj, kv, d);
-        LAYER("self_attn.v_proj.weight", v_proj, kv, d);
-        LAYER("self_attn.o_proj.weight", o_proj, d, q);
-        LAYER("post_attention_layernorm.weight", post_attn_norm, d, 0);
-        LAYER("pre_feedforward_layernorm.weight", pre_ffw_norm, d, 0);
-        LAYER("mlp.gate_proj.weight", gate_proj, c->d_mlp, d);
-        LAYER("mlp.up_proj.weight", up_proj, c->d_mlp, d);
-        LAYER("mlp.down_proj.weight", down_proj, d, c->d_mlp);
-        LAYER("post_feedforward_layernorm.weight", post_ffw_norm, d, 0);
-#undef LAYER
+        ITEM(lw->q_proj, q, d, "model.layers.%d.self_attn.q_proj.weight", l);
+        ITEM(lw->k_proj, kv, d, "model.layers.%d.self_attn.k_proj.weight", l);
+        ITEM(lw->v_proj, kv, d, "model.layers.%d.self_attn.v_proj.weight", l);
+        ITEM(lw->o_proj, d, q, "model.layers.%d.self_attn.o_proj.weight", l);
+        ITEM(lw->gate_proj, c->d_mlp, d, "model.layers.%d.mlp.gate_proj.weight", l);
+        ITEM(lw->up_proj, c->d_mlp, d, "model.layers.%d.mlp.up_proj.weight", l);
+        ITEM(lw->down_proj, d, c->d_mlp, "model.layers.%d.mlp.down_proj.weight", l);
+        ITEM(lw->input_norm, d, 0, "model.layers.%d.input_layernorm.weight", l);
+        ITEM(lw->post_attn_norm, d, 0, "model.layers.%d.post_attention_layernorm.weight", l);
+        ITEM(lw->pre_ffw_norm, d, 0, "model.layers.%d.pre_feedforward_layernorm.weight", l);
+        ITEM(lw->post_ffw_norm, d, 0, "model.layers.%d.post_feedforward_layernorm.weight", l);
     }
-#undef PUT
-    free(buf);
+    ITEM(m->final_norm, d, 0, "model.norm.weight");
+    if (!c->tie_word_embeddings) ITEM(m->lm_head, c->vocab_size, d, "lm_head.weight");
+#undef ITEM
+    return n;
+}
+
+static int64_t item_numel(const save_item *it) { return it->rows * (it->cols ? it->cols : 1); }
+
+/* Writes items[first, last) to path as one safetensors file in dtype. */
+static up_status write_shard(const save_item *items, int first, int last, up_dtype dtype, const char *path,
+                             up_error *err) {
+    int64_t most = 0;
+    for (int i = first; i < last; i++) most = item_numel(&items[i]) > most ? item_numel(&items[i]) : most;
+    float *wide = malloc((size_t)most * sizeof(float) + 1);
+    uint16_t *narrow = dtype == UP_DTYPE_BF16 ? malloc((size_t)most * sizeof(uint16_t) + 1) : NULL;
+    if (!wide || (dtype == UP_DTYPE_BF16 && !narrow)) {
+        free(wide), free(narrow);
+        return up_error_set(err, UP_ERR_NOMEM, "out of memory writing %s", path);
+    }
+    up_safetensors_writer *w = NULL;
+    up_status s = up_safetensors_writer_open(&w, path, err);
+    for (int i = first; i < last && !s; i++) {
+        const save_item *it = &items[i];
+        const int64_t numel = item_numel(it), shape[2] = {it->rows, it->cols};
+        const void *data = it->w.data;
+        if (it->w.dtype != dtype) { /* widen, then narrow to bf16 if asked (norms are kept in f32) */
+            up_convert_to_f32(wide, it->w.data, it->w.dtype, (size_t)numel);
+            data = wide;
+            if (dtype == UP_DTYPE_BF16) {
+                for (int64_t k = 0; k < numel; k++) narrow[k] = up_f32_to_bf16(wide[k]);
+                data = narrow;
+            }
+        }
+        s = up_safetensors_writer_add(w, it->name, dtype, it->cols ? 2 : 1, shape, data, err);
+    }
     if (!s) s = up_safetensors_writer_metadata(w, "format", "pt", err);
+    free(wide), free(narrow);
     if (s) {
         up_safetensors_writer_abort(w);
         return s;
     }
     return up_safetensors_writer_close(w, err);
+}
+
+up_status up_model_save_as(const up_model *m, const char *dir, up_dtype dtype, int n_shards, up_error *err) {
+    const up_model_config *c = &m->cfg;
+    if (dtype != UP_DTYPE_F32 && dtype != UP_DTYPE_BF16)
+        return up_error_set(err, UP_ERR_INVALID, "%s: a checkpoint is saved as F32 or BF16", dir);
+    const int max_items = 2 + 11 * c->n_layers + 2;
+    if (n_shards < 1 || n_shards > max_items)
+        return up_error_set(err, UP_ERR_INVALID, "%s: %d shards for %d tensors", dir, n_shards, max_items);
+    if (up_mkdirs(dir)) return up_error_set(err, UP_ERR_IO, "cannot create directory %s", dir);
+    up_status s = write_config(m, dir, dtype, err);
+    if (s) return s;
+    save_item *items = malloc((size_t)max_items * sizeof *items);
+    if (!items) return up_error_set(err, UP_ERR_NOMEM, "out of memory saving %s", dir);
+    const int n = save_items(m, items);
+    char path[4096];
+    if (n_shards == 1) {
+        snprintf(path, sizeof path, "%s/model.safetensors", dir);
+        s = write_shard(items, 0, n, dtype, path, err);
+        free(items);
+        return s;
+    }
+    /* Shards split by size in module order, as save_pretrained does (a layer may straddle two). */
+    const size_t es = up_dtype_size(dtype);
+    int64_t total = 0;
+    for (int i = 0; i < n; i++) total += item_numel(&items[i]) * (int64_t)es;
+    const double target = (double)total / n_shards;
+    json_t *map = json_object();
+    int first = 0;
+    for (int k = 0; k < n_shards && !s; k++) {
+        int last = first;
+        int64_t bytes = 0;
+        /* The last shard takes the rest; every shard keeps at least one tensor. */
+        while (last < n && (k == n_shards - 1 || last == first ||
+                            (bytes + item_numel(&items[last]) * (int64_t)es <= target * 1.02 && n - last > n_shards - 1 - k)))
+            bytes += item_numel(&items[last++]) * (int64_t)es;
+        char fname[64];
+        snprintf(fname, sizeof fname, "model-%05d-of-%05d.safetensors", k + 1, n_shards);
+        snprintf(path, sizeof path, "%s/%s", dir, fname);
+        s = write_shard(items, first, last, dtype, path, err);
+        for (int i = first; i < last; i++) json_object_set_new(map, items[i].name, json_string(fname));
+        first = last;
+    }
+    if (!s) {
+        json_t *index = json_pack("{s:{s:I}, s:o}", "metadata", "total_size", (json_int_t)total, "weight_map", map);
+        char *text = index ? json_dumps(index, JSON_INDENT(2) | JSON_SORT_KEYS) : NULL;
+        json_decref(index);
+        snprintf(path, sizeof path, "%s/model.safetensors.index.json", dir);
+        s = text ? up_fs_write_atomic(path, text, strlen(text), err) : up_error_set(err, UP_ERR_NOMEM, "out of memory");
+        free(text);
+    } else {
+        json_decref(map);
+    }
+    free(items);
+    return s;
+}
+
+up_status up_model_save(const up_model *m, const char *dir, up_error *err) {
+    return up_model_save_as(m, dir, UP_DTYPE_F32, 1, err);
 }

@@ -108,6 +108,11 @@ up_status up_model_param_blocks(up_model *m, float **mats, size_t *n_mats, float
  * HF tensor names), each atomically; creates DIR if needed. */
 up_status up_model_save(const up_model *m, const char *dir, up_error *err);
 
+/* The same in dtype (F32 or BF16; weights converted, bf16 rounded to nearest even) and, for
+ * n_shards > 1, as save_pretrained lays it out: model-0000k-of-0000n.safetensors split by size in
+ * module order, plus model.safetensors.index.json. config.json's torch_dtype follows dtype. */
+up_status up_model_save_as(const up_model *m, const char *dir, up_dtype dtype, int n_shards, up_error *err);
+
 /* Parameter count (tied embeddings counted once) and bytes of weights as stored. */
 int64_t up_model_param_count(const up_model *m);
 int64_t up_model_weight_bytes(const up_model *m);
