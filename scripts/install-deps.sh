@@ -12,6 +12,7 @@ packages=(
   libcairo2-dev fonts-dejavu-core                          # figures: drawing and the font they use
   nodejs npm                                               # tokenizer conformance reference (transformers.js port)
   clang libclang-rt-14-dev                                 # libFuzzer (clang and its runtime) for the tokenizer fuzz targets
+  jq time                                                  # the real-scale benchmark (tests/bench/published_set.sh)
 )
 
 missing=()

@@ -28,3 +28,6 @@ file(GLOB UP_TEST_CMAKE CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/tests/*.test.cmake
 foreach(f ${UP_TEST_CMAKE})
   include(${f})
 endforeach()
+
+# The real-scale benchmark's programs (tests/bench/).
+include(${CMAKE_SOURCE_DIR}/tests/bench/bench.cmake)
