@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 static up_status push(up_prompts *p, const char *s, size_t len, up_error *err) {
     if (p->n % 64 == 0) {
@@ -166,6 +167,13 @@ static up_status load_lines(up_prompts *p, const char *text, size_t len, up_erro
     return UP_OK;
 }
 
+/* A file named *.csv is read as CSV even when its header lacks `goal`: then it fails, rather
+ * than turning its header and rows into prompts. */
+static int is_csv_name(const char *path) {
+    size_t n = strlen(path);
+    return n >= 4 && !strcasecmp(path + n - 4, ".csv");
+}
+
 up_status up_prompts_load(up_prompts *out, const char *path, up_error *err) {
     memset(out, 0, sizeof *out);
     FILE *f = fopen(path, "rb");
@@ -191,8 +199,8 @@ up_status up_prompts_load(up_prompts *out, const char *path, up_error *err) {
     up_status st;
     if (first < (size_t)size && body[first] == '[') st = load_json(out, path, body, (size_t)size, err);
     else if (first < (size_t)size && body[first] == '{') st = load_json_lines(out, path, body, (size_t)size, err);
-    else if (size > 0 && (memmem(body, header_len, "goal,", 5) || memmem(body, header_len, ",goal", 5) ||
-                          (header_len >= 4 && !memcmp(body, "goal", 4) && (header_len == 4 || body[4] == '\r'))))
+    else if (is_csv_name(path) || (size > 0 && (memmem(body, header_len, "goal,", 5) || memmem(body, header_len, ",goal", 5) ||
+                          (header_len >= 4 && !memcmp(body, "goal", 4) && (header_len == 4 || body[4] == '\r')))))
         st = load_csv(out, path, body, (size_t)size, err);
     else st = load_lines(out, body, (size_t)size, err);
     free(text);

@@ -96,13 +96,14 @@ function Experiment:refusal_ids()
   return ids
 end
 
--- A prompt set from a file named on the command line (--set NAME=FILE): {path (absolute;
+-- A prompt set from a file named on the command line (--set KEY=FILE, KEY the set's name or
+-- prompts.NAME, as the user wrote it for the messages): {path (absolute;
 -- a relative one is taken from the directory upstream runs in), sha256 (of the file's bytes),
 -- n, prompts}. Formats as upstream.prompts (core/formats/prompts.h). A missing, unreadable,
--- empty or malformed file raises "--set NAME=FILE: ..." naming the path; setup calls this
+-- empty or malformed file raises "--set KEY=FILE: ..." naming the path; setup calls this
 -- before anything is loaded, so a bad file costs no checkpoint load.
-function M.prompt_file(name, value)
-  local setting = ("--set %s=%s"):format(name, value)
+function M.prompt_file(key, value)
+  local setting = ("--set %s=%s"):format(key, value)
   if value == "" then error(setting .. ": no file named", 0) end
   local path = util.expand(value, os.getenv("PWD") or ".")
   local f, why = io.open(path, "rb")

@@ -42,7 +42,7 @@ local function split_sets(decl, sets)
     end
     if overridable[key] then mine[#mine + 1] = {field = key, value = value}
     elseif pkey or (decl.params and decl.params[key] ~= nil) then mine[#mine + 1] = {param = pkey or key, value = value}
-    elseif set or (decl.prompts and decl.prompts[key] ~= nil) then mine[#mine + 1] = {prompts = set or key, value = value}
+    elseif set or (decl.prompts and decl.prompts[key] ~= nil) then mine[#mine + 1] = {prompts = set or key, key = key, value = value}
     elseif decl_fields[key] then error(("--set %s: the experiment's %s cannot be overridden"):format(key, key), 0)
     else settings[#settings + 1] = {key = key, value = value} end
   end
@@ -80,7 +80,7 @@ function M.new(decl)
   -- Prompt files first: a missing or bad one fails before anything is loaded or created.
   self._prompt_files = {}
   for _, s in ipairs(mine) do
-    if s.prompts then self._prompt_files[s.prompts] = M.prompt_file(s.prompts, s.value) end
+    if s.prompts then self._prompt_files[s.prompts] = M.prompt_file(s.key, s.value) end
   end
   if opts.threads then settings_sets[#settings_sets + 1] = {key = "threads", value = tostring(opts.threads)} end
   local ok, cfg = pcall(config.load, {path = opts.config, sets = settings_sets})
