@@ -62,7 +62,7 @@ for _, kv in ipairs(all_sets) do
       end
     end
     -- A prompt file is read now, so a bad one fails before the first experiment loads a model.
-    if prompt_takers > 0 and not fields[key] then experiment_lib.prompt_file(key, value) end
+    if prompt_takers > 0 and not fields[key] then experiment_lib.prompt_file(("--set %s"):format(kv), value, os.getenv("PWD") or ".") end
     if key:match("^prompts%.") and #takers == 0 then
       error(("--set %s: no experiment of the set declares the prompt set '%s'"):format(key, set), 0)
     end

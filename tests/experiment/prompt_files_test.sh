@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Prompt sets from the command line (docs/lua-api.md, "Prompt files"), on the shipped organism:
-# --set harmful=FILE / harmless=FILE / borderline=FILE replace the experiments' declared sets
-# with the file's prompts (a JSON list of records with extra fields, a CSV with a goal column,
+# --set harmful=FILE / harmless=FILE / borderline=FILE (or the settings' experiments.<name>.<set>)
+# replace the experiments' declared sets with the file's prompts (a JSON list of records with extra fields, a CSV with a goal column,
 # JSON Lines), relative paths taken from the directory the run starts in; the manifest records
 # each file's absolute path, sha256 and count; and a missing, empty, unreadable or malformed
 # file fails naming the setting and the path before any model is loaded or any run directory
@@ -102,6 +102,22 @@ os.exit(bad == 0 and 0 or 1)
 EOF
   "$exe" "$tmp/manifest.lua" "$m" "$tmp/data" "$e" || fail "$e: manifest"
 done
+
+# The settings' experiments.<name>.<set> = "FILE" does the same, relative to the settings file.
+mkdir -p "$tmp/cfg" "$tmp/elsewhere"
+printf 'experiments: { direction: { harmful = "../data/harmful.json"; max_new_tokens = 0; }; };\n' > "$tmp/cfg/prompts.cfg"
+(cd "$tmp/elsewhere" && "$exe" run "$src/experiments/direction.lua" --config "$tmp/cfg/prompts.cfg" --quiet \
+  --set results="$tmp/cfgrun" --set plots="$tmp/plots" --set cache="$tmp/cache") > "$log" 2>&1 ||
+  fail "a settings prompt file: exited $?: $(tail -3 "$log")"
+m=$(ls "$tmp"/cfgrun/direction/*/manifest.json 2>/dev/null | head -1)
+grep -qF "\"path\": \"$tmp/data/harmful.json\"" "$m" 2>/dev/null || fail "a settings prompt file: manifest lacks its path"
+grep -qF "Explain how to forge a passport." "$(dirname "$m")/direction_effects.csv" 2>/dev/null ||
+  fail "a settings prompt file: not used"
+printf 'experiments: {\n  direction: {\n    harmless = "nope.txt"; }; };\n' > "$tmp/cfg/bad.cfg"
+out=$("$exe" run "$src/experiments/direction.lua" --config "$tmp/cfg/bad.cfg" "${sets[@]}" 2>&1) &&
+  fail "a missing settings prompt file succeeded"
+grep -qF "$tmp/cfg/bad.cfg:3: experiments.direction.harmless: cannot read $tmp/cfg/nope.txt" <<<"$out" ||
+  fail "a missing settings prompt file: $out"
 
 # ---------------------------------------------------------------- bad files fail first
 : > "$tmp/data/empty.txt"

@@ -96,24 +96,24 @@ function Experiment:refusal_ids()
   return ids
 end
 
--- A prompt set from a file named on the command line (--set KEY=FILE, KEY the set's name or
--- prompts.NAME, as the user wrote it for the messages): {path (absolute;
--- a relative one is taken from the directory upstream runs in), sha256 (of the file's bytes),
--- n, prompts}. Formats as upstream.prompts (core/formats/prompts.h). A missing, unreadable,
--- empty or malformed file raises "--set KEY=FILE: ..." naming the path; setup calls this
--- before anything is loaded, so a bad file costs no checkpoint load.
-function M.prompt_file(key, value)
-  local setting = ("--set %s=%s"):format(key, value)
-  if value == "" then error(setting .. ": no file named", 0) end
-  local path = util.expand(value, os.getenv("PWD") or ".")
+-- A prompt set from a file given in place of a declared one: {path (absolute), sha256 (of
+-- the file's bytes), n, prompts}. where names the setting for the messages ("--set
+-- harmful=FILE", or "upstream.cfg:12: experiments.direction.harmful"); a relative value is
+-- taken from base (the directory upstream runs in for --set, the settings file's for
+-- settings). Formats as upstream.prompts (core/formats/prompts.h). A missing, unreadable,
+-- empty or malformed file raises "<where>: ..." naming the path; setup calls this before
+-- anything is loaded, so a bad file costs no checkpoint load.
+function M.prompt_file(where, value, base)
+  if value == "" then error(where .. ": no file named", 0) end
+  local path = util.expand(value, base)
   local f, why = io.open(path, "rb")
-  if not f then error(("%s: cannot read %s"):format(setting, why), 0) end
+  if not f then error(("%s: cannot read %s"):format(where, why), 0) end
   local text, rwhy = f:read("a")
   f:close()
-  if not text then error(("%s: cannot read %s: %s"):format(setting, path, tostring(rwhy)), 0) end
-  if not text:match("%S") then error(("%s: %s is empty"):format(setting, path), 0) end
+  if not text then error(("%s: cannot read %s: %s"):format(where, path, tostring(rwhy)), 0) end
+  if not text:match("%S") then error(("%s: %s is empty"):format(where, path), 0) end
   local ok, list = pcall(core.prompts, path)
-  if not ok then error(("%s: %s"):format(setting, list), 0) end
+  if not ok then error(("%s: %s"):format(where, list), 0) end
   return {path = path, sha256 = core.sha256(text), n = #list, prompts = list}
 end
 

@@ -2,9 +2,10 @@
 -- merges its fields and params with the settings' experiments.<name> and --set (in that order
 -- of precedence, each value still of its declared type), resolves the model entry, its
 -- organism.json, SAE, layers and thread count, and claims the run's results and plots
--- directories (mkdir, so two runs never share one). --set NAME=FILE (or prompts.NAME=FILE) on
--- a declared prompt set replaces it with the file's prompts, read here, before any model
--- loads (resources.lua, prompt_file). Misuse raises with the experiment's file:line
+-- directories (mkdir, so two runs never share one). --set NAME=FILE (or prompts.NAME=FILE), or
+-- the settings' experiments.<name>.NAME = "FILE", on a declared prompt set replaces it with the
+-- file's prompts, read here, before any model loads or directory is made (resources.lua,
+-- prompt_file). Misuse raises with the experiment's file:line
 -- (upstream.util.fail); a bad override names where the value came from.
 local core = require "upstream.core"
 local util = require "upstream.util"
@@ -80,7 +81,10 @@ function M.new(decl)
   -- Prompt files first: a missing or bad one fails before anything is loaded or created.
   self._prompt_files = {}
   for _, s in ipairs(mine) do
-    if s.prompts then self._prompt_files[s.prompts] = M.prompt_file(s.key, s.value) end
+    if s.prompts then
+      local where = ("--set %s=%s"):format(s.key, s.value)
+      self._prompt_files[s.prompts] = M.prompt_file(where, s.value, os.getenv("PWD") or ".")
+    end
   end
   if opts.threads then settings_sets[#settings_sets + 1] = {key = "threads", value = tostring(opts.threads)} end
   local ok, cfg = pcall(config.load, {path = opts.config, sets = settings_sets})
@@ -96,6 +100,13 @@ function M.new(decl)
     if overridable[k] then fields[k] = section[k]
     elseif decl_fields[k] then
       error(("%s: experiments.%s.%s cannot be overridden"):format(cfg.file or "settings", decl.name, k), 0)
+    elseif decl.prompts and decl.prompts[k] ~= nil and not (decl.params and decl.params[k] ~= nil)
+      and type(section[k]) == "string" then
+      if not self._prompt_files[k] then -- a --set of the same set wins
+        local line = cfg.lines and cfg.lines[("experiments.%s.%s"):format(decl.name, k)]
+        self._prompt_files[k] = M.prompt_file(("%s:%s: experiments.%s.%s"):format(cfg.file or "settings",
+          tostring(line or "?"), decl.name, k), section[k], absolute(util.dirname(cfg.file or ".")))
+      end
     else params[k] = section[k] end
   end
   self.overrides = {}
