@@ -8,10 +8,11 @@
 --
 -- A --set reaches every experiment that has that param (steer_k, alphas, max_new_tokens,
 -- controls, ...) or declares that prompt set (harmful=FILE, harmless=FILE, borderline=FILE:
--- a prompt file, checked before any experiment starts), and is a setting for all of them
--- otherwise (threads, results, cache, ...); `only` names the experiments to run. The model, tokenizer and SAEs are loaded once for the
--- whole set. The defaults are small (a few coefficients, a dozen
--- generated tokens) so the set runs in seconds on the organism; --set enlarges them.
+-- a prompt file, read before any experiment starts; docs/lua-api.md, "Prompt files"), and is
+-- a setting for all of them otherwise (threads, results, cache, ...); `only` names the
+-- experiments to run. The model, tokenizer and SAEs are loaded once for the whole set. The
+-- defaults are small (a few coefficients, a dozen generated tokens) so the set runs in seconds
+-- on the organism; --set enlarges them.
 local upstream = require "upstream"
 local core = require "upstream.core"
 local csv = require "upstream.csv"
@@ -62,7 +63,9 @@ for _, kv in ipairs(all_sets) do
       end
     end
     -- A prompt file is read now, so a bad one fails before the first experiment loads a model.
-    if prompt_takers > 0 and not fields[key] then experiment_lib.prompt_file(("--set %s"):format(kv), value, os.getenv("PWD") or ".") end
+    if prompt_takers > 0 and not fields[key] then
+      experiment_lib.prompt_file("--set " .. kv, value, os.getenv("PWD") or ".")
+    end
     if key:match("^prompts%.") and #takers == 0 then
       error(("--set %s: no experiment of the set declares the prompt set '%s'"):format(key, set), 0)
     end

@@ -30,8 +30,8 @@ static up_status push_json(up_prompts *p, json_t *e, const char *path, const cha
         if (!s) s = json_object_get(e, "prompt");
     }
     if (!json_is_string(s))
-        return up_error_set(err, UP_ERR_FORMAT, "%s: %s %zu is neither a string nor an object with an \"instruction\" string",
-                            path, what, i);
+        return up_error_set(err, UP_ERR_FORMAT,
+                            "%s: %s %zu is neither a string nor an object with an \"instruction\" string", path, what, i);
     return push(p, json_string_value(s), json_string_length(s), err);
 }
 
@@ -63,8 +63,9 @@ static up_status load_json_lines(up_prompts *p, const char *path, const char *te
             json_error_t jerr;
             json_t *e = json_loadb(text + first, i - first, 0, &jerr);
             if (!e)
-                return up_error_set(err, UP_ERR_FORMAT, "%s:%d: %s (expected a JSON list of prompts, or one JSON record per line)",
-                                    path, line, jerr.text);
+                return up_error_set(err, UP_ERR_FORMAT,
+                                    "%s:%d: %s (expected a JSON list of prompts, or one JSON record per line)", path,
+                                    line, jerr.text);
             up_status st = push_json(p, e, path, "line", (size_t)line, err);
             json_decref(e);
             if (st) return st;
@@ -174,6 +175,12 @@ static int is_csv_name(const char *path) {
     return n >= 4 && !strcasecmp(path + n - 4, ".csv");
 }
 
+/* The first line names a `goal` column: "goal,...", "...,goal,..." or "goal" alone. */
+static int has_goal_header(const char *text, size_t header_len) {
+    return memmem(text, header_len, "goal,", 5) || memmem(text, header_len, ",goal", 5) ||
+           (header_len >= 4 && !memcmp(text, "goal", 4) && (header_len == 4 || text[4] == '\r'));
+}
+
 up_status up_prompts_load(up_prompts *out, const char *path, up_error *err) {
     memset(out, 0, sizeof *out);
     FILE *f = fopen(path, "rb");
@@ -199,9 +206,7 @@ up_status up_prompts_load(up_prompts *out, const char *path, up_error *err) {
     up_status st;
     if (first < (size_t)size && body[first] == '[') st = load_json(out, path, body, (size_t)size, err);
     else if (first < (size_t)size && body[first] == '{') st = load_json_lines(out, path, body, (size_t)size, err);
-    else if (is_csv_name(path) || (size > 0 && (memmem(body, header_len, "goal,", 5) || memmem(body, header_len, ",goal", 5) ||
-                          (header_len >= 4 && !memcmp(body, "goal", 4) && (header_len == 4 || body[4] == '\r')))))
-        st = load_csv(out, path, body, (size_t)size, err);
+    else if (is_csv_name(path) || has_goal_header(body, header_len)) st = load_csv(out, path, body, (size_t)size, err);
     else st = load_lines(out, body, (size_t)size, err);
     free(text);
     if (!st && out->n == 0) st = up_error_set(err, UP_ERR_FORMAT, "%s: no prompts found", path);

@@ -5,8 +5,8 @@
 -- directories (mkdir, so two runs never share one). --set NAME=FILE (or prompts.NAME=FILE), or
 -- the settings' experiments.<name>.NAME = "FILE", on a declared prompt set replaces it with the
 -- file's prompts, read here, before any model loads or directory is made (resources.lua,
--- prompt_file). Misuse raises with the experiment's file:line
--- (upstream.util.fail); a bad override names where the value came from.
+-- prompt_file). Misuse raises with the experiment's file:line (upstream.util.fail); a bad
+-- override names where the value came from.
 local core = require "upstream.core"
 local util = require "upstream.util"
 local config = require "upstream.config"
@@ -43,7 +43,8 @@ local function split_sets(decl, sets)
     end
     if overridable[key] then mine[#mine + 1] = {field = key, value = value}
     elseif pkey or (decl.params and decl.params[key] ~= nil) then mine[#mine + 1] = {param = pkey or key, value = value}
-    elseif set or (decl.prompts and decl.prompts[key] ~= nil) then mine[#mine + 1] = {prompts = set or key, key = key, value = value}
+    elseif set or (decl.prompts and decl.prompts[key] ~= nil) then
+      mine[#mine + 1] = {prompts = set or key, key = key, value = value}
     elseif decl_fields[key] then error(("--set %s: the experiment's %s cannot be overridden"):format(key, key), 0)
     else settings[#settings + 1] = {key = key, value = value} end
   end
@@ -214,7 +215,7 @@ function M.new(decl)
   core.mkdirs(cfg.cache)
 
   self._manifest = self:_base_manifest(opts)
-  -- The prompt files given on the command line: path, sha256, count, and (once used) read.
+  -- The prompt files given in place of declared sets: path, sha256, count, and (once used) read.
   if next(self._prompt_files) then
     self._manifest.prompt_files = {}
     for set, f in pairs(self._prompt_files) do
