@@ -7,10 +7,12 @@
 --   upstream run experiments/all.lua --set only=direction,case_hugging --set max_new_tokens=32
 --
 -- A --set reaches every experiment that has that param (steer_k, alphas, max_new_tokens,
--- controls, ...) and is a setting for all of them otherwise (threads, results, cache, ...);
--- `only` names the experiments to run. The model, tokenizer and SAEs are loaded once for the
--- whole set. The defaults are small (a few coefficients, a dozen
--- generated tokens) so the set runs in seconds on the organism; --set enlarges them.
+-- controls, ...) or declares that prompt set (harmful=FILE, harmless=FILE, borderline=FILE:
+-- a prompt file, read before any experiment starts; docs/lua-api.md, "Prompt files"), and is
+-- a setting for all of them otherwise (threads, results, cache, ...); `only` names the
+-- experiments to run. The model, tokenizer and SAEs are loaded once for the whole set. The
+-- defaults are small (a few coefficients, a dozen generated tokens) so the set runs in seconds
+-- on the organism; --set enlarges them.
 local upstream = require "upstream"
 local core = require "upstream.core"
 local csv = require "upstream.csv"
@@ -31,6 +33,7 @@ local runs = {
 -- Fields of upstream.experiment that --set may override (lua/upstream/experiment/setup.lua).
 local fields = {model = true, sae = true, source_layers = true, target_layer = true, direction = true, seed = true}
 
+local experiment_lib = require "upstream.experiment"
 local opts = core.run_options or {}
 local all_sets = opts.sets or {}
 local only
@@ -50,9 +53,21 @@ for _, kv in ipairs(all_sets) do
     end
   else
     local pkey = key:match("^params%.(.+)$") or key
-    local takers = {}
+    local set = key:match("^prompts%.(.+)$") or key
+    local takers, prompt_takers = {}, 0
     for _, r in ipairs(runs) do
-      if r.E.decl.params and r.E.decl.params[pkey] ~= nil then takers[#takers + 1] = r.name end
+      if r.E.decl.params and r.E.decl.params[pkey] ~= nil then takers[#takers + 1] = r.name
+      elseif r.E.decl.prompts and r.E.decl.prompts[set] ~= nil then
+        takers[#takers + 1] = r.name
+        prompt_takers = prompt_takers + 1
+      end
+    end
+    -- A prompt file is read now, so a bad one fails before the first experiment loads a model.
+    if prompt_takers > 0 and not fields[key] then
+      experiment_lib.prompt_file("--set " .. kv, value, os.getenv("PWD") or ".")
+    end
+    if key:match("^prompts%.") and #takers == 0 then
+      error(("--set %s: no experiment of the set declares the prompt set '%s'"):format(key, set), 0)
     end
     if #takers > 0 and not fields[key] then
       for _, n in ipairs(takers) do table.insert(routed[n], kv) end
@@ -69,7 +84,6 @@ for _, kv in ipairs(all_sets) do user_direction = user_direction or kv:match("^d
 
 -- One checkpoint, tokenizer and SAE set for the whole set: each experiment reuses what the
 -- first one loaded (lua/upstream/experiment/resources.lua, share_loaded).
-local experiment_lib = require "upstream.experiment"
 experiment_lib.share_loaded(true)
 
 local index = {}

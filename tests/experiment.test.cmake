@@ -8,6 +8,9 @@
 #   experiment_lua     the library's pieces on their own (CSV, JSON, paths, --set values)
 #   experiment_labels  latent names from a Neuronpedia export (and its urls) and from
 #                      top-activating tokens over a text file (tests/experiment/labels.cfg)
+#   experiment_prompts --set harmful=FILE (JSON records, CSV, JSON Lines) replaces a declared
+#                      prompt set on the shipped organism (tables, manifest path + sha256); a bad
+#                      file fails naming the setting and path before any model loads
 include_guard(GLOBAL)
 set(UP_EXP_ENV "OMP_WAIT_POLICY=passive;OMP_NUM_THREADS=1;OPENBLAS_NUM_THREADS=1")
 add_test(NAME experiment_run
@@ -18,4 +21,6 @@ add_test(NAME experiment_lua
          COMMAND upstream ${CMAKE_SOURCE_DIR}/tests/experiment/library_test.lua ${CMAKE_SOURCE_DIR})
 add_test(NAME experiment_labels
          COMMAND upstream ${CMAKE_SOURCE_DIR}/tests/experiment/labels_test.lua ${CMAKE_SOURCE_DIR})
-set_tests_properties(experiment_run experiment_errors experiment_lua experiment_labels PROPERTIES ENVIRONMENT "${UP_EXP_ENV}" TIMEOUT 300)
+add_test(NAME experiment_prompts
+         COMMAND bash ${CMAKE_SOURCE_DIR}/tests/experiment/prompt_files_test.sh $<TARGET_FILE:upstream> ${CMAKE_SOURCE_DIR})
+set_tests_properties(experiment_run experiment_errors experiment_lua experiment_labels experiment_prompts PROPERTIES ENVIRONMENT "${UP_EXP_ENV}" TIMEOUT 300)

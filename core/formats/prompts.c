@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 static up_status push(up_prompts *p, const char *s, size_t len, up_error *err) {
     if (p->n % 64 == 0) {
@@ -19,34 +20,59 @@ static up_status push(up_prompts *p, const char *s, size_t len, up_error *err) {
     return UP_OK;
 }
 
+/* One element of a JSON list or one JSON Lines record: a string, or an object's "instruction"
+ * ("goal", "prompt") string; other fields (a category, a source) are ignored. */
+static up_status push_json(up_prompts *p, json_t *e, const char *path, const char *what, size_t i, up_error *err) {
+    json_t *s = e;
+    if (json_is_object(e)) {
+        s = json_object_get(e, "instruction");
+        if (!s) s = json_object_get(e, "goal");
+        if (!s) s = json_object_get(e, "prompt");
+    }
+    if (!json_is_string(s))
+        return up_error_set(err, UP_ERR_FORMAT,
+                            "%s: %s %zu is neither a string nor an object with an \"instruction\" string", path, what, i);
+    return push(p, json_string_value(s), json_string_length(s), err);
+}
+
 static up_status load_json(up_prompts *p, const char *path, const char *text, size_t len, up_error *err) {
     json_error_t jerr;
     json_t *root = json_loadb(text, len, 0, &jerr);
     if (!root) return up_error_set(err, UP_ERR_FORMAT, "%s:%d: %s", path, jerr.line, jerr.text);
     up_status st = UP_OK;
-    if (!json_is_array(root)) {
-        st = up_error_set(err, UP_ERR_FORMAT, "%s: expected a JSON list of prompts", path);
-        goto done;
-    }
     size_t i;
     json_t *e;
     json_array_foreach(root, i, e) {
-        json_t *s = e;
-        if (json_is_object(e)) {
-            s = json_object_get(e, "instruction");
-            if (!s) s = json_object_get(e, "goal");
-            if (!s) s = json_object_get(e, "prompt");
-        }
-        if (!json_is_string(s)) {
-            st = up_error_set(err, UP_ERR_FORMAT,
-                              "%s: element %zu is neither a string nor an object with an \"instruction\" string", path, i);
-            goto done;
-        }
-        if ((st = push(p, json_string_value(s), json_string_length(s), err))) goto done;
+        if ((st = push_json(p, e, path, "element", i, err))) break;
     }
-done:
     json_decref(root);
     return st;
+}
+
+/* JSON Lines: one record per non-blank line. A file that opens with '{' but is one object
+ * over several lines (a dict of sets, say) fails on its first line, naming both formats. */
+static up_status load_json_lines(up_prompts *p, const char *path, const char *text, size_t len, up_error *err) {
+    size_t start = 0;
+    int line = 0;
+    for (size_t i = 0; i <= len; i++) {
+        if (i < len && text[i] != '\n') continue;
+        line++;
+        size_t first = start;
+        while (first < i && strchr(" \t\r", text[first])) first++;
+        if (first < i) {
+            json_error_t jerr;
+            json_t *e = json_loadb(text + first, i - first, 0, &jerr);
+            if (!e)
+                return up_error_set(err, UP_ERR_FORMAT,
+                                    "%s:%d: %s (expected a JSON list of prompts, or one JSON record per line)", path,
+                                    line, jerr.text);
+            up_status st = push_json(p, e, path, "line", (size_t)line, err);
+            json_decref(e);
+            if (st) return st;
+        }
+        start = i + 1;
+    }
+    return UP_OK;
 }
 
 /* One RFC 4180 field starting at *pos; returns a malloc'd copy and advances past the separator. */
@@ -142,6 +168,19 @@ static up_status load_lines(up_prompts *p, const char *text, size_t len, up_erro
     return UP_OK;
 }
 
+/* A file named *.csv is read as CSV even when its header lacks `goal`: then it fails, rather
+ * than turning its header and rows into prompts. */
+static int is_csv_name(const char *path) {
+    size_t n = strlen(path);
+    return n >= 4 && !strcasecmp(path + n - 4, ".csv");
+}
+
+/* The first line names a `goal` column: "goal,...", "...,goal,..." or "goal" alone. */
+static int has_goal_header(const char *text, size_t header_len) {
+    return memmem(text, header_len, "goal,", 5) || memmem(text, header_len, ",goal", 5) ||
+           (header_len >= 4 && !memcmp(text, "goal", 4) && (header_len == 4 || text[4] == '\r'));
+}
+
 up_status up_prompts_load(up_prompts *out, const char *path, up_error *err) {
     memset(out, 0, sizeof *out);
     FILE *f = fopen(path, "rb");
@@ -157,16 +196,18 @@ up_status up_prompts_load(up_prompts *out, const char *path, up_error *err) {
     }
     fclose(f);
     text[size] = '\0';
+    /* A UTF-8 byte order mark (spreadsheet exports write one) is not part of the first prompt. */
+    const char *body = text;
+    if (size >= 3 && !memcmp(text, "\xEF\xBB\xBF", 3)) body += 3, size -= 3;
     size_t first = 0;
-    while (first < (size_t)size && strchr(" \t\r\n", text[first])) first++;
-    const char *nl = memchr(text, '\n', (size_t)size);
-    size_t header_len = nl ? (size_t)(nl - text) : (size_t)size;
+    while (first < (size_t)size && strchr(" \t\r\n", body[first])) first++;
+    const char *nl = memchr(body, '\n', (size_t)size);
+    size_t header_len = nl ? (size_t)(nl - body) : (size_t)size;
     up_status st;
-    if (first < (size_t)size && text[first] == '[') st = load_json(out, path, text, (size_t)size, err);
-    else if (size > 0 && (memmem(text, header_len, "goal,", 5) || memmem(text, header_len, ",goal", 5) ||
-                          (header_len >= 4 && !memcmp(text, "goal", 4) && (header_len == 4 || text[4] == '\r'))))
-        st = load_csv(out, path, text, (size_t)size, err);
-    else st = load_lines(out, text, (size_t)size, err);
+    if (first < (size_t)size && body[first] == '[') st = load_json(out, path, body, (size_t)size, err);
+    else if (first < (size_t)size && body[first] == '{') st = load_json_lines(out, path, body, (size_t)size, err);
+    else if (is_csv_name(path) || has_goal_header(body, header_len)) st = load_csv(out, path, body, (size_t)size, err);
+    else st = load_lines(out, body, (size_t)size, err);
     free(text);
     if (!st && out->n == 0) st = up_error_set(err, UP_ERR_FORMAT, "%s: no prompts found", path);
     if (st) up_prompts_free(out);

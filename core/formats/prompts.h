@@ -2,9 +2,13 @@
  *
  * Formats (chosen by content, not by extension):
  *   - JSON: a list of strings, or a list of objects with an "instruction" field (Arditi et
- *     al.'s splits), or with a "goal" / "prompt" field;
- *   - CSV with a header row naming a `goal` column (AdvBench), RFC 4180 quoting;
+ *     al.'s splits; other fields such as "category" are ignored), or with a "goal" / "prompt"
+ *     field;
+ *   - JSON Lines (the file opens with '{'): one such object per non-blank line;
+ *   - CSV with a header row naming a `goal` column (AdvBench), RFC 4180 quoting; a file
+ *     named *.csv is always CSV, so one without that column is an error, not lines;
  *   - otherwise plain text, one prompt per non-empty line (trailing CR stripped).
+ * A leading UTF-8 byte order mark is skipped.
  * The list owns its strings; up_prompts_free releases them. Errors name the file and the
  * line or element. */
 #ifndef UP_PROMPTS_H

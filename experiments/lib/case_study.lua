@@ -44,9 +44,9 @@ return function(name)
     title = case.title,
     description = ("Prompt: \"%s\". Latents ranked by S_k = mean_t W_dec[k] · dR/dh_l[t], R = <h_L[last], r>, " ..
       "then steered h_l[t] += alpha · W_dec[k] at every position (prompt and generated tokens)."):format(case.prompt),
-    -- harmful and harmless: for selecting a direction when the model ships none.
-    prompts = {case = {case.prompt}, paraphrases = case.paraphrases, contrast = {case.contrast}, harmful = C.harmful,
-               harmless = C.harmless},
+    -- For selecting a direction when the model ships none (and no direction_file is given).
+    -- The case prompt, its paraphrases and contrasts come from C.cases and organism.json.
+    prompts = {harmful = C.harmful, harmless = C.harmless},
     params = {top_k = 10, heat_k = 8, steer_k = 3, alphas = {-1, -0.5, -0.25, 0, 0.25, 0.5, 1}, alpha_unit = "norm",
               controls = 2, max_new_tokens = 12, direction_file = "", where = "all", planted_k = 2},
   }

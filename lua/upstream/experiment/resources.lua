@@ -1,8 +1,9 @@
 -- upstream.experiment.resources: what a run loads and reads. The model, tokenizer and SAEs
 -- (opened on first use; shared by the experiments of one process while M.share_loaded(true),
 -- else closed by X:finish through release), the refusal token ids, and the declared prompt
--- sets and their chat encoding. A missing SAE or refusal token raises with the experiment's
--- file:line.
+-- sets (declared, or replaced from the command line by --set NAME=FILE) and their chat
+-- encoding. A missing SAE or refusal token raises with the experiment's file:line; a prompt
+-- file that cannot be used raises naming the setting and the path.
 local core = require "upstream.core"
 local util = require "upstream.util"
 local config = require "upstream.config"
@@ -95,7 +96,34 @@ function Experiment:refusal_ids()
   return ids
 end
 
+-- A prompt set from a file given in place of a declared one: {path (absolute), sha256 (of
+-- the file's bytes), n, prompts}. where names the setting for the messages ("--set
+-- harmful=FILE", or "upstream.cfg:12: experiments.direction.harmful"); a relative value is
+-- taken from base (the directory upstream runs in for --set, the settings file's for
+-- settings). Formats as upstream.prompts (core/formats/prompts.h). A missing, unreadable,
+-- empty or malformed file raises "<where>: ..." naming the path; setup calls this before
+-- anything is loaded, so a bad file costs no checkpoint load.
+function M.prompt_file(where, value, base)
+  if value == "" then error(where .. ": no file named", 0) end
+  local path = util.expand(value, base)
+  local f, why = io.open(path, "rb")
+  if not f then error(("%s: cannot read %s"):format(where, why), 0) end
+  local text, rwhy = f:read("a")
+  f:close()
+  if not text then error(("%s: cannot read %s: %s"):format(where, path, tostring(rwhy)), 0) end
+  if not text:match("%S") then error(("%s: %s is empty"):format(where, path), 0) end
+  local ok, list = pcall(core.prompts, path)
+  if not ok then error(("%s: %s"):format(where, list), 0) end
+  return {path = path, sha256 = core.sha256(text), n = #list, prompts = list}
+end
+
 function Experiment:prompts(set)
+  local file = self._prompt_files and self._prompt_files[set]
+  if file then
+    -- The manifest's prompt_files.<set>.read: whether the run used the file it was given.
+    self._manifest.prompt_files[set].read = true
+    return util.copy(file.prompts)
+  end
   local p = self.decl.prompts and self.decl.prompts[set]
   if p == nil then util.fail("no prompt set '%s' (declare prompts = {%s = {...}})", tostring(set), tostring(set)) end
   if type(p) == "string" then

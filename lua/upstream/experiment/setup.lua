@@ -2,13 +2,17 @@
 -- merges its fields and params with the settings' experiments.<name> and --set (in that order
 -- of precedence, each value still of its declared type), resolves the model entry, its
 -- organism.json, SAE, layers and thread count, and claims the run's results and plots
--- directories (mkdir, so two runs never share one). Misuse raises with the experiment's
--- file:line (upstream.util.fail); a bad override names where the value came from.
+-- directories (mkdir, so two runs never share one). --set NAME=FILE (or prompts.NAME=FILE), or
+-- the settings' experiments.<name>.NAME = "FILE", on a declared prompt set replaces it with the
+-- file's prompts, read here, before any model loads or directory is made (resources.lua,
+-- prompt_file). Misuse raises with the experiment's file:line (upstream.util.fail); a bad
+-- override names where the value came from.
 local core = require "upstream.core"
 local util = require "upstream.util"
 local config = require "upstream.config"
 local report = require "upstream.report"
 local class = require "upstream.experiment.class"
+require "upstream.experiment.resources" -- M.prompt_file
 local M, Experiment = class.M, class.Experiment
 
 local decl_fields = {
@@ -24,14 +28,23 @@ local function absolute(path)
   return (os.getenv("PWD") or ".") .. "/" .. path
 end
 
--- --set KEY=VALUE pairs split into the experiment's own (fields, params) and settings.
+-- --set KEY=VALUE pairs split into the experiment's own (fields, params, prompt files) and
+-- settings. A key both a param and a prompt set is the param; prompts.NAME names the set.
 local function split_sets(decl, sets)
   local mine, settings = {}, {}
   for _, kv in ipairs(sets or {}) do
     local key, value = kv:match("^([^=]+)=(.*)$")
     local pkey = key:match("^params%.(.+)$")
+    local set = key:match("^prompts%.(.+)$")
+    if set and not (decl.prompts and decl.prompts[set] ~= nil) then
+      local names = util.sorted_keys(decl.prompts or {})
+      error(("--set %s: the experiment declares no prompt set '%s' (%s)"):format(key, set,
+        #names > 0 and table.concat(names, ", ") or "it declares none"), 0)
+    end
     if overridable[key] then mine[#mine + 1] = {field = key, value = value}
     elseif pkey or (decl.params and decl.params[key] ~= nil) then mine[#mine + 1] = {param = pkey or key, value = value}
+    elseif set or (decl.prompts and decl.prompts[key] ~= nil) then
+      mine[#mine + 1] = {prompts = set or key, key = key, value = value}
     elseif decl_fields[key] then error(("--set %s: the experiment's %s cannot be overridden"):format(key, key), 0)
     else settings[#settings + 1] = {key = key, value = value} end
   end
@@ -66,6 +79,14 @@ function M.new(decl)
   self._labels = {}
 
   local mine, settings_sets = split_sets(decl, opts.sets)
+  -- Prompt files first: a missing or bad one fails before anything is loaded or created.
+  self._prompt_files = {}
+  for _, s in ipairs(mine) do
+    if s.prompts then
+      local where = ("--set %s=%s"):format(s.key, s.value)
+      self._prompt_files[s.prompts] = M.prompt_file(where, s.value, os.getenv("PWD") or ".")
+    end
+  end
   if opts.threads then settings_sets[#settings_sets + 1] = {key = "threads", value = tostring(opts.threads)} end
   local ok, cfg = pcall(config.load, {path = opts.config, sets = settings_sets})
   if not ok then error(cfg, 0) end
@@ -80,13 +101,20 @@ function M.new(decl)
     if overridable[k] then fields[k] = section[k]
     elseif decl_fields[k] then
       error(("%s: experiments.%s.%s cannot be overridden"):format(cfg.file or "settings", decl.name, k), 0)
+    elseif decl.prompts and decl.prompts[k] ~= nil and not (decl.params and decl.params[k] ~= nil)
+      and type(section[k]) == "string" then
+      if not self._prompt_files[k] then -- a --set of the same set wins
+        local line = cfg.lines and cfg.lines[("experiments.%s.%s"):format(decl.name, k)]
+        self._prompt_files[k] = M.prompt_file(("%s:%s: experiments.%s.%s"):format(cfg.file or "settings",
+          tostring(line or "?"), decl.name, k), section[k], absolute(util.dirname(cfg.file or ".")))
+      end
     else params[k] = section[k] end
   end
   self.overrides = {}
   for _, s in ipairs(mine) do
     if s.field then fields[s.field] = util.parse_value(s.value, fields[s.field])
-    else params[s.param] = util.parse_value(s.value, params[s.param]) end
-    self.overrides[#self.overrides + 1] = (s.field or s.param) .. "=" .. s.value
+    elseif s.param then params[s.param] = util.parse_value(s.value, params[s.param]) end
+    self.overrides[#self.overrides + 1] = (s.field or s.param or s.prompts) .. "=" .. s.value
   end
   for _, s in ipairs(settings_sets) do self.overrides[#self.overrides + 1] = s.key .. "=" .. s.value end
   -- Overridden fields must still have their declared type; say where the bad value came from.
@@ -187,6 +215,13 @@ function M.new(decl)
   core.mkdirs(cfg.cache)
 
   self._manifest = self:_base_manifest(opts)
+  -- The prompt files given in place of declared sets: path, sha256, count, and (once used) read.
+  if next(self._prompt_files) then
+    self._manifest.prompt_files = {}
+    for set, f in pairs(self._prompt_files) do
+      self._manifest.prompt_files[set] = {path = f.path, sha256 = f.sha256, n = f.n, read = false}
+    end
+  end
   self:_write_manifest()
   self:log("run %s: model %s, results in %s", id, entry.name, self.results_dir)
   return self
