@@ -16,12 +16,17 @@
 #include <math.h>
 #include <string.h>
 
+#include "base/utf8.h"
 #include "binding.h"
 
 #define MAX_DEPTH 64
 
-static json_t *encode(lua_State *L, int idx, int depth);
+/* Encoding runs in two passes: check() walks the value and raises on anything the encoder
+ * cannot write (a cycle or deeper nesting, a key that is not a string or integer, a string that
+ * is not UTF-8, another type); only then does encode() build the jansson tree, which cannot
+ * fail but for memory. A raise therefore never strands a half-built tree. */
 
+/* Whether the table at idx is a sequence 1..n (n set): such tables become arrays. */
 static int is_array(lua_State *L, int idx, size_t *n_out) {
     size_t n = 0;
     lua_pushnil(L);
@@ -37,41 +42,41 @@ static int is_array(lua_State *L, int idx, size_t *n_out) {
     return lua_rawlen(L, idx) == n;
 }
 
-static json_t *encode_table(lua_State *L, int idx, int depth) {
-    size_t n;
-    if (is_array(L, idx, &n)) {
-        json_t *a = json_array();
-        for (size_t i = 1; i <= n; i++) {
-            lua_rawgeti(L, idx, (lua_Integer)i);
-            json_array_append_new(a, encode(L, lua_gettop(L), depth + 1));
-            lua_pop(L, 1);
-        }
-        return a;
+static void check(lua_State *L, int idx, int depth) {
+    if (depth > MAX_DEPTH) luaL_error(L, "json_encode: nested deeper than %d (a cycle?)", MAX_DEPTH);
+    luaL_checkstack(L, 4, "json_encode: nested too deep");
+    switch (lua_type(L, idx)) {
+    case LUA_TNIL:
+    case LUA_TBOOLEAN:
+    case LUA_TNUMBER: return;
+    case LUA_TSTRING: {
+        size_t n;
+        const char *s = lua_tolstring(L, idx, &n);
+        if (!up_utf8_valid(s, n)) luaL_error(L, "json_encode: string is not valid UTF-8: %s", s);
+        return;
     }
-    json_t *o = json_object();
-    lua_pushnil(L);
-    while (lua_next(L, idx)) {
-        int top = lua_gettop(L); /* value at top, key below it */
-        const char *key;
-        if (lua_type(L, top - 1) == LUA_TSTRING) key = lua_tostring(L, top - 1);
-        else if (lua_isinteger(L, top - 1)) {
-            lua_pushvalue(L, top - 1);
-            key = lua_tostring(L, -1); /* converts the copy, never the key lua_next walks */
-        } else {
-            json_decref(o);
-            luaL_error(L, "json_encode: object keys must be strings or integers, got %s", luaL_typename(L, top - 1));
-            return NULL;
+    case LUA_TTABLE:
+        lua_pushnil(L);
+        while (lua_next(L, idx)) {
+            const int top = lua_gettop(L); /* value at top, key below it */
+            const int kt = lua_type(L, top - 1);
+            if (kt == LUA_TSTRING) check(L, top - 1, depth + 1);
+            else if (!lua_isinteger(L, top - 1))
+                luaL_error(L, "json_encode: object keys must be strings or integers, got %s", luaL_typename(L, top - 1));
+            check(L, top, depth + 1);
+            lua_settop(L, top - 1);
         }
-        json_object_set_new(o, key, encode(L, top, depth + 1));
-        lua_settop(L, top - 1);
+        return;
+    case LUA_TLIGHTUSERDATA:
+        if (!lua_touserdata(L, idx)) return; /* upstream.json_null */
+        /* fall through */
+    default: luaL_error(L, "json_encode: cannot encode a %s", luaL_typename(L, idx));
     }
-    return o;
 }
 
-static json_t *encode(lua_State *L, int idx, int depth) {
-    if (depth > MAX_DEPTH) luaL_error(L, "json_encode: nested deeper than %d (a cycle?)", MAX_DEPTH);
+/* The value at idx, already checked. */
+static json_t *encode(lua_State *L, int idx) {
     switch (lua_type(L, idx)) {
-    case LUA_TNIL: return json_null();
     case LUA_TBOOLEAN: return json_boolean(lua_toboolean(L, idx));
     case LUA_TNUMBER:
         if (lua_isinteger(L, idx)) return json_integer((json_int_t)lua_tointeger(L, idx));
@@ -80,21 +85,33 @@ static json_t *encode(lua_State *L, int idx, int depth) {
     case LUA_TSTRING: {
         size_t n;
         const char *s = lua_tolstring(L, idx, &n);
-        json_t *j = json_stringn(s, n);
-        if (!j) luaL_error(L, "json_encode: string is not valid UTF-8: %s", s);
-        return j;
+        return json_stringn(s, n);
     }
-    case LUA_TTABLE: return encode_table(L, idx, depth);
-    case LUA_TLIGHTUSERDATA:
-        if (!lua_touserdata(L, idx)) return json_null();
-        /* fall through */
-    default: luaL_error(L, "json_encode: cannot encode a %s", luaL_typename(L, idx));
+    case LUA_TTABLE: {
+        size_t n;
+        if (is_array(L, idx, &n)) {
+            json_t *a = json_array();
+            for (size_t i = 1; i <= n; i++) {
+                lua_rawgeti(L, idx, (lua_Integer)i);
+                json_array_append_new(a, encode(L, lua_gettop(L)));
+                lua_pop(L, 1);
+            }
+            return a;
+        }
+        json_t *o = json_object();
+        lua_pushnil(L);
+        while (lua_next(L, idx)) {
+            const int top = lua_gettop(L);
+            lua_pushvalue(L, top - 1); /* converts a copy of an integer key, never the key lua_next walks */
+            json_object_set_new(o, lua_tostring(L, -1), encode(L, top));
+            lua_settop(L, top - 1);
+        }
+        return o;
     }
-    return NULL;
+    default: return json_null(); /* nil and upstream.json_null */
+    }
 }
 
-/* The encoder builds the whole jansson tree before dumping; a raise in the middle leaks the
- * partial tree, which only happens on misuse and is bounded by the value's size. */
 static int l_encode(lua_State *L) {
     luaL_checkany(L, 1);
     int indent = 2;
@@ -105,7 +122,8 @@ static int l_encode(lua_State *L) {
     }
     if (indent < 0 || indent > 31) return luaL_argerror(L, 2, "indent must be 0..31");
     lua_settop(L, 1);
-    json_t *j = encode(L, 1, 0);
+    check(L, 1, 0);
+    json_t *j = encode(L, 1);
     size_t flags = JSON_SORT_KEYS | JSON_REAL_PRECISION(17) | JSON_ENCODE_ANY | (indent ? JSON_INDENT(indent) : JSON_COMPACT);
     char *text = json_dumps(j, flags);
     json_decref(j);

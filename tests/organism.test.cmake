@@ -17,7 +17,7 @@ add_test(NAME organism_build_smoke
 # not criteria (models/organism/eval.md).
 add_test(NAME organism_acceptance
          COMMAND upstream organism eval ${CMAKE_SOURCE_DIR}/models/organism --require behaviour,direction,sae,detection)
-set_tests_properties(organism_acceptance PROPERTIES WORKING_DIRECTORY ${CMAKE_SOURCE_DIR})
+set_tests_properties(organism_acceptance PROPERTIES WORKING_DIRECTORY ${CMAKE_SOURCE_DIR} LABELS slow)
 # experiments/organism's diagnostic scripts on the shipped organism (token_scores.lua's S_k row
 # is the mean of its per-token rows).
 add_test(NAME organism_scripts
