@@ -8,6 +8,8 @@
 #   experiment_lua     the library's pieces on their own (CSV, JSON, paths, --set values)
 #   experiment_labels  latent names from a Neuronpedia export (and its urls) and from
 #                      top-activating tokens over a text file (tests/experiment/labels.cfg)
+#   experiment_progress  upstream.progress's lines (off and on a terminal, quiet, sets), the
+#                      bars of a real run on stderr and none with --quiet (progress_test.lua)
 include_guard(GLOBAL)
 set(UP_EXP_ENV "OMP_WAIT_POLICY=passive;OMP_NUM_THREADS=1;OPENBLAS_NUM_THREADS=1")
 add_test(NAME experiment_run
@@ -18,4 +20,6 @@ add_test(NAME experiment_lua
          COMMAND upstream ${CMAKE_SOURCE_DIR}/tests/experiment/library_test.lua ${CMAKE_SOURCE_DIR})
 add_test(NAME experiment_labels
          COMMAND upstream ${CMAKE_SOURCE_DIR}/tests/experiment/labels_test.lua ${CMAKE_SOURCE_DIR})
-set_tests_properties(experiment_run experiment_errors experiment_lua experiment_labels PROPERTIES ENVIRONMENT "${UP_EXP_ENV}" TIMEOUT 300)
+add_test(NAME experiment_progress
+         COMMAND upstream ${CMAKE_SOURCE_DIR}/tests/experiment/progress_test.lua ${CMAKE_SOURCE_DIR} $<TARGET_FILE:upstream>)
+set_tests_properties(experiment_run experiment_errors experiment_lua experiment_labels experiment_progress PROPERTIES ENVIRONMENT "${UP_EXP_ENV}" TIMEOUT 300)

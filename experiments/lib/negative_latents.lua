@@ -90,7 +90,7 @@ function E.body(X)
     local grid <close> = upstream.grid{model = X:model(), prompts = gp, refusal_ids = X:refusal_ids(),
       max_new_tokens = P.max_new_tokens, tokenizer = P.max_new_tokens > 0 and X:tokenizer() or nil,
       cache = X.settings.cache .. "/grid", identity = {tokenizer = X._manifest.tokenizer.sha256 or "none"},
-      interventions = {{label = "ablate r", items = {{kind = "ablate", vector = dir.vector}}}}}
+      progress = not X.quiet, interventions = {{label = "ablate r", items = {{kind = "ablate", vector = dir.vector}}}}}
     local arows = assert(grid:run())
 
     -- Summary per (kind, latent, alpha): mean score and refusal rate over the prompts.
