@@ -18,9 +18,11 @@
  *        written to a temporary directory that is removed once loaded.
  *        report: fvu, fve, mse, mean_l0, n_dead, dead_fraction, steps, resampled, scale,
  *        final_loss, path (nil without out).
- *   upstream.collect_activations(model, {ids...}, layer[, {max_rows = N, batch = 8}])
+ *   upstream.collect_activations(model, {ids...}, layer[, {max_rows = N, batch = 8,
+ *                                progress = function(done, total)}])
  *                                      -> Tensor (n, d_model) of blocks.{layer}.hook_resid_post,
- *                                         every slot but BOS and padding, in order
+ *                                         every slot but BOS and padding, in order; progress is
+ *                                         called after each batch with the sequences done
  *   upstream.auroc(scores, labels)     -> number (NaN when a class is empty); scores a Tensor or
  *                                         a table of numbers, labels a table of booleans/numbers
  *                                         (non-zero and true are positive) or a Tensor
@@ -290,13 +292,58 @@ static int l_train_sae(lua_State *L) {
 
 /* --- collect_activations ------------------------------------------------------------------ */
 
+/* With opts.progress the sequences are collected a batch at a time (the core's own batches: the
+ * next `batch` non-empty sequences, in order, so the rows are the same bits) and the function
+ * is called after each as progress(done, total) sequences. It runs protected, as a raise must
+ * not unwind through the core; its error is raised once the rows are freed. */
+static int collect_in_batches(lua_State *L, up_model *m, const int32_t **ids, const int *lens, int n, int layer,
+                              int64_t max_rows, int batch, int fn) {
+    const int d = m->cfg.d_model, bos = m->cfg.bos_id;
+    int64_t total = 0;
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < lens[i]; j++) total += ids[i][j] != bos;
+    const int64_t cap = max_rows > 0 && max_rows < total ? max_rows : total;
+    float *all = malloc((size_t)(cap > 0 ? cap : 1) * d * sizeof(float));
+    if (!all) return luaL_error(L, "collect_activations: out of memory for %lld rows", (long long)cap);
+    int64_t n_all = 0;
+    int failed = 0;
+    up_error e = {0};
+    up_status st = UP_OK;
+    for (int i0 = 0; i0 < n && n_all < cap && !failed;) {
+        int i1 = i0, rows = 0;
+        while (i1 < n && rows < batch) rows += lens[i1++] > 0;
+        float *part;
+        int64_t n_part;
+        st = up_sae_collect_resid(m, ids + i0, lens + i0, i1 - i0, layer, cap - n_all, batch, &part, &n_part, &e);
+        if (st) break;
+        if (n_part) memcpy(all + (size_t)n_all * d, part, (size_t)n_part * d * sizeof(float));
+        free(part);
+        n_all += n_part, i0 = i1;
+        lua_pushvalue(L, fn);
+        lua_pushinteger(L, i0);
+        lua_pushinteger(L, n);
+        failed = lua_pcall(L, 2, 0, 0) != LUA_OK;
+    }
+    if (failed || st) {
+        free(all);
+        return failed ? lua_error(L) : luaL_error(L, "%s", e.msg);
+    }
+    int64_t shape[2] = {n_all, d};
+    up_lua_tensor *t = up_lua_tensor_new(L, 2, shape); /* raises only when out of memory */
+    if (n_all) memcpy(t->data, all, (size_t)n_all * d * sizeof(float));
+    free(all);
+    return 1;
+}
+
 static int l_collect(lua_State *L) {
     up_model *m = up_lua_check_model(L, 1);
     int layer = (int)luaL_checkinteger(L, 3);
     if (layer < 0 || layer >= m->cfg.n_layers)
         return luaL_argerror(L, 3, lua_pushfstring(L, "layer must be in [0, %d)", m->cfg.n_layers));
     lua_Integer max_rows = 0, batch = 8;
-    if (!lua_isnoneornil(L, 4)) {
+    lua_settop(L, 4);
+    int fn = 0;
+    if (!lua_isnil(L, 4)) {
         luaL_checktype(L, 4, LUA_TTABLE);
         lua_getfield(L, 4, "max_rows");
         max_rows = luaL_optinteger(L, -1, 0);
@@ -304,10 +351,15 @@ static int l_collect(lua_State *L) {
         batch = luaL_optinteger(L, -1, 8);
         lua_pop(L, 2);
         if (batch < 1 || batch > 4096) return luaL_argerror(L, 4, "batch must be in [1, 4096]");
+        lua_getfield(L, 4, "progress");
+        if (!lua_isnil(L, -1) && !lua_isfunction(L, -1))
+            return luaL_argerror(L, 4, "opts.progress must be a function(done, total)");
+        if (lua_isfunction(L, -1)) fn = lua_gettop(L);
     }
     const int32_t **ids;
     int *lens;
     int n = up_lua_read_id_lists(L, 2, NULL, &ids, &lens);
+    if (fn) return collect_in_batches(L, m, ids, lens, n, layer, max_rows, (int)batch, fn);
     float *rows;
     int64_t n_rows;
     up_error e = {0};

@@ -11,6 +11,8 @@
 #   experiment_prompts --set harmful=FILE (JSON records, CSV, JSON Lines) replaces a declared
 #                      prompt set on the shipped organism (tables, manifest path + sha256); a bad
 #                      file fails naming the setting and path before any model loads
+#   experiment_progress  upstream.progress's lines (off and on a terminal, quiet, sets), the
+#                      bars of a real run on stderr and none with --quiet (progress_test.lua)
 include_guard(GLOBAL)
 set(UP_EXP_ENV "OMP_WAIT_POLICY=passive;OMP_NUM_THREADS=1;OPENBLAS_NUM_THREADS=1")
 add_test(NAME experiment_run
@@ -23,4 +25,6 @@ add_test(NAME experiment_labels
          COMMAND upstream ${CMAKE_SOURCE_DIR}/tests/experiment/labels_test.lua ${CMAKE_SOURCE_DIR})
 add_test(NAME experiment_prompts
          COMMAND bash ${CMAKE_SOURCE_DIR}/tests/experiment/prompt_files_test.sh $<TARGET_FILE:upstream> ${CMAKE_SOURCE_DIR})
-set_tests_properties(experiment_run experiment_errors experiment_lua experiment_labels experiment_prompts PROPERTIES ENVIRONMENT "${UP_EXP_ENV}" TIMEOUT 300)
+add_test(NAME experiment_progress
+         COMMAND upstream ${CMAKE_SOURCE_DIR}/tests/experiment/progress_test.lua ${CMAKE_SOURCE_DIR} $<TARGET_FILE:upstream>)
+set_tests_properties(experiment_run experiment_errors experiment_lua experiment_labels experiment_prompts experiment_progress PROPERTIES ENVIRONMENT "${UP_EXP_ENV}" TIMEOUT 300)

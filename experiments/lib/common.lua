@@ -298,7 +298,7 @@ function C.baseline(X, prompts, labels, max_new)
   for i, p in ipairs(prompts) do gp[i] = {ids = X:encode(p), label = labels[i]} end
   local grid <close> = upstream.grid{model = X:model(), prompts = gp, refusal_ids = X:refusal_ids(),
     max_new_tokens = max_new, tokenizer = max_new > 0 and tok or nil, cache = X.settings.cache .. "/grid",
-    identity = {tokenizer = X._manifest.tokenizer.sha256 or "none"}}
+    identity = {tokenizer = X._manifest.tokenizer.sha256 or "none"}, progress = not X.quiet}
   local rows = assert(grid:run())
   local out = {}
   for _, r in ipairs(rows) do

@@ -96,7 +96,7 @@ function E.body(X)
   local grid <close> = upstream.grid{
     model = X:model(), prompts = gp, refusal_ids = X:refusal_ids(), max_new_tokens = P.max_new_tokens,
     tokenizer = P.max_new_tokens > 0 and tok or nil, cache = X.settings.cache .. "/grid",
-    identity = {tokenizer = X._manifest.tokenizer.sha256 or "none"}, batch = 16,
+    identity = {tokenizer = X._manifest.tokenizer.sha256 or "none"}, batch = 16, progress = not X.quiet,
     interventions = {
       {label = "ablate r", items = {{kind = "ablate", vector = dir.vector}}},
       {label = "add r", items = {{kind = "add", point = ("blocks.%d.hook_resid_pre"):format(dir.layer), vector = vec,

@@ -47,8 +47,10 @@ function E.body(X)
 
     -- Mean S_k over the set, and how often each latent is in a prompt's own bottom list.
     local mean, in_bottom, ids = nil, {}, {}
+    local bar <close> = X:progress(set .. " prompts", #texts, {unit = "attributions"})
     for i, p in ipairs(texts) do
       local a = X:attribute{prompt = p, layer = src, direction = dir, sae = sae, label = ("%s%d"):format(set, i)}
+      bar:update(i)
       ids[#ids + 1] = a.ids
       local v = a.scores:totable()
       if not mean then mean = {} for j = 1, #v do mean[j] = 0 end end
@@ -90,7 +92,7 @@ function E.body(X)
     local grid <close> = upstream.grid{model = X:model(), prompts = gp, refusal_ids = X:refusal_ids(),
       max_new_tokens = P.max_new_tokens, tokenizer = P.max_new_tokens > 0 and X:tokenizer() or nil,
       cache = X.settings.cache .. "/grid", identity = {tokenizer = X._manifest.tokenizer.sha256 or "none"},
-      interventions = {{label = "ablate r", items = {{kind = "ablate", vector = dir.vector}}}}}
+      progress = not X.quiet, interventions = {{label = "ablate r", items = {{kind = "ablate", vector = dir.vector}}}}}
     local arows = assert(grid:run())
 
     -- Summary per (kind, latent, alpha): mean score and refusal rate over the prompts.

@@ -20,6 +20,7 @@
 local csv = require "upstream.csv"
 local upstream = require "upstream"
 local util = require "upstream.util"
+local progress = require "upstream.progress"
 local C = dofile((debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or ".") .. "/common.lua")
 
 local E = {}
@@ -117,10 +118,22 @@ function E.body(X)
     return r
   end
 
+  -- Each sweep's attributions under one progress bar (on a real model each takes seconds).
+  local function sweep_bar(what, total)
+    local bar = X:progress("sensitivity " .. what, total, {unit = "attributions"})
+    local n = 0
+    return function()
+      n = n + 1
+      bar:update(n)
+    end, bar
+  end
+
   local ref = {}
   X:section("Reference rankings")
+  local tick, bar <close> = sweep_bar("reference rankings", #cases)
   for _, name in ipairs(cases) do
     ref[name] = X:attribute{prompt = C.cases[name].prompt, layer = src, direction = dir, sae = sae, label = name}
+    tick()
     X:table("reference", ref[name]:ranking(k), {title = ("Reference rankings: layer %d -> %d, top and bottom %d"):format(
       src, target, k), show = 2 * k})
   end
@@ -128,11 +141,15 @@ function E.body(X)
   -- 1. Paraphrases: every prompt against every other (case studies side by side).
   X:section("Paraphrases")
   local all, names = {}, {}
+  local n_para = 0
+  for _, name in ipairs(cases) do n_para = n_para + #C.case_prompts(X, name).paraphrases end
+  local tick, bar <close> = sweep_bar("paraphrases", n_para)
   for _, name in ipairs(cases) do
     all[#all + 1], names[#names + 1] = ref[name], name
     for i, p in ipairs(C.case_prompts(X, name).paraphrases) do
       local label = ("%s_para%d"):format(name, i)
       local a = X:attribute{prompt = p, layer = src, direction = dir, sae = sae, label = label}
+      tick()
       all[#all + 1], names[#names + 1] = a, label
       add(name, "paraphrase", name, label, ref[name], a, {})
     end
@@ -183,12 +200,16 @@ function E.body(X)
   if not any then
     X:note(("Source layers not swept: the SAE of layer %d cannot be applied at other layers (%s)."):format(src, tostring(why)))
   else
+    local n_layers_swept = 0
+    for _, l in ipairs(sweep) do if l < target and l ~= src then n_layers_swept = n_layers_swept + 1 end end
+    local tick, bar <close> = sweep_bar("source layers", #cases * n_layers_swept)
     for _, name in ipairs(cases) do
       local xs, js, ts = {}, {}, {}
       for _, l in ipairs(sweep) do
         if l < target then
           local a = l == src and ref[name] or X:attribute{prompt = C.cases[name].prompt, layer = l, direction = dir, sae = any,
             label = name}
+          if l ~= src then tick() end
           local r = add(name, "source_layer", ("L%d"):format(src), ("L%d"):format(l), ref[name], a, {})
           xs[#xs + 1], js[#js + 1], ts[#ts + 1] = l, r.jaccard, r.kendall == r.kendall and r.kendall or false
         end
@@ -203,10 +224,12 @@ function E.body(X)
   -- Source layers with SAEs of their own: other dictionaries, compared by decoder directions.
   local own = {}
   for _, l in ipairs(sweep) do if l ~= src and l < target and C.has_sae(X, l) then own[#own + 1] = l end end
+  local tick_own, bar_own <close> = sweep_bar("source layers' own SAEs", #own * #cases)
   for _, l in ipairs(own) do
     local other = X:sae(l)
     for _, name in ipairs(cases) do
       local a = X:attribute{prompt = C.cases[name].prompt, layer = l, direction = dir, sae = other, label = name}
+      tick_own()
       local ta, tb = ref[name]:top_latents(k), a:top_latents(k)
       local matched, mean_cos = match(sae, ta, other, tb, P.match_cos)
       add(name, "source_layer_sae", ("L%d"):format(src), ("L%d"):format(l), ref[name], nil, {matched = matched,
@@ -224,12 +247,16 @@ function E.body(X)
   local targets = list(P.targets)
   if #targets == 0 then for L = src + 1, n_layers - 1 do targets[#targets + 1] = L end end
   local target_series = {}
+  local n_targets = 0
+  for _, L in ipairs(targets) do if L > src and L < n_layers and L ~= target then n_targets = n_targets + 1 end end
+  local tick_target, bar_target <close> = sweep_bar("target layers", #cases * n_targets)
   for _, name in ipairs(cases) do
     local xs, js, ts = {}, {}, {}
     for _, L in ipairs(targets) do
       if L > src and L < n_layers then
         local a = L == target and ref[name] or X:attribute{prompt = C.cases[name].prompt, layer = src, target = L,
           direction = dir, sae = sae, label = name}
+        if L ~= target then tick_target() end
         local r = add(name, "target_layer", ("L%d"):format(target), ("L%d"):format(L), ref[name], a, {})
         xs[#xs + 1], js[#js + 1], ts[#ts + 1] = L, r.jaccard, r.kendall == r.kendall and r.kendall or false
       end
@@ -248,7 +275,9 @@ function E.body(X)
   local harmful, harmless = {}, {}
   for i, p in ipairs(X:prompts "harmful") do harmful[i] = X:encode(p) end
   for i, p in ipairs(X:prompts "harmless") do harmless[i] = X:encode(p) end
-  local cands = m:directions(harmful, harmless, {positions = n_pos, batch = 8})
+  local cands_bar <close> = X:progress("sensitivity direction candidates", #harmful + #harmless, {unit = "prompts"})
+  local cands = m:directions(harmful, harmless, {positions = n_pos, batch = 8,
+    progress = progress.sets(cands_bar, {#harmful, #harmless}, {"harmful", "harmless"})})
   local d = m:config().d_model
   local function cand(pos, layer)
     local v, norm = {}, 0
@@ -269,14 +298,21 @@ function E.body(X)
     choices[#choices + 1] = {pos = -1, layer = others[j]}
   end
   local dir_names, dir_vals = {}, {}
+  local n_dirs = 0
   for _, ch in ipairs(choices) do
-    local v = cand(ch.pos, ch.layer)
+    ch.v = cand(ch.pos, ch.layer)
+    if ch.v then n_dirs = n_dirs + 1 end
+  end
+  local tick_dir, bar_dir <close> = sweep_bar("directions", n_dirs * #cases)
+  for _, ch in ipairs(choices) do
+    local v = ch.v
     if v then
       local label = ("pos %d L%d"):format(ch.pos, ch.layer)
       dir_names[#dir_names + 1] = label
       local cosv = C.cosine(v, dir.vector)
       for ni, name in ipairs(cases) do
         local a = X:attribute{prompt = C.cases[name].prompt, layer = src, direction = v, sae = sae, label = name}
+        tick_dir()
         local r = add(name, "direction", ("%s pos %s L%s"):format(dir.from, tostring(dir.pos), tostring(dir.layer)), label,
           ref[name], a, {direction_cosine = cosv})
         dir_vals[ni] = dir_vals[ni] or {}
@@ -297,9 +333,11 @@ function E.body(X)
   X:section("Score variant")
   local variants = {"cosine", "activation"}
   local var_vals = {}
+  local tick_var, bar_var <close> = sweep_bar("score variants", #variants * #cases)
   for vi, score in ipairs(variants) do
     for ni, name in ipairs(cases) do
       local a = X:attribute{prompt = C.cases[name].prompt, layer = src, direction = dir, sae = sae, label = name, score = score}
+      tick_var()
       local r = add(name, "score", "gradient", score, ref[name], a, {})
       var_vals[ni] = var_vals[ni] or {}
       var_vals[ni][vi] = r.jaccard
@@ -324,11 +362,13 @@ function E.body(X)
   if #widths == 0 or not X.sae_name then
     X:note("One SAE at the source layer: SAE widths not compared (register others for this model in upstream.cfg).")
   else
+    local tick_width, bar_width <close> = sweep_bar("SAE widths", #widths * #cases)
     for _, n in ipairs(widths) do
       local ok, other = pcall(X.sae, X, src, n)
       if ok then
         for _, name in ipairs(cases) do
           local a = X:attribute{prompt = C.cases[name].prompt, layer = src, direction = dir, sae = other, label = name}
+          tick_width()
           local ta, tb = ref[name]:top_latents(k), a:top_latents(k)
           local matched, mean_cos = match(sae, ta, other, tb, P.match_cos)
           add(name, "sae_width", X.sae_name, n, ref[name], nil, {matched = matched, mean_max_cos = mean_cos,

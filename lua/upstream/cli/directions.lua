@@ -2,6 +2,7 @@
 -- from two prompt files, written to a safetensors file. Usage: the text below.
 local core = require "upstream.core"
 local args = require "upstream.cli.args"
+local progress = require "upstream.progress"
 
 local M = {}
 
@@ -56,12 +57,10 @@ local function run(argv)
   n_pos = n_pos or (chat and tok:post_instruction_count() or 1)
   local harmful = encode_all(o.harmful, tok, cfg, chat)
   local harmless = encode_all(o.harmless, tok, cfg, chat)
-  -- "  forward: done/total prompts" on stderr for each set, as the C command printed it.
-  local function progress(done, total)
-    io.stderr:write(("\r  forward: %d/%d prompts"):format(done, total))
-    if done == total then io.stderr:write("\n") end
-  end
-  local candidates = model:directions(harmful, harmless, {positions = n_pos, batch = batch, progress = progress})
+  -- The forward passes of both sets (harmful, then harmless) under one progress bar on stderr.
+  local bar <close> = progress.new("forward", #harmful + #harmless, {unit = "prompts"})
+  local candidates = model:directions(harmful, harmless, {positions = n_pos, batch = batch,
+    progress = progress.sets(bar, {#harmful, #harmless}, {"harmful", "harmless"})})
   core.save_safetensors(o.out, {candidates = candidates}, {
     model = o.model, harmful = o.harmful, harmless = o.harmless, hook = "blocks.{l}.hook_resid_pre",
     n_harmful = tostring(#harmful), n_harmless = tostring(#harmless), positions = ("%d..-1"):format(-n_pos),

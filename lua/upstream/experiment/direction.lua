@@ -6,6 +6,7 @@
 local core = require "upstream.core"
 local util = require "upstream.util"
 local csv = require "upstream.csv"
+local progress = require "upstream.progress"
 local step = require("upstream.experiment.manifest").step
 local class = require "upstream.experiment.class"
 local Experiment = class.Experiment
@@ -41,7 +42,10 @@ function Experiment:_candidates(spec)
   local harmless = ids_of(self, prompt_set(self, spec.harmless, "harmless"))
   local n_pos = tok:post_instruction_count(self.model_entry.template)
   self:log("difference-in-means candidates: %d harmful, %d harmless prompts", #harmful, #harmless)
-  return m:directions(harmful, harmless, {positions = n_pos, batch = spec.batch or 8}), harmful, harmless, n_pos
+  local bar <close> = self:progress("direction candidates", #harmful + #harmless, {unit = "prompts"})
+  local cands = m:directions(harmful, harmless, {positions = n_pos, batch = spec.batch or 8,
+    progress = progress.sets(bar, {#harmful, #harmless}, {"harmful", "harmless"})})
+  return cands, harmful, harmless, n_pos
 end
 
 local function candidate(cands, n_pos, pos, layer, d)

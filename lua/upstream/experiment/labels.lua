@@ -144,7 +144,10 @@ function Experiment:_text_labels(sae_name, layer)
   f:close()
   if #lists == 0 then error(("saes.%s.label_text: %s has no text"):format(sae_name, path), 0) end
   self:log("label_text %s: top tokens of SAE %s layer %d over %d lines, %d tokens", path, sae_name, layer, #lists, #groups)
-  local X = core.collect_activations(self:model(), lists, layer, {batch = 16})
+  local bar <close> = self:progress(("label_text %s layer %d"):format(sae_name, layer), #lists, {unit = "lines"})
+  local X = core.collect_activations(self:model(), lists, layer, {batch = 16, progress = function(done)
+    bar:update(done)
+  end})
   if X:shape()[1] ~= #groups then
     error(("label_text %s: %d activation rows for %d tokens"):format(path, X:shape()[1], #groups), 0)
   end

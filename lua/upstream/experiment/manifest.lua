@@ -1,11 +1,13 @@
 -- upstream.experiment.manifest: the run's record. The manifest (manifest.json: what ran, on
 -- which files and digests, with which settings, how far it got) is rewritten atomically after
--- every step, so a dead run says where it stopped; X:log writes progress lines to stderr; and
+-- every step, so a dead run says where it stopped; X:log writes progress lines to stderr, and
+-- X:progress a long step's bar (upstream.progress; both silent under --quiet); and
 -- step(name, fn) wraps a method so that it is logged, timed, re-raises errors with the
 -- experiment's file:line and rewrites the manifest afterwards (every other module's steps use it).
 local core = require "upstream.core"
 local util = require "upstream.util"
 local config = require "upstream.config"
+local progress = require "upstream.progress"
 local class = require "upstream.experiment.class"
 local Experiment = class.Experiment
 
@@ -77,8 +79,17 @@ function Experiment:manifest_json() return core.json_encode(self._manifest, {ind
 function Experiment:log(fmt, ...)
   if self.quiet then return end
   local msg = select("#", ...) > 0 and fmt:format(...) or fmt
+  progress.clear() -- a bar drawn on the terminal gives way; it is redrawn at its next update
   io.stderr:write(("[%s %6.1fs] %s\n"):format(self.name, util.clock() - self.started_wall, msg))
   io.stderr:flush()
+end
+
+-- A progress bar on stderr for a long part of a step (upstream.progress.new; opts.unit names
+-- what is counted); silent under --quiet.
+function Experiment:progress(label, total, opts)
+  local o = {quiet = self.quiet}
+  for k, v in pairs(opts or {}) do o[k] = v end
+  return progress.new(label, total, o)
 end
 
 -- Runs a step: logs it, times it, re-raises errors with the experiment's file:line, and

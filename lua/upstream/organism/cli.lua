@@ -12,7 +12,7 @@ local fail, write_atomic = organism.fail, util.write_atomic
 local M = {}
 
 local USAGE = [[
-usage: upstream organism build SPEC.lua --out DIR [--smoke] [--set key=value ...]
+usage: upstream organism build SPEC.lua --out DIR [--smoke] [--quiet] [--set key=value ...]
        upstream organism eval DIR [--smoke] [--report FILE.md] [--spec SPEC.lua] [--require NAMES]
 
 build   trains a model organism from its specification: corpus, tokenizer, model, refusal
@@ -22,7 +22,8 @@ build   trains a model organism from its specification: corpus, tokenizer, model
         for every key). Stages whose output exists are kept: copy an organism's config.json,
         model.safetensors, tokenizer.json, direction.safetensors, recipe.json and spec.lua
         into a new DIR, build DIR/spec.lua with --set sae.layer=3, and only a new SAE and its
-        labels are made.
+        labels are made. Long parts show a progress bar on stderr; --quiet: nothing
+        on stderr (DIR/build.log has every line).
 eval    measures an organism against its planted ground truth (its spec: --spec, else
         DIR/spec.lua, else the path recorded at build time) and prints the acceptance
         report; exits 1 when a required criterion fails. The criteria are what the organism
@@ -48,6 +49,7 @@ local function main(args)
       io.stdout:write(USAGE)
       return 0
     elseif a == "--smoke" then opts.smoke = true
+    elseif a == "--quiet" then opts.quiet = true
     elseif a == "--out" or a == "--report" or a == "--set" or a == "--spec" or a == "--require" then
       local v = args[i + 1] or fail("%s needs a value", a)
       if a == "--set" then opts.set[#opts.set + 1] = v else opts[a:sub(3)] = v end

@@ -139,16 +139,22 @@ end
 --     concept holding the largest share of the latent's activation mass (tokens inside the
 --     concept's phrases), named when that share is at least min_share; and the pieces it fires
 --     on most strongly (max activation per token id). These are the organism's latent labels.
+-- opts.progress = function(label, total, unit) -> an upstream.progress bar: bars for the
+-- forward passes and the detectors (none without it).
 function M.latent_labels(spec, model, tok, sae, records, layer, opts)
   opts = opts or {}
   local min_share, n_top = opts.min_share or 0.5, opts.n_tokens or 5
   local ids_list, rows, marks = M.token_labels(spec, tok, records)
-  local X = upstream.collect_activations(model, ids_list, layer, {batch = 32})
+  local bar <close> = opts.progress and opts.progress("labels: activations", #ids_list, "prompts")
+  local X = upstream.collect_activations(model, ids_list, layer, {batch = 32,
+    progress = bar and function(done) bar:update(done) end})
   if X:shape()[1] ~= #rows then fail("labels: %d activation rows for %d tokens", X:shape()[1], #rows) end
   local acts = sae:encode(X)
   local d_sae = acts:shape()[2]
   local detectors, concepts = {}, {}
-  for _, c in ipairs(spec.concepts) do
+  local det_bar <close> = opts.progress and opts.progress("labels: detectors", #spec.concepts, "concepts")
+  for ci, c in ipairs(spec.concepts) do
+    if det_bar then det_bar:update(ci - 1, c.name) end
     local m = marks[c.name]
     if m then
       concepts[#concepts + 1] = c.name
@@ -164,6 +170,7 @@ function M.latent_labels(spec, model, tok, sae, records, layer, opts)
       local best, auroc, all = upstream.best_auroc(acts:rows(keep), labels)
       detectors[c.name] = {latent = best, auroc = auroc, all = all, n_pos = n_pos, category = c.category}
     end
+    if det_bar then det_bar:update(ci) end
   end
   -- Activation mass per concept (group j) and outside every concept (group #concepts + 1).
   local groups = {}

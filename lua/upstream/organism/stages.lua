@@ -16,8 +16,11 @@
 --                                                                 -> DIR/sae/layer_{l}/params.npz
 --   6. labels      every latent labelled by the concept it detects best (AUROC over tokens)
 --                                                                 -> DIR/organism.json
--- Every stage logs to stderr and appends to DIR/build.log (the training log). The recipe is
--- upstream.organism.recipe's; the directory layout is upstream.organism.store's.
+-- Every stage logs to stderr and appends to DIR/build.log (the training log); its long parts
+-- (training steps, forward passes over prompts, the detectors) show a progress bar on stderr
+-- (upstream.progress) while build.log keeps the periodic lines. opts.quiet (--quiet): nothing on
+-- stderr, build.log as ever. The recipe is upstream.organism.recipe's; the directory layout is
+-- upstream.organism.store's.
 -- Returns the build context ({spec, recipe, records, train = the training report when the
 -- model stage trained}); a failing stage raises and leaves the finished stages in place.
 local upstream = require "upstream"
@@ -28,6 +31,7 @@ local records = require "upstream.organism.records"
 local probes = require "upstream.organism.probes"
 local store = require "upstream.organism.store"
 local spec_file = require "upstream.organism.spec_file"
+local progress = require "upstream.progress"
 
 local fail, copy, exists, write_atomic = organism.fail, util.copy, util.exists, util.write_atomic
 local sae_path = store.sae_path
@@ -44,17 +48,28 @@ end
 local Log = {}
 Log.__index = Log
 
-local function open_log(path)
+local function open_log(path, quiet)
   local f = io.open(path, "ab") or fail("cannot append to %s", path)
-  return setmetatable({f = f, t0 = os.time()}, Log)
+  return setmetatable({f = f, t0 = os.time(), quiet = quiet}, Log)
+end
+
+-- A line in build.log only: what a progress bar shows on stderr meanwhile.
+function Log:file_line(fmt, ...)
+  local stamp = os.date("!%Y-%m-%dT%H:%M:%SZ")
+  self.f:write(stamp, " ", fmt:format(...), "\n")
+  self.f:flush()
 end
 
 function Log:line(fmt, ...)
-  local text = fmt:format(...)
-  local stamp = os.date("!%Y-%m-%dT%H:%M:%SZ")
-  self.f:write(stamp, " ", text, "\n")
-  self.f:flush()
-  io.stderr:write(text, "\n")
+  self:file_line(fmt, ...)
+  if self.quiet then return end
+  progress.clear() -- a bar drawn on the terminal gives way; it is redrawn at its next update
+  io.stderr:write(fmt:format(...), "\n")
+end
+
+-- A progress bar on stderr for a long part of a stage (silent under --quiet).
+function Log:progress(label, total, unit)
+  return progress.new(label, total, {quiet = self.quiet, unit = unit})
 end
 
 function Log:close() self.f:close() end
@@ -99,15 +114,18 @@ local function stage_model(ctx)
   opts.heldout = held
   opts.checkpoint = out .. "/work/train.state"
   local last_print = -math.huge
+  local bar <close> = ctx.log:progress("train", tc.steps, "steps")
   opts.progress = function(p)
     if p.heldout_loss then
       ctx.log:line("train: step %d/%d  loss %.4f  held-out loss %.4f  lr %.2e  |g| %.3f  %.0f s", p.step, p.steps,
                    p.loss, p.heldout_loss, p.lr, p.grad_norm, p.seconds)
     elseif p.step == 1 or p.step == p.steps or p.seconds - last_print >= 10 then
       last_print = p.seconds
-      ctx.log:line("train: step %d/%d  loss %.4f  lr %.2e  |g| %.3f  %.0f s", p.step, p.steps, p.loss, p.lr,
-                   p.grad_norm, p.seconds)
+      ctx.log:file_line("train: step %d/%d  loss %.4f  lr %.2e  |g| %.3f  %.0f s", p.step, p.steps, p.loss, p.lr,
+                        p.grad_norm, p.seconds)
     end
+    if p.resumed_from and p.resumed_from > 0 and bar.done == 0 then bar:resume(p.resumed_from) end
+    bar:update(p.step, ("loss %.4f"):format(p.loss))
   end
   local r = model:train(data, opts)
   if r.resumed_from and r.resumed_from > 0 then ctx.log:line("train: resumed from step %d", r.resumed_from) end
@@ -133,8 +151,11 @@ local function stage_direction(ctx)
     for i = a, math.min(b, #list) do out[#out + 1] = list[i] end
     return out
   end
-  local cand = model:directions(records.chat_ids(tok, slice(harmful, 1, dc.n_candidates)),
-                                records.chat_ids(tok, slice(harmless, 1, dc.n_candidates)), {positions = dc.positions})
+  local cand_harmful = records.chat_ids(tok, slice(harmful, 1, dc.n_candidates))
+  local cand_harmless = records.chat_ids(tok, slice(harmless, 1, dc.n_candidates))
+  local bar <close> = ctx.log:progress("direction candidates", #cand_harmful + #cand_harmless, "prompts")
+  local cand = model:directions(cand_harmful, cand_harmless, {positions = dc.positions,
+    progress = progress.sets(bar, {#cand_harmful, #cand_harmless}, {"harmful", "harmless"})})
   local refusal = records.refusal_ids(tok, ctx.spec)
   local last = dc.n_candidates + dc.n_select
   local sel = model:select_direction(cand, records.chat_ids(tok, slice(harmful, dc.n_candidates + 1, last)),
@@ -177,19 +198,24 @@ local function stage_sae(ctx)
     end
   end
   local t0 = os.time()
-  local X = upstream.collect_activations(model, seqs, sc.layer, {max_rows = sc.max_rows, batch = 32})
+  local bar <close> = ctx.log:progress("sae activations", #seqs, "sequences")
+  local X = upstream.collect_activations(model, seqs, sc.layer, {max_rows = sc.max_rows, batch = 32,
+    progress = function(done) bar:update(done) end})
+  bar:finish() -- max_rows may stop it before the last sequence
   ctx.log:line("sae: %d activations of blocks.%d.hook_resid_post from %d sequences (%d s)", X:shape()[1], sc.layer,
                #seqs, os.time() - t0)
   mkdir(ctx.out .. "/sae/layer_" .. sc.layer)
   local last = -math.huge
+  local train_bar <close> = ctx.log:progress("sae training", sc.steps, "steps")
   local opts = {d_sae = sc.d_sae, arch = sc.arch, steps = sc.steps, batch = sc.batch, lr = sc.lr,
                 sparsity_coef = sc.sparsity_coef, seed = sc.seed, layer = sc.layer, out = path,
                 progress = function(p)
                   if p.step == p.steps or os.clock() - last >= 10 then
                     last = os.clock()
-                    ctx.log:line("sae: step %d/%d  loss %.4g  FVU %.4f  L0 %.1f  dead %.1f%%", p.step, p.steps, p.loss,
-                                 p.fvu, p.l0, 100 * p.dead_fraction)
+                    ctx.log:file_line("sae: step %d/%d  loss %.4g  FVU %.4f  L0 %.1f  dead %.1f%%", p.step, p.steps,
+                                      p.loss, p.fvu, p.l0, 100 * p.dead_fraction)
                   end
+                  train_bar:update(p.step, ("FVU %.4f  L0 %.1f"):format(p.fvu, p.l0))
                 end}
   local sae, rep = upstream.train_sae(X, opts)
   sae:close()
@@ -205,7 +231,8 @@ local function stage_labels(ctx)
   local tok <close> = upstream.tokenizer(ctx.out)
   local sae <close> = upstream.sae(sae_path(ctx.out, sc.layer))
   local recs = records.prompts_where(ctx.records, function(r) return r.split == "train" end, lc.n_records)
-  local labels, per = probes.latent_labels(ctx.spec, model, tok, sae, recs, sc.layer, {min_share = lc.min_share})
+  local labels, per = probes.latent_labels(ctx.spec, model, tok, sae, recs, sc.layer, {min_share = lc.min_share,
+    progress = function(label, total, unit) return ctx.log:progress(label, total, unit) end})
   local d_sae = sae:info().d_sae
   local n_labelled, by_concept = 0, {}
   for k = 0, d_sae - 1 do
@@ -265,7 +292,7 @@ function M.build(spec_path, out, opts)
   else
     write_atomic(out .. "/spec.lua", spec_text)
   end
-  local log = open_log(out .. "/build.log")
+  local log = open_log(out .. "/build.log", opts.quiet)
   local ctx = {spec = spec, spec_path = spec_path, recipe = recipe, out = out, log = log}
   log:line("build: %s -> %s%s (command: %s)", spec_path, out, opts.smoke and " (smoke)" or "", opts.command or "-")
   write_atomic(out .. "/recipe.json", organism.json_encode(recipe) .. "\n")
