@@ -56,10 +56,11 @@ typedef struct progress_log {
     int calls, last_done, last_total, monotone;
 } progress_log;
 
-static void on_progress(int done, int total, void *user) {
+static int on_progress(const up_select_progress *sp, void *user) {
     progress_log *p = user;
-    if (done != p->last_done + 1) p->monotone = 0;
-    p->calls++, p->last_done = done, p->last_total = total;
+    if (sp->done != p->last_done + 1) p->monotone = 0;
+    p->calls++, p->last_done = sp->done, p->last_total = sp->total;
+    return 0;
 }
 
 /* The selection rule, written out against the saved scores. */
