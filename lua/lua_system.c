@@ -15,6 +15,8 @@
  *   upstream.threads()                  -> the thread count in use
  *   upstream.clock()                    -> seconds on the monotonic clock (base/clock.h), with
  *                                          sub-second resolution; only differences mean anything
+ *   upstream.stderr_is_terminal()       -> whether stderr is a terminal (a progress bar redraws
+ *                                          itself there; elsewhere it prints a line now and then)
  *   upstream.source_dir                 the source tree this binary was built from
  *   upstream.run_options                what `upstream run` parsed (see lua_host.c), or nil
  * Error rule: misuse raises with luaL_argerror; hashing failures raise with the core's message;
@@ -26,6 +28,7 @@
 #include <openssl/crypto.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "base/clock.h"
 #include "base/fs.h"
@@ -111,11 +114,16 @@ static int l_clock(lua_State *L) {
     return 1;
 }
 
+static int l_stderr_is_terminal(lua_State *L) {
+    lua_pushboolean(L, isatty(2));
+    return 1;
+}
+
 void up_lua_register_system(lua_State *L) {
     static const luaL_Reg fns[] = {{"sha256", l_sha256},           {"hash_file", l_hash_file}, {"hash_path", l_hash_path},
                                    {"mkdir", l_mkdir},             {"mkdirs", l_mkdirs},       {"versions", l_versions},
                                    {"set_threads", l_set_threads}, {"threads", l_threads},     {"clock", l_clock},
-                                   {NULL, NULL}};
+                                   {"stderr_is_terminal", l_stderr_is_terminal}, {NULL, NULL}};
     luaL_setfuncs(L, fns, 0);
     lua_pushstring(L, UP_SOURCE_DIR), lua_setfield(L, -2, "source_dir");
 }
