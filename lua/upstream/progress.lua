@@ -2,11 +2,12 @@
 -- steering grid draws its own (lua/lua_steer.c): on a terminal a bar redrawn in place
 -- ("label [####......] done/total unit  rate unit/s  ETA m:ss  note"), elsewhere (a log
 -- file, a pipe) a plain line every few seconds; silent when quiet.
---   local p = progress.new(label, total, {quiet = X.quiet, unit = "candidates", interval = 5})
+--   local p = progress.new(label, total, {quiet = X.quiet, unit = "candidates", interval = 5, start = t0})
 --   p:update(done[, note])   done of total so far; note is free text after the numbers
 --   p:finish([note])         the last line (ends the terminal's bar); a second call does nothing
--- Rate and ETA come from the done count over the seconds since new; total may be an upper
--- bound (a step that can stop early says so in its note and finishes below it).
+-- Rate and ETA come from the done count over the seconds since opts.start (the upstream.clock()
+-- time the work began; default: now, at new); total may be an upper bound (a step that can stop
+-- early says so in its note and finishes below it).
 -- Error rule: misuse (no label, a negative total) raises.
 local core = require "upstream.core"
 
@@ -20,7 +21,7 @@ function M.new(label, total, opts)
   opts = opts or {}
   return setmetatable({label = label, total = total, unit = opts.unit or "done", quiet = opts.quiet or false,
     interval = opts.interval or 5, tty = core.stderr_is_terminal and core.stderr_is_terminal() or false,
-    start = core.clock(), last = core.clock(), done = 0, note = nil, finished = false}, Progress)
+    start = opts.start or core.clock(), last = core.clock(), done = 0, note = nil, finished = false}, Progress)
 end
 
 local function clock_text(s)

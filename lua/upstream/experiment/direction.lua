@@ -39,11 +39,13 @@ local pass_labels = {all = "direction selection", bypass = "direction selection:
 -- A progress function for model:select_direction: one bar per pass on stderr (upstream.progress).
 local function selection_progress(self)
   local bar, pass
+  local since = core.clock() -- when the running pass began: the first one now, the next as the last ends
   local fn = function(p)
     if p.pass ~= pass then
       if bar then bar:finish() end
-      bar, pass = progress.new(pass_labels[p.pass], p.total, {quiet = self.quiet, unit = "candidates"}), p.pass
+      bar, pass = progress.new(pass_labels[p.pass], p.total, {quiet = self.quiet, unit = "candidates", start = since}), p.pass
     end
+    since = core.clock()
     local note
     if p.pass ~= "bypass" then
       note = ("%d passed; pos %d layer %d %s"):format(p.n_passed, p.pos, p.layer, p.passed and "passes" or "dropped")
@@ -136,7 +138,7 @@ Experiment.direction = step("direction", function(self, spec)
       for _, sc in ipairs(sel.scores) do
         if not sc.dropped:find("unscored", 1, true) then
           n_bypass = n_bypass + 1
-          if not sc.dropped:find("bypass_only", 1, true) then n_all = n_all + 1 end
+          if sc.kl then n_all = n_all + 1 end
         end
       end
       self:log("scored %d of %d candidates (induce and KL for %d), %d kept", n_bypass, #sel.scores, n_all, sel.n_kept)
