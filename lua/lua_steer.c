@@ -49,11 +49,18 @@
  *        candidates Tensor(n_pos, n_layers, d) from model:directions; harmful/harmless lists of
  *        id lists; opts = {refusal_ids = {...} (required), max_layer_frac = 0.8, max_kl = 0.1,
  *        min_induce = 0, batch = 8, layers = {l, ...}, positions = {-1, ...} (score only these;
- *        default all), skip_late_layers = false (true: do not score layers max_layer_frac drops)}
- *        -> {best = {index, pos, layer} | nil, direction = Tensor(d) | nil, n_kept,
+ *        default all), mode = "lazy" | "full" (select.h: lazy never runs the layers the cut
+ *        drops and stops induce/KL at the first candidate, in bypass order, that passes; full
+ *        scores everything, the same winner), skip_late_layers = false (full: true does not
+ *        score layers max_layer_frac drops), progress = function(p) after each candidate a
+ *        pass finishes, p = {pass = "all" | "bypass" | "filters", done, total, pos, layer,
+ *        passed, n_passed, batch} (select.h's up_select_progress; an error it raises stops the
+ *        selection and is raised again)}
+ *        -> {best = {index, pos, layer} | nil, direction = Tensor(d) | nil, n_kept, mode, batch,
  *            base_harmful, base_harmless, scores = {{pos, layer, bypass, induce, kl, dropped}}}
  *        (pos counts from the end, -1 = last token; dropped = "kept" or "layer,kl,..."; a
- *        candidate left out has no bypass, induce or kl and says "unscored")
+ *        candidate never run has no bypass, induce or kl and says "unscored"; one whose induce
+ *        and kl lazy mode did not need has bypass only and says "bypass_only")
  *
  * The model methods are listed in the Model's method table (lua_model.c, model_methods.h).
  *
@@ -647,6 +654,36 @@ int up_lua_model_steer(lua_State *L) {
     return 2;
 }
 
+/* Calls the Lua progress function at stack index fn with the report; a raise stays on the
+ * stack top and stops the selection (it must not unwind through core). */
+typedef struct select_progress_ctx {
+    lua_State *L;
+    int fn;
+    int error;
+} select_progress_ctx;
+
+static int on_select_progress(const up_select_progress *p, void *user) {
+    static const char *const passes[3] = {"all", "bypass", "filters"};
+    select_progress_ctx *c = user;
+    lua_State *L = c->L;
+    luaL_checkstack(L, 4, "select_direction progress");
+    lua_pushvalue(L, c->fn);
+    lua_createtable(L, 0, 8);
+    lua_pushstring(L, passes[p->pass]), lua_setfield(L, -2, "pass");
+    lua_pushinteger(L, p->done), lua_setfield(L, -2, "done");
+    lua_pushinteger(L, p->total), lua_setfield(L, -2, "total");
+    lua_pushinteger(L, p->pos), lua_setfield(L, -2, "pos");
+    lua_pushinteger(L, p->layer), lua_setfield(L, -2, "layer");
+    lua_pushboolean(L, p->passed), lua_setfield(L, -2, "passed");
+    lua_pushinteger(L, p->n_passed), lua_setfield(L, -2, "n_passed");
+    lua_pushinteger(L, p->batch), lua_setfield(L, -2, "batch");
+    if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
+        c->error = 1;
+        return 1;
+    }
+    return 0;
+}
+
 /* model:select_direction(candidates, harmful, harmless, opts) */
 int up_lua_model_select_direction(lua_State *L) {
     up_model *m = up_lua_check_model(L, 1);
@@ -670,13 +707,29 @@ int up_lua_model_select_direction(lua_State *L) {
     if (field(L, 5, "positions") != LUA_TNIL)
         o.positions = up_lua_read_ints(L, -1, "opts.positions", &o.n_positions_scored);
     o.skip_late_layers = bool_field(L, 5, "skip_late_layers", 0);
+    static const char *const modes[] = {"full", "lazy"}; /* indexed by up_select_mode */
+    o.mode = UP_SELECT_LAZY;
+    if (field(L, 5, "mode") != LUA_TNIL) {
+        const char *mode = lua_tostring(L, -1);
+        if (!mode || (strcmp(mode, "lazy") && strcmp(mode, "full")))
+            return luaL_argerror(L, 5, "opts.mode must be \"lazy\" or \"full\"");
+        o.mode = strcmp(mode, "full") ? UP_SELECT_LAZY : UP_SELECT_FULL;
+    }
+    select_progress_ctx pc = {L, 0, 0};
+    const int fn_type = field(L, 5, "progress");
+    if (fn_type == LUA_TFUNCTION) pc.fn = lua_gettop(L), o.progress = on_select_progress, o.user = &pc;
+    else if (fn_type != LUA_TNIL) return luaL_argerror(L, 5, "opts.progress must be a function");
     const up_token_lists harmful = read_lists(L, 3, "harmful"), harmless = read_lists(L, 4, "harmless");
     const int n_pos = (int)cand->shape[0];
     up_select_result r = {0};
     up_error e = {0};
-    if (up_select_direction(m, cand->data, n_pos, &harmful, &harmless, ref, n_ref, &o, &r, &e))
+    if (up_select_direction(m, cand->data, n_pos, &harmful, &harmless, ref, n_ref, &o, &r, &e)) {
+        if (pc.error) return lua_error(L); /* the progress function's own error, unchanged */
         return luaL_error(L, "%s", e.msg);
-    lua_createtable(L, 0, 6);
+    }
+    lua_createtable(L, 0, 8);
+    lua_pushstring(L, modes[o.mode]), lua_setfield(L, -2, "mode");
+    lua_pushinteger(L, o.batch), lua_setfield(L, -2, "batch");
     if (r.best >= 0) {
         const up_select_score *b = &r.scores[r.best];
         lua_createtable(L, 0, 3);

@@ -1,6 +1,7 @@
 /* Direction selection on tiny_f32 with random prompts and refusal token 5: the chosen candidate
- * obeys the rule against the saved scores, over-strict filters give best = -1, and one
- * candidate's three scores equal a direct computation with up_forward and hand-written hooks. */
+ * obeys the rule against the saved scores, over-strict filters give best = -1, one candidate's
+ * three scores equal a direct computation with up_forward and hand-written hooks, and lazy
+ * mode picks full mode's candidate with the same bits (tiny_f32 and tiny_bf16_sharded). */
 #include "testutil.h"
 
 #include <stdlib.h>
@@ -56,10 +57,11 @@ typedef struct progress_log {
     int calls, last_done, last_total, monotone;
 } progress_log;
 
-static void on_progress(int done, int total, void *user) {
+static int on_progress(const up_select_progress *sp, void *user) {
     progress_log *p = user;
-    if (done != p->last_done + 1) p->monotone = 0;
-    p->calls++, p->last_done = done, p->last_total = total;
+    if (sp->done != p->last_done + 1) p->monotone = 0;
+    p->calls++, p->last_done = sp->done, p->last_total = sp->total;
+    return 0;
 }
 
 /* The selection rule, written out against the saved scores. */
@@ -344,6 +346,88 @@ static void test_matches_direct(void **state) {
     up_select_result_free(&r);
 }
 
+/* Lazy mode against full on the golden checkpoints (f32, and bf16 in shards), under filters
+ * that put the winner at several places in bypass order: the same winner, and every score both
+ * modes computed equal to the bit. A full run with other batches differs somewhere, so the
+ * comparison can fail. */
+static int mismatches(const up_select_result *lazy, const up_select_result *full) {
+    int n = lazy->best != full->best;
+    for (int c = 0; c < lazy->n_pos * lazy->n_layers; c++) {
+        const up_select_score *a = &lazy->scores[c], *b = &full->scores[c];
+        n += !isnan(a->bypass) && memcmp(&a->bypass, &b->bypass, sizeof a->bypass);
+        n += !isnan(a->induce) && memcmp(&a->induce, &b->induce, sizeof a->induce);
+        n += !isnan(a->kl) && memcmp(&a->kl, &b->kl, sizeof a->kl);
+    }
+    return n;
+}
+
+static void test_lazy_matches_full(void **state) {
+    static const char *const models[2] = {"golden/tiny_f32", "golden/tiny_bf16_sharded"};
+    int past_lowest = 0;
+    for (int k = 0; k < 2; k++) {
+        char path[512];
+        up_model *mk;
+        up_error e = {0};
+        if (up_model_load(&mk, test_path(path, sizeof path, models[k]), &e)) fail_msg("%s", e.msg);
+        const int Lk = mk->cfg.n_layers, dk = mk->cfg.d_model, Vk = mk->cfg.vocab_size;
+        /* The shared prompts folded into this model's vocabulary. */
+        int32_t ids[NH + NL][MAXLEN];
+        const int32_t *ptr[NH + NL];
+        for (int i = 0; i < NH + NL; i++) {
+            const int32_t *from = i < NH ? harmful_ptr[i] : harmless_ptr[i - NH];
+            const int len = i < NH ? harmful_lens[i] : harmless_lens[i - NH];
+            for (int t = 0; t < len; t++) ids[i][t] = t ? 3 + (from[t] - 3) % (Vk - 3) : mk->cfg.bos_id;
+            ptr[i] = ids[i];
+        }
+        const up_token_lists folded_harmful = {ptr, harmful_lens, NH}, folded_harmless = {ptr + NH, harmless_lens, NL};
+        float *cand = malloc((size_t)NPOS * Lk * dk * sizeof *cand);
+        if (up_direction_candidates(mk, &folded_harmful, &folded_harmless, NPOS, 4, cand, NULL, NULL, &e)) fail_msg("%s", e.msg);
+        up_select_opts full = up_select_opts_default();
+        full.batch = 4;
+        up_select_result all;
+        if (up_select_direction(mk, cand, NPOS, &folded_harmful, &folded_harmless, refusal, 1, &full, &all, &e)) fail_msg("%s", e.msg);
+        double kls[NPOS * 16];
+        int n_kl = 0;
+        for (int c = 0; c < NPOS * Lk && n_kl < NPOS * 16; c++) kls[n_kl++] = all.scores[c].kl;
+        for (int i = 1; i < n_kl; i++)
+            for (int j = i; j > 0 && kls[j - 1] > kls[j]; j--) {
+                const double t = kls[j];
+                kls[j] = kls[j - 1], kls[j - 1] = t;
+            }
+        const double settings[5][3] = {{0.8, 0.1, 0.0}, {1.0, kls[n_kl / 4], -1e9}, {1.0, kls[n_kl / 2], -1e9},
+                                       {0.5, 1e9, -1e9}, {0.8, -1, -1e9}};
+        for (int s = 0; s < 5; s++) {
+            up_select_opts o = full;
+            o.max_layer_frac = settings[s][0], o.max_kl = settings[s][1], o.min_induce = settings[s][2];
+            up_select_result f, l;
+            if (up_select_direction(mk, cand, NPOS, &folded_harmful, &folded_harmless, refusal, 1, &o, &f, &e)) fail_msg("%s", e.msg);
+            o.mode = UP_SELECT_LAZY;
+            if (up_select_direction(mk, cand, NPOS, &folded_harmful, &folded_harmless, refusal, 1, &o, &l, &e)) fail_msg("%s", e.msg);
+            assert_int_equal(l.best, f.best);
+            assert_int_equal(mismatches(&l, &f), 0);
+            int n_filters = 0;
+            for (int c = 0; c < NPOS * Lk; c++) {
+                const up_select_score *a = &l.scores[c];
+                n_filters += !isnan(a->kl);
+                if (a->layer >= o.max_layer_frac * Lk - 1e-9) assert_true(a->dropped & UP_SELECT_DROP_UNSCORED);
+                if (a->dropped & UP_SELECT_DROP_BYPASS_ONLY) assert_true(isnan(a->kl) && isfinite(a->bypass) && l.best >= 0);
+            }
+            past_lowest += l.best >= 0 && n_filters > 1;
+            printf("%s, setting %d: best %d, lazy ran induce/KL for %d of %d\n", models[k], s, l.best, n_filters, NPOS * Lk);
+            up_select_result_free(&f), up_select_result_free(&l);
+        }
+        up_select_opts other = full;
+        other.batch = 3;
+        up_select_result r3;
+        if (up_select_direction(mk, cand, NPOS, &folded_harmful, &folded_harmless, refusal, 1, &other, &r3, &e)) fail_msg("%s", e.msg);
+        assert_true(mismatches(&r3, &all) > 0);
+        up_select_result_free(&r3), up_select_result_free(&all);
+        free(cand);
+        up_model_free(mk);
+    }
+    assert_true(past_lowest > 0);
+}
+
 static void test_errors(void **state) {
     up_select_result r;
     up_error e = {0};
@@ -375,6 +459,7 @@ int main(void) {
         cmocka_unit_test(test_nothing_passes),
         cmocka_unit_test(test_subset),
         cmocka_unit_test(test_matches_direct),
+        cmocka_unit_test(test_lazy_matches_full),
         cmocka_unit_test(test_errors),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

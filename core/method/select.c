@@ -13,24 +13,33 @@ up_select_opts up_select_opts_default(void) {
     return (up_select_opts){.max_layer_frac = 0.8, .max_kl = 0.1, .min_induce = 0.0, .batch = 8};
 }
 
+/* The score filters of the rule for one candidate whose three scores are known. */
+static unsigned score_drops(const up_select_score *s, const up_select_opts *o) {
+    unsigned drop = 0;
+    if (!isfinite(s->bypass) || !isfinite(s->induce) || !isfinite(s->kl)) drop |= UP_SELECT_DROP_NAN;
+    if (s->kl > o->max_kl) drop |= UP_SELECT_DROP_KL;
+    if (s->induce < o->min_induce) drop |= UP_SELECT_DROP_INDUCE;
+    return drop;
+}
+
+/* A hair below the product so that a fraction meant to land on an integer layer (e.g.
+ * floor(0.8·L)/L) is not lost to rounding. */
+static double layer_cutoff(const up_select_opts *o, int n_layers) { return o->max_layer_frac * n_layers - 1e-9; }
+
 int up_select_pick(up_select_score *scores, int n, int n_layers, const up_select_opts *opts, int *n_kept) {
     const up_select_opts o = opts ? *opts : up_select_opts_default();
-    /* A hair below the product so that a fraction meant to land on an integer layer (e.g.
-     * floor(0.8·L)/L) is not lost to rounding. */
-    const double cutoff = o.max_layer_frac * n_layers - 1e-9;
+    const double cutoff = layer_cutoff(&o, n_layers);
+    const unsigned marks = UP_SELECT_DROP_UNSCORED | UP_SELECT_DROP_BYPASS_ONLY;
     int best = -1, kept = 0;
     for (int i = 0; i < n; i++) {
         up_select_score *s = &scores[i];
         unsigned drop = 0;
         if (s->layer >= cutoff) drop |= UP_SELECT_DROP_LAYER;
-        if (s->dropped & UP_SELECT_DROP_UNSCORED) {
-            s->dropped = drop | UP_SELECT_DROP_UNSCORED;
+        if (s->dropped & marks) {
+            s->dropped = drop | (s->dropped & marks);
             continue;
         }
-        if (!isfinite(s->bypass) || !isfinite(s->induce) || !isfinite(s->kl)) drop |= UP_SELECT_DROP_NAN;
-        if (s->kl > o.max_kl) drop |= UP_SELECT_DROP_KL;
-        if (s->induce < o.min_induce) drop |= UP_SELECT_DROP_INDUCE;
-        s->dropped = drop;
+        s->dropped = drop |= score_drops(s, &o);
         if (drop) continue;
         kept++;
         if (best < 0 || s->bypass < scores[best].bypass) best = i; /* strict: ties keep the earlier */
@@ -40,7 +49,7 @@ int up_select_pick(up_select_score *scores, int n, int n_layers, const up_select
 }
 
 const char *up_select_dropped_names(unsigned dropped, char *buf, size_t size) {
-    static const char *const names[5] = {"layer", "kl", "induce", "nan", "unscored"};
+    static const char *const names[6] = {"layer", "kl", "induce", "nan", "unscored", "bypass_only"};
     if (!size) return buf;
     buf[0] = '\0';
     if (!dropped) {
@@ -48,7 +57,7 @@ const char *up_select_dropped_names(unsigned dropped, char *buf, size_t size) {
         return buf;
     }
     size_t at = 0;
-    for (int b = 0; b < 5; b++) {
+    for (int b = 0; b < 6; b++) {
         if (!(dropped & (1u << b))) continue;
         int w = snprintf(buf + at, size - at, "%s%s", at ? "," : "", names[b]);
         if (w < 0 || (size_t)w >= size - at) break;
@@ -63,24 +72,106 @@ void up_select_result_free(up_select_result *r) {
     r->scores = NULL;
 }
 
-/* One validation row of a candidate's work: which prompt, and what is measured on it. */
-typedef enum { JOB_BYPASS = 0, JOB_KL, JOB_INDUCE } job_kind;
-
-typedef struct job {
-    const int32_t *ids;
-    int len;
-    int prompt; /* index into its list (for the baseline logits of KL rows) */
-    job_kind kind;
-} job;
-
-/* Buffers for one batch, sized for opts.batch rows. */
-typedef struct batch_buf {
+/* What every measurement needs: the model's state, the prompts, the unsteered harmless logits
+ * (KL's reference, computed once) and the buffers of one batch of opts.batch rows. */
+typedef struct scorer {
+    up_state *s;
+    int batch, V;
+    const up_token_lists *harmful, *harmless;
+    const int32_t *refusal_ids;
+    int n_refusal;
+    float *base;             /* (harmless->n, V) */
     const int32_t **prompts; /* (batch) */
     int *lens;               /* (batch) */
     up_steer_row *rows;      /* (batch) */
     double *score;           /* (batch) */
     float *logits;           /* (batch, V) */
-} batch_buf;
+} scorer;
+
+/* Runs rows [start, start + B) of a row list whose row k is prompt list->ids[k % list->n] under
+ * rows[k] (NULL plan: unsteered), into sc->score and sc->logits. */
+static up_status run_rows(scorer *sc, const up_token_lists *list, int start, int B, const up_steer_row *rows,
+                          up_error *err) {
+    for (int b = 0; b < B; b++) {
+        const int k = (start + b) % list->n;
+        sc->prompts[b] = list->ids[k], sc->lens[b] = list->lens[k];
+        if (rows) sc->rows[b] = rows[(start + b) / list->n];
+    }
+    up_steer_plan plan = {sc->rows, B};
+    up_steer_batch bt = {sc->prompts, sc->lens, B, rows ? &plan : NULL, NULL, sc->refusal_ids, sc->n_refusal, 0, NULL, 0, 0};
+    up_steer_out out = {sc->score, sc->logits, NULL, NULL, NULL};
+    return up_steer_run(sc->s, &bt, &out, err);
+}
+
+/* Each measurement runs its own prompts in batches that depend on nothing else, so its bits
+ * are the same whichever other measurements a mode runs: bypass over the harmful prompts,
+ * induce and KL over the harmless ones (each prompt ablated, then each prompt added). */
+static up_status score_bypass(scorer *sc, const float *r, double *bypass, up_error *err) {
+    const int n = sc->harmful->n;
+    up_steer ablate = up_steer_ablate(r);
+    const up_steer_row row = {&ablate, 1};
+    double sum = 0;
+    for (int start = 0; start < n; start += sc->batch) {
+        const int B = n - start < sc->batch ? n - start : sc->batch;
+        up_status st = run_rows(sc, sc->harmful, start, B, &row, err);
+        if (st) return st;
+        for (int b = 0; b < B; b++) sum += sc->score[b];
+    }
+    *bypass = sum / n;
+    return UP_OK;
+}
+
+static up_status score_filters(scorer *sc, const float *r, int layer, double *induce, double *kl, up_error *err) {
+    const int n = sc->harmless->n;
+    up_steer ablate = up_steer_ablate(r);
+    up_steer add = up_steer_add((up_hook_point){UP_HOOK_RESID_PRE, layer}, r, 1.0f);
+    const up_steer_row rows[2] = {{&ablate, 1}, {&add, 1}}; /* rows [0, n): KL; [n, 2n): induce */
+    double sum_kl = 0, sum_induce = 0;
+    for (int start = 0; start < 2 * n; start += sc->batch) {
+        const int B = 2 * n - start < sc->batch ? 2 * n - start : sc->batch;
+        up_status st = run_rows(sc, sc->harmless, start, B, rows, err);
+        if (st) return st;
+        for (int b = 0; b < B; b++) {
+            const int k = start + b;
+            if (k < n) sum_kl += up_metrics_kl(sc->base + (size_t)k * sc->V, sc->logits + (size_t)b * sc->V, sc->V);
+            else sum_induce += sc->score[b];
+        }
+    }
+    *kl = sum_kl / n;
+    *induce = sum_induce / n;
+    return UP_OK;
+}
+
+/* The unsteered baselines: mean refusal scores of both sets and the harmless logits, over the
+ * rows harmful then harmless in shared batches. */
+static up_status score_baselines(scorer *sc, up_select_result *res, up_error *err) {
+    const int nh = sc->harmful->n, nl = sc->harmless->n;
+    double sum_h = 0, sum_l = 0;
+    for (int start = 0; start < nh + nl; start += sc->batch) {
+        const int B = nh + nl - start < sc->batch ? nh + nl - start : sc->batch;
+        for (int b = 0; b < B; b++) {
+            const int k = start + b;
+            const up_token_lists *list = k < nh ? sc->harmful : sc->harmless;
+            sc->prompts[b] = list->ids[k < nh ? k : k - nh], sc->lens[b] = list->lens[k < nh ? k : k - nh];
+        }
+        up_steer_batch bt = {sc->prompts, sc->lens, B, NULL, NULL, sc->refusal_ids, sc->n_refusal, 0, NULL, 0, 0};
+        up_steer_out out = {sc->score, sc->logits, NULL, NULL, NULL};
+        up_status st = up_steer_run(sc->s, &bt, &out, err);
+        if (st) return st;
+        for (int b = 0; b < B; b++) {
+            const int k = start + b;
+            if (k < nh) {
+                sum_h += sc->score[b];
+            } else {
+                sum_l += sc->score[b];
+                memcpy(sc->base + (size_t)(k - nh) * sc->V, sc->logits + (size_t)b * sc->V, (size_t)sc->V * sizeof *sc->base);
+            }
+        }
+    }
+    res->base_harmful = sum_h / nh;
+    res->base_harmless = sum_l / nl;
+    return UP_OK;
+}
 
 static up_status check_prompts(const up_token_lists *p, const char *what, int *max_len, up_error *err) {
     if (!p || p->n <= 0) return up_error_set(err, UP_ERR_INVALID, "direction selection: no %s prompts", what);
@@ -91,8 +182,9 @@ static up_status check_prompts(const up_token_lists *p, const char *what, int *m
     return UP_OK;
 }
 
-/* Marks in want[c] (n_pos * L) the candidates opts asks to score; returns how many, or -1
- * with err set when a listed layer or position is out of range. */
+/* Marks in want[c] (n_pos * L) the candidates to score; returns how many, or -1 with err set
+ * when a listed layer or position is out of range. Lazy mode never scores the layers the cut
+ * drops: no rule needs them. */
 static int scored_candidates(const up_select_opts *o, int n_pos, int L, unsigned char *want, up_error *err) {
     for (int i = 0; o->layers && i < o->n_layers_scored; i++)
         if (o->layers[i] < 0 || o->layers[i] >= L) {
@@ -104,17 +196,47 @@ static int scored_candidates(const up_select_opts *o, int n_pos, int L, unsigned
             up_error_set(err, UP_ERR_INVALID, "direction selection: position %d outside [-%d, -1]", o->positions[i], n_pos);
             return -1;
         }
-    const double cutoff = o->max_layer_frac * L - 1e-9; /* as up_select_pick */
+    const double cutoff = layer_cutoff(o, L);
+    const int skip_late = o->skip_late_layers || o->mode == UP_SELECT_LAZY;
     int n = 0;
     for (int c = 0; c < n_pos * L; c++) {
         const int pos = c / L - n_pos, layer = c % L;
         int layer_ok = !o->layers, pos_ok = !o->positions;
         for (int i = 0; !layer_ok && i < o->n_layers_scored; i++) layer_ok = o->layers[i] == layer;
         for (int i = 0; !pos_ok && i < o->n_positions_scored; i++) pos_ok = o->positions[i] == pos;
-        want[c] = layer_ok && pos_ok && !(o->skip_late_layers && layer >= cutoff);
+        want[c] = layer_ok && pos_ok && !(skip_late && layer >= cutoff);
         n += want[c];
     }
     return n;
+}
+
+/* A candidate of norm 0 (or not finite) cannot be ablated: it keeps NaN scores. */
+static int can_ablate(const float *r, int d) {
+    double norm = 0;
+    for (int j = 0; j < d; j++) norm += (double)r[j] * r[j];
+    return norm > 0 && isfinite(norm);
+}
+
+/* Reports one finished candidate; non-zero when the callback asks to stop. */
+static int report(const up_select_opts *o, up_select_progress *p, const up_select_score *s, int n_pos) {
+    p->done++;
+    p->pos = s->pos - n_pos, p->layer = s->layer;
+    return o->progress ? o->progress(p, o->user) : 0;
+}
+
+/* A candidate in lazy mode's queue: increasing bypass, ties to the earlier candidate. */
+typedef struct ranked {
+    double bypass;
+    int c;
+} ranked;
+
+static int by_bypass(const void *a, const void *b) {
+    const ranked *x = a, *y = b;
+    return x->bypass < y->bypass ? -1 : x->bypass > y->bypass ? 1 : (x->c > y->c) - (x->c < y->c);
+}
+
+static up_status stopped(up_error *err) {
+    return up_error_set(err, UP_ERR_ABORTED, "direction selection stopped by its progress callback");
 }
 
 up_status up_select_direction(const up_model *m, const float *candidates, int n_pos, const up_token_lists *harmful,
@@ -125,6 +247,8 @@ up_status up_select_direction(const up_model *m, const float *candidates, int n_
     memset(res, 0, sizeof *res);
     res->best = -1;
     if (n_pos <= 0) return up_error_set(err, UP_ERR_INVALID, "direction selection: n_pos = %d", n_pos);
+    if (o.mode != UP_SELECT_FULL && o.mode != UP_SELECT_LAZY)
+        return up_error_set(err, UP_ERR_INVALID, "direction selection: unknown mode %d", o.mode);
     if (n_refusal <= 0 || !refusal_ids) return up_error_set(err, UP_ERR_INVALID, "direction selection: no refusal token ids");
     for (int i = 0; i < n_refusal; i++)
         if (refusal_ids[i] < 0 || refusal_ids[i] >= V)
@@ -134,7 +258,7 @@ up_status up_select_direction(const up_model *m, const float *candidates, int n_
     if ((st = check_prompts(harmful, "harmful", &max_len, err)) || (st = check_prompts(harmless, "harmless", &max_len, err)))
         return st;
     const int batch = o.batch > 0 ? o.batch : 8;
-    const int n_cand = n_pos * L, nh = harmful->n, nl = harmless->n, n_jobs = nh + 2 * nl;
+    const int n_cand = n_pos * L;
     if ((o.layers && o.n_layers_scored <= 0) || (o.positions && o.n_positions_scored <= 0))
         return up_error_set(err, UP_ERR_INVALID, "direction selection: an empty list of layers or positions scores nothing");
     unsigned char *want = malloc((size_t)n_cand);
@@ -146,94 +270,68 @@ up_status up_select_direction(const up_model *m, const float *candidates, int n_
     }
 
     res->scores = calloc((size_t)n_cand, sizeof *res->scores);
-    job *jobs = malloc((size_t)n_jobs * sizeof *jobs);
-    float *base = malloc((size_t)nl * V * sizeof *base); /* (nl, V) unsteered harmless logits */
-    batch_buf bb = {malloc(batch * sizeof *bb.prompts), malloc(batch * sizeof *bb.lens),
-                    malloc(batch * sizeof *bb.rows), malloc(batch * sizeof *bb.score),
-                    malloc((size_t)batch * V * sizeof *bb.logits)};
-    up_state *s = NULL;
-    if (!res->scores || !jobs || !base || !bb.prompts || !bb.lens || !bb.rows || !bb.score || !bb.logits)
+    ranked *order = malloc((size_t)n_cand * sizeof *order);
+    scorer sc = {NULL, batch, V, harmful, harmless, refusal_ids, n_refusal, malloc((size_t)harmless->n * V * sizeof(float)),
+                 malloc(batch * sizeof *sc.prompts), malloc(batch * sizeof *sc.lens), malloc(batch * sizeof *sc.rows),
+                 malloc(batch * sizeof *sc.score), malloc((size_t)batch * V * sizeof *sc.logits)};
+    if (!res->scores || !order || !sc.base || !sc.prompts || !sc.lens || !sc.rows || !sc.score || !sc.logits)
         st = up_error_set(err, UP_ERR_NOMEM, "direction selection: out of memory");
     else
-        st = up_state_init(&s, m, batch, max_len, err);
+        st = up_state_init(&sc.s, m, batch, max_len, err);
     res->n_pos = n_pos, res->n_layers = L;
+    if (!st) st = score_baselines(&sc, res, err);
 
-    /* Rows ordered harmful, harmless (ablated), harmless (added): each batch holds one kind
-     * or a seam between two, and every row carries its own setting. */
-    for (int j = 0; j < nh; j++) jobs[j] = (job){harmful->ids[j], harmful->lens[j], j, JOB_BYPASS};
-    for (int j = 0; j < nl; j++) {
-        jobs[nh + j] = (job){harmless->ids[j], harmless->lens[j], j, JOB_KL};
-        jobs[nh + nl + j] = (job){harmless->ids[j], harmless->lens[j], j, JOB_INDUCE};
-    }
-
-    /* Baselines: harmful scores, harmless scores and logits. */
-    double sum_h = 0, sum_l = 0;
-    for (int start = 0; !st && start < nh + nl; start += batch) {
-        const int B = nh + nl - start < batch ? nh + nl - start : batch;
-        for (int b = 0; b < B; b++) bb.prompts[b] = jobs[start + b].ids, bb.lens[b] = jobs[start + b].len;
-        up_steer_batch bt = {bb.prompts, bb.lens, B, NULL, NULL, refusal_ids, n_refusal, 0, NULL, 0, 0};
-        up_steer_out out = {bb.score, bb.logits, NULL, NULL, NULL};
-        if ((st = up_steer_run(s, &bt, &out, err))) break;
-        for (int b = 0; b < B; b++) {
-            const job *jb = &jobs[start + b];
-            if (jb->kind == JOB_BYPASS) {
-                sum_h += bb.score[b];
-            } else {
-                sum_l += bb.score[b];
-                memcpy(base + (size_t)jb->prompt * V, bb.logits + (size_t)b * V, (size_t)V * sizeof *base);
-            }
-        }
-    }
-    res->base_harmful = sum_h / nh;
-    res->base_harmless = sum_l / nl;
-
-    for (int c = 0, done = 0; !st && c < n_cand; c++) {
-        const int pos = c / L, layer = c % L;
+    /* Full: every wanted candidate's three scores, one candidate after another. Lazy: every
+     * wanted candidate's bypass first; the filters' scores come after, below. */
+    up_select_progress p = {o.mode == UP_SELECT_FULL ? UP_SELECT_PASS_ALL : UP_SELECT_PASS_BYPASS, 0, n_want, 0, 0, 0, 0,
+                            batch};
+    int n_order = 0, c = 0;
+    for (; !st && c < n_cand; c++) {
         const float *r = candidates + (size_t)c * d;
-        up_select_score *sc = &res->scores[c];
-        *sc = (up_select_score){pos, layer, NAN, NAN, NAN, 0};
+        up_select_score *s = &res->scores[c];
+        *s = (up_select_score){c / L, c % L, NAN, NAN, NAN, 0};
         if (!want[c]) {
-            sc->dropped = UP_SELECT_DROP_UNSCORED;
+            s->dropped = UP_SELECT_DROP_UNSCORED;
             continue;
         }
-        double norm = 0;
-        for (int j = 0; j < d; j++) norm += (double)r[j] * r[j];
-        if (norm > 0 && isfinite(norm)) {
-            up_steer ablate = up_steer_ablate(r);
-            up_steer add = up_steer_add((up_hook_point){UP_HOOK_RESID_PRE, layer}, r, 1.0f);
-            const up_steer_row ablate_row = {&ablate, 1}, add_row = {&add, 1};
-            double sum[3] = {0, 0, 0};
-            for (int start = 0; !st && start < n_jobs; start += batch) {
-                const int B = n_jobs - start < batch ? n_jobs - start : batch;
-                for (int b = 0; b < B; b++) {
-                    const job *jb = &jobs[start + b];
-                    bb.prompts[b] = jb->ids, bb.lens[b] = jb->len;
-                    bb.rows[b] = jb->kind == JOB_INDUCE ? add_row : ablate_row;
-                }
-                up_steer_plan plan = {bb.rows, B};
-                up_steer_batch bt = {bb.prompts, bb.lens, B, &plan, NULL, refusal_ids, n_refusal, 0, NULL, 0, 0};
-                up_steer_out out = {bb.score, bb.logits, NULL, NULL, NULL};
-                if ((st = up_steer_run(s, &bt, &out, err))) break;
-                for (int b = 0; b < B; b++) {
-                    const job *jb = &jobs[start + b];
-                    sum[jb->kind] += jb->kind == JOB_KL
-                                         ? up_metrics_kl(base + (size_t)jb->prompt * V, bb.logits + (size_t)b * V, V)
-                                         : bb.score[b];
-                }
-            }
-            sc->bypass = sum[JOB_BYPASS] / nh;
-            sc->kl = sum[JOB_KL] / nl;
-            sc->induce = sum[JOB_INDUCE] / nl;
+        if (can_ablate(r, d)) {
+            st = score_bypass(&sc, r, &s->bypass, err);
+            if (!st && o.mode == UP_SELECT_FULL) st = score_filters(&sc, r, s->layer, &s->induce, &s->kl, err);
         }
-        if (st) up_error_prefix(err, "direction selection, candidate position %d layer %d", pos, layer);
-        else if (o.progress) o.progress(++done, n_want, o.user);
+        if (st) {
+            up_error_prefix(err, "direction selection, candidate position %d layer %d", s->pos - n_pos, s->layer);
+            break;
+        }
+        if (o.mode == UP_SELECT_FULL) p.passed = s->layer < layer_cutoff(&o, L) && !score_drops(s, &o), p.n_passed += p.passed;
+        if (isfinite(s->bypass)) order[n_order++] = (ranked){s->bypass, c};
+        if (report(&o, &p, s, n_pos)) st = stopped(err);
+    }
+
+    /* Lazy: induce and KL in increasing bypass order until one candidate passes every filter;
+     * it is the full rule's winner, since every candidate of lower bypass (or equal bypass and
+     * earlier) failed a filter. The rest keep their bypass, marked BYPASS_ONLY. */
+    if (!st && o.mode == UP_SELECT_LAZY) {
+        qsort(order, (size_t)n_order, sizeof *order, by_bypass);
+        p = (up_select_progress){UP_SELECT_PASS_FILTERS, 0, n_order, 0, 0, 0, 0, batch};
+        int k = 0;
+        for (; !st && k < n_order && !p.n_passed; k++) {
+            up_select_score *s = &res->scores[order[k].c];
+            st = score_filters(&sc, candidates + (size_t)order[k].c * d, s->layer, &s->induce, &s->kl, err);
+            if (st) {
+                up_error_prefix(err, "direction selection, candidate position %d layer %d", s->pos - n_pos, s->layer);
+                break;
+            }
+            p.passed = !score_drops(s, &o), p.n_passed += p.passed;
+            if (report(&o, &p, s, n_pos)) st = stopped(err);
+        }
+        for (; k < n_order; k++) res->scores[order[k].c].dropped = UP_SELECT_DROP_BYPASS_ONLY;
     }
     if (!st) res->best = up_select_pick(res->scores, n_cand, L, &o, &res->n_kept);
-    up_state_free(s);
+    up_state_free(sc.s);
     free(want);
-    free(jobs);
-    free(base);
-    free(bb.prompts), free(bb.lens), free(bb.rows), free(bb.score), free(bb.logits);
+    free(order);
+    free(sc.base);
+    free(sc.prompts), free(sc.lens), free(sc.rows), free(sc.score), free(sc.logits);
     if (st) up_select_result_free(res);
     return st;
 }

@@ -18,19 +18,38 @@
  * int(0.8·n_layers) instead, which drops one more layer when 0.8·n_layers is not an integer
  * (26 layers: it drops ℓ ≥ 20, this drops ℓ ≥ 21). Pass floor(0.8·L)/L to reproduce it.
  *
+ * Two modes give the same winner:
+ *   UP_SELECT_FULL (0, the C default): every candidate's three scores, for the complete
+ *     selection figure; layers the cut drops are scored too unless skip_late_layers.
+ *   UP_SELECT_LAZY (what model:select_direction and X:direction use unless told "full"): the
+ *     layers the cut drops are never run; bypass for every other candidate, then induce and KL
+ *     in increasing bypass order (ties: the earlier candidate) only until one candidate passes
+ *     every filter. That one is the full rule's winner, because every candidate ahead of it in
+ *     that order failed a filter. The candidates after it keep their bypass, have NaN induce and
+ *     KL, and are marked UP_SELECT_DROP_BYPASS_ONLY ("bypass_only"); one whose bypass is not
+ *     finite is dropped as NAN without them. It saves every run of the late layers and the
+ *     induce and KL rows (twice the harmless prompts) of every candidate after the winner.
+ * Every measurement runs in left-padded batches of opts.batch rows that hold nothing but its
+ * own rows: bypass over the harmful prompts (ablated); induce and KL together over the
+ * harmless prompts (each ablated, for KL, then each with +r, for induce). The batches do not
+ * depend on the mode or on other candidates, so a candidate scored by both modes has the same
+ * bits in both (the last bits of a score depend on its batch's padding and shape). The
+ * unsteered baselines (both sets' mean refusal scores and the harmless logits KL compares
+ * against) run once, in batches of harmful then harmless rows.
+ *
  * Every candidate's scores are kept (for plots) with a bitmask of the filters that removed
- * it. On a large model scoring all n_pos × n_layers candidates takes hours on a CPU (each one
- * runs every validation prompt three times), so opts can name the layers and positions worth
- * scoring and skip the layers the layer filter would drop anyway: a candidate left out is
- * not run, its scores are NaN and its mask is UP_SELECT_DROP_UNSCORED (plus LAYER where
- * that filter applies). Among the scored candidates the rule is the same. Prompts run in left-padded batches; the three measurements of a candidate share
- * batches (one steering setting per row). A candidate of norm 0 cannot be ablated: its
- * scores are NaN and it is dropped as non-finite.
+ * it. opts can also name the layers and positions worth scoring: a candidate left out is not
+ * run, its scores are NaN and its mask is UP_SELECT_DROP_UNSCORED ("unscored", plus LAYER
+ * where that filter applies). Among the scored candidates the rule is the same. A candidate
+ * of norm 0 cannot be ablated: its scores are NaN and it is dropped as non-finite.
+ *
+ * Progress: opts.progress is called after each candidate a pass finishes (up_select_progress:
+ * which pass, done of total, the candidate, whether it passed every filter); a non-zero
+ * return stops the selection with UP_ERR_ABORTED.
  *
  * Ownership: up_select_direction allocates result->scores; up_select_result_free frees it.
  * Errors: an up_status with a message (forward.h's, or UP_ERR_INVALID for bad arguments);
- * "nothing passed the filters" is not an error: result->best is -1 and the scores are there.
- * The progress callback may abort nothing; it only reports. */
+ * "nothing passed the filters" is not an error: result->best is -1 and the scores are there. */
 #ifndef UP_SELECT_H
 #define UP_SELECT_H
 
@@ -42,8 +61,33 @@ enum {
     UP_SELECT_DROP_KL = 1u << 1,     /* kl > max_kl */
     UP_SELECT_DROP_INDUCE = 1u << 2, /* induce < min_induce */
     UP_SELECT_DROP_NAN = 1u << 3,     /* a score is NaN or infinite */
-    UP_SELECT_DROP_UNSCORED = 1u << 4 /* left out by opts.layers / positions / skip_late_layers */
+    UP_SELECT_DROP_UNSCORED = 1u << 4, /* not run: left out by opts.layers / positions, or a layer the cut drops
+                                          (lazy mode, or skip_late_layers) */
+    UP_SELECT_DROP_BYPASS_ONLY = 1u << 5 /* lazy mode: bypass scored, induce and KL not needed */
 };
+
+typedef enum { UP_SELECT_FULL = 0, UP_SELECT_LAZY = 1 } up_select_mode;
+
+/* Which pass a progress report belongs to. */
+typedef enum {
+    UP_SELECT_PASS_ALL = 0,    /* full mode: a candidate's three scores */
+    UP_SELECT_PASS_BYPASS = 1, /* lazy mode: a candidate's bypass */
+    UP_SELECT_PASS_FILTERS = 2 /* lazy mode: a candidate's induce and KL, in bypass order; total is
+                                  the most it can take (the candidates with a finite bypass): it
+                                  ends at the first that passes */
+} up_select_pass;
+
+typedef struct up_select_progress {
+    up_select_pass pass;
+    int done, total;  /* candidates finished in this pass, and how many it has */
+    int pos, layer;   /* the candidate just finished; pos as i − n_pos */
+    int passed;       /* ALL / FILTERS: 1 when it passed every filter (0 in the BYPASS pass) */
+    int n_passed;     /* how many have passed so far in this pass */
+    int batch;        /* rows per forward pass */
+} up_select_progress;
+
+/* Return non-zero to stop. */
+typedef int (*up_select_progress_fn)(const up_select_progress *p, void *user);
 
 typedef struct up_select_opts {
     double max_layer_frac; /* 0.8 */
@@ -56,12 +100,14 @@ typedef struct up_select_opts {
     int n_layers_scored;
     const int *positions;
     int n_positions_scored;
-    int skip_late_layers;  /* 1: do not score layers that max_layer_frac drops (0: score them, for plots) */
-    up_progress_fn progress; /* after each scored candidate: (done, number to score); may be NULL */
+    up_select_mode mode;   /* FULL (0) or LAZY */
+    int skip_late_layers;  /* FULL: 1 does not score layers that max_layer_frac drops (0: score them,
+                              for plots). LAZY never scores them. */
+    up_select_progress_fn progress; /* may be NULL */
     void *user;
 } up_select_opts;
 
-/* The defaults above. */
+/* The defaults above; mode FULL. */
 up_select_opts up_select_opts_default(void);
 
 typedef struct up_select_score {
@@ -91,10 +137,13 @@ up_status up_select_direction(const up_model *m, const float *candidates, int n_
 
 /* Re-applies the filters of opts (NULL: defaults) to saved scores: sets every dropped mask and
  * returns the winner's index, or -1. Lets a script try other thresholds without rerunning.
- * An UNSCORED mark stays (with LAYER where it applies) and is never kept. */
+ * An UNSCORED or BYPASS_ONLY mark stays (with LAYER where it applies) and is never kept: on a
+ * lazy result other thresholds may pick a candidate lazy mode did not score, so a script that
+ * re-picks wants a full result. */
 int up_select_pick(up_select_score *scores, int n, int n_layers, const up_select_opts *opts, int *n_kept);
 
-/* Writes the names of the bits in `dropped` ("layer", "kl", "induce", "nan", "unscored"), comma-separated,
+/* Writes the names of the bits in `dropped` ("layer", "kl", "induce", "nan", "unscored",
+ * "bypass_only"), comma-separated,
  * or "kept"; returns buf. */
 const char *up_select_dropped_names(unsigned dropped, char *buf, size_t size);
 

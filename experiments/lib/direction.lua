@@ -22,9 +22,13 @@ E.decl = {
     max_layer_frac = 0.8, -- drop candidates at layers >= this fraction of the depth
     max_kl = 0.1,         -- drop candidates whose ablation moves harmless logits more (nats)
     min_induce = 0,       -- drop candidates whose addition does not raise the refusal score this far
-    -- Selection on a large model (every candidate runs every prompt three times): score only
-    -- these layers / positions (empty: all; --set layers=8,10,12 positions=-1,-2), skip the
-    -- layers max_layer_frac drops anyway, score on the first select_prompts of each set (0: all).
+    -- lazy: bypass for every candidate below the layer cut, induce and KL in bypass order only
+    -- until one passes (the same choice as full); full: every candidate's three scores, for the
+    -- complete selection figure (--set select_mode=full).
+    select_mode = "lazy",
+    -- Selection on a large model: score only these layers / positions (empty: all; --set
+    -- layers=8,10,12 positions=-1,-2), in full mode skip the layers max_layer_frac drops anyway,
+    -- score on the first select_prompts of each set (0: all).
     layers = {},
     positions = {},
     skip_late_layers = false,
@@ -48,7 +52,7 @@ function E.body(X)
   local dir = X:direction{from = "select", harmful = "harmful", harmless = "harmless", max_layer_frac = P.max_layer_frac,
                           max_kl = P.max_kl, min_induce = P.min_induce, batch = P.batch,
                           layers = #P.layers > 0 and P.layers or nil, positions = #P.positions > 0 and P.positions or nil,
-                          skip_late_layers = P.skip_late_layers, n_eval = P.select_prompts > 0 and P.select_prompts or nil}
+                          skip_late_layers = P.skip_late_layers, mode = P.select_mode, n_eval = P.select_prompts > 0 and P.select_prompts or nil}
   if dir.selection then X:plot_selection(dir) end
 
   -- Summary of the choice, and the shipped direction (the model's direction.safetensors) next to it.

@@ -151,7 +151,9 @@ function M.install(X, step)
       subtitle = "bypass: harmful prompts with r ablated; induce: harmless with +r; KL: harmless, ablated vs not",
       bypass = bypass, induce = induce, kl = kl, dropped = dropped, positions = positions, best = best,
       max_kl = 0.1, min_induce = 0, max_layer = 0.8 * n_layers,
-      caption = "Candidates by layer and post-instruction position; the chosen one has the lowest bypass score among those kept",
+      caption = "Candidates by layer and post-instruction position; the chosen one has the lowest bypass score among those kept" ..
+        (info.sel.mode == "lazy" and ". Lazy selection: layers past the cut were not run, and induce and KL only " ..
+          "up to the chosen candidate in bypass order (hollow bypass points without induce/KL: bypass_only)" or ""),
     })
   end)
 end

@@ -16,12 +16,14 @@
 --     opts.unit       what is counted ("prompts", "attributions"; default none)
 --     opts.interval   seconds between lines off a terminal (5)
 --     opts.clock      function() -> seconds (upstream.clock; a test passes its own)
+--     opts.start      when the work began, on that clock (default: now): the rate counts from it
 --   p:update(done[, note])  done of total finished (note: a short word shown after the ETA);
 --                           reaching total writes the final line
 --   p:resume(done)          done items were finished before (a resumed training): counted,
 --                           but left out of the rate, whose clock restarts now
---   p:finish()              writes the final line now when total was not reached (a sweep that
---                           skipped items) and ends a drawn line; idempotent. A bar is also a
+--   p:finish([note])        writes the final line now when total was not reached (a sweep that
+--                           skipped items, a selection that stopped at its winner; note says
+--                           why) and ends a drawn line; idempotent. A bar is also a
 --                           to-be-closed value: `local p <close> = ...` ends its line on an error.
 --   progress.sets(p, sizes, names) -> function(done, total): for a binding that reports each of
 --                           several sets from 0 again, in order (model:directions: harmful, then
@@ -54,7 +56,7 @@ function M.new(label, total, opts)
   local tty = opts.tty
   if tty == nil then tty = stream == io.stderr and core.isatty(2) end
   local clock = opts.clock or core.clock
-  local t0 = clock()
+  local t0 = opts.start or clock()
   return setmetatable({label = label, total = total, done = 0, quiet = opts.quiet or false, stream = stream,
                        tty = tty, unit = opts.unit and (" " .. opts.unit) or "", interval = opts.interval or M.interval,
                        clock = clock, t0 = t0, last = t0, base = 0, finished = false}, Bar)
@@ -104,9 +106,10 @@ function Bar:resume(done)
   self.done, self.base, self.t0 = done, done, self.clock()
 end
 
-function Bar:finish()
+function Bar:finish(note)
   if self.finished then return end
   self.finished = true
+  if note then self.note = note end
   if self.quiet then return end
   if drawn and drawn ~= self then M.clear() end
   local t = self.clock()

@@ -26,10 +26,37 @@ end
 local direction_fields = {
   from = "string", path = "string", pos = "integer", layer = "integer", harmful = "string|table",
   harmless = "string|table", max_layer_frac = "number", max_kl = "number", min_induce = "number", batch = "integer",
-  -- Selection on a large model: score only these layers / positions (default all), skip the
-  -- layers max_layer_frac drops anyway, and score on the first n_eval prompts of each set.
-  layers = "integers", positions = "integers", skip_late_layers = "boolean", n_eval = "integer",
+  -- Selection: mode "lazy" (default: the layers max_layer_frac drops never run, induce and KL
+  -- only until the winner) or "full" (every score, for the complete figure); score only these
+  -- layers / positions (default all); in full mode skip the layers max_layer_frac drops
+  -- anyway; score on the first n_eval prompts of each set.
+  mode = "string", layers = "integers", positions = "integers", skip_late_layers = "boolean", n_eval = "integer",
 }
+
+local pass_labels = {all = "direction selection", bypass = "direction selection: bypass",
+                     filters = "direction selection: induce and KL, by bypass"}
+
+-- A progress function for model:select_direction: one bar per pass on stderr (upstream.progress).
+local function selection_progress(self)
+  local bar, pass
+  local since = core.clock() -- when the running pass began: the first one now, the next as the last ends
+  local fn = function(p)
+    if p.pass ~= pass then
+      if bar then bar:finish() end
+      bar, pass = progress.new(pass_labels[p.pass], p.total, {quiet = self.quiet, unit = "candidates", start = since}), p.pass
+    end
+    since = core.clock()
+    local note
+    if p.pass ~= "bypass" then
+      note = ("%d passed; pos %d layer %d %s"):format(p.n_passed, p.pos, p.layer, p.passed and "passes" or "dropped")
+    end
+    bar:update(p.done, note)
+  end
+  local finish = function()
+    if bar then bar:finish(pass == "filters" and bar.done < bar.total and "stopped at the first that passes" or nil) end
+  end
+  return fn, finish
+end
 
 local function prompt_set(self, v, default)
   if type(v) == "table" then return v end
@@ -98,22 +125,34 @@ Experiment.direction = step("direction", function(self, spec)
         eval_harmful = table.move(harmful, 1, math.min(spec.n_eval, #harmful), 1, {})
         eval_harmless = table.move(harmless, 1, math.min(spec.n_eval, #harmless), 1, {})
       end
-      self:log("selecting the direction among %d positions x %d layers, on %d harmful and %d harmless prompts",
-               n_pos, cfgm.n_layers, #eval_harmful, #eval_harmless)
+      local mode = spec.mode or "lazy"
+      if mode ~= "lazy" and mode ~= "full" then util.fail("direction: mode must be lazy or full, got '%s'", mode) end
+      local batch = spec.batch or 8
+      self:log("selecting the direction (%s) among %d positions x %d layers, on %d harmful and %d harmless prompts, " ..
+               "batch %d", mode, n_pos, cfgm.n_layers, #eval_harmful, #eval_harmless, batch)
+      local on_progress, finish = selection_progress(self)
       local sel = m:select_direction(cands, eval_harmful, eval_harmless, {refusal_ids = self:refusal_ids(),
-        max_layer_frac = spec.max_layer_frac, max_kl = spec.max_kl, min_induce = spec.min_induce, batch = spec.batch,
-        layers = spec.layers, positions = spec.positions, skip_late_layers = spec.skip_late_layers})
+        max_layer_frac = spec.max_layer_frac, max_kl = spec.max_kl, min_induce = spec.min_induce, batch = batch,
+        layers = spec.layers, positions = spec.positions, skip_late_layers = spec.skip_late_layers, mode = mode,
+        progress = on_progress})
+      finish()
       result.selection = sel
-      local n_scored = 0
-      for _, sc in ipairs(sel.scores) do n_scored = n_scored + (sc.dropped:find("unscored", 1, true) and 0 or 1) end
-      self:log("scored %d of %d candidates, %d kept", n_scored, #sel.scores, sel.n_kept)
+      local n_bypass, n_all = 0, 0
+      for _, sc in ipairs(sel.scores) do
+        if not sc.dropped:find("unscored", 1, true) then
+          n_bypass = n_bypass + 1
+          if sc.kl then n_all = n_all + 1 end
+        end
+      end
+      self:log("scored %d of %d candidates (induce and KL for %d), %d kept", n_bypass, #sel.scores, n_all, sel.n_kept)
       local rows = {}
       for _, s in ipairs(sel.scores) do
         local chosen = sel.best and s.pos == sel.best.pos and s.layer == sel.best.layer or false
         rows[#rows + 1] = csv.record({pos = s.pos, layer = s.layer, bypass = s.bypass, induce = s.induce, kl = s.kl,
           dropped = type(s.dropped) == "string" and s.dropped or "", chosen = chosen}, {"pos", "layer", "bypass", "induce", "kl", "dropped", "chosen"})
       end
-      self:table("direction_selection", rows, {title = "Direction selection (Arditi et al.): every candidate", show = 10})
+      self:table("direction_selection", rows, {title = ("Direction selection (Arditi et al.), %s mode: every candidate " ..
+        "(unscored: never run; bypass_only: induce and KL not needed)"):format(mode), show = 10})
       if sel.best then
         vec, result.pos, result.layer = sel.direction, sel.best.pos, sel.best.layer
       else

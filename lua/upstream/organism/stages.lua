@@ -160,7 +160,8 @@ local function stage_direction(ctx)
   local last = dc.n_candidates + dc.n_select
   local sel = model:select_direction(cand, records.chat_ids(tok, slice(harmful, dc.n_candidates + 1, last)),
                                      records.chat_ids(tok, slice(harmless, dc.n_candidates + 1, last)),
-                                     {refusal_ids = refusal, max_kl = dc.max_kl, min_induce = dc.min_induce})
+                                     -- full: every candidate's scores in the build log (cheap at this size)
+                                     {refusal_ids = refusal, max_kl = dc.max_kl, min_induce = dc.min_induce, mode = "full"})
   for _, c in ipairs(sel.scores) do
     if c.bypass then
       ctx.log:line("direction: candidate pos %d layer %d  bypass %8.3f  induce %8.3f  KL %7.4f  %s", c.pos, c.layer,
