@@ -49,7 +49,7 @@ typedef struct up_cli_input {
 } up_cli_input;
 
 /* The model a command uses without --model: $UPSTREAM_MODEL, else the built-in organism
- * (<source tree>/models/organism); args.default_model() is the same rule for the Lua commands. */
+ * (<source tree>/models/organism); the Lua commands read it through upstream.default_model(). */
 const char *up_cli_default_model(void);
 
 /* Consumes --model/--ids/--prompt/--chat/--threads; returns 1 if argv[*i] was one of them. */

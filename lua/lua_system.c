@@ -17,6 +17,8 @@
  *                                          sub-second resolution; only differences mean anything
  *   upstream.isatty(fd)                 -> whether file descriptor fd (2: stderr) is a terminal, so a
  *                                          progress bar redraws one line there and prints lines elsewhere
+ *   upstream.default_model()            -> the model a command uses without --model: $UPSTREAM_MODEL,
+ *                                          else the built-in organism (cli.c's rule, the one copy)
  *   upstream.source_dir                 the source tree this binary was built from
  *   upstream.run_options                what `upstream run` parsed (see lua_host.c), or nil
  * Error rule: misuse raises with luaL_argerror; hashing failures raise with the core's message;
@@ -34,6 +36,7 @@
 #include "base/fs.h"
 #include "base/hash.h"
 #include "binding.h"
+#include "cli.h"
 #include "engine/blas.h"
 #include "formats/png.h"
 
@@ -109,6 +112,11 @@ static int l_threads(lua_State *L) {
     return 1;
 }
 
+static int l_default_model(lua_State *L) {
+    lua_pushstring(L, up_cli_default_model());
+    return 1;
+}
+
 static int l_clock(lua_State *L) {
     lua_pushnumber(L, up_clock_seconds());
     return 1;
@@ -123,7 +131,7 @@ void up_lua_register_system(lua_State *L) {
     static const luaL_Reg fns[] = {{"sha256", l_sha256},           {"hash_file", l_hash_file}, {"hash_path", l_hash_path},
                                    {"mkdir", l_mkdir},             {"mkdirs", l_mkdirs},       {"versions", l_versions},
                                    {"set_threads", l_set_threads}, {"threads", l_threads},     {"clock", l_clock},
-                                   {"isatty", l_isatty},           {NULL, NULL}};
+                                   {"isatty", l_isatty},           {"default_model", l_default_model}, {NULL, NULL}};
     luaL_setfuncs(L, fns, 0);
     lua_pushstring(L, UP_SOURCE_DIR), lua_setfield(L, -2, "source_dir");
 }

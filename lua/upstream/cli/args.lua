@@ -155,11 +155,7 @@ function M.index(text)
   return math.tointeger(tonumber(pos)), math.tointeger(tonumber(layer))
 end
 
-function M.default_model()
-  local env = os.getenv("UPSTREAM_MODEL")
-  if env and env ~= "" then return env end
-  return core.source_dir .. "/models/organism"
-end
+M.default_model = core.default_model -- cli.c's rule, shared with dump and generate
 
 -- The binding names itself in its messages; a command reports the core's message alone.
 function M.tokenizer(dir)
