@@ -50,7 +50,8 @@ static double check(const float *got, const float *A, const float *B, size_t b_k
 }
 
 static void test_products(void **state) {
-    /* N 2000 by K 600 cuts into several column blocks; M 40 takes the sgemm path. */
+    /* N 2000 by K 600 cuts into several column blocks; M 40 takes the tiled kernel (its own
+     * test is below) and, in the backward, the sgemm path. */
     enum { M = 40, N = 2000, K = 600 };
     float *Wf, *x = random_floats((size_t)M * K), *dy = random_floats((size_t)M * N);
     uint16_t *W = random_bf16((size_t)N * K, &Wf);
@@ -107,7 +108,61 @@ static void test_products(void **state) {
     free(x), free(dy), free(W), free(Wf), free(scratch);
 }
 
+/* The tiled kernel (UP_LINEAR_FUSED_MAX_M < M <= UP_LINEAR_TILED_MAX_M) on shapes that reach
+ * every edge: N 1997 leaves a short last chunk and a short last tile (fp32 rows then go through
+ * the buffer); K 2500 is two blocks with an 8-unaligned scalar tail; M covers tiles of three,
+ * two twos in place of a one, and 64. Each product equals the double reference for fp32, bf16
+ * and f16 weights, accumulate adds, the bits are the same for 1-3 threads, and a row's bits do
+ * not depend on how many rows share the product. Above 64 rows sgemm takes over. */
+static void test_tiled(void **state) {
+    (void)state;
+    enum { N = 1997, K = 2500, MMAX = 70 };
+    const int Ms[] = {9, 10, 13, 16, 33, 64, 65, MMAX};
+    float *Wf, *x = random_floats((size_t)MMAX * K);
+    uint16_t *W = random_bf16((size_t)N * K, &Wf);
+    /* f16 weights: random sign, exponent (magnitudes 2^-10 to 1) and mantissa bits. */
+    uint16_t *Wh = malloc((size_t)N * K * sizeof *Wh);
+    float *Wh_exact = malloc((size_t)N * K * sizeof *Wh_exact);
+    for (size_t i = 0; i < (size_t)N * K; i++) {
+        rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+        const uint16_t sign = (uint16_t)((rng >> 63) << 15), expo = (uint16_t)(5 + (rng >> 40) % 10),
+                       mant = (uint16_t)((rng >> 20) & 0x3ff);
+        Wh[i] = sign | (uint16_t)(expo << 10) | mant;
+        Wh_exact[i] = up_f16_to_f32(Wh[i]);
+    }
+    const size_t sf = up_linear_scratch_floats(K);
+    float *scratch = malloc(sf * sizeof *scratch);
+    float *y = malloc((size_t)MMAX * N * sizeof *y), *y2 = malloc((size_t)MMAX * N * sizeof *y2);
+    float *first = malloc((size_t)N * sizeof *first);
+    const struct { const void *w; up_dtype dt; const float *exact; } kinds[] = {
+        {Wf, UP_DTYPE_F32, Wf}, {W, UP_DTYPE_BF16, Wf}, {Wh, UP_DTYPE_F16, Wh_exact}};
+    for (size_t d = 0; d < 3; d++) {
+        for (size_t i = 0; i < sizeof Ms / sizeof Ms[0]; i++) {
+            const int M = Ms[i];
+            up_blas_set_threads(1);
+            up_linear(y, x, kinds[d].w, kinds[d].dt, M, N, K, 0, scratch, sf);
+            assert_true(check(y, x, kinds[d].exact, 1, K, M, N, K) < 1e-5);
+            for (int t = 2; t <= 3; t++) {
+                up_blas_set_threads(t);
+                up_linear(y2, x, kinds[d].w, kinds[d].dt, M, N, K, 0, scratch, sf);
+                assert_memory_equal(y, y2, (size_t)M * N * sizeof(float));
+            }
+            if (M <= UP_LINEAR_TILED_MAX_M) {
+                /* Row 0 has the same bits in every tiled product. */
+                if (i == 0) memcpy(first, y, (size_t)N * sizeof(float));
+                else assert_memory_equal(first, y, (size_t)N * sizeof(float));
+            }
+            /* accumulate: the kernel adds its finished sums to y (sgemm folds them in its own way). */
+            if (M > UP_LINEAR_TILED_MAX_M) continue;
+            for (size_t j = 0; j < (size_t)M * N; j++) y2[j] = 1.0f;
+            up_linear(y2, x, kinds[d].w, kinds[d].dt, M, N, K, 1, scratch, sf);
+            for (size_t j = 0; j < (size_t)M * N; j++) assert_true(y2[j] == 1.0f + y[j]);
+        }
+    }
+    free(x), free(W), free(Wf), free(Wh), free(Wh_exact), free(scratch), free(y), free(y2), free(first);
+}
+
 int main(void) {
-    const struct CMUnitTest tests[] = {cmocka_unit_test(test_products)};
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_products), cmocka_unit_test(test_tiled)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

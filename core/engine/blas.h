@@ -37,12 +37,19 @@ void up_sgemm(int M, int N, int K, float alpha, const float *A, const float *B, 
               float beta, float *C);
 
 /* y (M,N) = x (M,K) @ W^T, W (N,K) in `dtype` (a Hugging Face Linear weight). If accumulate,
- * y += instead of =. For small M (decode, up to UP_LINEAR_FUSED_MAX_M rows) a fused
- * widen-and-dot kernel reads W once in its own dtype, so decode is bound by the storage's
- * bytes, not fp32's. Otherwise bf16/f16 weights are widened into `scratch` in blocks of
- * rows, one slot per thread, and multiplied with sgemm; scratch_floats should be
- * up_linear_scratch_floats(K) (a smaller scratch runs fewer threads; it must hold one slot). */
+ * y += instead of =. Three kernels, by rows:
+ *  - M <= UP_LINEAR_FUSED_MAX_M (decode): a fused widen-and-dot kernel reads W once in its own
+ *    dtype, so decode is bound by the storage's bytes, not fp32's;
+ *  - up to UP_LINEAR_TILED_MAX_M (batched decode, short prompts; needs AVX2/FMA/F16C, else the
+ *    next): a register-blocked kernel reads each weight once, widens it once into an L1 buffer
+ *    and dots it with every row, at close to the machine's sgemm rate. Its sums' order depends
+ *    on K only, so in this range a row's bits do not depend on how many rows share the product;
+ *  - above: bf16/f16 weights are widened into `scratch` in blocks of rows, one slot per thread,
+ *    and multiplied with sgemm.
+ * scratch_floats should be up_linear_scratch_floats(K) (a smaller scratch runs fewer threads;
+ * it must hold one slot). */
 #define UP_LINEAR_FUSED_MAX_M 8
+#define UP_LINEAR_TILED_MAX_M 64
 /* Scratch (floats) that lets every thread of the pool widen its own block of a product whose
  * widened slices are up to max_dim floats long (up_linear's K, up_linear_backward_input's N). */
 size_t up_linear_scratch_floats(int max_dim);
