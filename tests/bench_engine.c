@@ -12,7 +12,7 @@
  * when something errors (bad option, allocation, a forward pass failing).
  *
  *   bench_engine [--dtype bf16|f32|both] [--threads N] [--layers N]
- *                [--prompt T] [--decode S] [--batch B] [--reps R] [--bw-mb MB]
+ *                [--prompt T] [--decode S] [--batch B,B,...] [--reps R] [--bw-mb MB]
  *
  * Memory: full size is ~5.2 GB of weights in bf16 and ~10.5 GB in f32; the
  * dtypes run one after another and each model is freed before the next. */
@@ -45,7 +45,8 @@ typedef struct bench_opts {
     int layers;     /* 0: the real 26 */
     int prompt;     /* prefill length */
     int decode;     /* decode steps */
-    int batch;      /* rows of the batched decode */
+    int batches[4]; /* rows of each batched decode run */
+    int n_batches;
     int reps;       /* timed repetitions of each measurement; the best is reported */
     int bw_mb;      /* bandwidth probe buffer */
 } bench_opts;
@@ -225,34 +226,42 @@ static void probe_kernels(const up_model *m, const bench_opts *o, const machine 
     /* Same scratch size as up_state_init gives the pass: the largest layer matrix. */
     const size_t scratch_floats = (size_t)f * d;
     float *scratch = xmalloc(scratch_floats * sizeof(float));
-    const int M_max = T > o->batch ? T : o->batch;
+    const int M_max = T > 64 ? T : 64;
     float *x = xmalloc((size_t)M_max * d * sizeof(float));
     /* y holds the widest output probed: M_max rows of d_mlp, or one row of the vocabulary. */
     const size_t y_floats = (size_t)M_max * f > (size_t)V ? (size_t)M_max * f : (size_t)V;
     float *y = xmalloc(y_floats * sizeof(float));
     fill_uniform(x, (size_t)M_max * d, 3);
 
-    printf("  kernels (up_linear on the model's own matrices, best of %d):\n", o->reps);
-    const int Ms[2] = {1, o->batch};
-    for (int i = 0; i < 2; i++) {
-        int M = Ms[i];
-        if (M > UP_LINEAR_FUSED_MAX_M || (i == 1 && M == 1)) continue;
+    /* Each row count's bound: reading the weights once (bandwidth) or the multiply-adds (sgemm
+     * rate), whichever takes longer; a kernel's share is that time over its own. */
+    printf("  kernels (up_linear on the model's own matrices, best of %d; share of the bound, the slower of\n"
+           "  reading the weights once and the sgemm rate; target >= 70%% of sgemm from 16 rows):\n", o->reps);
+    const int Ms[] = {1, 2, 4, 8, 16, 32, 64};
+    for (size_t i = 0; i < sizeof Ms / sizeof Ms[0]; i++) {
+        const int M = Ms[i];
         double t = time_linear(gate, M, f, d, o->reps, x, y, scratch, scratch_floats);
-        double gb = (double)f * d * esz / 1e9;
-        printf("    gate_proj M=%-3d %5dx%d %8.2f ms  %6.1f GB/s of weights (%3.0f%% of bandwidth)  %6.1f GFLOP/s\n", M,
-               f, d, 1e3 * t, gb / t, 100.0 * gb / t / mc->bandwidth, 2.0 * M * f * d / t / 1e9);
+        double gb = (double)f * d * esz / 1e9, gf = 2.0 * M * f * d / 1e9;
+        double bound = fmax(gb / mc->bandwidth, gf / mc->sgemm_thin);
+        printf("    gate_proj M=%-3d %5dx%d %8.2f ms  %6.1f GB/s of weights  %6.1f GFLOP/s (%3.0f%% of sgemm)"
+               "  %3.0f%% of bound (%s)\n", M, f, d, 1e3 * t, gb / t, gf / t, 100.0 * gf / t / mc->sgemm_thin,
+               100.0 * bound / t, gb / mc->bandwidth > gf / mc->sgemm_thin ? "bandwidth" : "compute");
     }
     double t = time_linear(&m->lm_head, 1, V, d, o->reps, x, y, scratch, scratch_floats);
     double gb = (double)V * d * esz / 1e9;
     printf("    lm_head   M=1   %dx%d %8.2f ms  %6.1f GB/s of weights (%3.0f%% of bandwidth)\n", V, d, 1e3 * t, gb / t,
            100.0 * gb / t / mc->bandwidth);
     double tw = 0;
-    if (gate->dtype != UP_DTYPE_F32 && T > UP_LINEAR_FUSED_MAX_M) /* else up_linear does not widen */
+    if (gate->dtype != UP_DTYPE_F32 && T > UP_LINEAR_TILED_MAX_M) /* else up_linear does not widen */
         tw = time_widen(gate, (size_t)f * d, scratch, o->reps);
-    t = time_linear(gate, T, f, d, o->reps, x, y, scratch, scratch_floats);
-    double gf = 2.0 * T * f * d / t / 1e9;
-    printf("    gate_proj M=%-3d %5dx%d %8.2f ms  %6.1f GFLOP/s (%3.0f%% of sgemm 64x9216x2304)\n", T, f, d, 1e3 * t, gf,
-           100.0 * gf / mc->sgemm_thin);
+    if (T != 64) {
+        t = time_linear(gate, T, f, d, o->reps, x, y, scratch, scratch_floats);
+        double gf = 2.0 * T * f * d / t / 1e9;
+        printf("    gate_proj M=%-3d %5dx%d %8.2f ms  %6.1f GFLOP/s (%3.0f%% of sgemm 64x9216x2304)\n", T, f, d, 1e3 * t,
+               gf, 100.0 * gf / mc->sgemm_thin);
+    } else {
+        t = time_linear(gate, T, f, d, o->reps, x, y, scratch, scratch_floats);
+    }
     if (tw > 0)
         printf("      of which widening bf16->f32 %.2f ms (%.0f%%; %.1f GB/s read+written)\n", 1e3 * tw, 100.0 * tw / t,
                (double)f * d * (esz + 4) / tw / 1e9);
@@ -264,7 +273,7 @@ static void probe_kernels(const up_model *m, const bench_opts *o, const machine 
 typedef struct result {
     double prefill_gflops, prefill_tok_s;
     double decode_tok_s, decode_gb_s;
-    double batch_tok_s;
+    double batch_tok_s[4], batch_share[4];
 } result;
 
 static void random_tokens(int32_t *ids, size_t n, int vocab, uint64_t seed) {
@@ -279,7 +288,9 @@ static void check(up_status st, const up_error *err) {
 
 static void run_dtype(up_dtype dtype, const bench_opts *o, const machine *mc, result *res) {
     const up_model_config cfg = gemma2_2b(o->layers);
-    const int T = o->prompt, S = o->decode, B = o->batch, V = cfg.vocab_size;
+    int B = 1;
+    for (int i = 0; i < o->n_batches; i++) B = o->batches[i] > B ? o->batches[i] : B;
+    const int T = o->prompt, S = o->decode, V = cfg.vocab_size;
     up_error err;
     printf("\n== %s storage, %d layers (load average %.2f) ==\n", up_dtype_name(dtype), cfg.n_layers, load_average());
 
@@ -365,32 +376,34 @@ static void run_dtype(up_dtype dtype, const bench_opts *o, const machine *mc, re
     print_profile(&pr.prof, S, dec_work, "GB/s");
 
     /* Batched decode: B rows prefilled with a short prompt (a B x T prefill would cost B times
-     * the one above), then S steps of B tokens. Up to
-     * UP_LINEAR_FUSED_MAX_M rows up_linear reads each weight once for all rows; above, it
-     * widens and calls sgemm. */
-    res->batch_tok_s = 0;
-    if (B > 1) {
+     * the one above), then S steps of B tokens. Up to UP_LINEAR_FUSED_MAX_M rows up_linear
+     * reads each weight once for all rows, up to UP_LINEAR_TILED_MAX_M its tiled kernel runs,
+     * above it widens and calls sgemm. A step's bound is the slower of reading every weight
+     * once and its matmuls at the sgemm rate. */
+    for (int bi = 0; bi < o->n_batches; bi++) {
+        const int Bn = o->batches[bi];
         const int Tb = T < 8 ? T : 8;
         up_state_reset(s);
-        timed_forward(s, &pr, tokens, B, Tb, logits); /* tokens read as (B, Tb) */
-        for (int b = 0; b < B; b++) next[b] = (int32_t)up_argmax(logits + (size_t)b * V, V);
+        timed_forward(s, &pr, tokens, Bn, Tb, logits); /* tokens read as (Bn, Tb) */
+        for (int b = 0; b < Bn; b++) next[b] = (int32_t)up_argmax(logits + (size_t)b * V, V);
         profiler_init(&pr);
         double bt = 0;
         for (int step = 0; step < S; step++) {
-            bt += timed_forward(s, &pr, next, B, 1, logits);
-            for (int b = 0; b < B; b++) next[b] = (int32_t)up_argmax(logits + (size_t)b * V, V);
+            bt += timed_forward(s, &pr, next, Bn, 1, logits);
+            for (int b = 0; b < Bn; b++) next[b] = (int32_t)up_argmax(logits + (size_t)b * V, V);
         }
-        res->batch_tok_s = (double)B * S / bt;
-        double mm = 2.0 * (k.attn_params + k.mlp_params + k.head_params) * B;
-        printf("  decode batch %d, %d steps after %d-token prompts: %.1f ms/step  %.2f tok/s (%.1fx batch 1)  %.1f GFLOP/s of matmuls"
-               "  %.1f GB/s of weights\n",
-               B, S, Tb, 1e3 * bt / S, res->batch_tok_s, res->batch_tok_s / res->decode_tok_s, mm * S / bt / 1e9,
-               weight_bytes * S / bt / 1e9);
+        const double mm = 2.0 * (k.attn_params + k.mlp_params + k.head_params) * Bn;
+        res->batch_tok_s[bi] = (double)Bn * S / bt;
+        res->batch_share[bi] = fmax(weight_bytes / 1e9 / mc->bandwidth, mm / 1e9 / mc->sgemm_thin) / (bt / S);
+        printf("  decode batch %d, %d steps after %d-token prompts: %.1f ms/step  %.2f tok/s (%.1fx batch 1)"
+               "  %.1f GFLOP/s of matmuls  %.0f%% of bound\n",
+               Bn, S, Tb, 1e3 * bt / S, res->batch_tok_s[bi], res->batch_tok_s[bi] / res->decode_tok_s,
+               mm * S / bt / 1e9, 100.0 * res->batch_share[bi]);
         printf("    time by segment (mean per step; GFLOP/s of the matmuls in it):\n");
         double bw[SEG_COUNT] = {0};
-        bw[SEG_ATTN] = 2.0 * k.attn_params * B;
-        bw[SEG_MLP] = 2.0 * k.mlp_params * B;
-        bw[SEG_LM_HEAD] = 2.0 * k.head_params * B;
+        bw[SEG_ATTN] = 2.0 * k.attn_params * Bn;
+        bw[SEG_MLP] = 2.0 * k.mlp_params * Bn;
+        bw[SEG_LM_HEAD] = 2.0 * k.head_params * Bn;
         print_profile(&pr.prof, S, bw, "GFLOP/s");
     }
 
@@ -405,8 +418,8 @@ static void run_dtype(up_dtype dtype, const bench_opts *o, const machine *mc, re
 static void usage(void) {
     fprintf(stderr,
             "usage: bench_engine [--dtype bf16|f32|both] [--threads N] [--layers N] [--prompt T]\n"
-            "                    [--decode S] [--batch B] [--reps R] [--bw-mb MB]\n"
-            "defaults: both dtypes, OpenMP's thread count, 26 layers, T=64, S=16, B=8, R=3, MB=2048\n");
+            "                    [--decode S] [--batch B,B,...] [--reps R] [--bw-mb MB]\n"
+            "defaults: both dtypes, OpenMP's thread count, 26 layers, T=64, S=16, B=8,16,32, R=3, MB=2048\n");
 }
 
 static int parse_int(const char *s, int lo, int *out) {
@@ -417,8 +430,22 @@ static int parse_int(const char *s, int lo, int *out) {
     return 0;
 }
 
+/* "8,16,32": up to four row counts, each 2..256. */
+static int parse_batches(const char *s, bench_opts *o) {
+    char buf[64];
+    if (strlen(s) >= sizeof buf) return -1;
+    strcpy(buf, s);
+    o->n_batches = 0;
+    for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        int b;
+        if (o->n_batches == 4 || parse_int(tok, 2, &b) || b > 256) return -1;
+        o->batches[o->n_batches++] = b;
+    }
+    return o->n_batches > 0 ? 0 : -1;
+}
+
 int main(int argc, char **argv) {
-    bench_opts o = {1, 1, 0, 0, 64, 16, 8, 3, 2048};
+    bench_opts o = {1, 1, 0, 0, 64, 16, {8, 16, 32}, 3, 3, 2048};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         int bad = 0;
@@ -435,7 +462,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--layers")) bad = parse_int(v, 1, &o.layers);
         else if (!strcmp(a, "--prompt")) bad = parse_int(v, 1, &o.prompt);
         else if (!strcmp(a, "--decode")) bad = parse_int(v, 1, &o.decode);
-        else if (!strcmp(a, "--batch")) bad = parse_int(v, 1, &o.batch);
+        else if (!strcmp(a, "--batch")) bad = parse_batches(v, &o);
         else if (!strcmp(a, "--reps")) bad = parse_int(v, 1, &o.reps);
         else if (!strcmp(a, "--bw-mb")) bad = parse_int(v, 64, &o.bw_mb);
         else bad = 1;
@@ -475,15 +502,20 @@ int main(int argc, char **argv) {
     print_machine(&end, &o, "at the end");
     const double bw = fmax(mc.bandwidth, end.bandwidth), peak = fmax(mc.sgemm_thin, end.sgemm_thin);
     printf("\nsummary, against the better of start and end (%.1f GB/s, sgemm 64x9216x2304 %.1f GFLOP/s):\n", bw, peak);
-    printf("  storage  prefill tok/s  GFLOP/s  %%sgemm [target>=75]  decode tok/s  GB/s  %%bw [target>=70]"
-           "  batch-%d tok/s\n", o.batch);
+    printf("  storage  prefill tok/s  GFLOP/s  %%sgemm [target>=75]  decode tok/s  GB/s  %%bw [target>=70]");
+    for (int b = 0; b < o.n_batches; b++) printf("  batch-%d tok/s (%% of bound)", o.batches[b]);
+    printf("\n");
     for (int i = 0; i < 2; i++) {
         if (!(i == 0 ? o.bf16 : o.f32)) continue;
         const result *r = &res[i];
-        printf("  %-7s  %13.1f  %7.1f  %19.0f%%  %12.2f  %4.1f  %15.0f%%  %14.2f\n", i == 0 ? "bf16" : "f32",
-               r->prefill_tok_s, r->prefill_gflops, 100.0 * r->prefill_gflops / peak, r->decode_tok_s,
-               r->decode_gb_s, 100.0 * r->decode_gb_s / bw, r->batch_tok_s);
+        printf("  %-7s  %13.1f  %7.1f  %19.0f%%  %12.2f  %4.1f  %15.0f%%", i == 0 ? "bf16" : "f32", r->prefill_tok_s,
+               r->prefill_gflops, 100.0 * r->prefill_gflops / peak, r->decode_tok_s, r->decode_gb_s,
+               100.0 * r->decode_gb_s / bw);
+        for (int b = 0; b < o.n_batches; b++)
+            printf("  %*.2f (%3.0f%%)", (int)strlen("batch-NN tok/s") - 3, r->batch_tok_s[b], 100.0 * r->batch_share[b]);
+        printf("\n");
     }
+    printf("  (batch shares are against the machine measured at the start; batch-16 target >= 70%% of bound)\n");
     printf("\npeak RSS %.2f GB; wall time %.1f s\n", peak_rss_gb(), now() - t_start);
     return 0;
 }
