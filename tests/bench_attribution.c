@@ -13,12 +13,7 @@
 #include "engine/blas.h"
 #include "engine/hooks.h"
 #include "engine/model.h"
-
-static double now(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return t.tv_sec + t.tv_nsec / 1e9;
-}
+#include "bench_machine.h"
 
 int main(int argc, char **argv) {
     int threads = 0, T = 32, source = 5, target = 15, reps = 3;
@@ -77,7 +72,17 @@ int main(int argc, char **argv) {
     double span_frac = (double)(target - source) / (target + 1);
     double fwd_span = best_fwd * span_frac, bwd = best_all - best_fwd;
     printf("forward to L=%d:                 %8.1f ms (best of %d)\n", target, best_fwd * 1e3, reps);
-    printf("forward + backward to l=%d:       %8.1f ms\n", source, best_all * 1e3);
+    /* The gradient's matmul work: every layer matrix once per token forward (blocks 0..target),
+     * once more backward for the activation gradient (blocks source+1..target); its floor is that
+     * work at the machine's sgemm rate, measured now. */
+    const double layer_params = (double)c.d_model * (c.n_heads * c.head_dim * 2 + 2 * c.n_kv_heads * c.head_dim) +
+                                3.0 * c.d_model * c.d_mlp;
+    const double work = 2.0 * T * layer_params * ((target + 1) + (target - source));
+    const double sgemm = bench_sgemm(64, 9216, 2304, 3);
+    printf("forward + backward to l=%d:       %8.1f ms (target <= 900 ms); %.1f GFLOP of matmuls = %.1f GFLOP/s,"
+           " %.0f%% of sgemm 64x9216x2304 (%.1f GFLOP/s now; floor %.0f ms)\n",
+           source, best_all * 1e3, work / 1e9, work / best_all / 1e9, 100.0 * work / best_all / 1e9 / sgemm, sgemm,
+           work / sgemm / 1e6);
     printf("backward (difference):            %8.1f ms = %.2fx the forward of blocks %d..%d (%.1f ms; target <= 1.3x)\n",
            bwd * 1e3, bwd / fwd_span, source + 1, target, fwd_span * 1e3);
     const int widths[2] = {16384, 65536};

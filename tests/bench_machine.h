@@ -24,7 +24,7 @@ static double now(void) {
 
 /* The 1-minute load average, or -1 where /proc is absent. On a shared machine a figure taken
  * while others ran is not comparable, so the run says how busy the machine was. */
-static double load_average(void) {
+static inline double load_average(void) {
     double l = -1;
     FILE *f = fopen("/proc/loadavg", "r");
     if (f) {
@@ -99,7 +99,7 @@ static float sum_span(const float *x, size_t n) {
 static volatile float bandwidth_sink; /* keeps the sums observable */
 
 /* Streaming read of a buffer far larger than the caches, split evenly over the threads. */
-static double bench_bandwidth(size_t bytes, int reps) {
+static inline double bench_bandwidth(size_t bytes, int reps) {
     size_t n = bytes / sizeof(float);
     float *buf = xmalloc(n * sizeof(float));
     /* First touch in parallel so the pages are mapped before timing. */
