@@ -379,13 +379,86 @@ static void test_config_errors(void **state) {
     rmdir(dir);
 }
 
+/* A rerun from a snapshot (forward.h) gives the bits of an uninterrupted steered pass: two
+ * left-padded rows run once unsteered with captures at two residual points, then steered from
+ * each point in turn (the second rerun after the first overwrote the cache above its point),
+ * and once more from the first; a decode step after a rerun matches one after the plain pass. */
+static void test_rerun_from_snapshot(void **state) {
+    (void)state;
+    up_model *m;
+    up_safetensors *g;
+    load(1, &m, &g); /* bf16, sharded */
+    const up_model_config *c = &m->cfg;
+    const int d = c->d_model, V = c->vocab_size, B = 2, T = 5;
+    const int32_t tok[2 * 5] = {0, 0, 5, 9, 14, 3, 7, 11, 2, 8};
+    const int pad[2] = {2, 0}, lens[2] = {3, 5};
+    const up_hook_point points[2] = {{UP_HOOK_RESID_MID, 1}, {UP_HOOK_RESID_PRE, 0}};
+    float *x[2], *want = malloc((size_t)B * V * sizeof(float)), *got = malloc((size_t)B * V * sizeof(float));
+    up_capture cap[2];
+    up_hook caps[2];
+    for (int i = 0; i < 2; i++) {
+        x[i] = malloc((size_t)B * T * d * sizeof(float));
+        cap[i] = (up_capture){x[i], (size_t)B * T * d};
+        caps[i] = up_hook_capture(points[i], &cap[i]);
+    }
+    up_hooks cap_hooks = {caps, 2};
+    up_state *s;
+    up_error e = {0};
+    up_state_snapshot *snap;
+    assert_int_equal(up_state_init(&s, m, B, T + 1, &e), UP_OK);
+    assert_int_equal(up_state_snapshot_take(s, &snap, &e), UP_ERR_INVALID); /* nothing run yet */
+    assert_int_equal(up_forward(s, tok, pad, lens, B, T, &cap_hooks, NULL, UP_LOGITS_NONE, &e), UP_OK);
+    assert_int_equal(up_state_snapshot_take(s, &snap, &e), UP_OK);
+    float *v = random_vec(d, 11);
+    add_vec av = {v, 2.0f};
+    const int order[3] = {0, 1, 0};
+    float *wants = malloc((size_t)3 * B * V * sizeof(float));
+    for (int k = 0; k < 3; k++) {
+        up_hook hook = {points[order[k]], add_hook, &av};
+        up_hooks hk = {&hook, 1};
+        up_state_reset(s);
+        assert_int_equal(up_forward(s, tok, pad, lens, B, T, &hk, wants + (size_t)k * B * V, UP_LOGITS_LAST, &e), UP_OK);
+    }
+    /* Reruns back to back: each must restore what the one before overwrote (the second, from
+     * layer 0, steers every layer's keys and values; the third needs layer 0's unsteered). */
+    up_state_reset(s);
+    for (int k = 0; k < 3; k++) {
+        const up_hook_point p = points[order[k]];
+        up_hook hook = {p, add_hook, &av};
+        up_hooks hk = {&hook, 1};
+        assert_int_equal(up_state_rerun_from(s, snap, p, x[order[k]], &e), UP_OK);
+        assert_int_equal(up_forward_resume(s, lens, &hk, got, UP_LOGITS_LAST, &e), UP_OK);
+        assert_memory_equal(wants + (size_t)k * B * V, got, (size_t)B * V * sizeof(float));
+        if (k == 2) {
+            /* The cache a rerun leaves decodes on as the plain pass's does. */
+            const int32_t next[2] = {4, 6};
+            assert_int_equal(up_forward(s, next, NULL, lens, B, 1, &hk, got, UP_LOGITS_LAST, &e), UP_OK);
+            up_state_reset(s);
+            assert_int_equal(up_forward(s, tok, pad, lens, B, T, &hk, want, UP_LOGITS_LAST, &e), UP_OK);
+            assert_int_equal(up_forward(s, next, NULL, lens, B, 1, &hk, want, UP_LOGITS_LAST, &e), UP_OK);
+            assert_memory_equal(want, got, (size_t)B * V * sizeof(float));
+        }
+    }
+    free(wants);
+    /* The steering matters, and a non-residual point is refused. */
+    up_state_reset(s);
+    assert_int_equal(up_forward(s, tok, pad, lens, B, T, NULL, got, UP_LOGITS_LAST, &e), UP_OK);
+    assert_true(rel_err(got, want, (size_t)B * V) > 1e-4);
+    assert_int_equal(up_state_rerun_from(s, snap, (up_hook_point){UP_HOOK_MLP_OUT, 0}, x[0], &e), UP_ERR_INVALID);
+    up_state_snapshot_free(snap);
+    up_state_free(s);
+    free(v), free(want), free(got), free(x[0]), free(x[1]);
+    up_safetensors_close(g);
+    up_model_free(m);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_matches_reference), cmocka_unit_test(test_cache_equals_recompute),
         cmocka_unit_test(test_batch_equals_rows), cmocka_unit_test(test_hook_stop_and_abort),
         cmocka_unit_test(test_bad_inputs),        cmocka_unit_test(test_hook_names),
         cmocka_unit_test(test_config_errors),     cmocka_unit_test(test_batch_left_pad),
-        cmocka_unit_test(test_stock_hooks),
+        cmocka_unit_test(test_stock_hooks),       cmocka_unit_test(test_rerun_from_snapshot),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

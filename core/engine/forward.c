@@ -507,6 +507,91 @@ up_status up_forward_resume(up_state *s, const int *n_prompt, const up_hooks *ho
     return run_from(s, from, hooks, n_prompt, logits, mode, err);
 }
 
+/* ---- snapshots ------------------------------------------------------------------------------ */
+
+struct up_state_snapshot {
+    const up_model *m;
+    int max_rows, max_seq; /* the state's shape, which the copies' layout follows */
+    int n_rows, n_cols, chunk_rows, chunk_tok;
+    int *col_pos;          /* (n_rows, n_cols) */
+    int *next_pos;         /* (n_rows) */
+    int *pos;              /* (chunk_rows * chunk_tok) */
+    float *k, *v;          /* (n_layers, n_rows, n_cols, kvd) */
+};
+
+void up_state_snapshot_free(up_state_snapshot *snap) {
+    if (!snap) return;
+    free(snap->col_pos), free(snap->next_pos), free(snap->pos), free(snap->k), free(snap->v);
+    free(snap);
+}
+
+/* Copies the cached columns of every layer and row between the state's layout and the
+ * snapshot's packed one (to_snap: state -> snapshot). */
+static void snapshot_copy_cache(up_state_snapshot *snap, up_state *s, int to_snap) {
+    const up_model_config *c = &s->m->cfg;
+    const size_t kvd = (size_t)c->n_kv_heads * c->head_dim, cols = (size_t)snap->n_cols * kvd;
+    for (int l = 0; l < c->n_layers; l++)
+        for (int b = 0; b < snap->n_rows; b++) {
+            const size_t at = ((size_t)l * s->max_rows + b) * s->max_seq * kvd, packed = ((size_t)l * snap->n_rows + b) * cols;
+            if (to_snap) {
+                memcpy(snap->k + packed, s->k_cache + at, cols * sizeof(float));
+                memcpy(snap->v + packed, s->v_cache + at, cols * sizeof(float));
+            } else {
+                memcpy(s->k_cache + at, snap->k + packed, cols * sizeof(float));
+                memcpy(s->v_cache + at, snap->v + packed, cols * sizeof(float));
+            }
+        }
+}
+
+up_status up_state_snapshot_take(const up_state *s, up_state_snapshot **out, up_error *err) {
+    *out = NULL;
+    if (!s->n_cols || s->stopped || s->paused_idx >= 0)
+        return up_error_set(err, UP_ERR_INVALID, "snapshot: the state holds no completed pass");
+    const up_model_config *c = &s->m->cfg;
+    const size_t kvd = (size_t)c->n_kv_heads * c->head_dim;
+    const size_t n_kv = (size_t)c->n_layers * s->n_rows * s->n_cols * kvd, n_chunk = (size_t)s->chunk_rows * s->chunk_tok;
+    up_state_snapshot *snap = calloc(1, sizeof *snap);
+    if (snap) {
+        *snap = (up_state_snapshot){s->m, s->max_rows, s->max_seq, s->n_rows, s->n_cols, s->chunk_rows, s->chunk_tok,
+                                    malloc((size_t)s->n_rows * s->n_cols * sizeof(int)),
+                                    malloc((size_t)s->n_rows * sizeof(int)), malloc(n_chunk * sizeof(int)),
+                                    malloc(n_kv * sizeof(float)), malloc(n_kv * sizeof(float))};
+    }
+    if (!snap || !snap->col_pos || !snap->next_pos || !snap->pos || !snap->k || !snap->v) {
+        up_state_snapshot_free(snap);
+        return up_error_set(err, UP_ERR_NOMEM, "snapshot: out of memory for %zu cached values", 2 * n_kv);
+    }
+    for (int b = 0; b < s->n_rows; b++)
+        memcpy(snap->col_pos + (size_t)b * s->n_cols, s->col_pos + (size_t)b * s->max_seq, (size_t)s->n_cols * sizeof(int));
+    memcpy(snap->next_pos, s->next_pos, (size_t)s->n_rows * sizeof(int));
+    memcpy(snap->pos, s->pos, n_chunk * sizeof(int));
+    snapshot_copy_cache(snap, (up_state *)s, 1);
+    *out = snap;
+    return UP_OK;
+}
+
+up_status up_state_rerun_from(up_state *s, const up_state_snapshot *snap, up_hook_point p, const float *x,
+                              up_error *err) {
+    const up_model_config *c = &s->m->cfg;
+    if (snap->m != s->m || snap->max_rows != s->max_rows || snap->max_seq != s->max_seq)
+        return up_error_set(err, UP_ERR_INVALID, "rerun: the snapshot was taken from a state of another shape");
+    if ((p.kind != UP_HOOK_RESID_PRE && p.kind != UP_HOOK_RESID_MID && p.kind != UP_HOOK_RESID_POST) || p.layer < 0 ||
+        p.layer >= c->n_layers)
+        return up_error_set(err, UP_ERR_INVALID, "rerun: a pass reruns only from a residual point (blocks.l.hook_resid_pre/mid/post)");
+    if (s->tape) return up_error_set(err, UP_ERR_INVALID, "rerun: a taped pass cannot pause");
+    s->n_rows = snap->n_rows, s->n_cols = snap->n_cols, s->chunk_rows = snap->chunk_rows, s->chunk_tok = snap->chunk_tok;
+    s->stopped = 0, s->pause_idx = -1;
+    for (int b = 0; b < snap->n_rows; b++)
+        memcpy(s->col_pos + (size_t)b * s->max_seq, snap->col_pos + (size_t)b * snap->n_cols, (size_t)snap->n_cols * sizeof(int));
+    memcpy(s->next_pos, snap->next_pos, (size_t)snap->n_rows * sizeof(int));
+    const size_t n_chunk = (size_t)snap->chunk_rows * snap->chunk_tok;
+    memcpy(s->pos, snap->pos, n_chunk * sizeof(int));
+    snapshot_copy_cache((up_state_snapshot *)snap, s, 0);
+    memcpy(s->x, x, n_chunk * c->d_model * sizeof(float));
+    s->paused_idx = up_hook_point_index(p, c->n_layers);
+    return UP_OK;
+}
+
 up_status up_state_share_rows(up_state *s, const int *src, int n_rows, up_error *err) {
     const up_model_config *c = &s->m->cfg;
     if (!s->n_cols) return up_error_set(err, UP_ERR_INVALID, "share rows: nothing computed yet");

@@ -161,4 +161,28 @@ up_status up_state_share_rows(up_state *s, const int *src, int n_rows, up_error 
 up_status up_forward_resume(up_state *s, const int *n_prompt, const up_hooks *hooks, float *logits,
                             up_logits_mode mode, up_error *err);
 
+/* ---- rerunning the top of a pass -----------------------------------------------------------
+ *
+ * Passes over the same rows that differ only from some residual point up (one batch of
+ * prompts, steered at a different layer each time) can share the work below that point
+ * without pausing before each: run the batch once, unsteered, capturing the residual stream at
+ * the points wanted (hooks.h's up_hook_capture), and take a snapshot; then, for each steered
+ * pass,
+ *   up_state_rerun_from(s, snap, p, x)  returns s to the snapshot (the cache of every layer,
+ *                             positions, the last chunk's shape) and pauses its last chunk at
+ *                             residual point p with activation x (chunk rows x tokens x d_model,
+ *                             the capture at p), as a pass paused at p would be;
+ *   up_forward_resume(s, ...) finishes it from p's hooks on.
+ * The result has exactly the bits of one uninterrupted pass of the same rows and hooks,
+ * provided the snapshot's pass ran with no hook that acts before p and x is its capture at p.
+ * A snapshot holds n_rows x n_cols columns of keys and values per layer; it is independent of
+ * the state once taken (the state may be reset or run in between). Errors: UP_ERR_INVALID when
+ * the state holds no completed pass (empty, paused or stopped), for a point that is not a
+ * residual one, or a snapshot of another shape; UP_ERR_NOMEM. */
+typedef struct up_state_snapshot up_state_snapshot;
+up_status up_state_snapshot_take(const up_state *s, up_state_snapshot **out, up_error *err);
+void up_state_snapshot_free(up_state_snapshot *snap);
+up_status up_state_rerun_from(up_state *s, const up_state_snapshot *snap, up_hook_point p, const float *x,
+                              up_error *err);
+
 #endif
