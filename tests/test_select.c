@@ -9,6 +9,7 @@
 #include "method/metrics.h"
 #include "engine/model.h"
 #include "method/select.h"
+#include "method/steer.h"
 
 static up_model *model;
 static int d, V, L;
@@ -453,12 +454,49 @@ static void test_errors(void **state) {
     free(zeroed);
 }
 
+/* Induce comes from reruns above the candidate's layer (select.h): its bits equal those of the
+ * whole steered passes of the same batches, run here through up_steer_run, for every candidate
+ * of both golden checkpoints, with batches that leave a short last one. */
+static void test_induce_rerun_is_exact(void **state) {
+    (void)state;
+    up_select_opts o = up_select_opts_default();
+    o.batch = 2; /* NL = 5: batches of 2, 2, 1 */
+    up_select_result r;
+    up_error e = {0};
+    if (up_select_direction(model, candidates, NPOS, &harmful, &harmless, refusal, 1, &o, &r, &e)) fail_msg("%s", e.msg);
+    up_state *s;
+    if (up_state_init(&s, model, o.batch, MAXLEN, &e)) fail_msg("%s", e.msg);
+    int checked = 0;
+    for (int c = 0; c < NPOS * L; c++) {
+        const up_select_score *sc = &r.scores[c];
+        if (isnan(sc->induce)) continue;
+        up_steer add = up_steer_add((up_hook_point){UP_HOOK_RESID_PRE, sc->layer}, candidates + (size_t)c * d, 1.0f);
+        const up_steer_row row = {&add, 1};
+        const up_steer_plan plan = {&row, 1};
+        double sum = 0, score[2];
+        for (int start = 0; start < NL; start += o.batch) {
+            const int B = NL - start < o.batch ? NL - start : o.batch;
+            up_steer_batch bt = {harmless_ptr + start, harmless_lens + start, B, &plan, NULL, refusal, 1, 0, NULL, 0, 0};
+            up_steer_out out = {score, NULL, NULL, NULL, NULL};
+            if (up_steer_run(s, &bt, &out, &e)) fail_msg("%s", e.msg);
+            for (int b = 0; b < B; b++) sum += score[b];
+        }
+        const double want = sum / NL;
+        if (memcmp(&want, &sc->induce, sizeof want)) fail_msg("candidate %d: induce %.17g, whole passes %.17g", c, sc->induce, want);
+        checked++;
+    }
+    assert_true(checked >= NPOS * L - NPOS); /* full mode scores every candidate it can ablate */
+    up_state_free(s);
+    up_select_result_free(&r);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_rule),
         cmocka_unit_test(test_nothing_passes),
         cmocka_unit_test(test_subset),
         cmocka_unit_test(test_matches_direct),
+        cmocka_unit_test(test_induce_rerun_is_exact),
         cmocka_unit_test(test_lazy_matches_full),
         cmocka_unit_test(test_errors),
     };

@@ -6,6 +6,8 @@
 #include <string.h>
 
 #include "method/metrics.h"
+#include "engine/batch.h"
+#include "engine/hooks.h"
 #include "engine/model.h"
 #include "method/steer.h"
 
@@ -86,6 +88,12 @@ typedef struct scorer {
     up_steer_row *rows;      /* (batch) */
     double *score;           /* (batch) */
     float *logits;           /* (batch, V) */
+    /* The harmless prompts' unsteered passes, batch by batch as induce runs them: a snapshot of
+     * each and its residual stream at every layer a scored candidate adds at, so that a
+     * candidate at layer l reruns only blocks l and up (forward.h). NULL: every induce pass
+     * runs whole (more than UP_SELECT_REUSE_MAX_BYTES). */
+    up_state_snapshot **snap; /* (harmless batches) */
+    float **resid;            /* (harmless batches * n_layers); NULL where no candidate adds */
 } scorer;
 
 /* Runs rows [start, start + B) of a row list whose row k is prompt list->ids[k % list->n] under
@@ -121,21 +129,120 @@ static up_status score_bypass(scorer *sc, const float *r, double *bypass, up_err
     return UP_OK;
 }
 
+/* Lays out harmless batch j (rows j*batch ...) as up_prefill's ordinary pass does: left-padded
+ * to its longest prompt. Returns the row count; *T the padded length. */
+static int harmless_batch(scorer *sc, int j, int32_t *tok, int *pad, int *T) {
+    const int n = sc->harmless->n, start = j * sc->batch, B = n - start < sc->batch ? n - start : sc->batch;
+    for (int b = 0; b < B; b++) sc->prompts[b] = sc->harmless->ids[start + b], sc->lens[b] = sc->harmless->lens[start + b];
+    *T = up_batch_left_pad(sc->prompts, sc->lens, NULL, B, up_state_model(sc->s)->cfg.pad_id, tok, pad);
+    return B;
+}
+
+static void free_induce_cache(scorer *sc) {
+    const int nb = (sc->harmless->n + sc->batch - 1) / sc->batch, L = up_state_model(sc->s)->cfg.n_layers;
+    for (int j = 0; sc->snap && j < nb; j++) up_state_snapshot_free(sc->snap[j]);
+    for (int i = 0; sc->resid && i < nb * L; i++) free(sc->resid[i]);
+    free(sc->snap), free(sc->resid);
+    sc->snap = NULL, sc->resid = NULL;
+}
+
+/* Runs each harmless batch once, unsteered, capturing the residual stream before every layer in
+ * adds_at[] (n_layers flags), and keeps a snapshot of it. Skipped (sc->snap stays NULL) when the
+ * captures and snapshots would take more than UP_SELECT_REUSE_MAX_BYTES. */
+static up_status prepare_induce_cache(scorer *sc, const unsigned char *adds_at, up_error *err) {
+    const up_model_config *c = &up_state_model(sc->s)->cfg;
+    const int n = sc->harmless->n, nb = (n + sc->batch - 1) / sc->batch, L = c->n_layers, d = c->d_model;
+    const size_t kvd = (size_t)c->n_kv_heads * c->head_dim;
+    int n_adds = 0, max_len = 0;
+    for (int l = 0; l < L; l++) n_adds += adds_at[l] != 0;
+    for (int i = 0; i < n; i++) max_len = sc->harmless->lens[i] > max_len ? sc->harmless->lens[i] : max_len;
+    double bytes = 0;
+    for (int j = 0; j < nb; j++) {
+        const int start = j * sc->batch, B = n - start < sc->batch ? n - start : sc->batch;
+        int T = 0;
+        for (int b = 0; b < B; b++) T = sc->harmless->lens[start + b] > T ? sc->harmless->lens[start + b] : T;
+        bytes += (double)B * T * sizeof(float) * ((double)n_adds * d + 2.0 * L * kvd);
+    }
+    if (n_adds == 0 || bytes > UP_SELECT_REUSE_MAX_BYTES) return UP_OK;
+    sc->snap = calloc((size_t)nb, sizeof *sc->snap);
+    sc->resid = calloc((size_t)nb * L, sizeof *sc->resid);
+    int32_t *tok = malloc((size_t)sc->batch * max_len * sizeof *tok);
+    int *pad = malloc((size_t)sc->batch * sizeof *pad);
+    up_capture *caps = malloc((size_t)L * sizeof *caps);
+    up_hook *hooks = malloc((size_t)L * sizeof *hooks);
+    up_status st = UP_OK;
+    if (!sc->snap || !sc->resid || !tok || !pad || !caps || !hooks)
+        st = up_error_set(err, UP_ERR_NOMEM, "direction selection: out of memory for the harmless passes' cache");
+    for (int j = 0; !st && j < nb; j++) {
+        int T;
+        const int B = harmless_batch(sc, j, tok, pad, &T);
+        int k = 0;
+        for (int l = 0; !st && l < L; l++) {
+            if (!adds_at[l]) continue;
+            float **x = &sc->resid[(size_t)j * L + l];
+            if (!(*x = malloc((size_t)B * T * d * sizeof **x))) {
+                st = up_error_set(err, UP_ERR_NOMEM, "direction selection: out of memory for the harmless passes' cache");
+                break;
+            }
+            caps[k] = (up_capture){*x, (size_t)B * T * d};
+            hooks[k] = up_hook_capture((up_hook_point){UP_HOOK_RESID_PRE, l}, &caps[k]);
+            k++;
+        }
+        const up_hooks hk = {hooks, k};
+        up_state_reset(sc->s);
+        if (!st) st = up_forward(sc->s, tok, pad, sc->lens, B, T, &hk, NULL, UP_LOGITS_NONE, err);
+        if (!st) st = up_state_snapshot_take(sc->s, &sc->snap[j], err);
+    }
+    free(tok), free(pad), free(caps), free(hooks);
+    if (st) free_induce_cache(sc);
+    return st;
+}
+
+/* Induce over harmless batch j from its snapshot: the batch reruns from layer `layer`, with +r
+ * added there, exactly as its whole steered pass would (forward.h). */
+static up_status induce_rerun(scorer *sc, int j, const float *r, int layer, double *sum, up_error *err) {
+    const up_model *m = up_state_model(sc->s);
+    const int n = sc->harmless->n, start = j * sc->batch, B = n - start < sc->batch ? n - start : sc->batch;
+    const int L = m->cfg.n_layers, V = sc->V;
+    for (int b = 0; b < B; b++) sc->lens[b] = sc->harmless->lens[start + b];
+    up_steer add = up_steer_add((up_hook_point){UP_HOOK_RESID_PRE, layer}, r, 1.0f);
+    const up_steer_row row = {&add, 1};
+    const up_steer_plan plan = {&row, 1};
+    up_steer_set *set = NULL;
+    up_status st = up_steer_hooks(&set, m, &plan, NULL, err);
+    if (!st) st = up_state_rerun_from(sc->s, sc->snap[j], (up_hook_point){UP_HOOK_RESID_PRE, layer},
+                                      sc->resid[(size_t)j * L + layer], err);
+    if (!st) st = up_forward_resume(sc->s, sc->lens, up_steer_set_hooks(set), sc->logits, UP_LOGITS_LAST, err);
+    up_steer_set_free(set);
+    for (int b = 0; !st && b < B; b++)
+        *sum += up_metrics_refusal_score(sc->logits + (size_t)b * V, V, sc->refusal_ids, sc->n_refusal, NULL);
+    return st;
+}
+
 static up_status score_filters(scorer *sc, const float *r, int layer, double *induce, double *kl, up_error *err) {
-    const int n = sc->harmless->n;
+    const int n = sc->harmless->n, L = up_state_model(sc->s)->cfg.n_layers;
     up_steer ablate = up_steer_ablate(r);
     up_steer add = up_steer_add((up_hook_point){UP_HOOK_RESID_PRE, layer}, r, 1.0f);
     const up_steer_row rows[2] = {{&ablate, 1}, {&add, 1}}; /* rows [0, n): KL; [n, 2n): induce */
     double sum_kl = 0, sum_induce = 0;
-    for (int start = 0; start < 2 * n; start += sc->batch) {
-        const int B = 2 * n - start < sc->batch ? 2 * n - start : sc->batch;
+    /* KL's rows, then induce's, each in its own batches of the harmless prompts. */
+    for (int start = 0; start < n; start += sc->batch) {
+        const int B = n - start < sc->batch ? n - start : sc->batch;
         up_status st = run_rows(sc, sc->harmless, start, B, rows, err);
         if (st) return st;
-        for (int b = 0; b < B; b++) {
-            const int k = start + b;
-            if (k < n) sum_kl += up_metrics_kl(sc->base + (size_t)k * sc->V, sc->logits + (size_t)b * sc->V, sc->V);
-            else sum_induce += sc->score[b];
+        for (int b = 0; b < B; b++)
+            sum_kl += up_metrics_kl(sc->base + (size_t)(start + b) * sc->V, sc->logits + (size_t)b * sc->V, sc->V);
+    }
+    for (int start = 0, j = 0; start < n; start += sc->batch, j++) {
+        const int B = n - start < sc->batch ? n - start : sc->batch;
+        up_status st;
+        if (sc->snap && sc->resid[(size_t)j * L + layer]) {
+            st = induce_rerun(sc, j, r, layer, &sum_induce, err);
+        } else {
+            st = run_rows(sc, sc->harmless, n + start, B, rows, err);
+            for (int b = 0; !st && b < B; b++) sum_induce += sc->score[b];
         }
+        if (st) return st;
     }
     *kl = sum_kl / n;
     *induce = sum_induce / n;
@@ -273,13 +380,20 @@ up_status up_select_direction(const up_model *m, const float *candidates, int n_
     ranked *order = malloc((size_t)n_cand * sizeof *order);
     scorer sc = {NULL, batch, V, harmful, harmless, refusal_ids, n_refusal, malloc((size_t)harmless->n * V * sizeof(float)),
                  malloc(batch * sizeof *sc.prompts), malloc(batch * sizeof *sc.lens), malloc(batch * sizeof *sc.rows),
-                 malloc(batch * sizeof *sc.score), malloc((size_t)batch * V * sizeof *sc.logits)};
+                 malloc(batch * sizeof *sc.score), malloc((size_t)batch * V * sizeof *sc.logits), NULL, NULL};
     if (!res->scores || !order || !sc.base || !sc.prompts || !sc.lens || !sc.rows || !sc.score || !sc.logits)
         st = up_error_set(err, UP_ERR_NOMEM, "direction selection: out of memory");
     else
         st = up_state_init(&sc.s, m, batch, max_len, err);
     res->n_pos = n_pos, res->n_layers = L;
     if (!st) st = score_baselines(&sc, res, err);
+    /* The layers induce will add at: every scored candidate's (those the cut drops only in full
+     * mode, which scores their filters too). */
+    unsigned char *adds_at = calloc((size_t)L, 1);
+    if (!st && !adds_at) st = up_error_set(err, UP_ERR_NOMEM, "direction selection: out of memory");
+    for (int c = 0; !st && c < n_cand; c++) adds_at[c % L] |= want[c];
+    if (!st) st = prepare_induce_cache(&sc, adds_at, err);
+    free(adds_at);
 
     /* Full: every wanted candidate's three scores, one candidate after another. Lazy: every
      * wanted candidate's bypass first; the filters' scores come after, below. */
@@ -327,6 +441,7 @@ up_status up_select_direction(const up_model *m, const float *candidates, int n_
         for (; k < n_order; k++) res->scores[order[k].c].dropped = UP_SELECT_DROP_BYPASS_ONLY;
     }
     if (!st) res->best = up_select_pick(res->scores, n_cand, L, &o, &res->n_kept);
+    if (sc.s) free_induce_cache(&sc);
     up_state_free(sc.s);
     free(want);
     free(order);

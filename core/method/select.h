@@ -30,12 +30,21 @@
  *     finite is dropped as NAN without them. It saves every run of the late layers and the
  *     induce and KL rows (twice the harmless prompts) of every candidate after the winner.
  * Every measurement runs in left-padded batches of opts.batch rows that hold nothing but its
- * own rows: bypass over the harmful prompts (ablated); induce and KL together over the
- * harmless prompts (each ablated, for KL, then each with +r, for induce). The batches do not
- * depend on the mode or on other candidates, so a candidate scored by both modes has the same
- * bits in both (the last bits of a score depend on its batch's padding and shape). The
- * unsteered baselines (both sets' mean refusal scores and the harmless logits KL compares
- * against) run once, in batches of harmful then harmless rows.
+ * own rows: bypass over the harmful prompts (ablated); KL over the harmless prompts (ablated);
+ * induce over the harmless prompts (+r). The batches do not depend on the mode or on other
+ * candidates, so a candidate scored by both modes has the same bits in both (the last bits of
+ * a score depend on its batch's padding and shape). The unsteered baselines (both sets' mean
+ * refusal scores and the harmless logits KL compares against) run once, in batches of harmful
+ * then harmless rows.
+ * What does not change between candidates is computed once: KL's reference logits, and, for
+ * induce, each harmless batch's unsteered pass with its residual stream before every layer a
+ * scored candidate adds at. A candidate at layer ℓ then reruns its batches from block ℓ only
+ * (forward.h's snapshots), with the bits of the whole steered pass; that saves ℓ/n_layers of
+ * its induce work. The cache takes, per harmless batch, rows x padded length x (d_model per
+ * such layer + the keys and values of every layer) floats; above UP_SELECT_REUSE_MAX_BYTES in
+ * all, induce runs whole passes instead (same bits). */
+#define UP_SELECT_REUSE_MAX_BYTES (2.0 * 1024 * 1024 * 1024)
+/*
  *
  * Every candidate's scores are kept (for plots) with a bitmask of the filters that removed
  * it. opts can also name the layers and positions worth scoring: a candidate left out is not
