@@ -455,7 +455,8 @@ static void test_errors(void **state) {
 }
 
 /* Induce comes from reruns above the candidate's layer (select.h): its bits equal those of the
- * whole steered passes of the same batches, run here through up_steer_run, for every candidate
+ * whole steered passes of the same batches (every row its whole prompt), run here through
+ * up_steer_run, for every candidate
  * of both golden checkpoints, with batches that leave a short last one. */
 static void test_induce_rerun_is_exact(void **state) {
     (void)state;
@@ -476,7 +477,7 @@ static void test_induce_rerun_is_exact(void **state) {
         double sum = 0, score[2];
         for (int start = 0; start < NL; start += o.batch) {
             const int B = NL - start < o.batch ? NL - start : o.batch;
-            up_steer_batch bt = {harmless_ptr + start, harmless_lens + start, B, &plan, NULL, refusal, 1, 0, NULL, 0, 0};
+            up_steer_batch bt = {harmless_ptr + start, harmless_lens + start, B, &plan, NULL, refusal, 1, 0, NULL, 0, 1};
             up_steer_out out = {score, NULL, NULL, NULL, NULL};
             if (up_steer_run(s, &bt, &out, &e)) fail_msg("%s", e.msg);
             for (int b = 0; b < B; b++) sum += score[b];

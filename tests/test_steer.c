@@ -654,6 +654,81 @@ static void test_shared_prompts_equal_unshared(void **state) {
     }
 }
 
+/* Distinct prompts with a common opening (a chat template's), every row steered alike: the
+ * opening runs once and each row goes on from a copy, its own rest left-padded after it
+ * (up_prefill's PREFIX). Outputs equal the unshared run's to 1e-5 relative and greedy tokens
+ * are equal, for ablation, addition, a clamp and no steering; the prompt-token count shows the
+ * opening ran once. A position list (resolved against each row's own length) keeps every row
+ * whole, as do rows with different item arrays. */
+enum { PX_ROWS = 4, PX_OPEN = 4 };
+
+static void run_prefix(const up_steer_plan *plan, int max_new, int no_sharing, run_result *r, long *prompt_tokens) {
+    static int32_t ids[PX_ROWS][12];
+    const int lens[PX_ROWS] = {7, 11, 6, 9};
+    const int32_t *prompts[PX_ROWS];
+    for (int b = 0; b < PX_ROWS; b++) {
+        fill(ids[b], lens[b], 60 + b);
+        fill(ids[b], PX_OPEN, 59); /* the shared opening */
+        prompts[b] = ids[b];
+    }
+    up_state *s;
+    up_error e = {0};
+    float *logits = malloc((size_t)PX_ROWS * V * sizeof *logits);
+    int32_t *tokens = malloc((size_t)PX_ROWS * SH_NEW * sizeof *tokens);
+    if (up_state_init(&s, model, PX_ROWS, 11 + SH_NEW, &e)) fail_msg("%s", e.msg);
+    up_steer_batch bt = {prompts, lens, PX_ROWS, plan, NULL, refusal_ids, 1, max_new, NULL, 0, no_sharing};
+    *prompt_tokens = 0;
+    up_steer_out out = {r->score, logits, max_new ? tokens : NULL, r->n_tokens, prompt_tokens};
+    if (up_steer_run(s, &bt, &out, &e)) fail_msg("%s", e.msg);
+    for (int b = 0; b < PX_ROWS; b++) {
+        memcpy(r->logits[b], logits + (size_t)b * V, V * sizeof(float));
+        memcpy(r->tokens[b], tokens + (size_t)b * SH_NEW, SH_NEW * sizeof(int32_t));
+    }
+    up_state_free(s);
+    free(logits), free(tokens);
+}
+
+static void test_common_prefix_shared(void **state) {
+    if (!dir_a) dir_a = unit_direction(0.1f), dir_b = unit_direction(2.0f);
+    static const int last[1] = {-1};
+    up_steer items[6];
+    items[0] = up_steer_ablate(dir_a);
+    items[1] = up_steer_add((up_hook_point){UP_HOOK_RESID_PRE, 1}, dec_row(3), 4.0f);
+    items[2] = up_steer_clamp(sae, 4, 3.0f);
+    items[4] = up_steer_add((up_hook_point){UP_HOOK_ATTN_OUT, 1}, dir_b, 3.0f);
+    items[4].where = UP_STEER_POS_LIST, items[4].positions = last, items[4].n_positions = 1;
+    items[5] = up_steer_add((up_hook_point){UP_HOOK_RESID_PRE, 1}, dec_row(3), 4.0f); /* a copy of items[1] */
+    const char *names[6] = {"ablate", "add", "clamp", "unsteered", "position list", "equal rows, two arrays"};
+    const int total = 7 + 11 + 6 + 9;
+    for (int k = 0; k < 6; k++) {
+        up_steer_row rows[PX_ROWS];
+        for (int b = 0; b < PX_ROWS; b++) rows[b] = (up_steer_row){&items[k == 5 && b % 2 ? 5 : k == 5 ? 1 : k], 1};
+        const up_steer_plan plan = {rows, PX_ROWS};
+        const int shares = k < 4;
+        for (int gen = 0; gen < 2; gen++) {
+            static run_result shared, alone;
+            long n_shared, n_alone;
+            const int max_new = gen ? SH_NEW : 0;
+            run_prefix(k == 3 ? NULL : &plan, max_new, 0, &shared, &n_shared);
+            run_prefix(k == 3 ? NULL : &plan, max_new, 1, &alone, &n_alone);
+            assert_int_equal(n_alone, total);
+            if (n_shared != (shares ? total - (PX_ROWS - 1) * PX_OPEN : total))
+                fail_msg("%s: %ld prompt tokens run", names[k], n_shared);
+            double worst = 0;
+            for (int b = 0; b < PX_ROWS; b++) {
+                worst = fmax(worst, rel_err(shared.logits[b], alone.logits[b], V));
+                assert_close(shared.logits[b], alone.logits[b], V, 1e-5, names[k]);
+                assert_true(fabs(shared.score[b] - alone.score[b]) <= 1e-5 * fmax(1, fabs(alone.score[b])));
+                if (!gen) continue;
+                assert_int_equal(shared.n_tokens[b], alone.n_tokens[b]);
+                assert_memory_equal(shared.tokens[b], alone.tokens[b], shared.n_tokens[b] * sizeof(int32_t));
+            }
+            printf("%-24s %s: %ld vs %ld prompt tokens, worst logits error %.2g\n", names[k], gen ? "generate" : "score",
+                   n_shared, n_alone, worst);
+        }
+    }
+}
+
 static void test_errors(void **state) {
     up_error e = {0};
     up_steer_set *set;
@@ -718,6 +793,7 @@ int main(void) {
         cmocka_unit_test(test_mixed_batch_equals_cells_alone),
         cmocka_unit_test(test_cached_equals_uncached),
         cmocka_unit_test(test_shared_prompts_equal_unshared),
+        cmocka_unit_test(test_common_prefix_shared),
         cmocka_unit_test(test_run_stops),
         cmocka_unit_test(test_ablation_removes_direction),
         cmocka_unit_test(test_clamp),

@@ -334,8 +334,6 @@ up_status up_forward(up_state *s, const int32_t *tokens, const int *n_pad, const
     if (s->n_cols + T > s->max_seq)
         return up_error_set(err, UP_ERR_INVALID, "%d + %d tokens exceed the state's %d columns", s->n_cols, T,
                             s->max_seq);
-    if (n_pad && s->n_cols)
-        return up_error_set(err, UP_ERR_INVALID, "padding is only allowed in the first chunk of a batch");
     if (s->tape && (s->n_cols || s->tape->n_rows != B || s->tape->n_tok != T))
         return up_error_set(err, UP_ERR_INVALID, "a tape records one prefill of its allocated shape");
     for (int b = 0; b < B; b++) {

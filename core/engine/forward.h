@@ -6,11 +6,14 @@
  * a chunk of T tokens to each of the B rows and runs them through the model:
  * a prefill is one call with the whole prompt, a decode step a call with T=1.
  *
- * Padding: rows of different lengths are left-padded in the first chunk
- * (n_pad[b] leading pad slots in row b). Pad slots get position -1, are never
- * attended to, and their activations are zero-filled garbage that hooks should
- * skip (the hook call says which slots are pads). Real tokens of row b take
- * positions 0, 1, ... so a padded row computes exactly what it would alone.
+ * Padding: rows of different lengths are left-padded (n_pad[b] leading pad slots
+ * in row b of a chunk). Pad slots get position -1, are never attended to, and
+ * their activations are zero-filled garbage that hooks should skip (the hook call
+ * says which slots are pads). Real tokens of row b take positions 0, 1, ... in
+ * order, whatever chunk they come in, and attention follows positions, not
+ * columns, so a padded row computes what it would alone: a later chunk may be
+ * padded too (its pads then sit between the row's cached and new tokens, as when
+ * rows that share a prefix go on with prompts of their own lengths).
  *
  * Hooks (ggml's eval-callback idea): at each hook point the pass calls every
  * registered hook whose point matches, in registration order, with the
@@ -129,7 +132,7 @@ void up_state_attach_tape(up_state *s, up_tape *tape);
 const up_model *up_state_model(const up_state *s);
 
 /* Appends tokens (n_rows, n_tok) and runs them. n_pad (n_rows) or NULL: leading pad slots per
- * row, allowed only while the cache is empty. n_prompt (n_rows) or NULL is passed to hooks.
+ * row in this chunk. n_prompt (n_rows) or NULL is passed to hooks.
  * logits: NULL, or (n_rows, V) for UP_LOGITS_LAST, (n_rows, n_tok, V) for UP_LOGITS_ALL.
  * Errors: UP_ERR_INVALID for shapes beyond the state's capacity, bad ids or a row count that
  * differs from the cached one; UP_ERR_ABORTED when a hook aborts. */

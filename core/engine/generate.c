@@ -90,6 +90,53 @@ static int group_prompts(const int32_t *const *prompts, const int *lens, int B, 
     return n;
 }
 
+/* Length of the longest prefix every prompt shares, kept shorter than the shortest prompt so
+ * that every row has a token of its own to run after it. */
+static int common_prefix(const int32_t *const *prompts, const int *lens, int B) {
+    int P = lens[0] - 1;
+    for (int b = 1; b < B && P > 0; b++) {
+        if (lens[b] - 1 < P) P = lens[b] - 1;
+        int i = 0;
+        while (i < P && prompts[b][i] == prompts[0][i]) i++;
+        P = i;
+    }
+    return P;
+}
+
+/* UP_PREFILL_PREFIX with a prefix of P tokens: row 0's prefix alone, copied to every row, then
+ * each row's own rest as one left-padded chunk. */
+static up_status prefill_prefix(up_state *s, const int32_t *const *prompts, const int *lens, int B, int P,
+                                const up_hooks *hooks, float *logits, long *prompt_tokens, up_error *err) {
+    const up_model *m = up_state_model(s);
+    int T = 0;
+    for (int b = 0; b < B; b++) T = lens[b] - P > T ? lens[b] - P : T;
+    int32_t *tok = malloc((size_t)B * T * sizeof *tok);
+    int *ints = malloc((size_t)3 * B * sizeof *ints);
+    const int32_t **rest = malloc((size_t)B * sizeof *rest);
+    up_status st = UP_OK;
+    if (!tok || !ints || !rest) {
+        st = up_error_set(err, UP_ERR_NOMEM, "prefill: out of memory for %d rows", B);
+        goto out;
+    }
+    int *pad = ints, *src = ints + B, *rest_lens = ints + 2 * B;
+    for (int b = 0; b < B; b++) src[b] = 0, rest[b] = prompts[b] + P, rest_lens[b] = lens[b] - P;
+    up_batch_left_pad(rest, rest_lens, NULL, B, m->cfg.pad_id, tok, pad);
+    up_state_reset(s);
+    /* The prefix row's hooks see row 0's prompt length; every prefix slot is a prompt slot of
+     * every row, so the hooks (acting alike on every row) do the same for all of them. */
+    st = up_forward(s, prompts[0], NULL, lens, 1, P, hooks, NULL, UP_LOGITS_NONE, err);
+    if (!st && up_state_stopped(s)) st = up_error_set(err, UP_ERR_INVALID, "prefill: a hook stopped the shared prefix");
+    if (!st) st = up_state_share_rows(s, src, B, err);
+    if (!st) st = up_forward(s, tok, pad, lens, B, T, hooks, logits, logits ? UP_LOGITS_LAST : UP_LOGITS_NONE, err);
+    if (!st && prompt_tokens) {
+        *prompt_tokens += P;
+        for (int b = 0; b < B; b++) *prompt_tokens += rest_lens[b];
+    }
+out:
+    free(tok), free(ints), free(rest);
+    return st;
+}
+
 up_status up_prefill(up_state *s, const int32_t *const *prompts, const int *lens, int B, up_prefill_share share,
                      up_hook_point until, const up_hooks *hooks, float *logits, long *prompt_tokens, up_error *err) {
     const up_model *m = up_state_model(s);
@@ -98,6 +145,11 @@ up_status up_prefill(up_state *s, const int32_t *const *prompts, const int *lens
     for (int b = 0; b < B; b++) {
         if (lens[b] <= 0) return up_error_set(err, UP_ERR_INVALID, "prefill: row %d has an empty prompt", b);
         if (lens[b] > T) T = lens[b];
+    }
+    if (share == UP_PREFILL_PREFIX) {
+        const int P = B > 1 ? common_prefix(prompts, lens, B) : 0;
+        if (P > 0) return prefill_prefix(s, prompts, lens, B, P, hooks, logits, prompt_tokens, err);
+        share = UP_PREFILL_ALONE;
     }
     int32_t *tok = malloc((size_t)B * T * sizeof *tok);
     int *ints = malloc((size_t)4 * B * sizeof *ints);

@@ -44,11 +44,17 @@ up_status up_generate(up_state *s, const int32_t *const *prompts, const int *len
  *   UP_PREFILL_WHOLE  each distinct prompt runs once, without hooks, to its logits; rows copy
  *                     its cache and logits. Sound when no hook touches a prompt slot at all
  *                     (e.g. steering of generated tokens only, or no hooks).
- * With every prompt distinct it is one ordinary pass whatever `share`. Shared rows agree with
- * unshared ones to the rounding of a row computed in another batch (forward.h).
+ *   UP_PREFILL_PREFIX the prompts' longest common prefix (shorter than every prompt) runs once,
+ *                     as one row, with hooks; every row copies its cache and runs the rest of
+ *                     its own prompt, left-padded, with hooks. Sound when the hooks act alike
+ *                     on every row at the prefix's positions (the same steering for every row,
+ *                     not tied to prompt-relative positions). Without a common prefix, or with
+ *                     one row, it is one ordinary pass.
+ * With every prompt distinct it is one ordinary pass whatever `share` but PREFIX. Shared rows
+ * agree with unshared ones to the rounding of a row computed in another batch (forward.h).
  * *prompt_tokens (may be NULL) is increased by the real prompt tokens run from the embedding:
  * a shared prompt counts once. Allocates its padded token buffers per call. */
-typedef enum { UP_PREFILL_ALONE = 0, UP_PREFILL_UNTIL, UP_PREFILL_WHOLE } up_prefill_share;
+typedef enum { UP_PREFILL_ALONE = 0, UP_PREFILL_UNTIL, UP_PREFILL_WHOLE, UP_PREFILL_PREFIX } up_prefill_share;
 
 up_status up_prefill(up_state *s, const int32_t *const *prompts, const int *lens, int n_rows, up_prefill_share share,
                      up_hook_point until, const up_hooks *hooks, float *logits, long *prompt_tokens, up_error *err);

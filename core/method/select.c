@@ -97,8 +97,9 @@ typedef struct scorer {
 } scorer;
 
 /* Runs rows [start, start + B) of a row list whose row k is prompt list->ids[k % list->n] under
- * rows[k] (NULL plan: unsteered), into sc->score and sc->logits. */
-static up_status run_rows(scorer *sc, const up_token_lists *list, int start, int B, const up_steer_row *rows,
+ * rows[k] (NULL plan: unsteered), into sc->score and sc->logits. whole: every row runs its whole
+ * prompt (no shared prefix), as induce's cached passes do (prepare_induce_cache). */
+static up_status run_rows(scorer *sc, const up_token_lists *list, int start, int B, const up_steer_row *rows, int whole,
                           up_error *err) {
     for (int b = 0; b < B; b++) {
         const int k = (start + b) % list->n;
@@ -106,7 +107,7 @@ static up_status run_rows(scorer *sc, const up_token_lists *list, int start, int
         if (rows) sc->rows[b] = rows[(start + b) / list->n];
     }
     up_steer_plan plan = {sc->rows, B};
-    up_steer_batch bt = {sc->prompts, sc->lens, B, rows ? &plan : NULL, NULL, sc->refusal_ids, sc->n_refusal, 0, NULL, 0, 0};
+    up_steer_batch bt = {sc->prompts, sc->lens, B, rows ? &plan : NULL, NULL, sc->refusal_ids, sc->n_refusal, 0, NULL, 0, whole};
     up_steer_out out = {sc->score, sc->logits, NULL, NULL, NULL};
     return up_steer_run(sc->s, &bt, &out, err);
 }
@@ -121,7 +122,7 @@ static up_status score_bypass(scorer *sc, const float *r, double *bypass, up_err
     double sum = 0;
     for (int start = 0; start < n; start += sc->batch) {
         const int B = n - start < sc->batch ? n - start : sc->batch;
-        up_status st = run_rows(sc, sc->harmful, start, B, &row, err);
+        up_status st = run_rows(sc, sc->harmful, start, B, &row, 0, err);
         if (st) return st;
         for (int b = 0; b < B; b++) sum += sc->score[b];
     }
@@ -228,7 +229,7 @@ static up_status score_filters(scorer *sc, const float *r, int layer, double *in
     /* KL's rows, then induce's, each in its own batches of the harmless prompts. */
     for (int start = 0; start < n; start += sc->batch) {
         const int B = n - start < sc->batch ? n - start : sc->batch;
-        up_status st = run_rows(sc, sc->harmless, start, B, rows, err);
+        up_status st = run_rows(sc, sc->harmless, start, B, rows, 0, err);
         if (st) return st;
         for (int b = 0; b < B; b++)
             sum_kl += up_metrics_kl(sc->base + (size_t)(start + b) * sc->V, sc->logits + (size_t)b * sc->V, sc->V);
@@ -239,7 +240,7 @@ static up_status score_filters(scorer *sc, const float *r, int layer, double *in
         if (sc->snap && sc->resid[(size_t)j * L + layer]) {
             st = induce_rerun(sc, j, r, layer, &sum_induce, err);
         } else {
-            st = run_rows(sc, sc->harmless, n + start, B, rows, err);
+            st = run_rows(sc, sc->harmless, n + start, B, rows, 1, err);
             for (int b = 0; !st && b < B; b++) sum_induce += sc->score[b];
         }
         if (st) return st;

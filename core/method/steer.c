@@ -367,6 +367,32 @@ static up_prefill_share share_rule(const up_model *m, const up_steer_batch *bt, 
     return UP_PREFILL_UNTIL;
 }
 
+/* Whether every row is steered alike and never at prompt-relative positions (a POS_LIST item
+ * resolves against each row's own length), with no opaque extra hooks: then the rows' common
+ * prompt prefix may run once for all (up_prefill's PREFIX). Rows count as alike when they hold
+ * the same item array. */
+static int rows_alike(const up_steer_batch *bt) {
+    if (bt->extra && bt->extra->n > 0) return 0;
+    if (!bt->plan) return 1;
+    const up_steer_row *r0 = &bt->plan->rows[0];
+    for (int b = 0; b < bt->plan->n_rows; b++) {
+        const up_steer_row *r = &bt->plan->rows[b];
+        if (r->n != r0->n || (r->n && r->items != r0->items)) return 0;
+    }
+    for (int i = 0; i < r0->n; i++)
+        if (r0->items[i].where == UP_STEER_POS_LIST) return 0;
+    return 1;
+}
+
+static int any_equal_prompts(const up_steer_batch *bt) {
+    for (int a = 0; a < bt->n_rows; a++)
+        for (int b = a + 1; b < bt->n_rows; b++)
+            if (bt->lens[a] == bt->lens[b] &&
+                !memcmp(bt->prompts[a], bt->prompts[b], (size_t)bt->lens[a] * sizeof *bt->prompts[a]))
+                return 1;
+    return 0;
+}
+
 up_status up_steer_run(up_state *s, const up_steer_batch *bt, up_steer_out *out, up_error *err) {
     const up_model *m = up_state_model(s);
     const int V = m->cfg.vocab_size, B = bt->n_rows;
@@ -389,7 +415,10 @@ up_status up_steer_run(up_state *s, const up_steer_batch *bt, up_steer_out *out,
         goto out;
     }
     up_hook_point until = {UP_HOOK_EMBED, -1};
-    const up_prefill_share share = bt->no_sharing ? UP_PREFILL_ALONE : share_rule(m, bt, &until);
+    up_prefill_share share = bt->no_sharing ? UP_PREFILL_ALONE : share_rule(m, bt, &until);
+    /* Distinct prompts steered alike share their common prefix (a chat template's opening);
+     * equal prompts keep the sharing the rule chose. */
+    if (!bt->no_sharing && B > 1 && rows_alike(bt) && !any_equal_prompts(bt)) share = UP_PREFILL_PREFIX;
     /* n_prompt = lens in every pass, as up_generate passes it, so hooks see the same calls. */
     st = up_prefill(s, bt->prompts, bt->lens, B, share, until, hooks, logits, out->prompt_tokens, err);
     if (!st && up_state_stopped(s)) st = up_error_set(err, UP_ERR_INVALID, "steer run: a hook stopped the pass");

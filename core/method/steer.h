@@ -135,8 +135,11 @@ typedef struct up_steer_out {
  * length; ABLATE acts from blocks.0.hook_resid_pre) or where any `extra` hook sits (extra hooks
  * are opaque, so they count as acting everywhere at their point). If nothing acts on the
  * prompt (e.g. every item steers generated tokens only), the whole prompt, its cache and its
- * logits are shared. Results equal the unshared run's to the rounding of a row computed in
- * another batch (forward.h); no_sharing turns it off.
+ * logits are shared. Distinct prompts whose rows are steered alike (one item array for every
+ * row, no position lists, no extra hooks) share their common prefix instead, e.g. the chat
+ * template's opening: it runs once and each row goes on from a copy (up_prefill's PREFIX).
+ * Results equal the unshared run's to the rounding of a row computed in another batch
+ * (forward.h); no_sharing turns both off.
  * Allocates its logits and token buffers per call. */
 up_status up_steer_run(up_state *s, const up_steer_batch *batch, up_steer_out *out, up_error *err);
 
