@@ -467,6 +467,15 @@ static void test_induce_rerun_is_exact(void **state) {
     if (up_select_direction(model, candidates, NPOS, &harmful, &harmless, refusal, 1, &o, &r, &e)) fail_msg("%s", e.msg);
     up_state *s;
     if (up_state_init(&s, model, o.batch, MAXLEN, &e)) fail_msg("%s", e.msg);
+    /* The harmless prompts as selection batches them: by increasing length, ties in order. */
+    const int32_t *ptr[NL];
+    int lens[NL];
+    for (int i = 0; i < NL; i++) {
+        int j = i;
+        for (; j > 0 && lens[j - 1] > harmless_lens[i]; j--) ptr[j] = ptr[j - 1], lens[j] = lens[j - 1];
+        ptr[j] = harmless_ptr[i], lens[j] = harmless_lens[i];
+    }
+    assert_true(lens[0] < harmless_lens[0]); /* the order differs from the given one */
     int checked = 0;
     for (int c = 0; c < NPOS * L; c++) {
         const up_select_score *sc = &r.scores[c];
@@ -477,7 +486,7 @@ static void test_induce_rerun_is_exact(void **state) {
         double sum = 0, score[2];
         for (int start = 0; start < NL; start += o.batch) {
             const int B = NL - start < o.batch ? NL - start : o.batch;
-            up_steer_batch bt = {harmless_ptr + start, harmless_lens + start, B, &plan, NULL, refusal, 1, 0, NULL, 0, 1};
+            up_steer_batch bt = {ptr + start, lens + start, B, &plan, NULL, refusal, 1, 0, NULL, 0, 1};
             up_steer_out out = {score, NULL, NULL, NULL, NULL};
             if (up_steer_run(s, &bt, &out, &e)) fail_msg("%s", e.msg);
             for (int b = 0; b < B; b++) sum += score[b];

@@ -347,8 +347,30 @@ static up_status stopped(up_error *err) {
     return up_error_set(err, UP_ERR_ABORTED, "direction selection stopped by its progress callback");
 }
 
-up_status up_select_direction(const up_model *m, const float *candidates, int n_pos, const up_token_lists *harmful,
-                              const up_token_lists *harmless, const int32_t *refusal_ids, int n_refusal,
+/* A view of `in` with its prompts in increasing length (ties in their given order), so that a
+ * batch's rows pad to lengths close to their own. Every score is a mean over a whole set, so
+ * the order changes nothing but the rounding of the sums. */
+typedef struct by_length {
+    up_token_lists list;
+    const int32_t **ids;
+    int *lens;
+} by_length;
+
+static int sort_by_length(const up_token_lists *in, by_length *out) {
+    out->ids = malloc((size_t)in->n * sizeof *out->ids);
+    out->lens = malloc((size_t)in->n * sizeof *out->lens);
+    if (!out->ids || !out->lens) return -1;
+    int k = 0, max = 0;
+    for (int i = 0; i < in->n; i++) max = in->lens[i] > max ? in->lens[i] : max;
+    for (int len = 1; len <= max; len++) /* counting order: stable, n x max steps, nothing next to a pass */
+        for (int i = 0; i < in->n; i++)
+            if (in->lens[i] == len) out->ids[k] = in->ids[i], out->lens[k] = len, k++;
+    out->list = (up_token_lists){out->ids, out->lens, in->n};
+    return 0;
+}
+
+up_status up_select_direction(const up_model *m, const float *candidates, int n_pos, const up_token_lists *harmful_in,
+                              const up_token_lists *harmless_in, const int32_t *refusal_ids, int n_refusal,
                               const up_select_opts *opts, up_select_result *res, up_error *err) {
     const up_select_opts o = opts ? *opts : up_select_opts_default();
     const int L = m->cfg.n_layers, d = m->cfg.d_model, V = m->cfg.vocab_size;
@@ -363,7 +385,8 @@ up_status up_select_direction(const up_model *m, const float *candidates, int n_
             return up_error_set(err, UP_ERR_INVALID, "direction selection: refusal id %d outside [0, %d)", refusal_ids[i], V);
     int max_len = 0;
     up_status st;
-    if ((st = check_prompts(harmful, "harmful", &max_len, err)) || (st = check_prompts(harmless, "harmless", &max_len, err)))
+    if ((st = check_prompts(harmful_in, "harmful", &max_len, err)) ||
+        (st = check_prompts(harmless_in, "harmless", &max_len, err)))
         return st;
     const int batch = o.batch > 0 ? o.batch : 8;
     const int n_cand = n_pos * L;
@@ -376,6 +399,14 @@ up_status up_select_direction(const up_model *m, const float *candidates, int n_
         free(want);
         return UP_ERR_INVALID;
     }
+    /* Batches of similar lengths pad less. */
+    by_length sorted_harmful = {0}, sorted_harmless = {0};
+    if (sort_by_length(harmful_in, &sorted_harmful) || sort_by_length(harmless_in, &sorted_harmless)) {
+        free(want);
+        free(sorted_harmful.ids), free(sorted_harmful.lens), free(sorted_harmless.ids), free(sorted_harmless.lens);
+        return up_error_set(err, UP_ERR_NOMEM, "direction selection: out of memory");
+    }
+    const up_token_lists *harmful = &sorted_harmful.list, *harmless = &sorted_harmless.list;
 
     res->scores = calloc((size_t)n_cand, sizeof *res->scores);
     ranked *order = malloc((size_t)n_cand * sizeof *order);
@@ -448,6 +479,7 @@ up_status up_select_direction(const up_model *m, const float *candidates, int n_
     free(order);
     free(sc.base);
     free(sc.prompts), free(sc.lens), free(sc.rows), free(sc.score), free(sc.logits);
+    free(sorted_harmful.ids), free(sorted_harmful.lens), free(sorted_harmless.ids), free(sorted_harmless.lens);
     if (st) up_select_result_free(res);
     return st;
 }

@@ -30,8 +30,9 @@
  *     finite is dropped as NAN without them. It saves every run of the late layers and the
  *     induce and KL rows (twice the harmless prompts) of every candidate after the winner.
  * Every measurement runs in left-padded batches of opts.batch rows that hold nothing but its
- * own rows: bypass over the harmful prompts (ablated); KL over the harmless prompts (ablated);
- * induce over the harmless prompts (+r). The batches do not depend on the mode or on other
+ * own rows, each set's prompts taken in increasing length (ties in their given order) so that
+ * a batch pads little: bypass over the harmful prompts (ablated); KL over the harmless prompts
+ * (ablated); induce over the harmless prompts (+r). The batches do not depend on the mode or on other
  * candidates, so a candidate scored by both modes has the same bits in both (the last bits of
  * a score depend on its batch's padding and shape). The unsteered baselines (both sets' mean
  * refusal scores and the harmless logits KL compares against) run once, in batches of harmful
