@@ -155,10 +155,11 @@ static inline __attribute__((always_inline)) void row_dots(float *v, const float
  * blocks of at most TILE_KC (a block of the input rows stays in L2 while a thread sweeps its
  * weight rows); a 16-bit weight tile is widened once per block into a small buffer (L1/L2) and
  * then read by every input row, so the conversion costs once per weight, not once per row.
- * Measured on gemma-2-2b's gate_proj (9216x2304, bf16, 2 threads, AVX2): 73% of the machine's
- * sgemm rate at M=16, 85% at 32, 90% at 64, against 50-84% for widen-then-sgemm; TILE_KC of
- * 512 or 1024 was slower at M=16 (more tile overhead), 4096 no better; software prefetch of
- * the next tile gained nothing.
+ * Measured on gemma-2-2b's gate_proj (9216x2304, bf16, 2 threads, AVX2, sgemm ~147 GFLOP/s;
+ * this VM drifts 10-20% between runs): 102-114 GFLOP/s at M=16, 106-132 at 32, 131-136 at 64,
+ * against widen-then-sgemm's 87, 111-116 and 135-141 run back to back: faster below ~40 rows,
+ * level above, and a row's bits no longer depend on the batch. TILE_KC of 512 or 1024 was
+ * slower at M=16 (more tile overhead), 4096 no better; software prefetch gained nothing.
  *
  * Order of summation, per output: within a block, one accumulator per lane over 8-wide steps,
  * lanes summed as ((0+1)+(2+3))+((4+5)+(6+7)), then the block's scalar tail; blocks are added
@@ -304,9 +305,10 @@ static void linear_tiled(float *y, const float *x, const void *W, up_dtype dt, i
  * parallel unit); within a block, W's rows come in chunks of BT_NCH, widened once into a panel
  * that every row tile then reads. Each output is summed over n in index order, one FMA at a time,
  * and the finished sum stored (or added to dx): its bits depend on nothing but N.
- * Measured (gemma-2-2b shapes, bf16, 2 threads, a noisy machine): 95-110 GFLOP/s at M=32
- * against 60-70 for widen-slabs-then-sgemm, whose slabs were 16 columns wide at N=9216; the
- * refusal gradient's backward went from 1.58x to 1.0-1.2x the forward of its span. Tried and
+ * Measured (gate_proj's shape, bf16, 2 threads): 86-89 / 111-114 / 135-138 GFLOP/s at
+ * M = 16 / 32 / 64 against 33 / 53-55 / 75 for widen-slabs-then-sgemm, whose slabs were 16
+ * columns wide at N=9216; the refusal gradient's backward went from 1.55x to 1.0-1.2x the
+ * forward of its span. Tried and
  * dropped: each thread one contiguous column range in 512-column blocks (1.25-1.28x), no
  * prefetch (slower), the panel row-major instead of in 16-column strips. */
 #define BT_R 6
