@@ -565,27 +565,34 @@ typedef struct share_case {
     int shares; /* 1: the rule lets the prompts be shared */
 } share_case;
 
-static void run_shared(const up_steer_row *rows, int max_new, int no_sharing, run_result *r, long *prompt_tokens) {
-    static int32_t pa[9], pb[6];
-    fill(pa, 9, 41), fill(pb, 6, 42);
-    const int32_t *prompts[SH_ROWS] = {pa, pa, pb, pa, pb};
-    const int lens[SH_ROWS] = {9, 9, 6, 9, 6};
+/* Runs n rows (prompts up to max_len tokens) through up_steer_run under plan (NULL:
+ * unsteered), keeping each row's logits and tokens in r. */
+static void run_batch(const int32_t *const *prompts, const int *lens, int n, int max_len, const up_steer_plan *plan,
+                      int max_new, int no_sharing, run_result *r, long *prompt_tokens) {
     up_state *s;
     up_error e = {0};
-    float *logits = malloc((size_t)SH_ROWS * V * sizeof *logits);
-    int32_t *tokens = malloc((size_t)SH_ROWS * SH_NEW * sizeof *tokens);
-    if (up_state_init(&s, model, SH_ROWS, 9 + SH_NEW, &e)) fail_msg("%s", e.msg);
-    up_steer_plan plan = {rows, SH_ROWS};
-    up_steer_batch bt = {prompts, lens, SH_ROWS, &plan, NULL, refusal_ids, 1, max_new, NULL, 0, no_sharing};
+    float *logits = malloc((size_t)n * V * sizeof *logits);
+    int32_t *tokens = malloc((size_t)n * SH_NEW * sizeof *tokens);
+    if (up_state_init(&s, model, n, max_len + SH_NEW, &e)) fail_msg("%s", e.msg);
+    up_steer_batch bt = {prompts, lens, n, plan, NULL, refusal_ids, 1, max_new, NULL, 0, no_sharing};
     *prompt_tokens = 0;
     up_steer_out out = {r->score, logits, max_new ? tokens : NULL, r->n_tokens, prompt_tokens};
     if (up_steer_run(s, &bt, &out, &e)) fail_msg("%s", e.msg);
-    for (int b = 0; b < SH_ROWS; b++) {
+    for (int b = 0; b < n; b++) {
         memcpy(r->logits[b], logits + (size_t)b * V, V * sizeof(float));
         memcpy(r->tokens[b], tokens + (size_t)b * SH_NEW, SH_NEW * sizeof(int32_t));
     }
     up_state_free(s);
     free(logits), free(tokens);
+}
+
+static void run_shared(const up_steer_row *rows, int max_new, int no_sharing, run_result *r, long *prompt_tokens) {
+    static int32_t pa[9], pb[6];
+    fill(pa, 9, 41), fill(pb, 6, 42);
+    const int32_t *prompts[SH_ROWS] = {pa, pa, pb, pa, pb};
+    const int lens[SH_ROWS] = {9, 9, 6, 9, 6};
+    const up_steer_plan plan = {rows, SH_ROWS};
+    run_batch(prompts, lens, SH_ROWS, 9, &plan, max_new, no_sharing, r, prompt_tokens);
 }
 
 static void test_shared_prompts_equal_unshared(void **state) {
@@ -671,21 +678,7 @@ static void run_prefix(const up_steer_plan *plan, int max_new, int no_sharing, r
         fill(ids[b], PX_OPEN, 59); /* the shared opening */
         prompts[b] = ids[b];
     }
-    up_state *s;
-    up_error e = {0};
-    float *logits = malloc((size_t)PX_ROWS * V * sizeof *logits);
-    int32_t *tokens = malloc((size_t)PX_ROWS * SH_NEW * sizeof *tokens);
-    if (up_state_init(&s, model, PX_ROWS, 11 + SH_NEW, &e)) fail_msg("%s", e.msg);
-    up_steer_batch bt = {prompts, lens, PX_ROWS, plan, NULL, refusal_ids, 1, max_new, NULL, 0, no_sharing};
-    *prompt_tokens = 0;
-    up_steer_out out = {r->score, logits, max_new ? tokens : NULL, r->n_tokens, prompt_tokens};
-    if (up_steer_run(s, &bt, &out, &e)) fail_msg("%s", e.msg);
-    for (int b = 0; b < PX_ROWS; b++) {
-        memcpy(r->logits[b], logits + (size_t)b * V, V * sizeof(float));
-        memcpy(r->tokens[b], tokens + (size_t)b * SH_NEW, SH_NEW * sizeof(int32_t));
-    }
-    up_state_free(s);
-    free(logits), free(tokens);
+    run_batch(prompts, lens, PX_ROWS, 11, plan, max_new, no_sharing, r, prompt_tokens);
 }
 
 static void test_common_prefix_shared(void **state) {
