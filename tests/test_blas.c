@@ -186,7 +186,32 @@ static void test_tiled(void **state) {
     free(dy), free(dx), free(dx2), free(dx_first);
 }
 
+/* The backward of more than UP_LINEAR_TILED_MAX_M rows when N is large (sgemm's slabs would
+ * be narrow) runs the tile in blocks of rows: equal to the double reference, bit-equal for 1-3
+ * threads, and row 0 has the bits it has in a 9-row product. */
+static void test_backward_many_rows(void **state) {
+    (void)state;
+    enum { N = 4200, K = 200, M = 70 };
+    float *Wf, *dy = random_floats((size_t)M * N), *dx = malloc((size_t)M * K * sizeof *dx);
+    float *dx2 = malloc((size_t)M * K * sizeof *dx2), *small = malloc((size_t)9 * K * sizeof *small);
+    uint16_t *W = random_bf16((size_t)N * K, &Wf);
+    const size_t sf = up_linear_scratch_floats(N);
+    float *scratch = malloc(sf * sizeof *scratch);
+    up_blas_set_threads(1);
+    up_linear_backward_input(dx, dy, W, UP_DTYPE_BF16, M, N, K, 0, scratch, sf);
+    assert_true(check(dx, dy, Wf, K, 1, M, K, N) < 1e-5);
+    up_linear_backward_input(small, dy, W, UP_DTYPE_BF16, 9, N, K, 0, scratch, sf);
+    assert_memory_equal(small, dx, (size_t)K * sizeof(float));
+    for (int t = 2; t <= 3; t++) {
+        up_blas_set_threads(t);
+        up_linear_backward_input(dx2, dy, W, UP_DTYPE_BF16, M, N, K, 0, scratch, sf);
+        assert_memory_equal(dx, dx2, (size_t)M * K * sizeof(float));
+    }
+    free(Wf), free(W), free(dy), free(dx), free(dx2), free(small), free(scratch);
+}
+
 int main(void) {
-    const struct CMUnitTest tests[] = {cmocka_unit_test(test_products), cmocka_unit_test(test_tiled)};
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_products), cmocka_unit_test(test_tiled),
+                                       cmocka_unit_test(test_backward_many_rows)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

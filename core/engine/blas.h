@@ -58,9 +58,11 @@ void up_linear(float *y, const float *x, const void *W, up_dtype dtype, int M, i
                int accumulate, float *scratch, size_t scratch_floats);
 
 /* dx (M,K) (+)= dy (M,N) @ W, W (N,K) in `dtype`: the activation gradient of up_linear.
- * Up to UP_LINEAR_TILED_MAX_M rows (with AVX2/FMA/F16C) a tiled kernel widens W once, in
- * panels, and sums each output over n in order, so a row's bits do not depend on M; above,
- * bf16/f16 weights are widened in slabs of columns for sgemm. Scratch as up_linear's, for N. */
+ * Up to UP_LINEAR_TILED_MAX_M rows, and for more rows (in blocks) when N is so large that
+ * sgemm's column slabs would be narrow (with AVX2/FMA/F16C), a tiled kernel widens W once per
+ * block of rows, in panels, and sums each output over n in order, so a row's bits do not
+ * depend on M there; otherwise bf16/f16 weights are widened in slabs of columns for sgemm.
+ * Scratch as up_linear's, for N. */
 void up_linear_backward_input(float *dx, const float *dy, const void *W, up_dtype dtype, int M,
                               int N, int K, int accumulate, float *scratch, size_t scratch_floats);
 
