@@ -128,6 +128,11 @@ report=$out/report.md
   echo
   echo "Whole run: ${wall} s wall, exit status $rc, peak RSS $((rss_kb / 1024)) MiB."
   echo
+  # The selection's passes, from the bars' final lines (the manifest times the direction step whole).
+  echo "Selection passes (from the run log):"
+  echo
+  tr '\r' '\n' < "$out/run.log" | grep -E '^direction selection: .* done in' | sed 's/^/    /' || echo "    (none logged)"
+  echo
   dsel=$(jq -r 'select(.experiment.name == "direction") | ([.timings[] | select(.step == "direction") | .seconds] | add // 0)' \
          "$out"/results/direction/*/manifest.json 2>/dev/null | head -1)
   echo "| target (issue 17, 2 cores) | target | measured |"
