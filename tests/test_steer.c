@@ -595,6 +595,21 @@ static void run_shared(const up_steer_row *rows, int max_new, int no_sharing, ru
     run_batch(prompts, lens, SH_ROWS, 9, &plan, max_new, no_sharing, r, prompt_tokens);
 }
 
+/* A shared run against the unshared one, row by row: logits and scores within 1e-5 relative,
+ * and (when generating) the same greedy tokens. Returns the worst logits error. */
+static double compare_rows(const run_result *shared, const run_result *alone, int n, int gen, const char *what) {
+    double worst = 0;
+    for (int b = 0; b < n; b++) {
+        worst = fmax(worst, rel_err(shared->logits[b], alone->logits[b], V));
+        assert_close(shared->logits[b], alone->logits[b], V, 1e-5, what);
+        assert_true(fabs(shared->score[b] - alone->score[b]) <= 1e-5 * fmax(1, fabs(alone->score[b])));
+        if (!gen) continue;
+        assert_int_equal(shared->n_tokens[b], alone->n_tokens[b]);
+        assert_memory_equal(shared->tokens[b], alone->tokens[b], shared->n_tokens[b] * sizeof(int32_t));
+    }
+    return worst;
+}
+
 static void test_shared_prompts_equal_unshared(void **state) {
     if (!dir_a) dir_a = unit_direction(0.1f), dir_b = unit_direction(2.0f);
     static const int last[1] = {-1}, generated_only[1] = {12};
@@ -640,15 +655,7 @@ static void test_shared_prompts_equal_unshared(void **state) {
             assert_int_equal(n_alone, 9 * 3 + 6 * 2);
             if (shares[k] && n_shared != 9 + 6) fail_msg("%s: %ld prompt tokens run, want 15", names[k], n_shared);
             if (!shares[k]) assert_int_equal(n_shared, n_alone);
-            double worst = 0;
-            for (int b = 0; b < SH_ROWS; b++) {
-                worst = fmax(worst, rel_err(shared.logits[b], alone.logits[b], V));
-                assert_close(shared.logits[b], alone.logits[b], V, 1e-5, names[k]);
-                assert_true(fabs(shared.score[b] - alone.score[b]) <= 1e-5 * fmax(1, fabs(alone.score[b])));
-                if (!gen) continue;
-                assert_int_equal(shared.n_tokens[b], alone.n_tokens[b]);
-                assert_memory_equal(shared.tokens[b], alone.tokens[b], shared.n_tokens[b] * sizeof(int32_t));
-            }
+            const double worst = compare_rows(&shared, &alone, SH_ROWS, gen, names[k]);
             /* Steering that moves prompt slots must show in the last-position logits of some
              * row, so the comparison above is not between unsteered runs. */
             int moved = 0;
@@ -707,15 +714,7 @@ static void test_common_prefix_shared(void **state) {
             assert_int_equal(n_alone, total);
             if (n_shared != (shares ? total - (PX_ROWS - 1) * PX_OPEN : total))
                 fail_msg("%s: %ld prompt tokens run", names[k], n_shared);
-            double worst = 0;
-            for (int b = 0; b < PX_ROWS; b++) {
-                worst = fmax(worst, rel_err(shared.logits[b], alone.logits[b], V));
-                assert_close(shared.logits[b], alone.logits[b], V, 1e-5, names[k]);
-                assert_true(fabs(shared.score[b] - alone.score[b]) <= 1e-5 * fmax(1, fabs(alone.score[b])));
-                if (!gen) continue;
-                assert_int_equal(shared.n_tokens[b], alone.n_tokens[b]);
-                assert_memory_equal(shared.tokens[b], alone.tokens[b], shared.n_tokens[b] * sizeof(int32_t));
-            }
+            const double worst = compare_rows(&shared, &alone, PX_ROWS, gen, names[k]);
             printf("%-24s %s: %ld vs %ld prompt tokens, worst logits error %.2g\n", names[k], gen ? "generate" : "score",
                    n_shared, n_alone, worst);
         }

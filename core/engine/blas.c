@@ -88,6 +88,13 @@ void up_sgemm(int M, int N, int K, float alpha, const float *A, const float *B, 
          beta, C, N);
 }
 
+/* Threads that may run at once given the scratch: each needs its own slot. */
+static int scratch_threads(size_t scratch_floats, size_t slot) {
+    size_t n = scratch_floats / slot, max = (size_t)omp_get_max_threads();
+    assert(n >= 1 && "blas: scratch smaller than one block (see up_linear_scratch_floats)");
+    return (int)(n < max ? n : max);
+}
+
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 #define UP_FUSED_SIMD 1
 /* Weights k..k+15 of a row in its dtype, as two fp32 vectors (the conversions of dot_*). */
@@ -146,6 +153,7 @@ static inline __attribute__((always_inline)) void row_dots(float *v, const float
     if (M - m >= 2) dots(v + m, x + (size_t)m * K, row, dt, K, 2), m += 2;
     if (m < M) dots(v + m, x + (size_t)m * K, row, dt, K, 1);
 }
+
 
 /* ---- the tiled kernel: UP_LINEAR_FUSED_MAX_M < M <= UP_LINEAR_TILED_MAX_M, any dtype ---------
  *
@@ -255,10 +263,8 @@ static void linear_tiled(float *y, const float *x, const void *W, up_dtype dt, i
     const size_t esz = up_dtype_size(dt);
     const int kc_max = tile_kc(K), nchunks = (N + TILE_NB - 1) / TILE_NB;
     const size_t slot = (size_t)TILE_C * (kc_max + TILE_PAD) + (size_t)UP_LINEAR_TILED_MAX_M * TILE_NB;
-    size_t nthreads = scratch_floats / slot, max = (size_t)omp_get_max_threads();
-    assert(nthreads >= 1 && "blas: scratch smaller than one tile slot");
-    if (nthreads > max) nthreads = max;
-#pragma omp parallel for schedule(static) num_threads((int)nthreads) if (nchunks > 1)
+    const int nthreads = scratch_threads(scratch_floats, slot);
+#pragma omp parallel for schedule(static) num_threads(nthreads) if (nchunks > 1)
     for (int ch = 0; ch < nchunks; ch++) {
         float *wbuf = scratch + (size_t)omp_get_thread_num() * slot, *sum = wbuf + (size_t)TILE_C * (kc_max + TILE_PAD);
         const int n0 = ch * TILE_NB, nb = N - n0 < TILE_NB ? N - n0 : TILE_NB;
@@ -346,11 +352,9 @@ static void linear_backward_tiled(float *dx, const float *dy, const void *W, up_
                                   int accumulate, float *scratch, size_t scratch_floats) {
     const size_t esz = up_dtype_size(dt);
     const size_t slot = (size_t)BT_NCH * BT_KB + (size_t)UP_LINEAR_TILED_MAX_M * (BT_KB + BT_LDY);
-    size_t nthreads = scratch_floats / slot, max = (size_t)omp_get_max_threads();
-    assert(nthreads >= 1 && "blas: scratch smaller than one tile slot");
-    if (nthreads > max) nthreads = max;
+    const int nthreads = scratch_threads(scratch_floats, slot);
     const int nblocks = (K + BT_KB - 1) / BT_KB;
-#pragma omp parallel for schedule(static) num_threads((int)nthreads) if (nblocks > 1)
+#pragma omp parallel for schedule(static) num_threads(nthreads) if (nblocks > 1)
     for (int kb = 0; kb < nblocks; kb++) {
         float *panel = scratch + (size_t)omp_get_thread_num() * slot, *sum = panel + (size_t)BT_NCH * BT_KB,
               *dyc = sum + (size_t)UP_LINEAR_TILED_MAX_M * BT_KB;
@@ -445,12 +449,6 @@ static size_t slot_floats(int depth) {
 
 size_t up_linear_scratch_floats(int max_dim) { return (size_t)omp_get_max_threads() * slot_floats(max_dim); }
 
-/* Threads that may run at once given the scratch: each needs its own slot. */
-static int scratch_threads(size_t scratch_floats, size_t slot) {
-    size_t n = scratch_floats / slot, max = (size_t)omp_get_max_threads();
-    assert(n >= 1 && "blas: scratch smaller than one block (see up_linear_scratch_floats)");
-    return (int)(n < max ? n : max);
-}
 
 void up_linear(float *y, const float *x, const void *W, up_dtype dtype, int M, int N, int K,
                int accumulate, float *scratch, size_t scratch_floats) {
