@@ -101,4 +101,11 @@ int up_lua_read_id_lists(lua_State *L, int idx, const char *what, const int32_t 
 lua_Integer up_lua_opt_integer(lua_State *L, int t, const char *k, lua_Integer dflt);
 lua_Number up_lua_opt_number(lua_State *L, int t, const char *k, lua_Number dflt);
 
+/* Raises when the table at idx has a string key outside allowed (a NULL-terminated list), or
+ * a key that is not a string: "<what>: unknown field 'titel' (did you mean 'title'?)". The
+ * suggestion is upstream.util.suggest's (one copy of the rule; none when that module cannot
+ * be loaded). Every option table a binding reads is checked this way, so a misspelt field
+ * never falls back silently to its default. */
+void up_lua_check_keys(lua_State *L, int idx, const char *const *allowed, const char *what);
+
 #endif

@@ -143,3 +143,40 @@ void *up_lua_scratch(lua_State *L, size_t bytes) {
     luaL_checkstack(L, 8, "too many lists or items for one call");
     return lua_newuserdatauv(L, bytes ? bytes : 1, 0);
 }
+
+/* The " (did you mean 'x'?)" tail for name, from upstream.util.suggest; "" when the module
+ * is not there. Leaves the stack as it found it but for the one string it pushes. */
+static const char *suggestion(lua_State *L, const char *name, const char *const *allowed) {
+    int top = lua_gettop(L);
+    lua_getglobal(L, "require");
+    lua_pushliteral(L, "upstream.util");
+    if (lua_pcall(L, 1, 1, 0) != LUA_OK || !lua_istable(L, -1)) goto none;
+    if (lua_getfield(L, -1, "suggest") != LUA_TFUNCTION) goto none;
+    lua_pushstring(L, name);
+    lua_newtable(L);
+    for (int i = 0; allowed[i]; i++) lua_pushstring(L, allowed[i]), lua_rawseti(L, -2, i + 1);
+    if (lua_pcall(L, 2, 1, 0) != LUA_OK || !lua_isstring(L, -1)) goto none;
+    lua_replace(L, top + 1);
+    lua_settop(L, top + 1);
+    return lua_tostring(L, -1);
+none:
+    lua_settop(L, top);
+    lua_pushliteral(L, "");
+    return lua_tostring(L, -1);
+}
+
+void up_lua_check_keys(lua_State *L, int idx, const char *const *allowed, const char *what) {
+    idx = lua_absindex(L, idx);
+    if (!lua_istable(L, idx)) return;
+    for (lua_pushnil(L); lua_next(L, idx); lua_pop(L, 1)) {
+        if (lua_type(L, -2) != LUA_TSTRING) {
+            luaL_error(L, "%s: unexpected %s key (fields are named)", what, luaL_typename(L, -2));
+        }
+        const char *k = lua_tostring(L, -2);
+        int known = 0;
+        for (int i = 0; allowed[i] && !known; i++) known = strcmp(k, allowed[i]) == 0;
+        if (!known) {
+            luaL_error(L, "%s: unknown field '%s'%s", what, k, suggestion(L, k, allowed));
+        }
+    }
+}

@@ -161,6 +161,8 @@ static void add_intervention(lua_State *L, int idx, int n, lua_grid *lg, const u
     char what[96];
     snprintf(what, sizeof what, "spec.interventions[%d]", n);
     luaL_checktype(L, idx, LUA_TTABLE);
+    static const char *const fields[] = {"label", "latent", "alpha", "items", NULL};
+    up_lua_check_keys(L, idx, fields, what);
     field(L, idx, "items");
     const int items_t = lua_gettop(L);
     if (!lua_istable(L, items_t)) luaL_error(L, "%s.items must be a list of items", what);
@@ -172,6 +174,9 @@ static void add_intervention(lua_State *L, int idx, int n, lua_grid *lg, const u
         lua_geti(L, items_t, j + 1);
         const int it = lua_gettop(L);
         if (!lua_istable(L, it)) luaL_error(L, "%s must be a table", iw);
+        static const char *const item_fields[] = {"kind", "sae", "latent", "value", "vector", "layer", "point",
+                                                  "alpha", "where", NULL};
+        up_lua_check_keys(L, it, item_fields, iw);
         field(L, it, "kind");
         up_steer_kind kind;
         if (!lua_isstring(L, -1) || up_steer_kind_parse(lua_tostring(L, -1), &kind))
@@ -221,6 +226,8 @@ static void add_intervention(lua_State *L, int idx, int n, lua_grid *lg, const u
  * Lua-owned blocks left on the stack. `what` names the table in errors. */
 static void read_objective(lua_State *L, int idx, int d, const char *what, up_objective *o) {
     char name[96];
+    static const char *const fields[] = {"layer", "direction", "positions", NULL};
+    up_lua_check_keys(L, idx, fields, what);
     o->layer = (int)up_lua_opt_integer(L, idx, "layer", -1);
     float *r = up_lua_scratch(L, (size_t)d * sizeof *r);
     snprintf(name, sizeof name, "%s.direction", what);
@@ -253,6 +260,11 @@ static float *read_alphas(lua_State *L, int spec, int *n) {
 static int l_grid(lua_State *L) {
     luaL_checktype(L, 1, LUA_TTABLE);
     lua_settop(L, 1);
+    static const char *const fields[] = {"model", "prompts", "refusal_ids", "sae", "latents", "alphas", "vectors",
+                                         "names", "layer", "where", "interventions", "max_new_tokens", "objective",
+                                         "gradients", "stop", "tokenizer", "substrings", "cache", "identity",
+                                         "batch", "coherence", "rep_n", "predict", "progress", NULL};
+    up_lua_check_keys(L, 1, fields, "spec");
     field(L, 1, "model");
     if (!luaL_testudata(L, 2, UP_MODEL_MT)) return luaL_argerror(L, 1, "spec.model must be a Model");
     up_model *m = up_lua_check_model(L, 2);
@@ -693,6 +705,9 @@ int up_lua_model_select_direction(lua_State *L) {
         return luaL_argerror(L, 2, lua_pushfstring(L, "expected candidates of shape (n_pos, %d, %d)", nl, d));
     luaL_checktype(L, 5, LUA_TTABLE);
     lua_settop(L, 5);
+    static const char *const fields[] = {"refusal_ids", "max_layer_frac", "max_kl", "min_induce", "batch", "layers",
+                                         "positions", "mode", "skip_late_layers", "progress", NULL};
+    up_lua_check_keys(L, 5, fields, "opts");
     up_select_opts o = up_select_opts_default();
     o.max_layer_frac = up_lua_opt_number(L, 5, "max_layer_frac", o.max_layer_frac);
     o.max_kl = up_lua_opt_number(L, 5, "max_kl", o.max_kl);
