@@ -324,7 +324,10 @@ static int l_grid(lua_State *L) {
             if (!sae->W_dec || sae->d_in != d) return luaL_error(L, "spec.sae: no decoder of width %d", d);
             float *rows = up_lua_scratch(L, (size_t)n_lat * d * sizeof *rows);
             for (int i = 0; i < n_lat; i++) {
-                if (lat[i] < 0 || lat[i] >= sae->d_sae) return luaL_argerror(L, 1, "spec.latents: index out of range (0-based)");
+                if (lat[i] < 0 || lat[i] >= sae->d_sae)
+                    return luaL_argerror(L, 1, lua_pushfstring(L, "spec.latents[%d] = %d is past the SAE's width: %d latents, "
+                                                                  "indices 0-%d (0-based)", i + 1, (int)lat[i],
+                                                               sae->d_sae, sae->d_sae - 1));
                 memcpy(rows + (size_t)i * d, sae->W_dec + (size_t)lat[i] * d, (size_t)d * sizeof *rows);
             }
             st = up_grid_add_sweep(lg->g, (up_hook_point){UP_HOOK_RESID_POST, (int)layer}, where, rows, NULL,

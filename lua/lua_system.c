@@ -15,6 +15,8 @@
  *   upstream.threads()                  -> the thread count in use
  *   upstream.clock()                    -> seconds on the monotonic clock (base/clock.h), with
  *                                          sub-second resolution; only differences mean anything
+ *   upstream.cwd()                      -> the working directory (getcwd: right even where $PWD is
+ *                                          stale, as under a parent that changed directory)
  *   upstream.isatty(fd)                 -> whether file descriptor fd (2: stderr) is a terminal, so a
  *                                          progress bar redraws one line there and prints lines elsewhere
  *   upstream.default_model()            -> the model a command uses without --model: $UPSTREAM_MODEL,
@@ -122,6 +124,13 @@ static int l_clock(lua_State *L) {
     return 1;
 }
 
+static int l_cwd(lua_State *L) {
+    char buf[4096];
+    if (!getcwd(buf, sizeof buf)) return luaL_error(L, "cannot read the working directory: %s", strerror(errno));
+    lua_pushstring(L, buf);
+    return 1;
+}
+
 static int l_isatty(lua_State *L) {
     lua_pushboolean(L, isatty((int)luaL_checkinteger(L, 1)));
     return 1;
@@ -131,7 +140,8 @@ void up_lua_register_system(lua_State *L) {
     static const luaL_Reg fns[] = {{"sha256", l_sha256},           {"hash_file", l_hash_file}, {"hash_path", l_hash_path},
                                    {"mkdir", l_mkdir},             {"mkdirs", l_mkdirs},       {"versions", l_versions},
                                    {"set_threads", l_set_threads}, {"threads", l_threads},     {"clock", l_clock},
-                                   {"isatty", l_isatty},           {"default_model", l_default_model}, {NULL, NULL}};
+                                   {"isatty", l_isatty},           {"default_model", l_default_model}, {"cwd", l_cwd},
+                                   {NULL, NULL}};
     luaL_setfuncs(L, fns, 0);
     lua_pushstring(L, UP_SOURCE_DIR), lua_setfield(L, -2, "source_dir");
 }

@@ -28,3 +28,9 @@ add_test(NAME experiment_prompts
 add_test(NAME experiment_progress
          COMMAND upstream ${CMAKE_SOURCE_DIR}/tests/experiment/progress_test.lua ${CMAKE_SOURCE_DIR} $<TARGET_FILE:upstream>)
 set_tests_properties(experiment_run experiment_errors experiment_lua experiment_labels experiment_prompts experiment_progress PROPERTIES ENVIRONMENT "${UP_EXP_ENV}" TIMEOUT 300)
+
+# experiment_steer_vectors  X:steer along a Direction (at its own hook) and vectors at named
+#                      hooks: the raw grid's cells bit for bit, rows, series, cache, errors
+add_test(NAME experiment_steer_vectors
+         COMMAND upstream ${CMAKE_SOURCE_DIR}/tests/experiment/steer_vectors_test.lua ${CMAKE_SOURCE_DIR})
+set_tests_properties(experiment_steer_vectors PROPERTIES ENVIRONMENT "${UP_EXP_ENV}" TIMEOUT 300)

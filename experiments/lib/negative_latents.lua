@@ -77,7 +77,7 @@ function E.body(X)
     -- Steer the bottom latents into every prompt of the set.
     local steer = C.head(bottom, P.steer_k)
     local raw, scale = C.alphas(X, ids, src)
-    local s = X:steer{prompts = texts, layer = src, sae = sae, direction = dir, target = target, latents = steer,
+    local s = X:steer{prompts = texts, layer = src, sae = sae, objective = dir, target = target, latents = steer,
                       alphas = raw, controls = P.controls, max_new_tokens = P.max_new_tokens, label = set, where = P.where}
     local srows = C.with_frac(s:rows(), scale)
     for _, r in ipairs(srows) do r.set = set end

@@ -13,8 +13,10 @@
 --                                          with {layer}, {width}, {l0} filled in
 --   config.public(cfg)                  -> a copy fit for the manifest
 --
--- Paths: values from the file are relative to the file's directory, built-in ones absolute
--- (the source tree), --set ones relative to the working directory. "~/" is $HOME.
+-- Paths: values from the file are relative to the file's directory, --set ones relative to the
+-- working directory. "~/" is $HOME. Built-in defaults: the organism in the source tree; results
+-- and plots under the directory of a settings file named by --config or $UPSTREAM_CONFIG, else
+-- under the working directory; the cache in ~/.cache/upstream.
 -- Error rule: everything raises; a bad file says "file:line: key: message", a bad --set says
 -- "--set key: message".
 local core = require "upstream.core"
@@ -39,12 +41,13 @@ local schema = {
 local path_keys = {cache = true, results = true, plots = true, path = true, tokenizer = true, neuronpedia = true,
                    label_text = true}
 
-local function builtin(root)
+-- root: the source tree (the organism ships in it); out: where results and plots go by default.
+local function builtin(root, out)
   return {
     threads = 0,
     cache = (os.getenv("HOME") or root) .. "/.cache/upstream",
-    results = root .. "/results",
-    plots = root .. "/plots",
+    results = out .. "/results",
+    plots = out .. "/plots",
     model = "organism",
     models = {organism = {path = root .. "/models/organism", template = "gemma"}},
     saes = {organism = {path = root .. "/models/organism/sae/layer_{layer}/params.npz", format = "gemmascope",
@@ -81,7 +84,7 @@ local function resolve_paths(tree, prefix, base, cli)
     local path = prefix == "" and k or (prefix .. "." .. k)
     if type(v) == "table" then resolve_paths(v, path, base, cli)
     elseif type(v) == "string" and path_keys[k] and not (prefix:match("^experiments")) then
-      tree[k] = util.expand(v, cli[path] and os.getenv("PWD") or base)
+      tree[k] = util.expand(v, cli[path] and core.cwd() or base)
     end
   end
 end
@@ -108,8 +111,14 @@ function M.load(opts)
   end
   tree._file, tree._dir = nil, nil
   validate(tree, schema, "", where)
+  local cwd = core.cwd()
   local base = file and util.dirname(file) or root
-  if base:sub(1, 1) ~= "/" then base = (os.getenv("PWD") or ".") .. "/" .. base end
+  if base:sub(1, 1) ~= "/" then base = cwd .. "/" .. base end
+  -- Outputs go where the user is: next to a settings file they named (--config,
+  -- $UPSTREAM_CONFIG), else the working directory (also for ./upstream.cfg and the one in
+  -- ~/.config, which is shared by every project of the user).
+  local named = file and (opts.path or os.getenv("UPSTREAM_CONFIG"))
+  local out = named and base or cwd
   local cli = {}
   for _, s in ipairs(opts.sets or {}) do
     local node, parts = tree, {}
@@ -127,7 +136,7 @@ function M.load(opts)
     where(path, msg)
   end)
   resolve_paths(tree, "", base, cli)
-  local cfg = merge(builtin(root), tree)
+  local cfg = merge(builtin(root, out), tree)
   cfg.file = file
   cfg.lines = lines
   return cfg

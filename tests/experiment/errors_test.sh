@@ -29,7 +29,8 @@ expect 1 "misspelt\.lua:4: experiment: unknown field 'sorce_layers' \(did you me
 expect 1 "step_field\.lua:6: attribute: unknown field 'promt' \(did you mean 'prompt'\?\)" -- exp "$d/step_field.lua"
 expect 1 "wrong_type\.lua:4: experiment: field 'target_layer' must be integer, got string" -- exp "$d/wrong_type.lua"
 expect 1 "runtime\.lua:6: attempt to perform arithmetic on a nil value \(field 'no_such_field'\)" -- exp "$d/runtime.lua"
-expect 1 "binding\.lua:8: bad argument .*spec.latents: index out of range" -- exp "$d/binding.lua"
+expect 1 "binding\.lua:9: bad argument .*spec.latents\[2\] = 99999 is past the SAE's width: 256 latents, indices 0-255" -- exp "$d/binding.lua"
+expect 1 "latent\.lua:8: steer: latents\[2\] = 99999 is past the SAE's width: 256 latents, indices 0-255" -- exp "$d/latent.lua"
 expect 1 "no_sae\.lua:5: SAE 'nosuch' is not in the settings' registry" -- exp "$d/no_sae.lua"
 
 # Settings: libconfig's syntax errors and the schema's checks both give file:line.

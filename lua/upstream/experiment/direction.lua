@@ -175,11 +175,16 @@ Experiment.direction = step("direction", function(self, spec)
   end
   local unit, norm = core.normalize(vec)
   result.vector, result.norm = unit, norm
+  -- Where the direction lives, by name: r is a difference of the block inputs at its layer, so
+  -- steering or ablating it there needs no arithmetic (X:steer{direction = dir} adds it here).
+  result.hook = result.layer and ("blocks.%d.hook_resid_pre"):format(result.layer) or nil
   -- The unit vector every later step used, so a table can be recomputed without this run.
   core.save_safetensors(self.results_dir .. "/direction.safetensors", {direction = unit},
-    {from = result.from, layer = tostring(result.layer), pos = tostring(result.pos), norm = ("%.9g"):format(norm)})
+    {from = result.from, layer = tostring(result.layer), pos = tostring(result.pos), norm = ("%.9g"):format(norm),
+     hook = result.hook})
   if not self.target_layer then self.target_layer = result.layer end
-  self._manifest.direction = {from = result.from, path = result.path, pos = result.pos, layer = result.layer, norm = norm}
+  self._manifest.direction = {from = result.from, path = result.path, pos = result.pos, layer = result.layer,
+                              hook = result.hook, norm = norm}
   self._direction = result
   self:log("direction: %s, layer %s, position %s, norm %.4g", result.from, tostring(result.layer), tostring(result.pos), norm)
   return result

@@ -25,7 +25,7 @@ local overridable = {model = true, sae = true, source_layers = true, target_laye
 
 local function absolute(path)
   if path:sub(1, 1) == "/" then return path end
-  return (os.getenv("PWD") or ".") .. "/" .. path
+  return core.cwd() .. "/" .. path
 end
 
 -- --set KEY=VALUE pairs split into the experiment's own (fields, params, prompt files) and
@@ -84,7 +84,7 @@ function M.new(decl)
   for _, s in ipairs(mine) do
     if s.prompts then
       local where = ("--set %s=%s"):format(s.key, s.value)
-      self._prompt_files[s.prompts] = M.prompt_file(where, s.value, os.getenv("PWD") or ".")
+      self._prompt_files[s.prompts] = M.prompt_file(where, s.value, core.cwd())
     end
   end
   if opts.threads then settings_sets[#settings_sets + 1] = {key = "threads", value = tostring(opts.threads)} end
