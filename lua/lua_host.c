@@ -203,6 +203,21 @@ static void prepare_state(lua_State *L) {
     lua_pop(L, 1);
 }
 
+/* An error nothing caught ends the script: the message on top of the stack goes to every run
+ * the experiment library still has open (their manifests then say "failed" and why, not
+ * "running"). Nothing happens when the script never loaded the library. */
+static void fail_open_runs(lua_State *L) {
+    const int msg = lua_gettop(L);
+    lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+    if (lua_getfield(L, -1, "upstream.experiment") == LUA_TTABLE &&
+        lua_getfield(L, -1, "fail_open_runs") == LUA_TFUNCTION) {
+        lua_pushvalue(L, msg);
+        if (lua_pcall(L, 1, 0, 0) != LUA_OK)
+            fprintf(stderr, "upstream: could not mark the run failed: %s\n", lua_tostring(L, -1));
+    }
+    lua_settop(L, msg);
+}
+
 static int run_script(lua_State *L, int argc, char **argv) {
     prepare_state(L);
 
@@ -222,6 +237,7 @@ static int run_script(lua_State *L, int argc, char **argv) {
         for (int i = 1; i < argc; i++) lua_pushstring(L, argv[i]);
         if (lua_pcall(L, argc - 1, 0, 1) != LUA_OK) {
             fprintf(stderr, "upstream: %s\n", lua_tostring(L, -1));
+            fail_open_runs(L);
             status = 1;
         }
     }

@@ -38,6 +38,14 @@ local schema = {
   threads = "integer", cache = "string", results = "string", plots = "string", model = "string",
   models = {["*"] = model_fields}, saes = {["*"] = sae_fields}, experiments = {["*"] = "table"},
 }
+-- The top-level keys, for "did you mean" over everything --set can name.
+function M.setting_keys()
+  local keys = {}
+  for k in pairs(schema) do keys[#keys + 1] = k end
+  table.sort(keys)
+  return keys
+end
+
 local path_keys = {cache = true, results = true, plots = true, path = true, tokenizer = true, neuronpedia = true,
                    label_text = true}
 

@@ -156,7 +156,7 @@ do
   check("select: n_eval above the set size changes nothing", same_more)
   check("select: n_eval = 2 scores on fewer prompts", differ_few)
   local bad_ok, err = pcall(select, {layers = {99}})
-  check("select: a layer out of range", not bad_ok and tostring(err):match("layer 99 outside") ~= nil, err)
+  check("select: a layer out of range", not bad_ok and tostring(err):match("layer 99 is not a layer of model 'tiny' %(4 layers: 0%-3%)") ~= nil, err)
   bad_ok, err = pcall(select, {n_eval = 0})
   check("select: n_eval 0", not bad_ok and tostring(err):match("n_eval") ~= nil, err)
 end

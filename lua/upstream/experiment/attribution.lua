@@ -44,6 +44,8 @@ Experiment.attribute = step("attribute", function(self, spec)
   local dir = spec.direction or self:direction()
   local target = spec.target or self.target_layer
   if not target then util.fail("attribute: no target layer") end
+  self:_check_layer(layer, "attribute: source layer")
+  self:_check_layer(target, "attribute: target layer")
   if layer >= target then util.fail("attribute: source layer %d must be below the target layer %d", layer, target) end
   local sae = type(spec.sae) == "string" and self:sae(layer, spec.sae) or spec.sae or self:sae(layer)
   local ids = type(spec.prompt) == "string" and self:encode(spec.prompt) or spec.prompt

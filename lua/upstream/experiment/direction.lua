@@ -89,6 +89,8 @@ Experiment.direction = step("direction", function(self, spec)
     if spec:match("%.safetensors$") then spec = {from = "file", path = spec} else spec = {from = spec} end
   end
   util.check_fields(spec, direction_fields, "direction")
+  if spec.layer then self:_check_layer(spec.layer, "direction: layer") end
+  for _, l in ipairs(spec.layers or {}) do self:_check_layer(l, "direction: layers: layer") end
   local from = spec.from or "auto"
   local m = self:model()
   local cfgm = m:config()

@@ -62,8 +62,13 @@ function Experiment:_base_manifest(opts)
   }
 end
 
+-- Runs whose manifest says "running": what fail_open marks "failed" when an error ends the
+-- script (lua_host.c calls it for an error nothing caught). Weak, so a dropped run goes.
+local open_runs = setmetatable({}, {__mode = "k"})
+
 function Experiment:_write_manifest()
   local m = self._manifest
+  open_runs[self] = m.status == "running" or nil
   m.target_layer = self.target_layer
   m.outputs.tables = {}
   for _, name in ipairs(self._table_order) do m.outputs.tables[#m.outputs.tables + 1] = name .. ".csv" end
@@ -104,4 +109,15 @@ local function step(name, fn)
   end
 end
 
-return {step = step}
+-- Marks every open run "failed" with the message (its first paragraph: no Lua stack) and
+-- the time, and rewrites its manifest; a run whose manifest cannot be written is skipped.
+local function fail_open(message)
+  local text = tostring(message):gsub("\nstack traceback:.*$", "")
+  for X in pairs(open_runs) do
+    X._manifest.status, X._manifest.error = "failed", text
+    X._manifest.finished = os.date("!%Y-%m-%dT%H:%M:%SZ")
+    pcall(X._write_manifest, X)
+  end
+end
+
+return {step = step, fail_open = fail_open}

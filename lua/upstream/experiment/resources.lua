@@ -59,14 +59,48 @@ function Experiment:tokenizer()
   return self._tok
 end
 
+-- The model's layer count, from its config.json (no checkpoint load).
+function Experiment:_n_layers()
+  if not self._layer_count then
+    local ok, c = pcall(core.json_read, self.model_entry.path .. "/config.json")
+    self._layer_count = ok and type(c) == "table" and math.tointeger(c.num_hidden_layers) or nil
+  end
+  return self._layer_count
+end
+
+-- Raises "<what> N is not a layer of model 'M' (L layers: 0-(L-1))" unless 0 <= layer < L.
+function Experiment:_check_layer(layer, what)
+  local n = self:_n_layers()
+  if n and (layer < 0 or layer >= n) then
+    util.fail("%s %d is not a layer of model '%s' (%d layers: 0-%d)", what, layer, self.model_name, n, n - 1)
+  end
+end
+
+-- The layers SAE `name` has a file for: its `layers` list, else each layer of the model whose
+-- filled-in path exists.
+local function sae_layers(self, name)
+  local entry = self.settings.saes[name]
+  if entry and entry.layers then return entry.layers end
+  local out = {}
+  for l = 0, (self:_n_layers() or 0) - 1 do
+    local ok, p = pcall(config.sae_path, self.settings, name, l)
+    if ok and (util.exists(p) or util.exists(p .. "/cfg.json")) then out[#out + 1] = l end
+  end
+  return out
+end
+
 function Experiment:sae(layer, name)
   name = name or self.sae_name
   if not name then util.fail("no SAE: declare sae = NAME or set models.%s.defaults.sae", self.model_name) end
+  self:_check_layer(layer, ("SAE '%s': layer"):format(name))
   local key = name .. "@" .. layer
   if not self._saes[key] then
-    local path = config.sae_path(self.settings, name, layer)
-    if not util.exists(path) and not util.exists(path .. "/cfg.json") then
-      util.fail("SAE '%s' layer %d: no file at %s", name, layer, path)
+    if not self.settings.saes[name] then config.sae_path(self.settings, name, layer) end -- raises: not registered
+    local ok, path = pcall(config.sae_path, self.settings, name, layer)
+    if not ok or (not util.exists(path) and not util.exists(path .. "/cfg.json")) then
+      local have = sae_layers(self, name)
+      util.fail("SAE '%s' has no layer %d%s; it has %s", name, layer, ok and (" (no file at " .. path .. ")") or "",
+        #have > 0 and ("layer" .. (#have > 1 and "s " or " ") .. table.concat(have, ", ")) or "no layer with a file")
     end
     self._saes[key] = open_shared("sae", path, core.sae)
     local info = self._saes[key]:info()
@@ -118,19 +152,24 @@ function M.prompt_file(where, value, base)
 end
 
 function Experiment:prompts(set)
-  local file = self._prompt_files and self._prompt_files[set]
-  if file then
-    -- The manifest's prompt_files.<set>.read: whether the run used the file it was given.
-    self._manifest.prompt_files[set].read = true
-    return util.copy(file.prompts)
-  end
-  local p = self.decl.prompts and self.decl.prompts[set]
-  if p == nil then util.fail("no prompt set '%s' (declare prompts = {%s = {...}})", tostring(set), tostring(set)) end
-  if type(p) == "string" then
-    local path = util.expand(p, util.dirname(self.file))
-    return core.prompts(path)
-  end
-  return p
+  return util.guarded(function()
+    local file = self._prompt_files and self._prompt_files[set]
+    if file then
+      -- The manifest's prompt_files.<set>.read: whether the run used the file it was given.
+      self._manifest.prompt_files[set].read = true
+      return util.copy(file.prompts)
+    end
+    local p = self.decl.prompts and self.decl.prompts[set]
+    if p == nil then
+      local names = util.sorted_keys(self.decl.prompts or {})
+      util.fail("no prompt set '%s'%s; the experiment declares %s", tostring(set),
+        util.suggest(tostring(set), names), #names > 0 and table.concat(names, ", ") or "none (prompts = {name = {...}})")
+    end
+    -- A file (relative to the experiment file): read and checked when the experiment was
+    -- declared (setup.lua), so a bad one fails at the declaration, before any model loads.
+    if type(p) == "string" then return util.copy(self._declared_files[set].prompts) end
+    return p
+  end)
 end
 
 function Experiment:encode(text)

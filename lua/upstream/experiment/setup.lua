@@ -23,6 +23,9 @@ local decl_fields = {
 -- Fields --set and the settings' experiments.<name> may override (the rest describe the study).
 local overridable = {model = true, sae = true, source_layers = true, target_layer = true, direction = true, seed = true}
 
+local is_setting = {}
+for _, k in ipairs(config.setting_keys()) do is_setting[k] = true end
+
 local function absolute(path)
   if path:sub(1, 1) == "/" then return path end
   return core.cwd() .. "/" .. path
@@ -46,9 +49,53 @@ local function split_sets(decl, sets)
     elseif set or (decl.prompts and decl.prompts[key] ~= nil) then
       mine[#mine + 1] = {prompts = set or key, key = key, value = value}
     elseif decl_fields[key] then error(("--set %s: the experiment's %s cannot be overridden"):format(key, key), 0)
+    elseif not key:find(".", 1, true) and not is_setting[key] then
+      -- Neither this experiment's nor a setting: suggest from everything --set can name here.
+      local names = util.sorted_keys(overridable)
+      for _, t in ipairs({decl.params or {}, decl.prompts or {}}) do
+        for _, k in ipairs(util.sorted_keys(t)) do names[#names + 1] = k end
+      end
+      for _, k in ipairs(config.setting_keys()) do names[#names + 1] = k end
+      local params = util.sorted_keys(decl.params or {})
+      error(("--set %s: not a param, field or prompt set of experiment '%s', nor a setting%s; its params: %s"):format(
+        key, decl.name, util.suggest(key, names), #params > 0 and table.concat(params, ", ") or "none"), 0)
     else settings[#settings + 1] = {key = key, value = value} end
   end
   return mine, settings
+end
+
+local function show(v)
+  if type(v) ~= "table" then return tostring(v) end
+  local parts = {}
+  for i = 1, #v do parts[i] = tostring(v[i]) end
+  return table.concat(parts, ",")
+end
+
+-- A param given by --set (text) must parse to the type of its declared default: an integer
+-- for an integer, a number for a number, a boolean for a boolean, a list of numbers for a list
+-- of numbers (integers or not: alphas = {-4, 0, 4} takes 0.5), a list of strings for one.
+-- Returns the value; raises naming the key, the text and the default.
+local function checked_param(key, text, default)
+  local v = util.parse_value(text, default)
+  if default == nil then return v end
+  local function bad(what)
+    error(("--set %s=%s: must be %s, like the default %s"):format(key, text, what, show(default)), 0)
+  end
+  local dt = math.type(default) or type(default)
+  if dt == "integer" and math.type(v) ~= "integer" then bad("an integer")
+  elseif dt == "float" and type(v) ~= "number" then bad("a number")
+  elseif dt == "boolean" and type(v) ~= "boolean" then bad("true or false")
+  elseif dt == "table" and #default > 0 then
+    local kind = type(default[1])
+    for _, x in ipairs(default) do if type(x) ~= kind then kind = nil end end
+    if kind and type(v) ~= "table" then v = {v} end
+    for i, x in ipairs((kind == "number" or kind == "string") and v or {}) do
+      if kind == "number" and type(x) ~= "number" then
+        bad(("a list of numbers (entry %d, '%s', is not one)"):format(i, tostring(x)))
+      elseif kind == "string" then v[i] = tostring(x) end
+    end
+  end
+  return v
 end
 
 local function as_list(v)
@@ -87,6 +134,16 @@ function M.new(decl)
       self._prompt_files[s.prompts] = M.prompt_file(where, s.value, core.cwd())
     end
   end
+  -- Declared sets that name a file, read now for the same reason (relative to the experiment).
+  self._declared_files = {}
+  for _, set in ipairs(util.sorted_keys(decl.prompts or {})) do
+    local p = decl.prompts[set]
+    if type(p) == "string" and not self._prompt_files[set] then
+      local ok, f = pcall(M.prompt_file, "prompts." .. set, p, util.dirname(self.file))
+      if not ok then util.fail("experiment: %s", f) end
+      self._declared_files[set] = f
+    end
+  end
   if opts.threads then settings_sets[#settings_sets + 1] = {key = "threads", value = tostring(opts.threads)} end
   local ok, cfg = pcall(config.load, {path = opts.config, sets = settings_sets})
   if not ok then error(cfg, 0) end
@@ -113,7 +170,7 @@ function M.new(decl)
   self.overrides = {}
   for _, s in ipairs(mine) do
     if s.field then fields[s.field] = util.parse_value(s.value, fields[s.field])
-    elseif s.param then params[s.param] = util.parse_value(s.value, params[s.param]) end
+    elseif s.param then params[s.param] = checked_param(s.param, s.value, params[s.param]) end
     self.overrides[#self.overrides + 1] = (s.field or s.param or s.prompts) .. "=" .. s.value
   end
   for _, s in ipairs(settings_sets) do self.overrides[#self.overrides + 1] = s.key .. "=" .. s.value end
