@@ -56,6 +56,8 @@ static void read_grad_opts(lua_State *L, int idx, const up_model *m, grad_opts *
 
 int up_lua_model_gradient(lua_State *L) {
     up_model *m = up_lua_check_model(L, 1);
+    static const char *const fields[] = {"source", "target", "direction", "positions", NULL};
+    up_lua_check_keys(L, 3, fields, "opts");
     grad_opts o;
     read_grad_opts(L, 3, m, &o);
     int T;
@@ -75,6 +77,9 @@ int up_lua_model_attribute(lua_State *L) {
     up_model *m = up_lua_check_model(L, 1);
     up_sae *sae = up_lua_check_sae(L, 3);
     luaL_checktype(L, 4, LUA_TTABLE);
+    static const char *const fields[] = {"source", "target", "direction", "positions", "score", "include_bos",
+                                         "score_positions", NULL};
+    up_lua_check_keys(L, 4, fields, "opts");
     lua_getfield(L, 4, "score");
     const char *kind_name = luaL_optstring(L, -1, "gradient");
     up_score_kind kind;
@@ -175,6 +180,8 @@ int up_lua_model_directions(lua_State *L) {
     lua_settop(L, 4);
     lua_progress prog = {L, 0, 0};
     if (lua_istable(L, 4)) {
+        static const char *const fields[] = {"positions", "batch", "progress", NULL};
+        up_lua_check_keys(L, 4, fields, "opts");
         lua_getfield(L, 4, "positions");
         n_pos = (int)luaL_optinteger(L, -1, 5);
         lua_getfield(L, 4, "batch");

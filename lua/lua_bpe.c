@@ -51,6 +51,8 @@ static int l_train_bpe(lua_State *L) {
     int is_path = lua_type(L, 1) == LUA_TSTRING;
     if (!is_path) luaL_argexpected(L, lua_istable(L, 1), 1, "array of strings or file path");
     luaL_checktype(L, 2, LUA_TTABLE);
+    static const char *const fields[] = {"vocab_size", "min_frequency", "max_piece_chars", "out", "required", NULL};
+    up_lua_check_keys(L, 2, fields, "opts");
     up_bpe_options opt = {0};
     opt.vocab_size = opt_int(L, 2, "vocab_size", 0, 1);
     if (opt.vocab_size <= 0) return luaL_argerror(L, 2, "vocab_size must be positive");

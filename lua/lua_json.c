@@ -116,6 +116,8 @@ static int l_encode(lua_State *L) {
     luaL_checkany(L, 1);
     int indent = 2;
     if (lua_istable(L, 2)) {
+        static const char *const fields[] = {"indent", NULL};
+        up_lua_check_keys(L, 2, fields, "opts");
         lua_getfield(L, 2, "indent");
         if (!lua_isnil(L, -1)) indent = (int)luaL_checkinteger(L, -1);
         lua_pop(L, 1);

@@ -94,6 +94,8 @@ static int m_run(lua_State *L) {
     const char *logits_arg = "last";
     int n_names = 0;
     if (lua_istable(L, 3)) {
+        static const char *const fields[] = {"hooks", "logits", NULL};
+        up_lua_check_keys(L, 3, fields, "opts");
         lua_getfield(L, 3, "logits");
         if (!lua_isnil(L, -1)) logits_arg = luaL_checkstring(L, -1);
         lua_pop(L, 1);
@@ -150,6 +152,8 @@ static int m_run(lua_State *L) {
 /* model:generate(ids, {max_new_tokens = 32, stop = {ids...}}) -> table of new ids */
 static int m_generate(lua_State *L) {
     up_model *m = up_lua_check_model(L, 1);
+    static const char *const fields[] = {"max_new_tokens", "stop", NULL};
+    up_lua_check_keys(L, 3, fields, "opts"); /* before the ids' malloc: a raise leaks nothing */
     int T;
     int32_t *ids = up_lua_check_ids(L, 2, &T);
     int max_new = 32, n_stop = 0;

@@ -43,6 +43,8 @@ static int l_sae(lua_State *L) {
     const char *parts = "all";
     int layer = -2; /* -2: as the file says; -1: any layer */
     if (lua_istable(L, 2)) {
+        static const char *const fields[] = {"parts", "layer", NULL};
+        up_lua_check_keys(L, 2, fields, "opts");
         if (lua_getfield(L, 2, "parts") != LUA_TNIL) {
             if (!lua_isstring(L, -1)) return luaL_argerror(L, 2, "opts.parts must be \"decoder\" or \"all\"");
             parts = lua_tostring(L, -1);

@@ -52,17 +52,6 @@ static const char *const train_keys[] = {
     "resample_every", "resample_until", "log_every", "progress", "layer", "hook", "out", "format",
     "compress", NULL};
 
-static void check_known_keys(lua_State *L, int idx) {
-    lua_pushnil(L);
-    while (lua_next(L, idx)) {
-        lua_pop(L, 1);
-        const char *k = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
-        int known = 0;
-        for (int i = 0; k && train_keys[i]; i++) known |= !strcmp(k, train_keys[i]);
-        if (!known) luaL_argerror(L, idx, lua_pushfstring(L, "unknown option %s", k ? k : "(not a string)"));
-    }
-}
-
 static int opt_field(lua_State *L, int idx, const char *key) {
     lua_getfield(L, idx, key);
     if (lua_isnil(L, -1)) {
@@ -158,7 +147,7 @@ static int l_train_sae(lua_State *L) {
     if (X->ndim != 2) return luaL_argerror(L, 1, "expected a Tensor (n, d) of activations");
     luaL_checktype(L, 2, LUA_TTABLE);
     lua_settop(L, 2);
-    check_known_keys(L, 2);
+    up_lua_check_keys(L, 2, train_keys, "opts");
     int d_sae = 0;
     opt_int(L, 2, "d_sae", &d_sae);
     if (d_sae < 1) return luaL_argerror(L, 2, "opts.d_sae (a positive integer) is required");
@@ -345,6 +334,8 @@ static int l_collect(lua_State *L) {
     int fn = 0;
     if (!lua_isnil(L, 4)) {
         luaL_checktype(L, 4, LUA_TTABLE);
+        static const char *const fields[] = {"max_rows", "batch", "progress", NULL};
+        up_lua_check_keys(L, 4, fields, "opts");
         lua_getfield(L, 4, "max_rows");
         max_rows = luaL_optinteger(L, -1, 0);
         lua_getfield(L, 4, "batch");

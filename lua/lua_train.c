@@ -37,6 +37,11 @@ static int req_int(lua_State *L, int t, const char *k) {
 
 static int l_new_model(lua_State *L) {
     luaL_checktype(L, 1, LUA_TTABLE);
+    static const char *const cfg_fields[] = {"d_model", "d_mlp", "n_layers", "n_heads", "n_kv_heads", "head_dim",
+                                             "vocab_size", "sliding_window", "query_pre_attn_scalar", "attn_softcap",
+                                             "final_softcap", "rope_theta", "rms_norm_eps", "bos_id", "eos_id",
+                                             "pad_id", "max_position_embeddings", NULL};
+    up_lua_check_keys(L, 1, cfg_fields, "cfg");
     up_model_config c = {0};
     c.family = UP_FAMILY_GEMMA2;
     c.d_model = req_int(L, 1, "d_model");
@@ -64,6 +69,8 @@ static int l_new_model(lua_State *L) {
     uint64_t seed = 1;
     double shared = 0;
     if (lua_istable(L, 2)) {
+        static const char *const fields[] = {"seed", "shared_embedding", NULL};
+        up_lua_check_keys(L, 2, fields, "opts");
         seed = (uint64_t)up_lua_opt_integer(L, 2, "seed", 1);
         shared = up_lua_opt_number(L, 2, "shared_embedding", 0);
         if (!(shared >= 0)) return luaL_argerror(L, 2, "shared_embedding must be >= 0");
@@ -138,6 +145,10 @@ int up_lua_model_train(lua_State *L) {
     up_model *m = up_lua_check_model(L, 1);
     luaL_checktype(L, 3, LUA_TTABLE);
     lua_settop(L, 3);
+    static const char *const fields[] = {"steps", "batch", "seed", "lr", "min_lr_frac", "weight_decay", "beta1", "beta2",
+                                         "clip", "warmup_steps", "eval_every", "checkpoint_every", "checkpoint",
+                                         "progress", "heldout", NULL};
+    up_lua_check_keys(L, 3, fields, "opts");
     up_train_opts o = up_train_opts_default();
     o.steps = (int)up_lua_opt_integer(L, 3, "steps", o.steps);
     o.batch = (int)up_lua_opt_integer(L, 3, "batch", o.batch);

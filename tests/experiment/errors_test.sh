@@ -81,6 +81,13 @@ lacks "stack traceback" -- exp "$d/no_sae.lua"
 expect 1 "stack traceback:" -- exp "$d/runtime.lua"
 UPSTREAM_TRACEBACK=1 expect 1 "stack traceback:" -- exp "$src/experiments/example.lua" --set nosuch=1
 
+# The bindings' option tables: a misspelt field raises with a suggestion at the user's line.
+ok() { WHICH=$1 "$exe" run "$d/option_keys.lua" --config "$cfg" "${sets[@]}"; }
+expect 1 "option_keys\.lua:7: .*spec: unknown field 'max_new_tokes' \(did you mean 'max_new_tokens'\?\)" -- ok grid
+expect 1 "option_keys\.lua:9: .*spec\.interventions\[1\]\.items\[1\]: unknown field 'pont' \(did you mean 'point'\?\)" -- ok item
+expect 1 "option_keys\.lua:12: .*opts: unknown field 'socre' \(did you mean 'score'\?\)" -- ok attribute
+expect 1 "option_keys\.lua:13: .*opts: unknown field 'hook' \(did you mean 'hooks'\?\)" -- ok run
+
 # A run that fails says so in its manifest: status "failed" and the message (no Lua stack).
 exp "$d/latent.lua" --run-id failed_run >/dev/null 2>&1
 m=$tmp/results/bad/failed_run/manifest.json
