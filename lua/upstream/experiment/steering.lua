@@ -113,25 +113,29 @@ local steer_cols = {"prompt", "layer", "kind", "latent", "name", "where", "alpha
 local steer_url_cols = util.copy(steer_cols)
 table.insert(steer_url_cols, 6, "url")
 
+-- The grid keeps alphas in float32; a Lua double from spec.alphas finds its cells only after
+-- the same rounding.
+local function f32(x) return (string.unpack("<f", string.pack("<f", x))) end
+
 function Steering:rows()
   local out = {}
   local X = self.experiment
+  -- Each row's alpha as the experiment asked for it (1.3, not the grid's float32 1.29999995).
+  local requested = {}
+  for _, al in ipairs(self.alphas) do requested[f32(al)] = requested[f32(al)] or al end
   -- url (after name) only for an SAE with a neuronpedia_id, so other tables keep their columns.
   local has_url = X:latent_url(self.layer, 0, self.sae_name) ~= nil
   for _, r in ipairs(self.grid_rows) do
     local kind = r.intervention == 1 and "baseline" or (self.is_control[r.latent] and "control" or "latent")
     out[#out + 1] = csv.record({prompt = self.prompt_labels[r.prompt], layer = self.layer, kind = kind, latent = r.latent,
-      name = r.latent and X:label(self.layer, r.latent, self.sae_name) or "", where = r.where, alpha = r.alpha,
+      name = r.latent and X:label(self.layer, r.latent, self.sae_name) or "", where = r.where,
+      alpha = r.alpha and requested[r.alpha] or r.alpha,
       url = has_url and (r.latent and X:latent_url(self.layer, r.latent, self.sae_name) or "") or nil,
       max_new_tokens = r.max_new_tokens, score = r.score, dscore = r.dscore, p_refusal = r.p_refusal, R = r.R, dR = r.dR,
       predicted_dR = r.predicted_dR, refused = r.refused, text = r.text}, has_url and steer_url_cols or steer_cols)
   end
   return out
 end
-
--- The grid keeps alphas in float32; a Lua double from spec.alphas finds its cells only after
--- the same rounding.
-local function f32(x) return (string.unpack("<f", string.pack("<f", x))) end
 
 -- Mean over prompts of a metric per (latent, alpha), one series per latent, controls last.
 function Steering:series(metric, where)
