@@ -28,3 +28,12 @@ add_test(NAME experiment_prompts
 add_test(NAME experiment_progress
          COMMAND upstream ${CMAKE_SOURCE_DIR}/tests/experiment/progress_test.lua ${CMAKE_SOURCE_DIR} $<TARGET_FILE:upstream>)
 set_tests_properties(experiment_run experiment_errors experiment_lua experiment_labels experiment_prompts experiment_progress PROPERTIES ENVIRONMENT "${UP_EXP_ENV}" TIMEOUT 300)
+
+# experiment_outputs  what a run leaves for people to read (tests/experiment/outputs_exp.lua):
+#                     report.md tables at four significant digits (CSVs at %.9g), steering
+#                     alphas as requested, manifest timings in whole milliseconds, user records'
+#                     columns in the order given (upstream.csv.row), the ranking's score_kind
+#                     and a second label for a prompt attributed with another score
+add_test(NAME experiment_outputs
+         COMMAND upstream ${CMAKE_SOURCE_DIR}/tests/experiment/outputs_test.lua ${CMAKE_SOURCE_DIR} $<TARGET_FILE:upstream>)
+set_tests_properties(experiment_outputs PROPERTIES ENVIRONMENT "${UP_EXP_ENV}" TIMEOUT 300)
