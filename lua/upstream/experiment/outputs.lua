@@ -28,7 +28,6 @@ Experiment.table = step("table", function(self, name, rows, opts)
   end
   if opts.columns then t.columns = opts.columns end
   for _, r in ipairs(rows) do t.rows[#t.rows + 1] = r end
-  t.columns = t.columns or nil
   local cols = t.columns or csv.columns(t.rows)
   t.current_columns = cols
   return util.write_atomic(self.results_dir .. "/" .. name .. ".csv", csv.encode(t.rows, cols))
