@@ -1,7 +1,8 @@
 -- The experiment outputs_test.lua runs with `upstream run` (settings upstream.cfg, the tiny test
 -- model): one prompt attributed with two score variants (the second under its own label),
--- steered at alphas that float32 cannot hold, tables of user records, and a label that already
--- names another prompt (its error is printed for the test to read).
+-- steered at alphas that float32 cannot hold, tables of user records, a label that already
+-- names another prompt (its error is printed for the test to read) and an automatic label
+-- that a given one took.
 local upstream = require "upstream"
 local csv = require "upstream.csv"
 local X = upstream.experiment {
@@ -26,4 +27,7 @@ X:table("plain", {{zeta = 1, alpha = 2, middle = "m"}})
 X:table("numbers", {csv.row("x", 0.0422762185, "n", 7, "w", 20.0, "tiny", 1.2345678e-5, "big", 123456.789)})
 local ok, err = pcall(X.attribute, X, {prompt = cake, direction = dir, label = "hug_cosine"})
 print("label conflict: " .. (ok and "accepted" or tostring(err)))
+-- "p2" is taken by a label given to the first prompt: an unlabelled new prompt gets the next free number.
+X:attribute {prompt = hug, direction = dir, label = "p2"}
+print("unlabelled new prompt: " .. X:attribute {prompt = cake, direction = dir}.label)
 X:finish()

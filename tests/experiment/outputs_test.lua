@@ -53,9 +53,10 @@ end
 check("gradient rows under p1", kinds["p1/gradient"] == 6, kinds["p1/gradient"])
 check("cosine rows under their label", kinds["hug_cosine/cosine"] == 6, kinds["hug_cosine/cosine"])
 local _, prompts = table_of("prompts")
-check("prompts: the second label is a row of its own", #prompts == 2 and prompts[1].label == "p1" and
+check("prompts: the second label is a row of its own", #prompts == 4 and prompts[1].label == "p1" and
       prompts[2].label == "hug_cosine" and prompts[1].text == prompts[2].text, #prompts)
 check("an unlabelled attribution keeps the prompt's first label", out:find("unlabelled again: p1", 1, true) ~= nil, out)
+check("an automatic label skips one given to another prompt", out:find("unlabelled new prompt: p3", 1, true) ~= nil, out)
 check("a label naming another prompt raises", out:find("label conflict: .*label 'hug_cosine' already names another prompt") ~= nil,
       out)
 

@@ -31,7 +31,12 @@ function Experiment:_prompt_label(prompt, ids, given)
   local known = self._prompt_labels or {n = 0, first = {}, prompt_of = {}}
   self._prompt_labels = known
   if not known.first[key] then known.n = known.n + 1 end -- p<n> counts distinct prompts, labelled or not
-  local label = given or known.first[key] or ("p" .. known.n)
+  local label = given or known.first[key]
+  if not label then -- p<n>, or the next free number when the user gave that name to another prompt
+    local i = known.n
+    while known.prompt_of["p" .. i] do i = i + 1 end
+    label = "p" .. i
+  end
   if known.prompt_of[label] == key then return label end
   if known.prompt_of[label] then
     util.fail("label '%s' already names another prompt (%q); give each prompt its own", label, known.prompt_of[label])
