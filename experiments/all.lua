@@ -104,7 +104,7 @@ for _, r in ipairs(runs) do
         end
       end
     end
-    index[#index + 1] = csv.record({experiment = r.name, run_id = m.run_id, status = m.status, seconds = m.seconds,
+    index[#index + 1] = csv.record({experiment = r.name, run_id = m.run_id, status = m.status, seconds = m.ms and m.ms / 1000,
       tables = #m.outputs.tables, figures = #m.outputs.figures, results = dir},
       {"experiment", "run_id", "status", "seconds", "tables", "figures", "results"})
     collectgarbage()

@@ -34,3 +34,12 @@ set_tests_properties(experiment_run experiment_errors experiment_lua experiment_
 add_test(NAME experiment_steer_vectors
          COMMAND upstream ${CMAKE_SOURCE_DIR}/tests/experiment/steer_vectors_test.lua ${CMAKE_SOURCE_DIR})
 set_tests_properties(experiment_steer_vectors PROPERTIES ENVIRONMENT "${UP_EXP_ENV}" TIMEOUT 300)
+
+# experiment_outputs  what a run leaves for people to read (tests/experiment/outputs_exp.lua):
+#                     report.md tables at four significant digits (CSVs at %.9g), steering
+#                     alphas as requested, manifest timings in whole milliseconds, user records'
+#                     columns in the order given (upstream.csv.row), the ranking's score_kind
+#                     and a second label for a prompt attributed with another score
+add_test(NAME experiment_outputs
+         COMMAND upstream ${CMAKE_SOURCE_DIR}/tests/experiment/outputs_test.lua ${CMAKE_SOURCE_DIR} $<TARGET_FILE:upstream>)
+set_tests_properties(experiment_outputs PROPERTIES ENVIRONMENT "${UP_EXP_ENV}" TIMEOUT 300)

@@ -1,7 +1,8 @@
 -- upstream.csv: tables as RFC 4180 CSV text, the same bytes for the same rows.
 --
---   csv.columns(rows)              -> {names}: keys in order of first appearance (a record made
---                                     by upstream.record keeps its field order)
+--   csv.columns(rows)              -> {names}: keys in order of first appearance, row by row: a
+--                                     record's own order (csv.record, csv.row), then its other
+--                                     keys alphabetically (a Lua table keeps no order of its own)
 --   csv.encode(rows, columns)      -> text with a header line, "\n" line ends
 --   csv.format(value)              -> the cell text: numbers "%.9g" (integers as integers, so a
 --                                     float32 score reads back exactly), NaN "nan", booleans
@@ -10,6 +11,8 @@
 --                                     when it holds , " CR or LF, or always
 --   csv.decode(text)               -> header, rows (rows are arrays of strings)
 --   csv.record(t, order)           -> t with a field order kept for csv.columns
+--   csv.row(k1, v1, k2, v2, ...)   -> a record of those fields, its columns in that order (a nil
+--                                     value keeps its column, empty)
 -- Error rule: misuse raises.
 local M = {}
 
@@ -18,6 +21,19 @@ local order_key = setmetatable({}, {__mode = "k"})
 function M.record(t, order)
   order_key[t] = order
   return t
+end
+
+function M.row(...)
+  local n = select("#", ...)
+  if n % 2 ~= 0 then error("csv.row: expected key, value pairs, got an odd number of arguments", 2) end
+  local t, order = {}, {}
+  for i = 1, n, 2 do
+    local k, v = select(i, ...)
+    if type(k) ~= "string" then error(("csv.row: argument %d must be a column name, got %s"):format(i, type(k)), 2) end
+    t[k] = v
+    order[#order + 1] = k
+  end
+  return M.record(t, order)
 end
 
 function M.columns(rows)

@@ -5,8 +5,9 @@
 --   r:add{kind = "section" | "note" | "table" | "figure", text =, name =, path =, caption =}
 --   r:render(X) -> markdown text  (X: the Experiment, for its tables, directories, manifest)
 --
--- Tables show their first `show` rows (the CSV has them all); figures are embedded by a path
--- relative to the results directory, so the report renders from results/<exp>/<run>/.
+-- Tables show their first `show` rows (the CSV has them all), numbers at four significant
+-- digits (the CSV keeps %.9g); figures are embedded by a path relative to the results
+-- directory, so the report renders from results/<exp>/<run>/.
 -- Error rule: misuse raises.
 local csv = require "upstream.csv"
 local M = {}
@@ -33,8 +34,18 @@ local function relative(from, to)
 end
 M.relative = relative
 
+-- A number as a reader wants it: four significant digits (0.04228, 1.25e-05); a float holding
+-- a whole number below 1e9 whole, as the CSV writes it (an alpha of 20, not 20.00). The CSV
+-- keeps the full %.9g.
+local function readable(v)
+  if math.type(v) ~= "float" or v ~= v or v == math.huge or v == -math.huge then return csv.format(v) end
+  if v == math.floor(v) and math.abs(v) < 1e9 then return csv.format(v) end
+  return ("%.4g"):format(v)
+end
+M.readable = readable
+
 local function cell(v)
-  local s = csv.format(v):gsub("|", "\\|"):gsub("\n", " ")
+  local s = readable(v):gsub("|", "\\|"):gsub("\n", " ")
   if #s > 60 then s = s:sub(1, 57) .. "..." end
   return s
 end

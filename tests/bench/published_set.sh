@@ -119,10 +119,10 @@ report=$out/report.md
   for m in "$out"/results/*/*/manifest.json; do
     [ -f "$m" ] || continue
     # Steps of one name summed; "(outside steps)" is the rest of the run: loading, hashing files.
-    jq -r '. as $r | ($r.timings // []) | (map(.seconds) | add // 0) as $in
-           | (group_by(.step) | map({step: .[0].step, n: length, s: (map(.seconds) | add)}) | sort_by(-.s))
-             + [{step: "(outside steps)", n: 1, s: (($r.seconds // 0) - $in)}]
-           | .[] | [$r.experiment.name, $r.status, (($r.seconds // 0) | floor), .step, .n, ((.s * 10 | round) / 10)]
+    jq -r '. as $r | ($r.timings // []) | (map(.ms / 1000) | add // 0) as $in
+           | (group_by(.step) | map({step: .[0].step, n: length, s: (map(.ms / 1000) | add)}) | sort_by(-.s))
+             + [{step: "(outside steps)", n: 1, s: (($r.ms // 0) / 1000 - $in)}]
+           | .[] | [$r.experiment.name, $r.status, (($r.ms // 0) / 1000 | floor), .step, .n, ((.s * 10 | round) / 10)]
            | "| " + (map(tostring) | join(" | ")) + " |"' "$m"
   done
   echo
@@ -133,7 +133,7 @@ report=$out/report.md
   echo
   tr '\r' '\n' < "$out/run.log" | grep -E '^direction selection: .* done in' | sed 's/^/    /' || echo "    (none logged)"
   echo
-  dsel=$(jq -r 'select(.experiment.name == "direction") | ([.timings[] | select(.step == "direction") | .seconds] | add // 0)' \
+  dsel=$(jq -r 'select(.experiment.name == "direction") | ([.timings[] | select(.step == "direction") | .ms / 1000] | add // 0)' \
          "$out"/results/direction/*/manifest.json 2>/dev/null | head -1)
   echo "| target (issue 17, 2 cores) | target | measured |"
   echo "|---|---|---|"

@@ -48,7 +48,7 @@ do
   check("settings label first", X:label(1, 7, "np") == "a settings label wins")
   check("url column in the table", X:table("ranking", rows):match("/ranking%.csv$") ~= nil)
   local text = io.open(X.results_dir .. "/ranking.csv"):read("l")
-  check("ranking header has url", text == "prompt,layer,target,side,rank,latent,name,score,sum_rg,url", text)
+  check("ranking header has url", text == "prompt,layer,target,score_kind,side,rank,latent,name,score,sum_rg,url", text)
   local s = X:steer{attribution = a, latents = {rows[1].latent}, alphas = {2}}
   local sr = s:rows()
   local ok = #sr == 2

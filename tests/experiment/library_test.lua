@@ -1,5 +1,6 @@
 -- The experiment library's pieces on their own: CSV, JSON, paths, --set values, settings
--- (registry, patterns, lines), run directories, PNG content measures.
+-- (registry, patterns, lines), run directories, PNG content measures, steering rows' alphas,
+-- the report's number format.
 -- usage: upstream tests/experiment/library_test.lua SOURCE_DIR
 local upstream = require "upstream"
 local csv = require "upstream.csv"
@@ -144,6 +145,39 @@ do
   check("series sorted alphas", series[1].x[1] == -1.3 and series[1].x[3] == 12.3834343)
   check("series finds float32 alphas", series[1].y[1] ~= false and series[1].y[3] ~= false and
         math.abs(series[1].y[3] - f32(12.3834343)) < 1e-5, tostring(series[1].y[3]))
+end
+
+-- Steering:rows carries each alpha as the experiment gave it, not the grid's float32 value.
+do
+  local E = require "upstream.experiment"
+  local f32 = function(x) return (string.unpack("<f", string.pack("<f", x))) end
+  local rows = {{intervention = 1, prompt = 1, score = -1}}
+  for _, a in ipairs({0.1, 1.3, -2}) do rows[#rows + 1] = {intervention = 2, prompt = 1, latent = 7, alpha = f32(a)} end
+  local X = {label = function() return "" end, latent_url = function() return nil end}
+  local s = setmetatable({experiment = X, latents = {7}, controls = {}, is_control = {}, alphas = {0.1, 1.3, -2},
+                          grid_rows = rows, layer = 1, prompt_labels = {"p1"}}, E.Steering)
+  local got = s:rows()
+  check("rows: baseline has no alpha", got[1].alpha == nil)
+  check("rows: alphas as requested", got[2].alpha == 0.1 and got[3].alpha == 1.3 and got[4].alpha == -2,
+        ("%.17g %.17g"):format(got[2].alpha, got[3].alpha))
+  check("rows: alphas in the CSV", csv.encode(got, {"alpha"}) == "alpha\n\n0.1\n1.3\n-2\n", csv.encode(got, {"alpha"}))
+end
+
+-- csv.row: a record whose columns come in argument order, nil values kept as empty cells.
+do
+  local text = csv.encode({csv.row("zeta", 1, "alpha", nil, "mid", "m")})
+  check("csv.row order", text == "zeta,alpha,mid\n1,,m\n", text)
+  check("csv.row odd arguments", not pcall(csv.row, "a", 1, "b"))
+  check("csv.row column names", not pcall(csv.row, 1, 2))
+end
+
+-- The report's numbers: four significant digits; whole numbers and non-numbers as the CSV has them.
+do
+  local r = report.readable
+  check("readable 4 digits", r(0.0422762185) == "0.04228" and r(-1.29999995) == "-1.3" and r(1.2345678e-5) == "1.235e-05",
+        r(0.0422762185) .. " " .. r(-1.29999995) .. " " .. r(1.2345678e-5))
+  check("readable whole", r(20.0) == "20" and r(7) == "7" and r(123456789012) == "123456789012" and r(2.5e12) == "2.5e+12")
+  check("readable others", r(0 / 0) == "nan" and r(true) == "true" and r("0.0422762185") == "0.0422762185" and r(nil) == "")
 end
 
 -- Hashing: a file's digest is sha256sum's.

@@ -1,7 +1,7 @@
 -- upstream.experiment.attribution: X:attribute (the refusal gradient onto an SAE's decoder
 -- rows at a source layer: S_k and RG[t, k]) and the Attribution it returns, with its rankings
--- and token tables. X:_prompt_label names each distinct prompt (p1, p2, ...) and lists it in
--- the table "prompts".
+-- and token tables (a ranking row names its score variant: score_kind). X:_prompt_label names
+-- each prompt (p1, p2, ... or the label given) and lists it in the table "prompts".
 local core = require "upstream.core"
 local util = require "upstream.util"
 local csv = require "upstream.csv"
@@ -20,20 +20,33 @@ local attribute_fields = {
   score_positions = "string|table",
 }
 
--- A short label per distinct prompt (p1, p2, ... in order of first use, or the one given),
--- listed in the table "prompts" with its text and token count.
+-- A short label per prompt, listed in the table "prompts" with its text and token count, so the
+-- other tables name prompts by it. Without `given`, a prompt keeps the label it got first (p1,
+-- p2, ... in order of first use, or the one given then); a `given` label is always the one used:
+-- new to this prompt, it gets its own row (the same text under a second label, so a second
+-- attribution of a prompt, with another score say, can be told apart); a label naming another
+-- prompt raises, since the tables could not then say which prompt a row is about.
 function Experiment:_prompt_label(prompt, ids, given)
   local key = type(prompt) == "string" and prompt or table.concat(prompt, ",")
-  self._prompt_labels = self._prompt_labels or {n = 0}
-  if not self._prompt_labels[key] then
-    self._prompt_labels.n = self._prompt_labels.n + 1
-    local label = given or ("p" .. self._prompt_labels.n)
-    self._prompt_labels[key] = label
-    local text = type(prompt) == "string" and prompt or self:tokenizer():decode(prompt)
-    self:table("prompts", {csv.record({label = label, text = text, tokens = #ids}, {"label", "text", "tokens"})},
-               {title = "Prompts"})
+  local known = self._prompt_labels or {n = 0, first = {}, prompt_of = {}}
+  self._prompt_labels = known
+  if not known.first[key] then known.n = known.n + 1 end -- p<n> counts distinct prompts, labelled or not
+  local label = given or known.first[key]
+  if not label then -- p<n>, or the next free number when the user gave that name to another prompt
+    local i = known.n
+    while known.prompt_of["p" .. i] do i = i + 1 end
+    label = "p" .. i
   end
-  return self._prompt_labels[key]
+  if known.prompt_of[label] == key then return label end
+  if known.prompt_of[label] then
+    util.fail("label '%s' already names another prompt (%q); give each prompt its own", label, known.prompt_of[label])
+  end
+  known.first[key] = known.first[key] or label
+  known.prompt_of[label] = key
+  local text = type(prompt) == "string" and prompt or self:tokenizer():decode(prompt)
+  self:table("prompts", {csv.record({label = label, text = text, tokens = #ids}, {"label", "text", "tokens"})},
+             {title = "Prompts"})
+  return label
 end
 
 Experiment.attribute = step("attribute", function(self, spec)
@@ -113,14 +126,16 @@ function Attribution:bottom_latents(k)
   return out
 end
 
-local ranking_cols = {"prompt", "layer", "target", "side", "rank", "latent", "name", "score", "sum_rg"}
-local ranking_url_cols = {"prompt", "layer", "target", "side", "rank", "latent", "name", "score", "sum_rg", "url"}
+local ranking_cols = {"prompt", "layer", "target", "score_kind", "side", "rank", "latent", "name", "score", "sum_rg"}
+local ranking_url_cols = util.copy(ranking_cols)
+ranking_url_cols[#ranking_url_cols + 1] = "url"
 function Attribution:ranking(k)
   local rows = {}
   for _, side in ipairs({"top", "bottom"}) do
     for _, r in ipairs(ranked(self, k, side)) do
       -- url only for an SAE with a neuronpedia_id, so other tables keep their columns.
-      rows[#rows + 1] = csv.record({prompt = self.label, layer = self.layer, target = self.target, side = side,
+      rows[#rows + 1] = csv.record({prompt = self.label, layer = self.layer, target = self.target,
+        score_kind = self.score_kind, side = side,
         rank = r.rank, latent = r.latent, name = r.name, score = r.score, sum_rg = r.sum_rg, url = r.url},
         r.url and ranking_url_cols or ranking_cols)
     end

@@ -97,13 +97,17 @@ function Experiment:progress(label, total, opts)
   return progress.new(label, total, o)
 end
 
+-- Milliseconds since t0 (util.clock), a whole number: the manifest's timings read 87, where
+-- seconds would print as the JSON encoder's 17 digits (0.086999999999999994).
+local function elapsed_ms(t0) return math.floor((util.clock() - t0) * 1000 + 0.5) end
+
 -- Runs a step: logs it, times it, re-raises errors with the experiment's file:line, and
 -- rewrites the manifest afterwards.
 local function step(name, fn)
   return function(self, ...)
     local t0 = util.clock()
     local res = table.pack(util.guarded(fn, self, ...))
-    self._timings[#self._timings + 1] = {step = name, seconds = util.clock() - t0}
+    self._timings[#self._timings + 1] = {step = name, ms = elapsed_ms(t0)}
     self:_write_manifest()
     return table.unpack(res, 1, res.n)
   end
@@ -120,4 +124,4 @@ local function fail_open(message)
   end
 end
 
-return {step = step, fail_open = fail_open}
+return {step = step, elapsed_ms = elapsed_ms, fail_open = fail_open}

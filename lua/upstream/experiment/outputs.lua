@@ -5,7 +5,8 @@
 local core = require "upstream.core"
 local util = require "upstream.util"
 local csv = require "upstream.csv"
-local step = require("upstream.experiment.manifest").step
+local manifest = require "upstream.experiment.manifest"
+local step = manifest.step
 local release = require("upstream.experiment.resources").release
 local class = require "upstream.experiment.class"
 local Experiment = class.Experiment
@@ -27,7 +28,6 @@ Experiment.table = step("table", function(self, name, rows, opts)
   end
   if opts.columns then t.columns = opts.columns end
   for _, r in ipairs(rows) do t.rows[#t.rows + 1] = r end
-  t.columns = t.columns or nil
   local cols = t.columns or csv.columns(t.rows)
   t.current_columns = cols
   return util.write_atomic(self.results_dir .. "/" .. name .. ".csv", csv.encode(t.rows, cols))
@@ -69,7 +69,7 @@ function Experiment:finish()
     local m = self._manifest
     m.status = "complete"
     m.finished = os.date("!%Y-%m-%dT%H:%M:%SZ")
-    m.seconds = util.clock() - self.started_wall
+    m.ms = manifest.elapsed_ms(self.started_wall)
     self:_write_manifest()
     local text = self._report:render(self)
     util.write_atomic(self.results_dir .. "/report.md", text)

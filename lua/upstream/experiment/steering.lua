@@ -185,9 +185,16 @@ local function columns(has_url, has_at)
   return cols
 end
 
+-- The grid keeps alphas in float32; a Lua double from spec.alphas finds its cells only after
+-- the same rounding.
+local function f32(x) return (string.unpack("<f", string.pack("<f", x))) end
+
 function Steering:rows()
   local out = {}
   local X = self.experiment
+  -- Each row's alpha as the experiment asked for it (1.3, not the grid's float32 1.29999995).
+  local requested = {}
+  for _, al in ipairs(self.alphas) do requested[f32(al)] = requested[f32(al)] or al end
   local has_url = self.sae_name ~= "" and X:latent_url(self.layer, 0, self.sae_name) ~= nil
   local has_at = #(self.vectors or {}) > 0
   local cols = columns(has_url, has_at)
@@ -197,17 +204,13 @@ function Steering:rows()
     local name = r.vector and r.vector.name or r.latent and X:label(self.layer, r.latent, self.sae_name) or ""
     out[#out + 1] = csv.record({prompt = self.prompt_labels[r.prompt], layer = self.layer, kind = kind, latent = r.latent,
       at = has_at and (r.vector and r.vector.at or (r.latent and sae_hook) or "") or nil,
-      name = name, where = r.where, alpha = r.alpha,
+      name = name, where = r.where, alpha = r.alpha and requested[r.alpha] or r.alpha,
       url = has_url and (r.latent and X:latent_url(self.layer, r.latent, self.sae_name) or "") or nil,
       max_new_tokens = r.max_new_tokens, score = r.score, dscore = r.dscore, p_refusal = r.p_refusal, R = r.R, dR = r.dR,
       predicted_dR = r.predicted_dR, refused = r.refused, text = r.text}, cols)
   end
   return out
 end
-
--- The grid keeps alphas in float32; a Lua double from spec.alphas finds its cells only after
--- the same rounding.
-local function f32(x) return (string.unpack("<f", string.pack("<f", x))) end
 
 -- Mean over prompts of a metric per (latent, alpha), one series per latent, controls last.
 function Steering:series(metric, where)
