@@ -98,7 +98,8 @@ Experiment.steer = step("steer", function(self, spec)
     util.fail("steer: nothing to steer: give latents = {k, ...}, direction = dir or vectors = {...}")
   end
   if not spec.alphas or #spec.alphas == 0 then util.fail("steer: field 'alphas' (a non-empty list) is required") end
-  local layer = spec.layer or (a and a.layer) or (self.source_layers and self.source_layers[1])
+  -- layer is the latents' SAE layer; a steering of vectors only has none (its rows say `at`).
+  local layer = spec.layer or (a and a.layer) or (#latents > 0 and self.source_layers and self.source_layers[1]) or nil
   if #latents > 0 and not layer then util.fail("steer: no layer for the latents' SAE") end
   local sae
   if #latents > 0 then
