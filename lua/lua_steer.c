@@ -8,7 +8,10 @@
  *     -- interventions; "none" (unsteered) is always intervention 1. Any mix of:
  *     spec.sae, spec.latents = {k, ...} (0-based), spec.alphas = {a, ...}
  *                         decoder-row sweep at the SAE's hook (or blocks.{spec.layer}.hook_resid_post)
- *     spec.vectors = {vec, ...}, spec.names = {"...", ...}, spec.alphas, spec.layer (required)
+ *     spec.vectors = {vec, ...}, spec.names = {"...", ...}, spec.alphas, and where: spec.point =
+ *                         "blocks.6.hook_resid_pre" (a named hook: no doubt which side of a block;
+ *                         it wins over layer for the vectors) or spec.layer = l
+ *                         (blocks.{l}.hook_resid_post)
  *                         vector sweep (vec: Tensor or table of d numbers, used as given)
  *     spec.where          "all" (default) | "prompt" | "generated": positions of the sweeps
  *     spec.interventions  {{label = "...", latent = k, alpha = a, items = {item, ...}}, ...}, item:
@@ -261,7 +264,7 @@ static int l_grid(lua_State *L) {
     luaL_checktype(L, 1, LUA_TTABLE);
     lua_settop(L, 1);
     static const char *const fields[] = {"model", "prompts", "refusal_ids", "sae", "latents", "alphas", "vectors",
-                                         "names", "layer", "where", "interventions", "max_new_tokens", "objective",
+                                         "names", "layer", "point", "where", "interventions", "max_new_tokens", "objective",
                                          "gradients", "stop", "tokenizer", "substrings", "cache", "identity",
                                          "batch", "coherence", "rep_n", "predict", "progress", NULL};
     up_lua_check_keys(L, 1, fields, "spec");
@@ -338,7 +341,16 @@ static int l_grid(lua_State *L) {
     lua_settop(L, 4);
     if (field(L, 1, "vectors") != LUA_TNIL) {
         if (!lua_istable(L, 5) || luaL_testudata(L, 5, UP_TENSOR_MT)) return luaL_argerror(L, 1, "spec.vectors must be a list of vectors");
-        if (layer < 0) return luaL_argerror(L, 1, "spec.vectors needs spec.layer (steering at blocks.{layer}.hook_resid_post)");
+        up_hook_point at = {UP_HOOK_RESID_POST, (int)layer};
+        if (field(L, 1, "point") != LUA_TNIL) {
+            if (!lua_isstring(L, -1) || up_hook_point_parse(lua_tostring(L, -1), m->cfg.n_layers, &at))
+                return luaL_argerror(L, 1, lua_pushfstring(L, "spec.point '%s' is not a hook point of this model (%d layers)",
+                                                           luaL_tolstring(L, -1, NULL), m->cfg.n_layers));
+        } else if (layer < 0) {
+            return luaL_argerror(L, 1, "spec.vectors needs spec.point (\"blocks.N.hook_resid_pre\" or _post) or spec.layer "
+                                       "(blocks.{layer}.hook_resid_post)");
+        }
+        lua_pop(L, 1);
         const int n_vec = (int)luaL_len(L, 5);
         float *vecs = up_lua_scratch(L, (size_t)n_vec * d * sizeof *vecs);
         const char **names = up_lua_scratch(L, (size_t)n_vec * sizeof *names);
@@ -357,7 +369,7 @@ static int l_grid(lua_State *L) {
         }
         int n_alpha;
         float *alphas = read_alphas(L, 1, &n_alpha);
-        if (up_grid_add_sweep(lg->g, (up_hook_point){UP_HOOK_RESID_POST, (int)layer}, where, vecs, names, NULL, n_vec,
+        if (up_grid_add_sweep(lg->g, at, where, vecs, names, NULL, n_vec,
                               alphas, n_alpha, &e))
             return luaL_error(L, "%s", e.msg);
     }

@@ -45,10 +45,14 @@ local raw = g1:run()
 local g2 <close> = upstream.grid{model = X:model(), prompts = ids, refusal_ids = X:refusal_ids(), vectors = {d.vector},
                                  layer = 1, alphas = alphas, objective = objective}
 local sweep = g2:run()
+-- ... and the sweep at the point named as the Direction names it.
+local g3 <close> = upstream.grid{model = X:model(), prompts = ids, refusal_ids = X:refusal_ids(), vectors = {d.vector},
+                                 point = d.hook, alphas = alphas, objective = objective}
+local named = g3:run()
 check("cell count", #s.grid_rows == #raw and #raw == 2 * (1 + #alphas), #s.grid_rows)
 local same, moved = true, false
 for i, r in ipairs(s.grid_rows) do
-  same = same and r.score == raw[i].score and r.R == raw[i].R and r.score == sweep[i].score
+  same = same and r.score == raw[i].score and r.R == raw[i].R and r.score == sweep[i].score and r.score == named[i].score
   if r.alpha and r.alpha ~= 0 and r.score ~= s.baseline[r.prompt] then moved = true end
 end
 check("X:steer{direction} = the raw grid's cells, bit for bit", same)
@@ -80,6 +84,9 @@ raises("a hook past the model", "'blocks.9.hook_resid_pre' names layer 9, but th
   X:steer{prompts = {"hi"}, direction = d, at = "blocks.9.hook_resid_pre", alphas = {1}} end)
 raises("not a hook", "'layer 2' is not a hook point", function()
   X:steer{prompts = {"hi"}, direction = d, at = "layer 2", alphas = {1}} end)
+raises("a raw grid's point that is not a hook", "spec.point 'blocks.9.hook_resid_pre' is not a hook point of this model %(4 layers%)",
+       function() upstream.grid{model = X:model(), prompts = ids, refusal_ids = X:refusal_ids(), vectors = {d.vector},
+                                point = "blocks.9.hook_resid_pre", alphas = {1}} end)
 raises("nothing to steer", "nothing to steer", function() X:steer{prompts = {"hi"}, alphas = {1}} end)
 raises("a misspelt vector field", "unknown field 'vectr' %(did you mean 'vector'%?%)", function()
   X:steer{prompts = {"hi"}, vectors = {{vector = d.vector, vectr = 1, at = "blocks.1.hook_resid_pre"}}, alphas = {1}} end)
