@@ -13,6 +13,7 @@ packages=(
   nodejs npm                                               # tokenizer conformance reference (transformers.js port)
   clang libclang-rt-14-dev                                 # libFuzzer (clang and its runtime) for the tokenizer fuzz targets
   jq time                                                  # the real-scale benchmark (tests/bench/published_set.sh)
+  python3                                                  # small checks in test scripts (CSV, JSON)
 )
 
 missing=()
