@@ -70,13 +70,11 @@ up_status up_plot_scatter(const char *path, const up_plot_style *style, const up
     double ylab_w = st.ylabel && *st.ylabel ? llh + 6 : 0;
     double x0 = PAD + ylab_w + plot_ticks_w(c, &ya) + TICK + 5;
     frame f = {x0, top, c->W - right, c->H - bottom_fixed};
-    double shift = 0;
-    if (d->identity) { /* square frame: equal units on both axes, centred in the room left */
+    if (d->identity) { /* square frame: equal units on both axes; the room it leaves is cut off */
         double side = fmin(f.x1 - f.x0, f.y1 - f.y0);
-        shift = (f.x1 - f.x0 - side) / 2;
-        f.x0 += shift;
         f.x1 = f.x0 + side, f.y1 = f.y0 + side;
         plot_axis_init(&ya, ymn, ymx, (int)(side / 65) + 2, 0.06, 0.06, 0);
+        plot_canvas_crop(c, &st, f.x1 + (ni ? 14 + L.w : 0) + PAD, f.y1 + bottom_fixed);
     }
     plot_axis_x(c, &xa, xmn, xmx, 0.06, f.x0, f.x1, 0);
     if (d->identity) ya = xa; /* the same ticks on both axes */
@@ -162,7 +160,7 @@ up_status up_plot_scatter(const char *path, const up_plot_style *style, const up
     }
     if (ni) plot_legend_draw(c, &L, f.x1 + 14, f.y0);
     plot_xlabel_at(c, st.xlabel, (f.x0 + f.x1) / 2, f.y1 + TICK + 3 + lh + 2, c->W - 2 * PAD);
-    plot_ylabel_at(c, st.ylabel, PAD + shift, (f.y0 + f.y1) / 2, f.y1 - f.y0);
+    plot_ylabel_at(c, st.ylabel, PAD, (f.y0 + f.y1) / 2, f.y1 - f.y0);
     free(items);
     return plot_canvas_finish(c, &st, path, err);
 }

@@ -95,6 +95,12 @@ typedef struct up_plot_heatmap_data {
     int annotate;                  /* print each value in its cell where the cell is big enough */
     const char *value_format;      /* for annotations; NULL → "%.2f" */
     const char *colorbar_label;    /* may be NULL */
+    const unsigned char *scale_cols;  /* (cols) nonzero: the column sets the automatic colour range;
+                                         NULL → every column. Values beyond the range take its end
+                                         colour, and the colour bar gets a pointed end */
+    const unsigned char *marked_cols; /* (cols) nonzero: bracketed above the grid (e.g. the tokens a
+                                         score averages over), the others' labels grey; NULL → none */
+    const char *mark_label;           /* text over the bracket; may be NULL */
 } up_plot_heatmap_data;
 
 typedef struct up_plot_series {

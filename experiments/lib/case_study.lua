@@ -93,7 +93,7 @@ return function(name)
       X:table("tokens", a:token_rows(a:top_latents(P.heat_k)), {title = "RG[t, k] over the prompt tokens, top latents",
         show = 10})
       X:plot_tokens(a, P.heat_k)
-      C.plot_instruction_tokens(X, a, P.heat_k)
+      X:plot_tokens(a, P.heat_k, {tokens = "instruction"})
 
       -- The planted cause (organism only): where its latents rank.
       local planted = C.planted(X, case.prompt)

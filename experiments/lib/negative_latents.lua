@@ -174,7 +174,7 @@ function E.body(X)
                                                           val("borderline", function(r) return r.kind == "ablate r" end)}}
   X:figure("groups", {name = "negative_summary", title = "Does refusal fall when negatively aligned latents are added?",
     subtitle = ("layer %d; mean refusal score over %d prompts per set"):format(src, P.n_prompts),
-    ylabel = "mean refusal score  log p/(1-p)", categories = cats, series = series,
+    xlabel = "prompt set", ylabel = "mean refusal score  log p/(1-p)", categories = cats, series = series,
     caption = "Bottom latents against random latents at the same coefficient, and ablating the refusal direction"})
 end
 

@@ -3,7 +3,8 @@
 -- so a loop over prompts or layers gives distinct files.
 --
 --   X:plot_ranking(a, k)          top-k and bottom-k latents by score, labelled bars
---   X:plot_tokens(a, k)           RG[t, k] over the prompt's tokens for the top-k latents
+--   X:plot_tokens(a, k[, {tokens}]) RG[t, k] over the prompt's tokens for the top-k latents
+--                                 (tokens = "instruction": the instruction's tokens only)
 --   X:plot_dose(s[, {metric}])    metric vs alpha, a line per latent, random controls grey,
 --                                 the unsteered baseline dashed
 --   X:plot_linearity(s)           predicted vs measured dR, with y = x
@@ -16,10 +17,36 @@ local function latent_label(a, r)
   return ("#%d%s"):format(r.latent, r.name ~= "" and ("  " .. r.name) or "")
 end
 
+-- s cut to at most n characters (UTF-8), with "…" when cut.
 local function shorten(s, n)
-  if #s <= n then return s end
-  return s:sub(1, n - 3) .. "..."
+  if utf8.len(s) == nil or utf8.len(s) <= n then return s end
+  return s:sub(1, utf8.offset(s, n) - 1) .. "…"
 end
+
+-- A token as a reader can see it on an axis: the tokenizer's space marks become spaces, a
+-- newline is "↵" and a tab "⇥" (byte-fallback pieces <0x0A>, <0x09> too), a token of spaces
+-- only shows each as "␣", and only a very long piece is shortened (special tokens such as
+-- <start_of_turn> keep their whole name).
+function M.token_label(piece)
+  local s = piece:gsub("<0x0A>", "\n"):gsub("<0x09>", "\t"):gsub("▁", " "):gsub("Ġ", " "):gsub("Ċ", "\n")
+  s = s:gsub("\r\n", "↵"):gsub("\n", "↵"):gsub("\t", "⇥"):gsub("\r", "↵")
+  if s:match("^ *$") then s = s:gsub(" ", "␣") end
+  if s == "" then s = "∅" end
+  return shorten(s, 24)
+end
+
+-- How each score variant (X:attribute's score) is named in titles and on axes.
+local score_names = {gradient = "gradient score", cosine = "cosine score", activation = "activation-weighted score"}
+local score_titles = {gradient = "the refusal gradient", cosine = "cosine with the refusal gradient",
+                      activation = "activation × refusal gradient"}
+local function score_formula(a)
+  local g = ("∂R/∂h_%d[t]"):format(a.layer)
+  if a.score_kind == "cosine" then return ("cos(W_dec[k], ḡ),  ḡ = mean_t %s"):format(g) end
+  if a.score_kind == "activation" then return ("S_k = mean_t  a_k[t] · W_dec[k] · %s"):format(g) end
+  if a.score_kind == "gradient" then return ("S_k = mean_t  W_dec[k] · %s"):format(g) end
+  return ("S_k (%s)"):format(a.score_kind)
+end
+local function score_name(a) return score_names[a.score_kind] or (a.score_kind .. " score") end
 
 local function check_attr(a, what)
   if type(a) ~= "table" or not a.scores then util.fail("%s: expected an Attribution (from X:attribute)", what) end
@@ -51,39 +78,69 @@ function M.install(X, step)
     for _, r in ipairs(bottom) do labels[#labels + 1] = latent_label(a, r); values[#values + 1] = r.score end
     return self:_figure("bars", {
       name = ("ranking_%s_L%d"):format(a.label, a.layer),
-      title = ("Latents ranked by the refusal gradient — layer %d → %d"):format(a.layer, a.target),
+      title = ("Latents ranked by %s — layer %d → %d"):format(score_titles[a.score_kind] or score_name(a), a.layer,
+        a.target),
       subtitle = shorten(a.prompt, 90),
-      xlabel = a.score_kind == "gradient" and "S_k = mean_t  W_dec[k] · ∂R/∂h_l[t]" or ("score (" .. a.score_kind .. ")"),
+      xlabel = score_formula(a),
       labels = labels, values = values, n_top = #top, pos_label = "raises R (top)", neg_label = "lowers R (bottom)",
-      caption = ("Top and bottom %d latents of %s at layer %d for prompt %s: %s"):format(k, a.sae_name, a.layer, a.label,
-        shorten(a.prompt, 120)),
+      caption = ("Top and bottom %d latents by %s of %s at layer %d for prompt %s: %s"):format(k, score_name(a),
+        a.sae_name, a.layer, a.label, shorten(a.prompt, 120)),
     })
   end)
 
-  X.plot_tokens = step("plot_tokens", function(self, a, k)
+  -- opts.tokens: "all" (the whole chat prompt; the colour range from the instruction's tokens,
+  -- so the template's last token, where R is read and the gradient is largest, cannot wash
+  -- the instruction out) or "instruction" (only the instruction's tokens).
+  X.plot_tokens = step("plot_tokens", function(self, a, k, opts)
     check_attr(a, "plot_tokens")
     check_k(k, "plot_tokens")
+    opts = util.check_fields(opts or {}, {name = "string", tokens = "string"}, "plot_tokens")
+    local which = opts.tokens or "all"
+    if which ~= "all" and which ~= "instruction" then
+      util.fail("plot_tokens: tokens must be \"all\" or \"instruction\", got '%s'", which)
+    end
+    local instruction = {}
+    for _, t in ipairs(util.instruction_positions(self:tokenizer(), function(x) return self:encode(x) end, a.ids)) do
+      instruction[t + 1] = true
+    end
+    if not next(instruction) then -- not a chat prompt: every token
+      for t = 1, #a.ids do instruction[t] = true end
+    end
+    local shown = {}
+    for t = 1, #a.ids do if which == "all" or instruction[t] then shown[#shown + 1] = t end end
     local top = a:top(k)
     local rows, row_labels = {}, {}
     for i, r in ipairs(top) do
       row_labels[i] = latent_label(a, r)
       local row = {}
-      for t = 1, #a.ids do row[t] = a.rg:at(t, r.latent + 1) end
+      for j, t in ipairs(shown) do row[j] = a.rg:at(t, r.latent + 1) end
       rows[i] = row
     end
-    local cols = {}
-    for t, piece in ipairs(a.tokens) do
-      cols[t] = shorten(piece:gsub("\n", "\\n"):gsub("▁", " "), 14)
+    local cols, scale, scored, n_scored = {}, {}, {}, 0
+    for j, t in ipairs(shown) do
+      cols[j] = M.token_label(a.tokens[t])
+      if instruction[t] then scale[#scale + 1] = j end
+      if a.include and a.include[t] then scored[#scored + 1] = j; n_scored = n_scored + 1 end
     end
+    local whole = which == "all"
     return self:_figure("heatmap", {
-      name = ("tokens_%s_L%d"):format(a.label, a.layer),
-      title = ("Per-token refusal gradient RG[t, k] — layer %d → %d"):format(a.layer, a.target),
-      subtitle = shorten(a.prompt, 90), xlabel = "prompt token", ylabel = "latent (top by S_k)",
-      values = rows, row_labels = row_labels, col_labels = cols, cmap = "diverging", colorbar = "W_dec[k] · g_t",
+      name = opts.name or ("tokens_%s%s_L%d"):format(whole and "" or "instruction_", a.label, a.layer),
+      title = ("Per-token refusal gradient RG[t, k]%s — layer %d → %d"):format(whole and "" or " over the instruction",
+        a.layer, a.target),
+      subtitle = shorten(a.prompt, 90), xlabel = whole and "prompt token" or "instruction token",
+      ylabel = ("latent (top %d by %s)"):format(#top, score_name(a)),
+      values = rows, row_labels = row_labels, col_labels = cols, cmap = "diverging",
+      colorbar = ("RG[t, k] = W_dec[k] · ∂R/∂h_%d[t]"):format(a.layer),
+      scale_columns = whole and scale or nil, marked_columns = n_scored > 0 and scored or nil,
+      mark_label = n_scored > 0 and ("S_k averages these %d tokens"):format(n_scored) or nil,
       -- Wider for long prompts at the usual scale (2 px per layout unit), so a token keeps
       -- room for its label instead of the whole figure being scaled up.
-      width = math.max(1600, 44 * #cols + 500), height = math.max(1000, 90 * #rows + 560), scale = 2,
-      caption = ("RG[t, k] = W_dec[k]·∂R/∂h_%d[t] for the top %d latents over the tokens of %s"):format(a.layer, k, a.label),
+      width = math.max(1600, (whole and 44 or 70) * #cols + 600),
+      height = whole and math.max(1000, 90 * #rows + 600) or math.max(900, 70 * #rows + 460), scale = 2,
+      caption = ("RG[t, k] = W_dec[k]·∂R/∂h_%d[t] for the top %d latents by %s over the %s tokens of %s%s"):format(
+        a.layer, k, score_name(a), whole and "prompt's" or "instruction's", a.label,
+        whole and "; the colour range is the instruction's (the chat template's tokens may exceed it: pointed ends " ..
+          "of the colour bar)" or ""),
     })
   end)
 
@@ -105,6 +162,9 @@ function M.install(X, step)
       subtitle = ("h_%d[t] += α · W_dec[k] at %s; %d prompt%s"):format(s.layer, where_words[where] or where,
         #s.prompt_labels, #s.prompt_labels == 1 and "" or "s"),
       xlabel = "steering coefficient α", ylabel = metric_names[metric], series = series, baseline = baseline,
+      -- a rate and a probability keep their whole range, so 0.84 does not look like 0
+      ymin = (metric == "refused" or metric == "p_refusal") and 0 or nil,
+      ymax = (metric == "refused" or metric == "p_refusal") and 1 or nil,
       baseline_label = metric == "score" and "unsteered" or "no change",
       caption = ("Dose-response of %s for the steered latents; grey lines are random latents (controls)"):format(metric),
     })
