@@ -23,12 +23,17 @@ local function shorten(s, n)
   return s:sub(1, utf8.offset(s, n) - 1) .. "…"
 end
 
--- A token as a reader can see it on an axis: the tokenizer's space marks become spaces, a
--- newline is "↵" and a tab "⇥" (byte-fallback pieces <0x0A>, <0x09> too), a token of spaces
--- only shows each as "␣", and only a very long piece is shortened (special tokens such as
--- <start_of_turn> keep their whole name).
+-- A token as a reader can see it on an axis: the tokenizer's space marks become spaces,
+-- byte-fallback pieces of printable ASCII their character, a newline is "↵" and a tab "⇥", a
+-- token of spaces only shows each as "␣", and only a very long piece is shortened (special
+-- tokens such as <start_of_turn> keep their whole name).
 function M.token_label(piece)
-  local s = piece:gsub("<0x0A>", "\n"):gsub("<0x09>", "\t"):gsub("▁", " "):gsub("Ġ", " "):gsub("Ċ", "\n")
+  -- byte-fallback pieces of printable ASCII as the character they stand for
+  local s = piece:gsub("<0x(%x%x)>", function(h)
+    local b = tonumber(h, 16)
+    return (b >= 0x20 and b < 0x7F or b == 0x0A or b == 0x09 or b == 0x0D) and string.char(b) or nil
+  end)
+  s = s:gsub("▁", " "):gsub("Ġ", " "):gsub("Ċ", "\n")
   s = s:gsub("\r\n", "↵"):gsub("\n", "↵"):gsub("\t", "⇥"):gsub("\r", "↵")
   if s:match("^ *$") then s = s:gsub(" ", "␣") end
   if s == "" then s = "∅" end
