@@ -18,6 +18,8 @@
  *   title, subtitle, xlabel, ylabel   strings
  *   width, height  pixels (1600 × 1000);  scale  pixels per layout unit (width/800, so 2)
  *   font_size  tick label size in layout units (11);  font  family ("DejaVu Sans")
+ *              (matrix and the identity scatter cut off the room their square content leaves,
+ *              unless width / height is given)
  *   meta       {key = value}: PNG text chunks, e.g. {manifest = json}; keys 1–79 printable
  *              ASCII, values strings, numbers or booleans; written in sorted key order
  * A "numbers" field is a Lua array of numbers or an upstream.Tensor; `false` in an array
@@ -38,7 +40,8 @@
  * lines:     series {{name =, x = numbers (1..n), y = numbers, err = numbers (±),
  *            control = bool (grey: random latents)}, ...}, baseline (dashed line at this y),
  *            baseline_label, x_labels {strings} (categorical x: x is then 0-based category
- *            indices, default 0..n-1), markers (true), ylog (false), ymin, ymax
+ *            indices, default 0..n-1), markers (true), ylog (false), ymin, ymax; coinciding
+ *            lines are drawn nested
  * groups:    categories {strings} (required), series {{name =, values = numbers, err =,
  *            control =}, ...}, ymin, ymax
  * scatter:   x, y numbers (required), group {names, one per point: colour and legend},
@@ -49,8 +52,11 @@
  *            positions {strings} (legend names), best {pos = row (1-based), layer = ℓ
  *            (0-based, as on the axis)}, max_kl, min_induce, max_layer (thresholds drawn)
  *
+ * (docs/lua-api.md, "Figures", documents these fields for users: keep the two in step.)
+ *
  * Error rule for this family: misuse (a missing or mistyped field, mismatched lengths) raises
- * with luaL_argerror naming the field; a figure that cannot be written (unwritable
+ * with luaL_argerror naming the field; an unknown field (of the spec, a series entry or best)
+ * raises "plot.<kind>: unknown field 'x' (did you mean 'y'?)" (up_lua_check_keys); a figure that cannot be written (unwritable
  * directory) raises with the core's message. Memory taken while reading fields is Lua
  * userdata, so a raise leaks nothing. */
 #include <math.h>

@@ -5,11 +5,13 @@
 --   X:plot_ranking(a, k)          top-k and bottom-k latents by score, labelled bars
 --   X:plot_tokens(a, k[, {tokens}]) RG[t, k] over the prompt's tokens for the top-k latents
 --                                 (tokens = "instruction": the instruction's tokens only)
---   X:plot_dose(s[, {metric}])    metric vs alpha, a line per latent, random controls grey,
---                                 the unsteered baseline dashed
---   X:plot_linearity(s)           predicted vs measured dR, with y = x
+--   X:plot_dose(s[, {metric, where}]) metric vs alpha, a line per latent, random controls
+--                                 grey, the unsteered baseline dashed
+--   X:plot_linearity(s[, {where}]) predicted vs measured dR, with y = x
 --   X:plot_selection(dir)         bypass / induce / KL of every direction candidate
--- Each returns the PNG's path. Error rule: misuse raises with the experiment's file:line.
+-- Titles and axes name the Attribution's score (gradient, cosine, activation). Options are
+-- documented in docs/lua-api.md, "Figures". Each returns the PNG's path. Error rule: misuse
+-- (an unknown option included, with "did you mean") raises with the experiment's file:line.
 local util = require "upstream.util"
 local M = {}
 
@@ -153,7 +155,9 @@ function M.install(X, step)
     if type(s) ~= "table" or not s.grid_rows then util.fail("plot_dose: expected a Steering (from X:steer)") end
     opts = util.check_fields(opts or {}, {metric = "string", name = "string", where = "string"}, "plot_dose")
     local metric = opts.metric or "score"
-    if not metric_names[metric] then util.fail("plot_dose: unknown metric '%s'", metric) end
+    if not metric_names[metric] then
+      util.fail("plot_dose: unknown metric '%s'%s", metric, util.suggest(metric, util.sorted_keys(metric_names)))
+    end
     local where = opts.where or s.wheres[1]
     local series = s:series(metric, where)
     local base, n = 0, 0
