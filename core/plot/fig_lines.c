@@ -213,6 +213,33 @@ up_status up_plot_lines(const char *path, const up_plot_style *style, const up_p
             }
         }
         plot_stroke_line(c, f.x0, zero, f.x1, zero, plot_hex(C_SPINE), 0.9);
+        /* Few bars: each value printed at its end (past the error bar, if any), so a reader
+         * gets the number and not only its height; all or none, at one size. */
+        double size = c->fs * 0.82, pitch = (f.x1 - f.x0) / d->n_x_labels * bw, wmax = 0;
+        char buf[64];
+        int n_bars = 0;
+        for (int k = 0; k < d->n_series; k++)
+            for (int i = 0; i < d->series[k].n; i++) {
+                plot_fmt_value("%.3g", d->series[k].y[i], buf, sizeof buf);
+                wmax = fmax(wmax, plot_text_w(c, buf, size, 0));
+                n_bars++;
+            }
+        if (n_bars <= 48 && wmax <= pitch * 1.15) {
+            cairo_restore(cr); /* the clip: a label may sit just above the frame */
+            for (int k = 0; k < d->n_series; k++) {
+                const up_plot_series *sr = &d->series[k];
+                for (int i = 0; i < sr->n; i++) {
+                    double y = sr->y[i], e = sr->err && isfinite(sr->err[i]) ? fabs(sr->err[i]) : 0;
+                    if (!isfinite(y)) continue;
+                    double end = y < 0 ? fmax(ya.lo, y - e) : fmin(ya.hi, y + e);
+                    plot_fmt_value("%.3g", y, buf, sizeof buf);
+                    plot_use_minus(buf, sizeof buf);
+                    double xm = plot_amap(&xa, i - 0.4 + (k + 0.5) * bw), yv = plot_amap(&ya, end);
+                    plot_text_at(c, buf, xm, y < 0 ? yv + 2 : yv - 2, size, 0, plot_hex(C_TEXT), 0.5, y < 0 ? 0 : 1, 0);
+                }
+            }
+            plot_clip_to(c, &f, 6);
+        }
     } else {
         /* Controls first so the latents' lines stay on top. */
         for (int pass = 0; pass < 2; pass++)

@@ -70,7 +70,7 @@ function E.body(X)
     X:table("bottom_latents", rows, {title = ("Bottom %d latents by S_k averaged over the prompts (prompts_in_bottom: " ..
       "in how many prompts' own bottom %d)"):format(P.list_k, P.list_k)})
     X:figure("bars", {name = "bottom_" .. set, title = ("Negatively aligned latents — %s prompts"):format(set),
-      subtitle = ("mean S_k over %d prompts, layer %d -> %d"):format(#texts, src, target),
+      subtitle = ("mean S_k over %d prompts, layer %d → %d"):format(#texts, src, target),
       xlabel = "mean S_k (negative: adding the latent lowers R)", labels = labels, values = values,
       neg_label = "lowers R", caption = ("The %d latents whose decoder rows point most against the refusal gradient"):format(P.list_k)})
 
