@@ -20,7 +20,8 @@
  * Margins follow the measured text, long labels are shortened with "…", crowded tick labels
  * shrink and then thin out, and an empty figure says "no data" rather than failing.
  * Labels may be any bytes: invalid UTF-8 becomes U+FFFD and control characters are shown
- * escaped ("\n"), because cairo's text API rejects them and tokens are often exactly that.
+ * ("\n" as ↵, a tab as ⇥, "\r" escaped), because cairo's text API rejects them and tokens
+ * are often exactly that.
  *
  * The style's key → value pairs become PNG text chunks (png.h's rules on keys apply), plus
  * "Title" (the figure title) and "Software" unless the caller gives those keys.

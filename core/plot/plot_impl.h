@@ -113,8 +113,8 @@ double plot_line_h(canvas *c, double size);                           /* ascent 
  * line box (0 top, 0.5 middle, 1 bottom), rotated `angle` radians counter-clockwise about it. */
 void plot_text_at(canvas *c, const char *s, double x, double y, double size, int bold, rgb col, double ha,
                   double va, double angle);
-/* in as UTF-8 cairo accepts (see plot.h: invalid bytes and controls → U+FFFD, \n \t \r
- * escaped), at most cap bytes with its NUL, cut with "…" when longer. */
+/* in as UTF-8 cairo accepts (see plot.h: invalid bytes and controls → U+FFFD, \n → ↵,
+ * \t → ⇥, \r escaped), at most cap bytes with its NUL, cut with "…" when longer. */
 void plot_clean(const char *in, char *out, size_t cap);
 /* plot_clean(s) into buf (LABEL_CAP bytes), shortened with "…" to at most max_w wide. Returns buf. */
 char *plot_fit(canvas *c, const char *s, double size, int bold, double max_w, char *buf);
