@@ -46,7 +46,8 @@
  *            control =}, ...}, ymin, ymax
  * scatter:   x, y numbers (required), group {names, one per point: colour and legend},
  *            labels {strings or false, one per point}, identity (true: y = x line, equal
- *            axes, n, r and slope printed)
+ *            axes, n, r and slope printed), control (the name of a group of controls: grey,
+ *            drawn behind)
  * selection: bypass, induce, kl matrices (positions × layers, required), dropped matrix of
  *            booleans or numbers (nonzero: filtered out, e.g. the select mask bits),
  *            positions {strings} (legend names), best {pos = row (1-based), layer = ℓ
@@ -490,7 +491,7 @@ static int l_groups(lua_State *L) {
 }
 
 static int l_scatter(lua_State *L) {
-    static const char *const fields[] = {STYLE_FIELDS, "x", "y", "group", "labels", "identity", NULL};
+    static const char *const fields[] = {STYLE_FIELDS, "x", "y", "group", "labels", "identity", "control", NULL};
     begin(L, "scatter", fields);
     const char *path;
     up_plot_style st = read_style(L, &path);
@@ -514,6 +515,12 @@ static int l_scatter(lua_State *L) {
             idx[i] = j;
         }
         d.group = idx, d.group_names = names, d.n_groups = n_names;
+    }
+    const char *control = opt_string(L, "control");
+    if (control) {
+        for (int j = 0; j < d.n_groups && !d.control_group; j++)
+            if (!strcmp(d.group_names[j], control)) d.control_group = j + 1;
+        if (!d.control_group) field_error(L, "control", "must name one of the groups");
     }
     d.labels = opt_strings(L, 1, "labels", &nl, 1);
     check_len(L, "labels", nl, nx, "x");

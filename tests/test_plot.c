@@ -330,7 +330,7 @@ static void test_scatter(void **state) {
         snprintf(lb[i], sizeof lb[i], "\xCE\xB1=%d", i % 8 - 4);
         labels[i] = i % 3 == 0 ? lb[i] : NULL;
     }
-    up_plot_scatter_data d = {N, x, y, grp, groups, 5, labels, 1};
+    up_plot_scatter_data d = {N, x, y, grp, groups, 5, labels, 1, 0};
     up_plot_style st = style("Linearity check: predicted vs measured \xCE\x94R");
     st.xlabel = "predicted \xCE\x94R = \xCE\xB1 \xC2\xB7 \xCE\xA3_t RG[t,k]";
     st.ylabel = "measured \xCE\x94R";
@@ -349,6 +349,16 @@ static void test_scatter(void **state) {
     p = tpath("scatter_free.png");
     if (up_plot_scatter(p, &st, &d, &e)) fail_msg("%s", e.msg);
     assert_content(check_png(p, 1600, 1000, need), 0.01, 0.4);
+    /* A control group is grey, and the palette goes on with the next group: the five groups
+     * with the first as controls show grey and the first four palette colours, not the fifth. */
+    d.control_group = 1;
+    p = tpath("scatter_control.png");
+    if (up_plot_scatter(p, &st, &d, &e)) fail_msg("%s", e.msg);
+    int need_c[] = {0x8C8C8C, 0x0072B2, 0xD55E00, 0x009E73, 0xE69F00, -1};
+    assert_content(check_png(p, 1600, 1000, need_c), 0.01, 0.4);
+    assert_int_equal(count_color(p, 0xCC79A7), 0);
+    d.control_group = 6;
+    assert_int_equal(up_plot_scatter(p, &st, &d, &e), UP_ERR_INVALID);
 }
 
 /* Coinciding series (same points) are drawn nested: the first drawn keeps a visible ring
@@ -525,7 +535,7 @@ static void test_nan_and_constant(void **state) {
     if (up_plot_lines(tpath("const_lines.png"), &st, &l, &e)) fail_msg("%s", e.msg);
     l.ylog = 1; /* log axis with a single value */
     if (up_plot_lines(tpath("const_lines_log.png"), &st, &l, &e)) fail_msg("%s", e.msg);
-    up_plot_scatter_data sc = {4, ys, ys, NULL, NULL, 0, NULL, 1};
+    up_plot_scatter_data sc = {4, ys, ys, NULL, NULL, 0, NULL, 1, 0};
     if (up_plot_scatter(tpath("const_scatter.png"), &st, &sc, &e)) fail_msg("%s", e.msg);
     double xn[] = {NAN, 1, 2, INFINITY};
     sc.x = xn;
@@ -562,7 +572,7 @@ static void test_long_and_odd_labels(void **state) {
     l.n_series = 6, l.series = sr, l.x_labels = labels, l.n_x_labels = 6;
     if (up_plot_lines(tpath("long_lines.png"), &st, &l, &e)) fail_msg("%s", e.msg);
     int grp[6] = {0, 1, 2, 3, 4, 5};
-    up_plot_scatter_data sc = {6, v, v, grp, labels, 6, labels, 0};
+    up_plot_scatter_data sc = {6, v, v, grp, labels, 6, labels, 0, 0};
     if (up_plot_scatter(tpath("long_scatter.png"), &st, &sc, &e)) fail_msg("%s", e.msg);
     /* the title chunk is cleaned UTF-8 even though the title was too long for the figure */
     up_png_image img;
@@ -655,7 +665,7 @@ static void test_bad_arguments(void **state) {
 
     int grp[] = {0, 3};
     const char *gn[] = {"a", "b"};
-    up_plot_scatter_data sc = {2, v, v, grp, gn, 2, NULL, 0};
+    up_plot_scatter_data sc = {2, v, v, grp, gn, 2, NULL, 0, 0};
     assert_int_equal(up_plot_scatter(tpath("bad.png"), &st, &sc, &e), UP_ERR_INVALID);
     up_plot_lines_data l = up_plot_lines_default();
     l.bars = 1; /* bars need categories */

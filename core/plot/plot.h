@@ -135,6 +135,8 @@ typedef struct up_plot_scatter_data {
     int n_groups;
     const char *const *labels;      /* (n) text beside each point, NULL entries skipped; NULL → none */
     int identity;                   /* draw y = x, use one range on both axes, and print n and r */
+    int control_group;              /* 1 + the index of a group of controls (e.g. random latents),
+                                       drawn grey and behind the others as in up_plot_lines; 0 → none */
 } up_plot_scatter_data;
 
 typedef struct up_plot_selection_data {

@@ -183,19 +183,23 @@ function M.install(X, step)
     if type(s) ~= "table" or not s.grid_rows then util.fail("plot_linearity: expected a Steering (from X:steer)") end
     opts = util.check_fields(opts or {}, {name = "string", where = "string"}, "plot_linearity")
     local where = opts.where or s.wheres[1]
-    local x, y, group = {}, {}, {}
+    local x, y, group, has_control = {}, {}, {}, false
     for _, r in ipairs(s:rows()) do
       if r.kind ~= "baseline" and r.where == where and r.alpha ~= 0 and r.predicted_dR and r.dR
          and r.predicted_dR == r.predicted_dR then
         x[#x + 1], y[#y + 1] = r.predicted_dR, r.dR
         group[#group + 1] = r.kind == "control" and "random latents" or "ranked latents"
+        has_control = has_control or r.kind == "control"
       end
     end
     if #x == 0 then util.fail("plot_linearity: no steered cell has both predicted and measured dR") end
     return self:_figure("scatter", {
       name = opts.name or ("linearity_%s%s"):format(s.label, where == "all" and "" or ("_" .. where)),
       title = ("First-order prediction vs measured ΔR — layer %d"):format(s.layer),
+      subtitle = ("h_%d[t] += α · W_dec[k] at %s; %d prompt%s"):format(s.layer, where_words[where] or where,
+        #s.prompt_labels, #s.prompt_labels == 1 and "" or "s"),
       xlabel = "predicted ΔR = α · Σ_t RG[t, k]", ylabel = "measured ΔR", x = x, y = y, group = group, identity = true,
+      control = has_control and "random latents" or nil,
       caption = "Each point is one (latent, α) cell; on the line y = x the gradient predicts steering exactly",
     })
   end)
