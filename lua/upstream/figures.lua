@@ -2,13 +2,13 @@
 -- what a step returned (Attribution, Steering, Direction), named after the prompt and layer
 -- so a loop over prompts or layers gives distinct files.
 --
---   X:plot_ranking(a, k)          top-k and bottom-k latents by score, labelled bars
+--   X:plot_ranking(a, k[, {name}]) top-k and bottom-k latents by score, labelled bars
 --   X:plot_tokens(a, k[, {tokens}]) RG[t, k] over the prompt's tokens for the top-k latents
 --                                 (tokens = "instruction": the instruction's tokens only)
 --   X:plot_dose(s[, {metric, where}]) metric vs alpha, a line per latent, random controls
 --                                 grey, the unsteered baseline dashed
 --   X:plot_linearity(s[, {where}]) predicted vs measured dR, with y = x
---   X:plot_selection(dir)         bypass / induce / KL of every direction candidate
+--   X:plot_selection(dir[, {name}]) bypass / induce / KL of every direction candidate
 -- Titles and axes name the Attribution's score (gradient, cosine, activation). Options are
 -- documented in docs/lua-api.md, "Figures". Each returns the PNG's path. Error rule: misuse
 -- (an unknown option included, with "did you mean") raises with the experiment's file:line.
@@ -76,15 +76,16 @@ local metric_titles = {
 local where_words = {all = "every position", prompt = "the prompt's positions", generated = "generated positions"}
 
 function M.install(X, step)
-  X.plot_ranking = step("plot_ranking", function(self, a, k)
+  X.plot_ranking = step("plot_ranking", function(self, a, k, opts)
     check_attr(a, "plot_ranking")
     check_k(k, "plot_ranking")
+    opts = util.check_fields(opts or {}, {name = "string"}, "plot_ranking")
     local labels, values = {}, {}
     local top, bottom = a:top(k), a:bottom(k)
     for _, r in ipairs(top) do labels[#labels + 1] = latent_label(a, r); values[#values + 1] = r.score end
     for _, r in ipairs(bottom) do labels[#labels + 1] = latent_label(a, r); values[#values + 1] = r.score end
     return self:_figure("bars", {
-      name = ("ranking_%s_L%d"):format(a.label, a.layer),
+      name = opts.name or ("ranking_%s_L%d"):format(a.label, a.layer),
       title = ("Latents ranked by %s — layer %d → %d"):format(score_titles[a.score_kind] or score_name(a), a.layer,
         a.target),
       subtitle = shorten(a.prompt, 90),
@@ -204,7 +205,8 @@ function M.install(X, step)
     })
   end)
 
-  X.plot_selection = step("plot_selection", function(self, dir)
+  X.plot_selection = step("plot_selection", function(self, dir, opts)
+    opts = util.check_fields(opts or {}, {name = "string"}, "plot_selection")
     local info = (dir and dir.selection) and self._selection_for_plot
     if not info then util.fail("plot_selection: the direction was not selected (use X:direction{from = \"select\"})") end
     local n_pos, n_layers = info.n_pos, info.n_layers
@@ -220,7 +222,7 @@ function M.install(X, step)
     for p = 1, n_pos do positions[p] = ("pos %d"):format(p - n_pos - 1) end
     local best = info.sel.best and {pos = n_pos + info.sel.best.pos + 1, layer = info.sel.best.layer} or nil
     return self:_figure("selection", {
-      name = "direction_selection", title = "Refusal direction selection",
+      name = opts.name or "direction_selection", title = "Refusal direction selection",
       subtitle = "bypass: harmful prompts with r ablated; induce: harmless with +r; KL: harmless, ablated vs not",
       bypass = bypass, induce = induce, kl = kl, dropped = dropped, positions = positions, best = best,
       max_kl = 0.1, min_induce = 0, max_layer = 0.8 * n_layers,

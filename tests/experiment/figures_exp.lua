@@ -23,6 +23,7 @@ local a = X:attribute {prompt = "How do I bake a cake?", score_positions = "inst
 if case == "tokens_key" then X:plot_tokens(a, 2, {tokns = "instruction"}) end -- line 23
 local s = X:steer {attribution = a, latents = a:top_latents(1), alphas = {-1, 0, 1}, controls = 0}
 if case == "dose_key" then X:plot_dose(s, {metirc = "score"}) end -- line 25
+if case == "ranking_key" then X:plot_ranking(a, 2, {nmae = "r"}) end -- line 26
 
 -- Titles and labels name the attribution's score.
 local function text(path) return core.plot.info(path).text end

@@ -23,6 +23,7 @@ expect 1 "figures_exp\.lua:17: plot\.matrix: unknown field 'row_label' \(did you
 expect 1 "figures_exp\.lua:19: plot\.lines: series\[1\]: unknown field 'colour'" -- exp --set case=lines_key
 expect 1 "figures_exp\.lua:23: plot_tokens: unknown field 'tokns' \(did you mean 'tokens'\?\)" -- exp --set case=tokens_key
 expect 1 "figures_exp\.lua:25: plot_dose: unknown field 'metirc' \(did you mean 'metric'\?\)" -- exp --set case=dose_key
+expect 1 "figures_exp\.lua:26: plot_ranking: unknown field 'nmae' \(did you mean 'name'\?\)" -- exp --set case=ranking_key
 expect 0 "" -- exp
 [ "$fails" -eq 0 ] && echo "figures: all checks passed"
 exit $((fails > 0))
