@@ -28,7 +28,8 @@
  *
  * bars:      labels {strings} (optional), values numbers (required, same length), n_top
  *            (a gap after the first n_top bars: top-k then bottom-k), format (printf of one
- *            number, "%.3g"), pos_label / neg_label (legend entries for the two colours)
+ *            number; default: one number of decimals for all bars,
+ *            three significant digits for the largest), pos_label / neg_label (legend entries for the two colours)
  * heatmap:   values matrix (rows × cols), row_labels, col_labels {strings}, cmap "auto" |
  *            "diverging" (centred at 0) | "sequential", vmin, vmax, annotate (false),
  *            format ("%.2f"), colorbar (colour bar title), scale_columns {column indices, 1-based:

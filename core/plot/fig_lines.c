@@ -216,11 +216,16 @@ up_status up_plot_lines(const char *path, const up_plot_style *style, const up_p
         /* Few bars: each value printed at its end (past the error bar, if any), so a reader
          * gets the number and not only its height; all or none, at one size. */
         double size = c->fs * 0.82, pitch = (f.x1 - f.x0) / d->n_x_labels * bw, wmax = 0;
-        char buf[64];
+        char buf[64], vfmt[16] = "%.2f";
+        double vmax = 0;
         int n_bars = 0;
         for (int k = 0; k < d->n_series; k++)
+            for (int i = 0; i < d->series[k].n; i++)
+                if (isfinite(d->series[k].y[i])) vmax = fmax(vmax, fabs(d->series[k].y[i]));
+        plot_shared_format(&vmax, 1, vfmt, sizeof vfmt);
+        for (int k = 0; k < d->n_series; k++)
             for (int i = 0; i < d->series[k].n; i++) {
-                plot_fmt_value("%.3g", d->series[k].y[i], buf, sizeof buf);
+                plot_fmt_value(vfmt, d->series[k].y[i], buf, sizeof buf);
                 wmax = fmax(wmax, plot_text_w(c, buf, size, 0));
                 n_bars++;
             }
@@ -232,7 +237,7 @@ up_status up_plot_lines(const char *path, const up_plot_style *style, const up_p
                     double y = sr->y[i], e = sr->err && isfinite(sr->err[i]) ? fabs(sr->err[i]) : 0;
                     if (!isfinite(y)) continue;
                     double end = y < 0 ? fmax(ya.lo, y - e) : fmin(ya.hi, y + e);
-                    plot_fmt_value("%.3g", y, buf, sizeof buf);
+                    plot_fmt_value(vfmt, y, buf, sizeof buf);
                     plot_use_minus(buf, sizeof buf);
                     double xm = plot_amap(&xa, i - 0.4 + (k + 0.5) * bw), yv = plot_amap(&ya, end);
                     plot_text_at(c, buf, xm, y < 0 ? yv + 2 : yv - 2, size, 0, plot_hex(C_TEXT), 0.5, y < 0 ? 0 : 1, 0);

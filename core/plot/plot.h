@@ -75,7 +75,8 @@ typedef struct up_plot_bars_data {
     const char *const *labels;  /* (n) e.g. "L5/16k #1234 — hugging"; NULL → "#i" */
     const double *values;       /* (n) non-finite values get no bar and the label "n/a" */
     int n_top;                  /* 0 < n_top < n: a gap and a rule after the first n_top bars */
-    const char *value_format;   /* printf format of one double; NULL → "%.3g" */
+    const char *value_format;   /* printf format of one double; NULL → one number of decimals for
+                                   all, three significant digits for the largest |value| */
     const char *pos_label;      /* legend entry for positive bars; NULL → no legend */
     const char *neg_label;      /* legend entry for negative bars */
 } up_plot_bars_data;

@@ -121,6 +121,9 @@ char *plot_fit(canvas *c, const char *s, double size, int bold, double max_w, ch
 void plot_use_minus(char *buf, size_t cap);                 /* leading '-' → U+2212 */
 int plot_format_ok(const char *f);                          /* exactly one double conversion */
 void plot_fmt_value(const char *fmt, double v, char *buf, size_t cap); /* "n/a" when not finite */
+/* One fixed-decimals format ("%.Nf") for values printed side by side, so they line up and
+ * read alike: three significant digits for the largest |v| (0.0732, −0.0420; 6.06, −1.80). */
+void plot_shared_format(const double *v, int n, char *fmt, size_t cap);
 
 static inline double plot_label_size(const canvas *c) { return c->fs * 1.12; } /* axis titles */
 

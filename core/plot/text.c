@@ -137,6 +137,14 @@ int plot_format_ok(const char *f) {
     return conv == 1;
 }
 
+void plot_shared_format(const double *v, int n, char *fmt, size_t cap) {
+    double m = 0;
+    for (int i = 0; i < n; i++)
+        if (isfinite(v[i])) m = fmax(m, fabs(v[i]));
+    int dec = m > 0 ? 2 - (int)floor(log10(m)) : 2;
+    snprintf(fmt, cap, "%%.%df", dec < 0 ? 0 : dec > 8 ? 8 : dec);
+}
+
 void plot_fmt_value(const char *fmt, double v, char *buf, size_t cap) {
     if (!isfinite(v)) {
         snprintf(buf, cap, "n/a");

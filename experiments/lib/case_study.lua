@@ -72,7 +72,9 @@ return function(name)
     for i, r in ipairs(base) do
       local kind = r.prompt == name and "case" or r.prompt:sub(#name + 2)
       -- The end of a long prompt: where a contrast's swapped word or a reassuring modifier sits.
-      local text = #r.text_in > 40 and ("..." .. r.text_in:sub(-37)) or r.text_in
+      -- Cut at a word boundary, so no word is shown in part.
+      local text = r.text_in
+      if #text > 40 then text = "…" .. text:sub(-38):gsub("^%S*%s", "", 1) end
       bl[i] = ("%s%s: %s"):format(r.refused and "[R] " or "", kind, text)
       bv[i] = r.score
     end
