@@ -124,7 +124,8 @@ function M.install(X, step)
       for j, t in ipairs(shown) do row[j] = a.rg:at(t, r.latent + 1) end
       rows[i] = row
     end
-    local cols, scale, scored, n_scored = {}, {}, {}, 0
+    local cols, scale, scored, n_scored, n_included = {}, {}, {}, 0, 0
+    for t = 1, #a.ids do if a.include and a.include[t] then n_included = n_included + 1 end end
     for j, t in ipairs(shown) do
       cols[j] = M.token_label(a.tokens[t])
       if instruction[t] then scale[#scale + 1] = j end
@@ -140,11 +141,12 @@ function M.install(X, step)
       values = rows, row_labels = row_labels, col_labels = cols, cmap = "diverging",
       colorbar = ("RG[t, k] = W_dec[k] · ∂R/∂h_%d[t]"):format(a.layer),
       scale_columns = whole and scale or nil, marked_columns = n_scored > 0 and scored or nil,
-      mark_label = n_scored > 0 and ("S_k averages these %d tokens"):format(n_scored) or nil,
+      mark_label = n_scored > 0 and (n_scored == n_included and ("S_k averages these %d tokens"):format(n_scored)
+        or ("S_k averages over %d tokens, %d of them here"):format(n_included, n_scored)) or nil,
       -- Wider for long prompts at the usual scale (2 px per layout unit), so a token keeps
       -- room for its label instead of the whole figure being scaled up.
       width = math.max(1600, (whole and 44 or 70) * #cols + 600),
-      height = whole and math.max(1000, 90 * #rows + 600) or math.max(900, 70 * #rows + 460), scale = 2,
+      height = whole and math.max(1000, 80 * #rows + 560) or math.max(900, 70 * #rows + 460), scale = 2,
       caption = ("RG[t, k] = W_dec[k]·∂R/∂h_%d[t] for the top %d latents by %s over the %s tokens of %s%s"):format(
         a.layer, k, score_name(a), whole and "prompt's" or "instruction's", a.label,
         whole and "; the colour range is the instruction's (the chat template's tokens may exceed it: pointed ends " ..
