@@ -35,8 +35,24 @@ for _, score in ipairs {"gradient", "cosine", "activation"} do
   if score ~= "gradient" then check(not t:find("ranked by the refusal gradient", 1, true), "title %s", t) end
   X:plot_tokens(b, 2)
 end
--- The instruction-only heatmap and a whole-prompt one with only the instruction scored.
-local p1, p2 = X:plot_tokens(a, 2), X:plot_tokens(a, 2, {tokens = "instruction"})
+-- The whole-prompt heatmap with only the instruction scored: the instruction's columns set the
+-- colour range and are bracketed (what plot_tokens hands upstream.plot.heatmap), template
+-- tokens keep their names.
+local heatmap, spec = core.plot.heatmap, nil
+core.plot.heatmap = function(t) spec = t; return heatmap(t) end
+local p1 = X:plot_tokens(a, 2)
+core.plot.heatmap = heatmap
+local included = {}
+for t = 1, #a.ids do if a.include[t] then included[#included + 1] = t end end
+check(#included > 0 and #included < #a.ids - 5, "score_positions = instruction: %d of %d tokens", #included, #a.ids)
+check(table.concat(spec.marked_columns, ",") == table.concat(included, ","), "marked %s, scored %s",
+      table.concat(spec.marked_columns, ","), table.concat(included, ","))
+check(table.concat(spec.scale_columns, ",") == table.concat(included, ","), "scale columns %s",
+      table.concat(spec.scale_columns, ","))
+check(spec.col_labels[2] == "<start_of_turn>" and spec.col_labels[#a.ids] == "↵", "labels %s ... %s",
+      spec.col_labels[2], spec.col_labels[#a.ids])
+check(spec.mark_label:find(("%d tokens"):format(#included), 1, true), "mark label %s", spec.mark_label)
+local p2 = X:plot_tokens(a, 2, {tokens = "instruction"})
 check(p1:match("tokens_p%d+_L%d+%.png$") and p2:match("tokens_instruction_p%d+_L%d+%.png$"), "names %s %s", p1, p2)
 -- Token labels a reader can see.
 check(figures.token_label("▁") == "␣" and figures.token_label("  ") == "␣␣", "space token: %s", figures.token_label("▁"))
