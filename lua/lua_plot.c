@@ -18,6 +18,8 @@
  *   title, subtitle, xlabel, ylabel   strings
  *   width, height  pixels (1600 × 1000);  scale  pixels per layout unit (width/800, so 2)
  *   font_size  tick label size in layout units (11);  font  family ("DejaVu Sans")
+ *              (matrix and the identity scatter cut off the room their square content leaves,
+ *              unless width / height is given)
  *   meta       {key = value}: PNG text chunks, e.g. {manifest = json}; keys 1–79 printable
  *              ASCII, values strings, numbers or booleans; written in sorted key order
  * A "numbers" field is a Lua array of numbers or an upstream.Tensor; `false` in an array
@@ -26,28 +28,37 @@
  *
  * bars:      labels {strings} (optional), values numbers (required, same length), n_top
  *            (a gap after the first n_top bars: top-k then bottom-k), format (printf of one
- *            number, "%.3g"), pos_label / neg_label (legend entries for the two colours)
+ *            number; default: one number of decimals for all bars,
+ *            three significant digits for the largest), pos_label / neg_label (legend entries for the two colours)
  * heatmap:   values matrix (rows × cols), row_labels, col_labels {strings}, cmap "auto" |
  *            "diverging" (centred at 0) | "sequential", vmin, vmax, annotate (false),
- *            format ("%.2f"), colorbar (colour bar title)
+ *            format ("%.2f"), colorbar (colour bar title), scale_columns {column indices, 1-based:
+ *            only these set the automatic colour range; others beyond it take its end colour},
+ *            marked_columns {column indices: bracketed above the grid, other labels grey},
+ *            mark_label (text over the bracket)
  * matrix:    as heatmap, plus labels (both axes); annotate is always on, and data in [0, 1]
  *            get the colour range [0, 1]
  * lines:     series {{name =, x = numbers (1..n), y = numbers, err = numbers (±),
  *            control = bool (grey: random latents)}, ...}, baseline (dashed line at this y),
  *            baseline_label, x_labels {strings} (categorical x: x is then 0-based category
- *            indices, default 0..n-1), markers (true), ylog (false), ymin, ymax
+ *            indices, default 0..n-1), markers (true), ylog (false), ymin, ymax; coinciding
+ *            lines are drawn nested
  * groups:    categories {strings} (required), series {{name =, values = numbers, err =,
  *            control =}, ...}, ymin, ymax
  * scatter:   x, y numbers (required), group {names, one per point: colour and legend},
  *            labels {strings or false, one per point}, identity (true: y = x line, equal
- *            axes, n, r and slope printed)
+ *            axes, n, r and slope printed), control (the name of a group of controls: grey,
+ *            drawn behind)
  * selection: bypass, induce, kl matrices (positions × layers, required), dropped matrix of
  *            booleans or numbers (nonzero: filtered out, e.g. the select mask bits),
  *            positions {strings} (legend names), best {pos = row (1-based), layer = ℓ
  *            (0-based, as on the axis)}, max_kl, min_induce, max_layer (thresholds drawn)
  *
+ * (docs/lua-api.md, "Figures", documents these fields for users: keep the two in step.)
+ *
  * Error rule for this family: misuse (a missing or mistyped field, mismatched lengths) raises
- * with luaL_argerror naming the field; a figure that cannot be written (unwritable
+ * with luaL_argerror naming the field; an unknown field (of the spec, a series entry or best)
+ * raises "plot.<kind>: unknown field 'x' (did you mean 'y'?)" (up_lua_check_keys); a figure that cannot be written (unwritable
  * directory) raises with the core's message. Memory taken while reading fields is Lua
  * userdata, so a raise leaks nothing. */
 #include <math.h>
@@ -81,8 +92,15 @@ static const char *anchor(lua_State *L, int idx) {
     return s;
 }
 
-static void begin(lua_State *L) {
+/* The fields every figure reads (read_style). Each figure checks its spec against these plus
+ * its own list, so a misspelt field raises ("did you mean") instead of falling back to its
+ * default. */
+#define STYLE_FIELDS "path", "title", "subtitle", "xlabel", "ylabel", "width", "height", "scale", "font_size", "font", "meta"
+
+static void begin(lua_State *L, const char *kind, const char *const *allowed) {
     luaL_checktype(L, 1, LUA_TTABLE);
+    lua_settop(L, 1);
+    up_lua_check_keys(L, 1, allowed, lua_pushfstring(L, "plot.%s", kind));
     lua_settop(L, 1);
     lua_newtable(L); /* index 2: anchors */
 }
@@ -248,6 +266,22 @@ static const char **opt_strings(lua_State *L, int t, const char *field, int *n, 
     return s;
 }
 
+/* t[field] (t at index 1) as a list of 1-based column indices → a (cols) flag array left on
+ * the stack; NULL when absent. */
+static const unsigned char *opt_columns(lua_State *L, const char *field, int cols) {
+    int n;
+    const double *v = opt_numbers(L, 1, field, &n, 0);
+    if (!v) return NULL;
+    unsigned char *flags = scratch(L, (size_t)(cols > 0 ? cols : 1));
+    memset(flags, 0, (size_t)(cols > 0 ? cols : 1));
+    for (int i = 0; i < n; i++) {
+        if (!(v[i] >= 1 && v[i] <= cols && v[i] == floor(v[i])))
+            field_error(L, field, lua_pushfstring(L, "entry %d must be a column index in 1..%d", i + 1, cols));
+        flags[(int)v[i] - 1] = 1;
+    }
+    return flags;
+}
+
 static int cmp_str(const void *a, const void *b) { return strcmp(*(const char *const *)a, *(const char *const *)b); }
 
 /* The fields every figure shares. */
@@ -314,7 +348,8 @@ static void check_len(lua_State *L, const char *field, int n, int want, const ch
 /* ---- figures ---- */
 
 static int l_bars(lua_State *L) {
-    begin(L);
+    static const char *const fields[] = {STYLE_FIELDS, "values", "labels", "n_top", "format", "pos_label", "neg_label", NULL};
+    begin(L, "bars", fields);
     const char *path;
     up_plot_style st = read_style(L, &path);
     up_plot_bars_data d = {0};
@@ -340,7 +375,10 @@ static up_plot_cmap read_cmap(lua_State *L) {
 }
 
 static int grid(lua_State *L, int matrix) {
-    begin(L);
+    static const char *const fields[] = {STYLE_FIELDS, "values", "row_labels", "col_labels", "labels", "cmap", "vmin",
+                                         "vmax", "annotate", "format", "colorbar", "scale_columns", "marked_columns",
+                                         "mark_label", NULL};
+    begin(L, matrix ? "matrix" : "heatmap", fields);
     const char *path;
     up_plot_style st = read_style(L, &path);
     up_plot_heatmap_data d = up_plot_heatmap_default();
@@ -361,6 +399,9 @@ static int grid(lua_State *L, int matrix) {
     d.annotate = opt_bool(L, "annotate", matrix);
     d.value_format = opt_string(L, "format");
     d.colorbar_label = opt_string(L, "colorbar");
+    d.scale_cols = opt_columns(L, "scale_columns", d.cols);
+    d.marked_cols = opt_columns(L, "marked_columns", d.cols);
+    d.mark_label = opt_string(L, "mark_label");
     up_error e = {0};
     up_status s = matrix ? up_plot_matrix(path, &st, &d, &e) : up_plot_heatmap(path, &st, &d, &e);
     return finish(L, s, &e, path);
@@ -380,6 +421,10 @@ static up_plot_series *read_series(lua_State *L, int *n_series, const char *yfie
         if (lua_geti(L, st, k + 1) != LUA_TTABLE)
             field_error(L, "series", lua_pushfstring(L, "entry %d must be a table", k + 1));
         int t = lua_gettop(L);
+        static const char *const line_fields[] = {"name", "x", "y", "err", "control", NULL};
+        static const char *const group_fields[] = {"name", "values", "err", "control", NULL};
+        up_lua_check_keys(L, t, need_x ? line_fields : group_fields, lua_pushfstring(L, "plot.%s: series[%d]", need_x ? "lines" : "groups", k + 1));
+        lua_settop(L, t);
         memset(&sr[k], 0, sizeof sr[k]);
         if (lua_getfield(L, t, "name") == LUA_TSTRING || lua_type(L, -1) == LUA_TNUMBER) sr[k].name = anchor(L, -1);
         else if (!lua_isnil(L, -1)) field_error(L, "series", lua_pushfstring(L, "entry %d: name must be a string", k + 1));
@@ -406,7 +451,8 @@ static up_plot_series *read_series(lua_State *L, int *n_series, const char *yfie
 }
 
 static int l_lines(lua_State *L) {
-    begin(L);
+    static const char *const fields[] = {STYLE_FIELDS, "series", "baseline", "baseline_label", "x_labels", "markers", "ylog", "ymin", "ymax", NULL};
+    begin(L, "lines", fields);
     const char *path;
     up_plot_style st = read_style(L, &path);
     up_plot_lines_data d = up_plot_lines_default();
@@ -425,7 +471,8 @@ static int l_lines(lua_State *L) {
 }
 
 static int l_groups(lua_State *L) {
-    begin(L);
+    static const char *const fields[] = {STYLE_FIELDS, "categories", "series", "ymin", "ymax", NULL};
+    begin(L, "groups", fields);
     const char *path;
     up_plot_style st = read_style(L, &path);
     up_plot_lines_data d = up_plot_lines_default();
@@ -445,7 +492,8 @@ static int l_groups(lua_State *L) {
 }
 
 static int l_scatter(lua_State *L) {
-    begin(L);
+    static const char *const fields[] = {STYLE_FIELDS, "x", "y", "group", "labels", "identity", "control", NULL};
+    begin(L, "scatter", fields);
     const char *path;
     up_plot_style st = read_style(L, &path);
     up_plot_scatter_data d = {0};
@@ -469,6 +517,12 @@ static int l_scatter(lua_State *L) {
         }
         d.group = idx, d.group_names = names, d.n_groups = n_names;
     }
+    const char *control = opt_string(L, "control");
+    if (control) {
+        for (int j = 0; j < d.n_groups && !d.control_group; j++)
+            if (!strcmp(d.group_names[j], control)) d.control_group = j + 1;
+        if (!d.control_group) field_error(L, "control", "must name one of the groups");
+    }
     d.labels = opt_strings(L, 1, "labels", &nl, 1);
     check_len(L, "labels", nl, nx, "x");
     d.identity = opt_bool(L, "identity", 1);
@@ -477,7 +531,8 @@ static int l_scatter(lua_State *L) {
 }
 
 static int l_selection(lua_State *L) {
-    begin(L);
+    static const char *const fields[] = {STYLE_FIELDS, "bypass", "induce", "kl", "dropped", "positions", "best", "max_kl", "min_induce", "max_layer", NULL};
+    begin(L, "selection", fields);
     const char *path;
     up_plot_style st = read_style(L, &path);
     up_plot_selection_data d = up_plot_selection_default();
@@ -520,6 +575,8 @@ static int l_selection(lua_State *L) {
     check_len(L, "positions", np, d.n_pos, "bypass (rows)");
     int ty = get(L, "best");
     if (ty == LUA_TTABLE) {
+        static const char *const best_fields[] = {"pos", "layer", NULL};
+        up_lua_check_keys(L, -1, best_fields, "plot.selection: best");
         lua_getfield(L, -1, "pos");
         lua_getfield(L, -2, "layer");
         int ok1, ok2;

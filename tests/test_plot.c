@@ -2,6 +2,9 @@
  * content (many colours, a sane share of non-white pixels, the palette's colours), and carries
  * its text chunks; edge cases (empty, NaN, constant, long and invalid labels, 300 tokens)
  * render without failing; bad arguments are refused; nice ticks; same inputs, same pixels.
+ * Layout rules a reader would notice are checked by colour counts: coinciding lines stay
+ * visible, a heatmap's scale columns set its range, a matrix and the identity scatter are
+ * cut to their content, the selection figure shades only dropped layers.
  * Set UP_PLOT_SAMPLES=dir to keep the figures there for a look. */
 #include <stdarg.h>
 #include <stddef.h>
@@ -113,6 +116,29 @@ static stats check_png(const char *path, int w, int h, const int *need) {
     free(px);
     up_png_image_free(&img);
     return (stats){w, h, colors, 1.0 - (double)white / n};
+}
+
+/* The PNG's size (figures that crop to their content choose it). */
+static void png_size(const char *path, int *w, int *h) {
+    up_png_image img;
+    up_error e = {0};
+    if (up_png_read(path, &img, &e)) fail_msg("%s", e.msg);
+    *w = img.w, *h = img.h;
+    up_png_image_free(&img);
+}
+
+/* How many pixels of path are exactly the colour rgb (0xRRGGBB). */
+static long count_color(const char *path, unsigned rgb) {
+    up_png_image img;
+    up_error e = {0};
+    if (up_png_read(path, &img, &e)) fail_msg("%s", e.msg);
+    long n = 0;
+    for (size_t i = 0; i < (size_t)img.w * img.h; i++) {
+        const uint8_t *q = img.pixels + 4 * i;
+        n += ((unsigned)q[0] << 16 | (unsigned)q[1] << 8 | q[2]) == rgb;
+    }
+    up_png_image_free(&img);
+    return n;
 }
 
 /* A figure with content: anti-aliased text and shapes give many colours; it is neither blank
@@ -304,7 +330,7 @@ static void test_scatter(void **state) {
         snprintf(lb[i], sizeof lb[i], "\xCE\xB1=%d", i % 8 - 4);
         labels[i] = i % 3 == 0 ? lb[i] : NULL;
     }
-    up_plot_scatter_data d = {N, x, y, grp, groups, 5, labels, 1};
+    up_plot_scatter_data d = {N, x, y, grp, groups, 5, labels, 1, 0};
     up_plot_style st = style("Linearity check: predicted vs measured \xCE\x94R");
     st.xlabel = "predicted \xCE\x94R = \xCE\xB1 \xC2\xB7 \xCE\xA3_t RG[t,k]";
     st.ylabel = "measured \xCE\x94R";
@@ -312,7 +338,72 @@ static void test_scatter(void **state) {
     const char *p = tpath("scatter.png");
     if (up_plot_scatter(p, &st, &d, &e)) fail_msg("%s", e.msg);
     int need[] = {0x0072B2, 0xD55E00, 0x009E73, 0xE69F00, 0xCC79A7, -1};
+    /* The identity plot's square frame leaves room on the right: the PNG is cut to the
+     * content (legend included) instead of centring the square in empty space. */
+    int w, h;
+    png_size(p, &w, &h);
+    assert_true(w < 1400 && w > 900);
+    assert_int_equal(h, 1000);
+    assert_content(check_png(p, w, h, need), 0.01, 0.5);
+    d.identity = 0;
+    p = tpath("scatter_free.png");
+    if (up_plot_scatter(p, &st, &d, &e)) fail_msg("%s", e.msg);
     assert_content(check_png(p, 1600, 1000, need), 0.01, 0.4);
+    /* A control group is grey, and the palette goes on with the next group: the five groups
+     * with the first as controls show grey and the first four palette colours, not the fifth. */
+    d.control_group = 1;
+    p = tpath("scatter_control.png");
+    if (up_plot_scatter(p, &st, &d, &e)) fail_msg("%s", e.msg);
+    int need_c[] = {0x8C8C8C, 0x0072B2, 0xD55E00, 0x009E73, 0xE69F00, -1};
+    assert_content(check_png(p, 1600, 1000, need_c), 0.01, 0.4);
+    assert_int_equal(count_color(p, 0xCC79A7), 0);
+    d.control_group = 6;
+    assert_int_equal(up_plot_scatter(p, &st, &d, &e), UP_ERR_INVALID);
+}
+
+/* Coinciding series (same points) are drawn nested: the first drawn keeps a visible ring
+ * of its colour around the later one instead of vanishing under it. */
+static void test_lines_overlap(void **state) {
+    (void)state;
+    double x[5] = {-4, -2, 0, 2, 4}, y[5] = {0, 1, 1, 1, 1}, y2[5] = {0.2, 0.4, 0.5, 0.7, 0.9};
+    up_plot_series sr[3] = {{"#1 first", 5, x, y, NULL, 0}, {"#2 same", 5, x, y, NULL, 0}, {"#3 other", 5, x, y2, NULL, 0}};
+    up_plot_lines_data d = up_plot_lines_default();
+    d.n_series = 3, d.series = sr;
+    up_plot_style st = style("Refusal rate");
+    up_error e = {0};
+    const char *p = tpath("lines_overlap.png");
+    if (up_plot_lines(p, &st, &d, &e)) fail_msg("%s", e.msg);
+    long first = count_color(p, 0x0072B2), second = count_color(p, 0xD55E00), other = count_color(p, 0x009E73);
+    /* the hidden series shows about as much colour as one drawn alone */
+    if (!(first > other / 2)) fail_msg("first of two coinciding lines: %ld pixels, a lone line %ld", first, other);
+    assert_true(second > other / 2);
+}
+
+/* The heatmap's colour range comes from the scale columns only: a cell at their maximum gets
+ * the map's end colour although another column is 100 times larger. */
+static void test_heatmap_scale_columns(void **state) {
+    (void)state;
+    double v[2 * 4] = {0.1, 0.05, -0.02, 10, 0.03, 0.1, 0.01, 8};
+    static const char *cols[4] = {"How", "\xE2\x90\xA3", "person", "<start_of_turn>"};
+    unsigned char scale[4] = {1, 1, 1, 0}, marked[4] = {0, 1, 1, 0};
+    up_plot_heatmap_data d = up_plot_heatmap_default();
+    d.rows = 2, d.cols = 4, d.values = v, d.col_labels = cols, d.cmap = UP_PLOT_CMAP_DIVERGING;
+    up_plot_style st = style("RG[t, k]");
+    up_error e = {0};
+    const char *whole = tpath("heat_whole.png"), *scaled = tpath("heat_scaled.png"), *mk = tpath("heat_marked.png");
+    if (up_plot_heatmap(whole, &st, &d, &e)) fail_msg("%s", e.msg);
+    d.scale_cols = scale;
+    if (up_plot_heatmap(scaled, &st, &d, &e)) fail_msg("%s", e.msg);
+    long end_whole = count_color(whole, 0x67001F), end_scaled = count_color(scaled, 0x67001F);
+    /* the last column's two cells, then those two plus the two cells at 0.1 */
+    if (!(end_scaled > 1.7 * end_whole)) fail_msg("end colour: %ld pixels scaled, %ld not", end_scaled, end_whole);
+    d.marked_cols = marked, d.mark_label = "S_k averages these 2 tokens";
+    if (up_plot_heatmap(mk, &st, &d, &e)) fail_msg("%s", e.msg);
+    int w, h;
+    png_size(mk, &w, &h);
+    assert_content(check_png(mk, w, h, NULL), 0.1, 0.95);
+    /* the bracket and its label add ink over the grid; the grey labels change pixels too */
+    assert_true(count_color(mk, 0xFFFFFF) != count_color(scaled, 0xFFFFFF));
 }
 
 static void test_selection(void **state) {
@@ -342,6 +433,19 @@ static void test_selection(void **state) {
     if (up_plot_selection(p, &st, &d, &e)) fail_msg("%s", e.msg);
     int need[] = {0x0072B2, 0xD55E00, 0x009E73, 0xE69F00, 0xCC79A7, -1};
     assert_content(check_png(p, 1600, 1000, need), 0.02, 0.5);
+
+    /* Layers ≥ max_layer are dropped, so the shade starts at the first whole such layer:
+     * 20.4 and 21 shade the same layers (21..25), 20 one more. */
+    long shade[3];
+    double cut[3] = {20.4, 21, 20};
+    for (int i = 0; i < 3; i++) {
+        d.max_layer = cut[i];
+        p = tpath("selection_cut.png");
+        if (up_plot_selection(p, &st, &d, &e)) fail_msg("%s", e.msg);
+        shade[i] = count_color(p, 0xEDEDED);
+    }
+    if (shade[0] != shade[1] || !(shade[2] > shade[1]))
+        fail_msg("shaded pixels: %ld (20.4), %ld (21), %ld (20)", shade[0], shade[1], shade[2]);
 }
 
 static void test_matrix(void **state) {
@@ -356,10 +460,21 @@ static void test_matrix(void **state) {
     d.colorbar_label = "Jaccard@20";
     up_plot_style st = style("Top-20 overlap between settings (Jaccard@20)");
     up_error e = {0};
+    st.xlabel = st.ylabel = "setting";
     const char *p = tpath("matrix.png");
     if (up_plot_matrix(p, &st, &d, &e)) fail_msg("%s", e.msg);
     int need[] = {0xFDE725, -1}; /* viridis top: the diagonal at exactly 1 */
-    assert_content(check_png(p, 1600, 1000, need), 0.15, 0.9);
+    /* Square cells leave width over: the PNG is cut to the content, not centred in it. */
+    int w, h;
+    png_size(p, &w, &h);
+    assert_true(w < 1400 && w > 600);
+    assert_true(h <= 1000);
+    assert_content(check_png(p, w, h, need), 0.15, 0.95);
+    st.width = 1600; /* a width asked for is kept */
+    p = tpath("matrix_1600.png");
+    if (up_plot_matrix(p, &st, &d, &e)) fail_msg("%s", e.msg);
+    png_size(p, &w, &h);
+    assert_int_equal(w, 1600);
 }
 
 /* ---- edge cases ---- */
@@ -420,7 +535,7 @@ static void test_nan_and_constant(void **state) {
     if (up_plot_lines(tpath("const_lines.png"), &st, &l, &e)) fail_msg("%s", e.msg);
     l.ylog = 1; /* log axis with a single value */
     if (up_plot_lines(tpath("const_lines_log.png"), &st, &l, &e)) fail_msg("%s", e.msg);
-    up_plot_scatter_data sc = {4, ys, ys, NULL, NULL, 0, NULL, 1};
+    up_plot_scatter_data sc = {4, ys, ys, NULL, NULL, 0, NULL, 1, 0};
     if (up_plot_scatter(tpath("const_scatter.png"), &st, &sc, &e)) fail_msg("%s", e.msg);
     double xn[] = {NAN, 1, 2, INFINITY};
     sc.x = xn;
@@ -457,7 +572,7 @@ static void test_long_and_odd_labels(void **state) {
     l.n_series = 6, l.series = sr, l.x_labels = labels, l.n_x_labels = 6;
     if (up_plot_lines(tpath("long_lines.png"), &st, &l, &e)) fail_msg("%s", e.msg);
     int grp[6] = {0, 1, 2, 3, 4, 5};
-    up_plot_scatter_data sc = {6, v, v, grp, labels, 6, labels, 0};
+    up_plot_scatter_data sc = {6, v, v, grp, labels, 6, labels, 0, 0};
     if (up_plot_scatter(tpath("long_scatter.png"), &st, &sc, &e)) fail_msg("%s", e.msg);
     /* the title chunk is cleaned UTF-8 even though the title was too long for the figure */
     up_png_image img;
@@ -550,7 +665,7 @@ static void test_bad_arguments(void **state) {
 
     int grp[] = {0, 3};
     const char *gn[] = {"a", "b"};
-    up_plot_scatter_data sc = {2, v, v, grp, gn, 2, NULL, 0};
+    up_plot_scatter_data sc = {2, v, v, grp, gn, 2, NULL, 0, 0};
     assert_int_equal(up_plot_scatter(tpath("bad.png"), &st, &sc, &e), UP_ERR_INVALID);
     up_plot_lines_data l = up_plot_lines_default();
     l.bars = 1; /* bars need categories */
@@ -573,6 +688,7 @@ int main(void) {
         cmocka_unit_test(test_bars_all_negative),
         cmocka_unit_test(test_heatmap),    cmocka_unit_test(test_lines),
         cmocka_unit_test(test_scatter),    cmocka_unit_test(test_selection),
+        cmocka_unit_test(test_lines_overlap), cmocka_unit_test(test_heatmap_scale_columns),
         cmocka_unit_test(test_matrix),     cmocka_unit_test(test_empty),
         cmocka_unit_test(test_nan_and_constant), cmocka_unit_test(test_long_and_odd_labels),
         cmocka_unit_test(test_many_tokens), cmocka_unit_test(test_sizes_and_determinism),

@@ -75,6 +75,8 @@ up_status plot_canvas_finish(canvas *c, const up_plot_style *st, const char *pat
     }
     cairo_surface_flush(c->surf);
     int w = cairo_image_surface_get_width(c->surf), h = cairo_image_surface_get_height(c->surf);
+    if (c->keep_w > 0) w = (int)fmin(w, ceil(c->keep_w * c->scale));
+    if (c->keep_h > 0) h = (int)fmin(h, ceil(c->keep_h * c->scale));
     int stride = cairo_image_surface_get_stride(c->surf);
     const unsigned char *data = cairo_image_surface_get_data(c->surf);
     uint8_t *px = malloc((size_t)w * h * 3);
@@ -111,19 +113,27 @@ done:
 double plot_header(canvas *c, const up_plot_style *st) {
     double y = PAD;
     char buf[LABEL_CAP];
+    c->header_r = 0;
     if (st->title && *st->title) {
         double size = c->fs * 1.45;
         plot_text_at(c, plot_fit(c, st->title, size, 1, c->W - 2 * PAD, buf), PAD, y, size, 1, plot_hex(C_TEXT), 0, 0,
                      0);
+        c->header_r = fmax(c->header_r, PAD + plot_text_w(c, buf, size, 1));
         y += plot_line_h(c, size) + 1;
     }
     if (st->subtitle && *st->subtitle) {
         double size = c->fs * 1.02;
         plot_text_at(c, plot_fit(c, st->subtitle, size, 0, c->W - 2 * PAD, buf), PAD, y, size, 0, plot_hex(C_SOFT), 0,
                      0, 0);
+        c->header_r = fmax(c->header_r, PAD + plot_text_w(c, buf, size, 0));
         y += plot_line_h(c, size);
     }
     return y + (y > PAD ? c->fs * 0.8 : 0);
+}
+
+void plot_canvas_crop(canvas *c, const up_plot_style *st, double w, double h) {
+    if (st->width <= 0 && w < c->W) c->keep_w = fmax(w, c->header_r + PAD);
+    if (st->height <= 0 && h < c->H) c->keep_h = h;
 }
 
 void plot_stroke_line(canvas *c, double x0, double y0, double x1, double y1, rgb col, double lw) {

@@ -12,7 +12,10 @@ up_status up_plot_bars(const char *path, const up_plot_style *style, const up_pl
     up_plot_style st = style ? *style : up_plot_style_default();
     PLOT_CHECK(d && d->n >= 0, "%s: bars: no data struct or n < 0", path ? path : "plot");
     PLOT_CHECK(d->n == 0 || d->values, "%s: bars: values is NULL with n = %d", path, d->n);
-    const char *vfmt = d->value_format ? d->value_format : "%.3g";
+    char shared[16];
+    if (!d->value_format && d->n > 0 && d->values) plot_shared_format(d->values, d->n, shared, sizeof shared);
+    else snprintf(shared, sizeof shared, "%%.3g");
+    const char *vfmt = d->value_format ? d->value_format : shared;
     PLOT_CHECK(plot_format_ok(vfmt), "%s: bars: value_format \"%s\" must hold exactly one double conversion", path,
                vfmt);
     canvas cv, *c = &cv;

@@ -1,6 +1,6 @@
 /* fig_heatmap — up_plot_heatmap and up_plot_matrix (see plot.h): a grid of coloured cells
  * with row and column labels and a colour bar; the matrix variant has square, annotated
- * cells. */
+ * cells and gives up the space they leave (plot_canvas_crop). */
 #include "plot/plot_impl.h"
 
 #include <math.h>
@@ -41,15 +41,23 @@ static up_status heatmap(const char *path, const up_plot_style *style, const up_
         free(rl), free(cl), plot_canvas_close(c);
         return up_error_set(err, UP_ERR_NOMEM, "%s: out of memory", path);
     }
-    double mn = INFINITY, mx = -INFINITY;
+    /* The automatic range comes from the scaled columns only (when they hold a value), so one
+     * extreme column, e.g. the chat template's last token, cannot wash out the rest. */
+    double mn = INFINITY, mx = -INFINITY, all_mn = INFINITY, all_mx = -INFINITY;
     int missing = 0;
-    for (size_t i = 0; i < (size_t)R * C; i++) {
-        double v = d->values[i];
-        if (isfinite(v)) mn = fmin(mn, v), mx = fmax(mx, v);
-        else missing = 1;
-    }
+    for (int pass = 0; pass < 2 && !isfinite(mn); pass++)
+        for (size_t i = 0; i < (size_t)R * C; i++) {
+            double v = d->values[i];
+            if (!isfinite(v)) {
+                missing = 1;
+                continue;
+            }
+            all_mn = fmin(all_mn, v), all_mx = fmax(all_mx, v);
+            if (pass == 0 && d->scale_cols && !d->scale_cols[i % C]) continue;
+            mn = fmin(mn, v), mx = fmax(mx, v);
+        }
     up_plot_cmap cm = d->cmap;
-    if (cm == UP_PLOT_CMAP_AUTO) cm = mn < 0 ? UP_PLOT_CMAP_DIVERGING : UP_PLOT_CMAP_SEQUENTIAL;
+    if (cm == UP_PLOT_CMAP_AUTO) cm = all_mn < 0 ? UP_PLOT_CMAP_DIVERGING : UP_PLOT_CMAP_SEQUENTIAL;
     double lo, hi;
     if (!isfinite(mn)) mn = 0, mx = 0;
     if (cm == UP_PLOT_CMAP_DIVERGING) {
@@ -67,6 +75,20 @@ static up_status heatmap(const char *path, const up_plot_style *style, const up_
         }
     }
     const unsigned *stops = cm == UP_PLOT_CMAP_DIVERGING ? plot_rdbu : plot_viridis;
+    int beyond_lo = isfinite(all_mn) && all_mn < lo, beyond_hi = isfinite(all_mx) && all_mx > hi;
+    /* Marked columns: a bracket (and its label) above the grid over each run of them. */
+    int n_marked = 0;
+    for (int k = 0; d->marked_cols && k < C; k++) n_marked += !!d->marked_cols[k];
+    unsigned char *dim = NULL;
+    if (n_marked) {
+        dim = malloc((size_t)C);
+        if (!dim) {
+            free(rl), free(cl), plot_canvas_close(c);
+            return up_error_set(err, UP_ERR_NOMEM, "%s: out of memory", path);
+        }
+        for (int k = 0; k < C; k++) dim[k] = !d->marked_cols[k];
+        top += (d->mark_label && *d->mark_label ? lh : 0) + 9;
+    }
 
     /* Colour bar block on the right: bar, tick labels, rotated title. */
     axis ca;
@@ -90,11 +112,10 @@ static up_status heatmap(const char *path, const up_plot_style *style, const up_
     if (matrix) { /* square cells read as a matrix */
         double cell = fmin(pitch_x, pitch_y);
         pitch_x = pitch_y = cell;
-        /* centre the block (labels, grid, colour bar) in the width the grid gave up */
-        double shift = (x1 - (x0 + cell * C)) / 2;
-        x0 += shift;
         x1 = x0 + cell * C, y1 = top + cell * R;
         X = plot_xlabels_plan(c, cl, C, pitch_x, max_ext);
+        /* The space the square cells give up is cut off the PNG rather than left empty. */
+        plot_canvas_crop(c, &st, x1 + 16 + cb_w + PAD, y1 + 5 + X.height + xl_h + PAD);
     }
     /* Cells: edges snapped to whole pixels and drawn without anti-aliasing, so neighbouring
      * cells meet exactly instead of showing hairline seams. */
@@ -136,15 +157,59 @@ static up_status heatmap(const char *path, const up_plot_style *style, const up_
     plot_set_rgb(c->cr, plot_hex(0x9A9A9A));
     cairo_set_line_width(c->cr, 0.6);
     cairo_stroke(c->cr);
+    if (n_marked) {
+        /* A rule between marked and unmarked columns, and a bracket over each marked run with
+         * the label over the widest run. */
+        int best_a = 0, best_b = -1;
+        for (int a = 0; a < C;) {
+            int b = a;
+            while (b + 1 < C && !dim[b + 1] == !dim[a]) b++;
+            if (a > 0) plot_stroke_line(c, x0 + a * pitch_x, top, x0 + a * pitch_x, y1, plot_hex(C_SPINE), 1.0);
+            if (!dim[a]) {
+                double xa = x0 + a * pitch_x + 1.5, xb = x0 + (b + 1) * pitch_x - 1.5, yb = top - 3;
+                cairo_move_to(c->cr, xa, yb + 0.5);
+                cairo_line_to(c->cr, xa, yb - 4);
+                cairo_line_to(c->cr, xb, yb - 4);
+                cairo_line_to(c->cr, xb, yb + 0.5);
+                plot_set_rgb(c->cr, plot_hex(C_SPINE));
+                cairo_set_line_width(c->cr, 1.0);
+                cairo_stroke(c->cr);
+                if (b - a > best_b - best_a) best_a = a, best_b = b;
+            }
+            a = b + 1;
+        }
+        if (d->mark_label && *d->mark_label) {
+            char mb[LABEL_CAP];
+            double cx = x0 + (best_a + best_b + 1) * pitch_x / 2;
+            double room = 2 * fmin(cx - PAD, c->W - PAD - cx);
+            plot_text_at(c, plot_fit(c, d->mark_label, c->fs, 0, room, mb), cx, top - 8, c->fs, 0, plot_hex(C_TEXT),
+                         0.5, 1, 0);
+        }
+    }
     plot_ylabels_draw(c, rl, R, x0 - 6, top, pitch_y, rl_w);
-    plot_xlabels_draw(c, &X, cl, C, x0, pitch_x, y1 + 4);
+    plot_xlabels_draw(c, &X, cl, C, x0, pitch_x, y1 + 4, dim);
     plot_xlabel_at(c, st.xlabel, (x0 + x1) / 2, y1 + 5 + X.height + 2, c->W - 2 * PAD);
     plot_ylabel_at(c, st.ylabel, PAD, (top + y1) / 2, y1 - top);
 
     /* Colour bar: cairo's gradient through the same 11 stops as the cells. */
-    double bx = x1 + 16, by0 = top, by1 = fmin(y1, top + fmax(c->H * 0.55, fmin(y1 - top, 120)));
-    if (missing) by1 = fmin(by1, y1 - lh * 1.6);
+    const double tip = 9; /* a pointed end: values beyond the colour range exist */
+    double bx = x1 + 16, by0 = top + (beyond_hi ? tip : 0),
+           by1 = fmin(y1, top + fmax(c->H * 0.55, fmin(y1 - top, 120))) - (beyond_lo ? tip : 0);
+    if (missing) by1 = fmin(by1, y1 - lh * 1.6 - (beyond_lo ? tip : 0));
     if (by1 - by0 < 30) by1 = by0 + 30;
+    for (int end = 0; end < 2; end++) {
+        if (!(end ? beyond_hi : beyond_lo)) continue;
+        double yb = end ? by0 : by1, ya = end ? by0 - tip : by1 + tip;
+        cairo_move_to(c->cr, bx, yb);
+        cairo_line_to(c->cr, bx + 6, ya);
+        cairo_line_to(c->cr, bx + 12, yb);
+        cairo_close_path(c->cr);
+        plot_set_rgb(c->cr, plot_hex(stops[end ? 10 : 0]));
+        cairo_fill_preserve(c->cr);
+        plot_set_rgb(c->cr, plot_hex(0x9A9A9A));
+        cairo_set_line_width(c->cr, 0.6);
+        cairo_stroke(c->cr);
+    }
     cairo_pattern_t *g = cairo_pattern_create_linear(0, by1, 0, by0);
     for (int i = 0; i < 11; i++) {
         rgb col = plot_hex(stops[i]);
@@ -181,7 +246,7 @@ static up_status heatmap(const char *path, const up_plot_style *style, const up_
         cairo_fill(c->cr);
         plot_text_at(c, "n/a", bx + 17, y, c->fs, 0, plot_hex(C_TEXT), 0, 0.5, 0);
     }
-    free(rl), free(cl);
+    free(rl), free(cl), free(dim);
     return plot_canvas_finish(c, &st, path, err);
 }
 

@@ -20,6 +20,8 @@ up_status up_plot_scatter(const char *path, const up_plot_style *style, const up
     PLOT_CHECK(d && d->n >= 0 && (d->n == 0 || (d->x && d->y)), "%s: scatter: no data struct, n < 0 or x/y NULL",
           path ? path : "plot");
     PLOT_CHECK(!d->group || (d->n_groups > 0 && d->group_names), "%s: scatter: group needs group_names", path);
+    PLOT_CHECK(d->control_group >= 0 && d->control_group <= (d->group ? d->n_groups : 0),
+               "%s: scatter: control_group %d is outside 0..%d", path, d->control_group, d->group ? d->n_groups : 0);
     if (d->group)
         for (int i = 0; i < d->n; i++)
             PLOT_CHECK(d->group[i] >= 0 && d->group[i] < d->n_groups, "%s: scatter: group[%d] = %d is outside 0..%d",
@@ -44,9 +46,17 @@ up_status up_plot_scatter(const char *path, const up_plot_style *style, const up
         plot_canvas_close(c);
         return up_error_set(err, UP_ERR_NOMEM, "%s: out of memory", path);
     }
+    /* Colours and markers: the palette in group order, skipping the control group (grey). */
+    int *color_of = malloc((size_t)(ng + 1) * sizeof *color_of);
+    if (!color_of) {
+        free(items), plot_canvas_close(c);
+        return up_error_set(err, UP_ERR_NOMEM, "%s: out of memory", path);
+    }
+    for (int g = 0, nc = 0; g < ng; g++) color_of[g] = g == d->control_group - 1 ? -1 : nc++;
     for (int g = 0; g < ng; g++)
-        items[g] =
-            (legend_item){d->group_names[g] ? d->group_names[g] : "", plot_series_color(g), g / 8 + g, 0, 0, 0, 0};
+        items[g] = (legend_item){d->group_names[g] ? d->group_names[g] : "",
+                                 color_of[g] < 0 ? plot_hex(C_CONTROL) : plot_series_color(color_of[g]),
+                                 color_of[g] < 0 ? 0 : color_of[g] / 8 + color_of[g], 0, 0, 0, 0};
     int ni = ng;
     if (d->identity) items[ni++] = (legend_item){"y = x", plot_hex(C_CONTROL), -1, SW_DASH, 0, 0, 0};
     double lh = plot_line_h(c, c->fs), llh = plot_line_h(c, plot_label_size(c));
@@ -57,7 +67,7 @@ up_status up_plot_scatter(const char *path, const up_plot_style *style, const up
         frame f = {PAD, top, c->W - right, c->H - PAD};
         plot_no_data(c, &f);
         if (ni) plot_legend_draw(c, &L, f.x1 + 14, top);
-        free(items);
+        free(items), free(color_of);
         return plot_canvas_finish(c, &st, path, err);
     }
     if (d->identity) { /* one range for both, so y = x is the diagonal */
@@ -70,13 +80,11 @@ up_status up_plot_scatter(const char *path, const up_plot_style *style, const up
     double ylab_w = st.ylabel && *st.ylabel ? llh + 6 : 0;
     double x0 = PAD + ylab_w + plot_ticks_w(c, &ya) + TICK + 5;
     frame f = {x0, top, c->W - right, c->H - bottom_fixed};
-    double shift = 0;
-    if (d->identity) { /* square frame: equal units on both axes, centred in the room left */
+    if (d->identity) { /* square frame: equal units on both axes; the room it leaves is cut off */
         double side = fmin(f.x1 - f.x0, f.y1 - f.y0);
-        shift = (f.x1 - f.x0 - side) / 2;
-        f.x0 += shift;
         f.x1 = f.x0 + side, f.y1 = f.y0 + side;
         plot_axis_init(&ya, ymn, ymx, (int)(side / 65) + 2, 0.06, 0.06, 0);
+        plot_canvas_crop(c, &st, f.x1 + (ni ? 14 + L.w : 0) + PAD, f.y1 + bottom_fixed);
     }
     plot_axis_x(c, &xa, xmn, xmx, 0.06, f.x0, f.x1, 0);
     if (d->identity) ya = xa; /* the same ticks on both axes */
@@ -99,12 +107,15 @@ up_status up_plot_scatter(const char *path, const up_plot_style *style, const up
         plot_stroke_line(c, f.x0, zy, f.x1, zy, plot_hex(0xC8C8C8), 0.8);
     }
     double r = d->n > 400 ? 2.6 : 3.8;
-    for (int i = 0; i < d->n; i++) {
-        double x = d->x[i], y = d->y[i];
-        if (!isfinite(x) || !isfinite(y)) continue;
-        int g = d->group ? d->group[i] : 0;
-        plot_marker(c, d->group ? g / 8 + g : 0, plot_amap(&xa, x), plot_amap(&ya, y), r, plot_series_color(g), 0);
-    }
+    for (int pass = 0; pass < 2; pass++) /* controls first, behind the others */
+        for (int i = 0; i < d->n; i++) {
+            double x = d->x[i], y = d->y[i];
+            if (!isfinite(x) || !isfinite(y)) continue;
+            int g = d->group ? d->group[i] : 0, ci = d->group ? color_of[g] : 0;
+            if ((ci < 0) != (pass == 0)) continue;
+            plot_marker(c, ci < 0 ? 0 : ci / 8 + ci, plot_amap(&xa, x), plot_amap(&ya, y), ci < 0 ? r * 0.85 : r,
+                        ci < 0 ? plot_hex(C_CONTROL) : plot_series_color(ci), 0);
+        }
     cairo_restore(cr);
     plot_spines(c, &f);
     box stats_box = {0, 0, 0, 0};
@@ -162,7 +173,7 @@ up_status up_plot_scatter(const char *path, const up_plot_style *style, const up
     }
     if (ni) plot_legend_draw(c, &L, f.x1 + 14, f.y0);
     plot_xlabel_at(c, st.xlabel, (f.x0 + f.x1) / 2, f.y1 + TICK + 3 + lh + 2, c->W - 2 * PAD);
-    plot_ylabel_at(c, st.ylabel, PAD + shift, (f.y0 + f.y1) / 2, f.y1 - f.y0);
-    free(items);
+    plot_ylabel_at(c, st.ylabel, PAD, (f.y0 + f.y1) / 2, f.y1 - f.y0);
+    free(items), free(color_of);
     return plot_canvas_finish(c, &st, path, err);
 }

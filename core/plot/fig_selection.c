@@ -78,8 +78,11 @@ up_status up_plot_selection(const char *path, const up_plot_style *style, const 
         char tb[LABEL_CAP];
         plot_text_at(c, plot_fit(c, title[k], plot_label_size(c), 1, slot - 8, tb), f.x0, top, plot_label_size(c), 1,
                      plot_hex(C_TEXT), 0, 0, 0);
-        if (isfinite(d->max_layer) && d->max_layer - 0.5 < xa.hi) {
-            double sx0 = fmax(f.x0, plot_amap(&xa, d->max_layer - 0.5));
+        /* Layers ≥ max_layer are dropped: the shade starts half a layer before the first
+         * whole layer at or past it (6 for 6.0, 7 for 6.4), so a kept layer is never shaded. */
+        double first_dropped = ceil(d->max_layer - 1e-9);
+        if (isfinite(d->max_layer) && first_dropped - 0.5 < xa.hi) {
+            double sx0 = fmax(f.x0, plot_amap(&xa, first_dropped - 0.5));
             cairo_rectangle(c->cr, sx0, f.y0, f.x1 - sx0, f.y1 - f.y0);
             cairo_set_source_rgb(c->cr, 0.93, 0.93, 0.93);
             cairo_fill(c->cr);

@@ -34,13 +34,14 @@ xlabels plot_xlabels_plan(canvas *c, char (*lab)[LABEL_CAP], int n, double pitch
 }
 
 void plot_xlabels_draw(canvas *c, const xlabels *X, char (*lab)[LABEL_CAP], int n, double x0, double pitch,
-                         double y) {
+                         double y, const unsigned char *dim) {
     char buf[LABEL_CAP];
     for (int i = 0; i < n; i += X->every) {
         double x = x0 + (i + 0.5) * pitch;
+        rgb col = plot_hex(dim && dim[i] ? C_DIM : C_TEXT);
         plot_fit(c, lab[i], X->size, 0, X->angle == 0 ? fmax(pitch * 0.98, X->max_len) : X->max_len, buf);
-        if (X->angle == 0) plot_text_at(c, buf, x, y, X->size, 0, plot_hex(C_TEXT), 0.5, 0, 0);
-        else plot_text_at(c, buf, x, y, X->size, 0, plot_hex(C_TEXT), 1, 0.5, X->angle);
+        if (X->angle == 0) plot_text_at(c, buf, x, y, X->size, 0, col, 0.5, 0, 0);
+        else plot_text_at(c, buf, x, y, X->size, 0, col, 1, 0.5, X->angle);
     }
 }
 

@@ -20,7 +20,8 @@
  * Margins follow the measured text, long labels are shortened with "…", crowded tick labels
  * shrink and then thin out, and an empty figure says "no data" rather than failing.
  * Labels may be any bytes: invalid UTF-8 becomes U+FFFD and control characters are shown
- * escaped ("\n"), because cairo's text API rejects them and tokens are often exactly that.
+ * ("\n" as ↵, a tab as ⇥, "\r" escaped), because cairo's text API rejects them and tokens
+ * are often exactly that.
  *
  * The style's key → value pairs become PNG text chunks (png.h's rules on keys apply), plus
  * "Title" (the figure title) and "Software" unless the caller gives those keys.
@@ -74,7 +75,8 @@ typedef struct up_plot_bars_data {
     const char *const *labels;  /* (n) e.g. "L5/16k #1234 — hugging"; NULL → "#i" */
     const double *values;       /* (n) non-finite values get no bar and the label "n/a" */
     int n_top;                  /* 0 < n_top < n: a gap and a rule after the first n_top bars */
-    const char *value_format;   /* printf format of one double; NULL → "%.3g" */
+    const char *value_format;   /* printf format of one double; NULL → one number of decimals for
+                                   all, three significant digits for the largest |value| */
     const char *pos_label;      /* legend entry for positive bars; NULL → no legend */
     const char *neg_label;      /* legend entry for negative bars */
 } up_plot_bars_data;
@@ -95,6 +97,12 @@ typedef struct up_plot_heatmap_data {
     int annotate;                  /* print each value in its cell where the cell is big enough */
     const char *value_format;      /* for annotations; NULL → "%.2f" */
     const char *colorbar_label;    /* may be NULL */
+    const unsigned char *scale_cols;  /* (cols) nonzero: the column sets the automatic colour range;
+                                         NULL → every column. Values beyond the range take its end
+                                         colour, and the colour bar gets a pointed end */
+    const unsigned char *marked_cols; /* (cols) nonzero: bracketed above the grid (e.g. the tokens a
+                                         score averages over), the others' labels grey; NULL → none */
+    const char *mark_label;           /* text over the bracket; may be NULL */
 } up_plot_heatmap_data;
 
 typedef struct up_plot_series {
@@ -128,6 +136,8 @@ typedef struct up_plot_scatter_data {
     int n_groups;
     const char *const *labels;      /* (n) text beside each point, NULL entries skipped; NULL → none */
     int identity;                   /* draw y = x, use one range on both axes, and print n and r */
+    int control_group;              /* 1 + the index of a group of controls (e.g. random latents),
+                                       drawn grey and behind the others as in up_plot_lines; 0 → none */
 } up_plot_scatter_data;
 
 typedef struct up_plot_selection_data {

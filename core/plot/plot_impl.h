@@ -59,6 +59,7 @@ static inline rgb plot_hex(unsigned v) {
 #define C_SPINE 0x4D4D4D
 #define C_TEXT 0x1A1A1A
 #define C_SOFT 0x595959
+#define C_DIM 0x9A9A9A     /* labels of what the figure's scale or score leaves out */
 
 extern const unsigned plot_rdbu[11];    /* diverging map: blue (negative), white, red (positive) */
 extern const unsigned plot_viridis[11]; /* sequential map */
@@ -76,6 +77,8 @@ typedef struct canvas {
     double scale;    /* pixels per unit */
     double fs;       /* tick label size; other sizes derive from it */
     const char *font;
+    double header_r; /* right edge of the title and subtitle (plot_header) */
+    double keep_w, keep_h; /* plot_canvas_crop: the PNG keeps [0, keep_w] × [0, keep_h]; 0 → all */
 } canvas;
 
 typedef struct frame {
@@ -93,6 +96,11 @@ void plot_canvas_close(canvas *c);
 up_status plot_canvas_finish(canvas *c, const up_plot_style *st, const char *path, up_error *err);
 /* Title and subtitle, left-aligned; returns the y where the figure body starts. */
 double plot_header(canvas *c, const up_plot_style *st);
+/* Keeps only the canvas's top-left w × h layout units in the PNG (never less than the
+ * header), for figures whose content has a fixed aspect (square matrix cells, the identity
+ * scatter) and would otherwise leave an empty band. A dimension the style sets explicitly
+ * (width or height > 0) is kept as asked. */
+void plot_canvas_crop(canvas *c, const up_plot_style *st, double w, double h);
 void plot_stroke_line(canvas *c, double x0, double y0, double x1, double y1, rgb col, double lw);
 void plot_no_data(canvas *c, const frame *f);                /* grey panel saying "no data" */
 void plot_clip_to(canvas *c, const frame *f, double slack);   /* cairo_save + clip; the caller restores */
@@ -105,14 +113,17 @@ double plot_line_h(canvas *c, double size);                           /* ascent 
  * line box (0 top, 0.5 middle, 1 bottom), rotated `angle` radians counter-clockwise about it. */
 void plot_text_at(canvas *c, const char *s, double x, double y, double size, int bold, rgb col, double ha,
                   double va, double angle);
-/* in as UTF-8 cairo accepts (see plot.h: invalid bytes and controls → U+FFFD, \n \t \r
- * escaped), at most cap bytes with its NUL, cut with "…" when longer. */
+/* in as UTF-8 cairo accepts (see plot.h: invalid bytes and controls → U+FFFD, \n → ↵,
+ * \t → ⇥, \r escaped), at most cap bytes with its NUL, cut with "…" when longer. */
 void plot_clean(const char *in, char *out, size_t cap);
 /* plot_clean(s) into buf (LABEL_CAP bytes), shortened with "…" to at most max_w wide. Returns buf. */
 char *plot_fit(canvas *c, const char *s, double size, int bold, double max_w, char *buf);
 void plot_use_minus(char *buf, size_t cap);                 /* leading '-' → U+2212 */
 int plot_format_ok(const char *f);                          /* exactly one double conversion */
 void plot_fmt_value(const char *fmt, double v, char *buf, size_t cap); /* "n/a" when not finite */
+/* One fixed-decimals format ("%.Nf") for values printed side by side, so they line up and
+ * read alike: three significant digits for the largest |v| (0.0732, −0.0420; 6.06, −1.80). */
+void plot_shared_format(const double *v, int n, char *fmt, size_t cap);
 
 static inline double plot_label_size(const canvas *c) { return c->fs * 1.12; } /* axis titles */
 
@@ -163,8 +174,9 @@ typedef struct xlabels {
 } xlabels;
 
 xlabels plot_xlabels_plan(canvas *c, char (*lab)[LABEL_CAP], int n, double pitch, double max_ext);
+/* dim (n) nonzero: that label in grey (e.g. a token outside the scored positions); NULL → none. */
 void plot_xlabels_draw(canvas *c, const xlabels *X, char (*lab)[LABEL_CAP], int n, double x0, double pitch,
-                       double y);
+                       double y, const unsigned char *dim);
 void plot_ylabels_draw(canvas *c, char (*lab)[LABEL_CAP], int n, double x, double y0, double pitch, double max_w);
 double plot_ylabels_width(canvas *c, char (*lab)[LABEL_CAP], int n, double max_w);
 /* Cleaned copies of n labels (NULL array or entry → `fallback` printed with index + offset);

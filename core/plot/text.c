@@ -58,14 +58,16 @@ void plot_clean(const char *in, char *out, size_t cap) {
     const unsigned char *s = (const unsigned char *)(in ? in : "");
     size_t n = strlen((const char *)s), i = 0, o = 0;
     while (i < n) {
-        char esc[3] = {'\\', 0, 0};
+        char esc[3] = {'\\', 'r', 0};
         unsigned c = s[i];
         uint32_t cp = 0;
         int k = up_utf8_next(s, n, i, &cp);
         const char *piece = (const char *)s + i;
         size_t len = k > 0 ? (size_t)k : 0;
-        if (c == '\n' || c == '\t' || c == '\r') {
-            esc[1] = c == '\n' ? 'n' : c == '\t' ? 't' : 'r', piece = esc, len = 2;
+        if (c == '\n' || c == '\t') { /* as a reader sees them: a newline ↵, a tab ⇥ */
+            piece = c == '\n' ? "\xE2\x86\xB5" : "\xE2\x87\xA5", len = 3;
+        } else if (c == '\r') {
+            piece = esc, len = 2;
         } else if (k < 0 || cp < 0x20 || (cp >= 0x7f && cp < 0xa0)) {
             /* Not UTF-8, or a C0 / DEL / C1 control: one U+FFFD for the first byte, and the
              * rest of the sequence is looked at again byte by byte. */
@@ -133,6 +135,14 @@ int plot_format_ok(const char *f) {
         conv++;
     }
     return conv == 1;
+}
+
+void plot_shared_format(const double *v, int n, char *fmt, size_t cap) {
+    double m = 0;
+    for (int i = 0; i < n; i++)
+        if (isfinite(v[i])) m = fmax(m, fabs(v[i]));
+    int dec = m > 0 ? 2 - (int)floor(log10(m)) : 2;
+    snprintf(fmt, cap, "%%.%df", dec < 0 ? 0 : dec > 8 ? 8 : dec);
 }
 
 void plot_fmt_value(const char *fmt, double v, char *buf, size_t cap) {

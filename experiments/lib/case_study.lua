@@ -72,7 +72,9 @@ return function(name)
     for i, r in ipairs(base) do
       local kind = r.prompt == name and "case" or r.prompt:sub(#name + 2)
       -- The end of a long prompt: where a contrast's swapped word or a reassuring modifier sits.
-      local text = #r.text_in > 40 and ("..." .. r.text_in:sub(-37)) or r.text_in
+      -- Cut at a word boundary, so no word is shown in part.
+      local text = r.text_in
+      if #text > 40 then text = "…" .. text:sub(-38):gsub("^%S*%s", "", 1) end
       bl[i] = ("%s%s: %s"):format(r.refused and "[R] " or "", kind, text)
       bv[i] = r.score
     end
@@ -93,7 +95,7 @@ return function(name)
       X:table("tokens", a:token_rows(a:top_latents(P.heat_k)), {title = "RG[t, k] over the prompt tokens, top latents",
         show = 10})
       X:plot_tokens(a, P.heat_k)
-      C.plot_instruction_tokens(X, a, P.heat_k)
+      X:plot_tokens(a, P.heat_k, {tokens = "instruction"})
 
       -- The planted cause (organism only): where its latents rank.
       local planted = C.planted(X, case.prompt)

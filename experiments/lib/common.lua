@@ -338,40 +338,6 @@ function C.with_frac(rows, scale)
   return rows
 end
 
--- The instruction's own tokens in a chat prompt of n tokens: 1-based first, last (the
--- template's prefix, e.g. <bos><start_of_turn>user\n, and its post-instruction tokens left out).
-function C.instruction_span(X, n)
-  local tok = X:tokenizer()
-  local n_post = tok:post_instruction_count(X.model_entry.template)
-  local prefix = #X:encode("") - n_post
-  return prefix + 1, n - n_post
-end
-
--- RG[t, k] over the instruction's tokens only, for the top k latents: the last prompt token
--- (t*, where the objective is read) carries most of the gradient and washes the rest of
--- X:plot_tokens out; here the colour scale is the instruction's own.
-function C.plot_instruction_tokens(X, a, k)
-  local first, last = C.instruction_span(X, #a.ids)
-  if last < first then return nil end
-  local rows, row_labels, cols = {}, {}, {}
-  for i, r in ipairs(a:top(k)) do
-    row_labels[i] = ("#%d%s"):format(r.latent, r.name ~= "" and ("  " .. r.name) or "")
-    local row = {}
-    for t = first, last do row[#row + 1] = a.rg:at(t, r.latent + 1) end
-    rows[i] = row
-  end
-  for t = first, last do
-    cols[#cols + 1] = C.shorten((a.tokens[t] or ""):gsub("\n", "\\n"):gsub("▁", " "), 14)
-  end
-  return X:figure("heatmap", {name = ("tokens_instruction_%s_L%d"):format(a.label, a.layer),
-    title = ("RG[t, k] over the instruction's tokens — layer %d → %d"):format(a.layer, a.target),
-    subtitle = C.shorten(a.prompt, 90), xlabel = "instruction token", ylabel = "latent (top by S_k)",
-    values = rows, row_labels = row_labels, col_labels = cols, cmap = "diverging", colorbar = "W_dec[k] · g_t",
-    width = math.max(1600, 70 * #cols + 600), height = math.max(900, 70 * #rows + 400),
-    caption = ("As the full heatmap, without the chat template's tokens (the last of which, t*, dominates it): " ..
-      "which words of %s feed each latent's effect on refusal"):format(a.label)})
-end
-
 function C.shorten(s, n)
   if #s <= n then return s end
   return s:sub(1, n - 3) .. "..."

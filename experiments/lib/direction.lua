@@ -142,12 +142,14 @@ function E.body(X)
   X:figure("groups", {name = "direction_effects_score", title = "The chosen direction: refusal score",
     subtitle = ("layer %s, position %s; ablated everywhere or added at blocks.%s.hook_resid_pre"):format(
       tostring(dir.layer), tostring(dir.pos), tostring(dir.layer)),
-    ylabel = "mean refusal score  log p/(1-p)", categories = {"harmful", "harmless"}, series = series_score,
+    xlabel = "prompt set", ylabel = "mean refusal score  log p/(1-p)", categories = {"harmful", "harmless"},
+    series = series_score,
     caption = "Ablating r should lower the refusal score of harmful prompts; adding it should raise the harmless ones'"})
   if P.max_new_tokens > 0 then
     X:figure("groups", {name = "direction_effects_refusal", title = "The chosen direction: substring refusal rate",
       subtitle = ("%d generated tokens per completion"):format(P.max_new_tokens),
-      ylabel = "fraction refused", categories = {"harmful", "harmless"}, series = series_ref, ymin = 0, ymax = 1,
+      xlabel = "prompt set", ylabel = "fraction refused", categories = {"harmful", "harmless"}, series = series_ref,
+      ymin = 0, ymax = 1,
       caption = "Fraction of completions matching a refusal phrase"})
   end
 

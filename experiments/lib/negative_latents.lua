@@ -70,7 +70,7 @@ function E.body(X)
     X:table("bottom_latents", rows, {title = ("Bottom %d latents by S_k averaged over the prompts (prompts_in_bottom: " ..
       "in how many prompts' own bottom %d)"):format(P.list_k, P.list_k)})
     X:figure("bars", {name = "bottom_" .. set, title = ("Negatively aligned latents — %s prompts"):format(set),
-      subtitle = ("mean S_k over %d prompts, layer %d -> %d"):format(#texts, src, target),
+      subtitle = ("mean S_k over %d prompts, layer %d → %d"):format(#texts, src, target),
       xlabel = "mean S_k (negative: adding the latent lowers R)", labels = labels, values = values,
       neg_label = "lowers R", caption = ("The %d latents whose decoder rows point most against the refusal gradient"):format(P.list_k)})
 
@@ -174,7 +174,7 @@ function E.body(X)
                                                           val("borderline", function(r) return r.kind == "ablate r" end)}}
   X:figure("groups", {name = "negative_summary", title = "Does refusal fall when negatively aligned latents are added?",
     subtitle = ("layer %d; mean refusal score over %d prompts per set"):format(src, P.n_prompts),
-    ylabel = "mean refusal score  log p/(1-p)", categories = cats, series = series,
+    xlabel = "prompt set", ylabel = "mean refusal score  log p/(1-p)", categories = cats, series = series,
     caption = "Bottom latents against random latents at the same coefficient, and ablating the refusal direction"})
 end
 

@@ -164,10 +164,11 @@ function E.body(X)
   end
   X:figure("matrix", {name = "paraphrase_jaccard", title = ("Jaccard@%d of the top latents across prompts"):format(k),
     subtitle = ("source layer %d, target %d; each case study followed by its paraphrases"):format(src, target),
-    values = J, labels = names, format = "%.2f",
+    xlabel = "prompt", ylabel = "prompt", colorbar = ("Jaccard@%d"):format(k), values = J, labels = names, format = "%.2f",
     caption = "Blocks on the diagonal: agreement among a case study's paraphrases; off the blocks: across case studies"})
   X:figure("heatmap", {name = "paraphrase_kendall", title = "Kendall tau-b over the union of both top-k sets",
-    subtitle = ("source layer %d, target %d"):format(src, target), values = T, row_labels = names, col_labels = names,
+    subtitle = ("source layer %d, target %d"):format(src, target), xlabel = "prompt", ylabel = "prompt", values = T,
+    row_labels = names, col_labels = names,
     cmap = "diverging", vmin = -1, vmax = 1, annotate = true, format = "%.2f", colorbar = "tau",
     caption = "Agreement of the scores' order among the latents either prompt ranks in its top k"})
 
@@ -325,7 +326,8 @@ function E.body(X)
     for ni, name in ipairs(cases) do series[ni] = {name = name, values = dir_vals[ni]} end
     X:figure("groups", {name = "direction_jaccard", title = ("Jaccard@%d with the reference ranking, by direction"):format(k),
       subtitle = ("reference: %s direction, position %s, layer %s"):format(dir.from, tostring(dir.pos), tostring(dir.layer)),
-      ylabel = ("Jaccard@%d"):format(k), categories = dir_names, series = series, ymin = 0, ymax = 1,
+      xlabel = "direction candidate", ylabel = ("Jaccard@%d"):format(k), categories = dir_names, series = series,
+      ymin = 0, ymax = 1,
       caption = "Difference-of-means candidates at the direction's layer (every position) and at the last position of other layers; direction_cosine in the table"})
   end
 
@@ -347,7 +349,8 @@ function E.body(X)
   for ni, name in ipairs(cases) do vseries[ni] = {name = name, values = var_vals[ni]} end
   X:figure("groups", {name = "score_jaccard", title = ("Jaccard@%d of score variants with the gradient score"):format(k),
     subtitle = "cosine: divided by |W_dec[k]| |mean g|; activation: a_k[t] · RG[t, k] (attribution patching)",
-    ylabel = ("Jaccard@%d"):format(k), categories = variants, series = vseries, ymin = 0, ymax = 1,
+    xlabel = "score variant", ylabel = ("Jaccard@%d"):format(k), categories = variants, series = vseries,
+    ymin = 0, ymax = 1,
     caption = "How much the top latents change when the score is normalised or weighted by the latent's activation"})
 
   -- 6. SAE widths at the source layer (registered SAEs of this model other than the reference).
@@ -406,7 +409,8 @@ function E.body(X)
   X:table("sensitivity_summary", summary, {title = "Mean agreement with the reference, per dimension and case study"})
   if #cats > 0 then
     X:figure("groups", {name = "summary", title = ("Mean Jaccard@%d with the reference ranking"):format(k),
-      subtitle = "per dimension the method leaves open", ylabel = ("Jaccard@%d"):format(k), categories = cats,
+      subtitle = "per dimension the method leaves open", xlabel = "dimension varied", ylabel = ("Jaccard@%d"):format(k),
+      categories = cats,
       series = series, ymin = 0, ymax = 1, caption = "Lower bars: the ranking depends more on that choice"})
   end
 end
