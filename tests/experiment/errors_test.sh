@@ -9,19 +9,7 @@ trap 'rm -rf "$tmp"' EXIT
 cfg=$src/tests/experiment/upstream.cfg
 d=$src/tests/experiment/bad
 fails=0
-expect() { # expect STATUS PATTERN -- command...
-  local want=$1 pattern=$2; shift 3
-  local out got
-  out=$("$@" 2>&1); got=$?
-  if [ "$got" -ne "$want" ]; then echo "FAIL $* -> exit $got (want $want): $out"; fails=$((fails + 1)); return; fi
-  if ! grep -qE -- "$pattern" <<<"$out"; then echo "FAIL $* -> lacks /$pattern/: $out"; fails=$((fails + 1)); fi
-}
-lacks() { # lacks PATTERN -- command...: the command's output must not match
-  local pattern=$1; shift 2
-  local out
-  out=$("$@" 2>&1)
-  if grep -qE -- "$pattern" <<<"$out"; then echo "FAIL $* -> has /$pattern/: $out"; fails=$((fails + 1)); fi
-}
+. "$src/tests/experiment/expect.sh"
 sets=(--set results="$tmp/results" --set plots="$tmp/plots" --set cache="$tmp/cache" --quiet)
 exp() { "$exe" run "$@" --config "$cfg" "${sets[@]}"; }
 

@@ -9,13 +9,7 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 e=$src/tests/experiment/figures_exp.lua
 fails=0
-expect() { # expect STATUS PATTERN -- command...
-  local want=$1 pattern=$2; shift 3
-  local out got
-  out=$("$@" 2>&1); got=$?
-  if [ "$got" -ne "$want" ]; then echo "FAIL $* -> exit $got (want $want): $out"; fails=$((fails + 1)); return; fi
-  if ! grep -qE -- "$pattern" <<<"$out"; then echo "FAIL $* -> lacks /$pattern/: $out"; fails=$((fails + 1)); fi
-}
+. "$src/tests/experiment/expect.sh"
 exp() { "$exe" run "$e" --config "$src/tests/experiment/upstream.cfg" --set results="$tmp/results" \
   --set plots="$tmp/plots" --set cache="$tmp/cache" --quiet "$@"; }
 

@@ -7,11 +7,8 @@ local upstream = require "upstream"
 local root = arg[1] or "."
 local dir = root .. "/tests/experiment"
 
-local passed, failed = 0, 0
-local function check(name, cond, detail)
-  if cond then passed = passed + 1
-  else failed = failed + 1; print("FAIL " .. name .. (detail and (": " .. tostring(detail)) or "")) end
-end
+local t = dofile(root .. "/tests/experiment/harness.lua")
+local check = t.check
 
 local tmp = os.tmpname()
 os.remove(tmp)
@@ -202,5 +199,4 @@ do
   check("share off: finish closes the model", not pcall(md.config, md))
 end
 os.execute("rm -rf '" .. tmp .. "'")
-print(("%d passed, %d failed"):format(passed, failed))
-os.exit(failed == 0 and 0 or 1)
+t.finish()

@@ -11,11 +11,8 @@ local util = require "upstream.util"
 local root, exe = arg[1] or ".", arg[2]
 assert(exe, "usage: outputs_test.lua SOURCE_DIR UPSTREAM_EXE")
 
-local passed, failed = 0, 0
-local function check(name, cond, detail)
-  if cond then passed = passed + 1
-  else failed = failed + 1; print("FAIL " .. name .. (detail and (": " .. tostring(detail)) or "")) end
-end
+local t = dofile(root .. "/tests/experiment/harness.lua")
+local check = t.check
 local function q(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
 
 local tmp = os.tmpname()
@@ -93,5 +90,4 @@ check("timings in whole milliseconds", all_ms, mtext:match('"timings": %b[]'))
 check("run time in whole milliseconds", math.type(m.ms) == "integer" and m.seconds == nil, tostring(m.ms))
 
 os.execute("rm -rf " .. q(tmp))
-print(("%d passed, %d failed"):format(passed, failed))
-os.exit(failed == 0 and 0 or 1)
+t.finish()

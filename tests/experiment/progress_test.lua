@@ -10,11 +10,8 @@ local progress = require "upstream.progress"
 local root, exe = arg[1] or ".", arg[2]
 assert(exe, "usage: progress_test.lua SOURCE_DIR UPSTREAM_EXE")
 
-local passed, failed = 0, 0
-local function check(name, cond, detail)
-  if cond then passed = passed + 1
-  else failed = failed + 1; print("FAIL " .. name .. (detail and (": " .. tostring(detail)) or "")) end
-end
+local t = dofile(root .. "/tests/experiment/harness.lua")
+local check = t.check
 
 -- A bar writing to a temporary file, on a clock the test moves; returns the bar, the clock
 -- setter and a reader of what was written.
@@ -150,5 +147,4 @@ do
   os.execute("rm -rf " .. q(tmp))
 end
 
-print(("progress: %d passed, %d failed"):format(passed, failed))
-if failed > 0 then os.exit(1) end
+t.finish("progress")

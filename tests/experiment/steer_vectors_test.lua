@@ -8,15 +8,9 @@ local upstream = require "upstream"
 local root = arg[1] or "."
 local dir = root .. "/tests/experiment"
 
-local passed, failed = 0, 0
-local function check(name, cond, detail)
-  if cond then passed = passed + 1
-  else failed = failed + 1; print("FAIL " .. name .. (detail and (": " .. tostring(detail)) or "")) end
-end
-local function raises(name, pattern, fn)
-  local ok, err = pcall(fn)
-  check(name, not ok and tostring(err):find(pattern) ~= nil, ok and "no error" or err)
-end
+local t = dofile(root .. "/tests/experiment/harness.lua")
+local check = t.check
+local raises = t.raises
 
 local tmp = os.tmpname()
 os.remove(tmp)
@@ -92,5 +86,4 @@ raises("a misspelt vector field", "unknown field 'vectr' %(did you mean 'vector'
   X:steer{prompts = {"hi"}, vectors = {{vector = d.vector, vectr = 1, at = "blocks.1.hook_resid_pre"}}, alphas = {1}} end)
 X:finish()
 os.execute("rm -rf '" .. tmp .. "'")
-print(("%d passed, %d failed"):format(passed, failed))
-os.exit(failed == 0 and 0 or 1)
+t.finish()
