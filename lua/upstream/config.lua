@@ -143,6 +143,17 @@ function M.load(opts)
     if cli[path] then error(("--set %s: %s"):format(path, msg), 0) end
     where(path, msg)
   end)
+  -- A chat template is a row of core/text/chat.c: a misspelt name fails here, at its line,
+  -- not when the first prompt is encoded.
+  for _, name in ipairs(util.sorted_keys(tree.models or {})) do
+    local t = tree.models[name].template
+    if t and not core.chat_template_known(t) then
+      local key, known = "models." .. name .. ".template", core.chat_templates()
+      local msg = ("unknown chat template '%s'%s; known: %s"):format(t, util.suggest(t, known), table.concat(known, ", "))
+      if cli[key] then error(("--set %s: %s"):format(key, msg), 0) end
+      where(key, msg)
+    end
+  end
   resolve_paths(tree, "", base, cli)
   local cfg = merge(builtin(root, out), tree)
   cfg.file = file

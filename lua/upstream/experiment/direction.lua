@@ -118,6 +118,9 @@ Experiment.direction = step("direction", function(self, spec)
     else
       util.fail("direction: %s has neither 'direction' nor 'candidates'", dirfile)
     end
+    if #vec ~= d then
+      util.fail("direction: %s holds %d values, but model '%s' has d_model %d", dirfile, #vec, self.model_name, d)
+    end
   elseif from == "means" or from == "select" then
     local cands, harmful, harmless, n_pos = self:_candidates(spec)
     if from == "select" then
@@ -176,6 +179,11 @@ Experiment.direction = step("direction", function(self, spec)
     util.fail("direction: from must be auto, file, means or select, got '%s'", from)
   end
   local unit, norm = core.normalize(vec)
+  -- A zero or non-finite vector has no direction: every R and dR of the run would be NaN.
+  if not (norm > 0 and norm < math.huge) then
+    util.fail("direction: %s has norm %s; a direction must be a non-zero vector of finite numbers",
+              result.path or ("the " .. from .. " direction"), tostring(norm))
+  end
   result.vector, result.norm = unit, norm
   -- Where the direction lives, by name: r is a difference of the block inputs at its layer, so
   -- steering or ablating it there needs no arithmetic (X:steer{direction = dir} adds it here).

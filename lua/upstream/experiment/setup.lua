@@ -241,10 +241,15 @@ function M.new(decl)
   -- Claim the run directories: mkdir fails when the name is taken, so two runs never share one.
   local results_base = absolute(cfg.results) .. "/" .. decl.name
   local plots_base = absolute(cfg.plots) .. "/" .. decl.name
-  for _, d in ipairs({results_base, plots_base}) do
+  -- A directory that cannot be made (a file in the way, no permission) fails here, naming
+  -- the setting, before anything is loaded or written.
+  local function claim_base(key, d)
     local mk, err = core.mkdirs(d)
-    if not mk then error(err, 0) end
+    if not mk then error(("cannot create the %s directory: %s (the setting '%s' must name a directory you can write)"):format(key, err, key), 0) end
   end
+  claim_base("results", results_base)
+  claim_base("plots", plots_base)
+  claim_base("cache", cfg.cache)
   -- Both directories must be new: a name taken in either (say plots left from a run whose
   -- results were deleted) moves on to the next suffix.
   local base_id = opts.run_id or os.date("!%Y%m%d-%H%M%S")
@@ -269,7 +274,6 @@ function M.new(decl)
   self.results_dir = results_base .. "/" .. id
   self.plots_dir = plots_base .. "/" .. id
   self.memo = cfg.cache .. "/filehash"
-  core.mkdirs(cfg.cache)
 
   self._manifest = self:_base_manifest(opts)
   -- The prompt files given in place of declared sets: path, sha256, count, and (once used) read.
