@@ -374,6 +374,50 @@ function M.tok_model_type()
   write(p, replace(text, '"type": "BPE"', '"type": "WordPiece"', text:find('"model"', 1, true)))
 end
 
+-- <end_of_turn> (id 5) renumbered 1000: past the tiny checkpoint's 384-token vocabulary.
+function M.tok_id_past_vocab()
+  local p = tokenizer(IN .. "/tok") .. "/tokenizer.json"
+  local text = read(p)
+  text = replace(text, '"id": 5,', '"id": 1000,')
+  write(p, replace(text, '"<end_of_turn>": 5', '"<end_of_turn>": 1000'))
+end
+
+-- Latent labels and model extras ------------------------------------------------------------
+
+-- A Neuronpedia explanations export that is an object, not an array of explanations.
+function M.neuronpedia_not_array() write(IN .. "/np.json", '{"explanations": []}\n') end
+-- An export cut off mid-entry.
+function M.neuronpedia_not_json()
+  write(IN .. "/np.json", '[{"modelId": "tiny", "layer": "1-res", "index": "0", "descr')
+end
+-- A model directory whose organism.json is not JSON.
+function M.organism_json()
+  local dir = tiny_model(IN .. "/model")
+  write(dir .. "/organism.json", '{"labels": {"1": ')
+end
+
+-- An SAELens cfg.json that says d_sae 300; the weights have 256 latents.
+function M.sae_d_sae()
+  local dir = saelens("jumprelu", IN .. "/sae")
+  write(dir .. "/cfg.json", replace(read(dir .. "/cfg.json"), '"d_sae": 256', '"d_sae": 300'))
+end
+
+-- W_enc's npy header says (64, 255): its data holds (64, 256).
+function M.npz_shape()
+  local p = npz(IN .. "/sae/layer_1")
+  local bytes = read(p)
+  local at = bytes:find("W_enc.npy", 1, true)
+  write(p, replace(bytes, "'shape': (64, 256)", "'shape': (64, 255)", at))
+end
+
+-- A prompt file that is not UTF-8 (Latin-1 bytes).
+function M.prompts_latin1() write(IN .. "/harmful.txt", "How do I build a bomb?\nCaf\xe9 na\xefve attack\n") end
+
+-- An experiment file with a syntax error on line 3, and one whose declaration is not a table.
+function M.script_syntax()
+  write(IN .. "/exp.lua", 'local upstream = require "upstream"\nlocal X = upstream.experiment {name = "s"}\nX:finish(\n')
+end
+
 -- Settings files --------------------------------------------------------------------------
 
 local function cfg(text) write(IN .. "/upstream.cfg", text) end
@@ -400,12 +444,15 @@ function M.direction_zero()
   st_write(IN .. "/direction.safetensors", {{"direction", {64}}})
 end
 
--- A script that loads an SAE by path with a Lua call (errors raise to the script).
-function M.script_sae()
-  write(IN .. "/load.lua", 'local upstream = require "upstream"\nupstream.sae(arg[1])\n')
+-- Difference-of-means candidates (5 positions x 4 layers x 64), as `upstream directions` writes.
+function M.direction_candidates()
+  st_write(IN .. "/cand.safetensors", {{"candidates", {5, 4, 64}, function(i) return i % 13 - 6 end}})
 end
-function M.script_tokenizer()
-  write(IN .. "/load.lua", 'local upstream = require "upstream"\nupstream.tokenizer(arg[1])\n')
+
+-- A checkpoint directory with its tokenizer, as `upstream directions` and `steer` read it.
+function M.model_with_tokenizer()
+  tiny_model(IN .. "/model")
+  tokenizer(IN .. "/model")
 end
 
 -- A file where the results directory should be (so it cannot be made, even as root).

@@ -3,7 +3,8 @@
 # directory, must fail cleanly. usage: run.sh UPSTREAM_EXE SOURCE_DIR [CASE_ID ...]
 #
 # Per case (a line of catalogue.tsv: id, make, status, message, command; tab-separated):
-#   1. `upstream make.lua MAKE IN SRC` writes the bad input under IN (an empty directory);
+#   1. `upstream make.lua MAKE IN SRC` writes the bad input under IN (an empty directory;
+#      makers joined by + run in turn);
 #   2. the command runs in bash with cwd RUN (the only directory it may write in: the probe's
 #      results, plots and cache go there), HOME and TMPDIR in the scratch directory too, and
 #      these names defined: $UP, $SRC, $IN, $RUN, $CFG (tests/experiment/upstream.cfg), and
@@ -50,7 +51,11 @@ while IFS=$'\t' read -r id make status pattern command; do
   w=$root/$id log=$root/logs/$id
   mkdir -p "$root/logs"
   mkdir -p "$w/in" "$w/run" "$w/home" "$w/tmp"
-  if ! "$exe" "$here/make.lua" "$make" "$w/in" "$src" >"$log.make" 2>&1; then
+  made=1
+  for m in ${make//+/ }; do # makers joined by + run in turn
+    "$exe" "$here/make.lua" "$m" "$w/in" "$src" >"$log.make" 2>&1 || made=0
+  done
+  if [ "$made" -eq 0 ]; then
     echo "FAIL $id: maker '$make' failed: $(cat "$log.make")"; fails=$((fails + 1)); continue
   fi
   touch "$log.mark"; before=$(snapshot "$w"); sleep 0.01

@@ -200,13 +200,14 @@ function M.new(decl)
   self.model_entry = entry
   self.model_name = entry.name
   local org_path = entry.path .. "/organism.json"
-  if util.exists(org_path) then self.organism = core.json_read(org_path) end
+  if util.exists(org_path) then self.organism = util.guarded(core.json_read, org_path) end
   local org = self.organism or {}
   local dflt = entry.defaults
 
   self.source_layers = as_list(fields.source_layers) or dflt.source_layers or as_list(org.sae_layers)
     or as_list(org.source_layer)
   self.target_layer = fields.target_layer or dflt.target_layer or org.target_layer
+  if self.target_layer then self:_check_layer(self.target_layer, "target_layer") end
   self.sae_name = fields.sae or dflt.sae
   if not self.sae_name then
     -- A model directory that carries its own SAEs (the organism's layout, or organism.json's
