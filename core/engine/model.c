@@ -212,7 +212,7 @@ static up_status find_weight(up_safetensors *st, const char *dir, const char *na
         if (cols) snprintf(at, sizeof at, "[%lld, %lld]", (long long)(bad / cols), (long long)(bad % cols));
         else snprintf(at, sizeof at, "[%lld]", (long long)bad);
         return up_error_set(err, UP_ERR_FORMAT,
-                            "%s: tensor %s holds %s at %s (%lld of its values are NaN or infinite); "
+                            "%s: tensor %s holds %s at %s (%lld NaN or infinite values in all); "
                             "the checkpoint is corrupt, and every output computed with it would be NaN",
                             dir, name, isnan(v) ? "NaN" : v > 0 ? "+inf" : "-inf", at, (long long)n_bad);
     }

@@ -117,7 +117,7 @@ static up_status pick(const char *what, int ndim, const int64_t *shape, const vo
     }
     up_convert_to_f32(out, (const char *)data + offset * up_dtype_size(dtype), dtype, (size_t)d);
     for (int j = 0; j < d; j++)
-        if (!isfinite(out[j])) return up_error_set(err, UP_ERR_FORMAT, "%s: non-finite value at %d", what, j);
+        if (!isfinite(out[j])) return up_error_set(err, UP_ERR_FORMAT, "%s: element %d is NaN or infinite", what, j);
     return UP_OK;
 }
 

@@ -270,17 +270,24 @@ end
 
 -- NaN and Inf in weights a run uses ---------------------------------------------------------
 
--- Sets element `index` (0-based) of tensor `name` to the F32 bit pattern `bits`.
-local function poison(path, name, index, bits)
+-- Sets element `index` (0-based) of tensor `name` to the bit pattern `bits`: F32, or BF16
+-- when `bf16` is true.
+local function poison(path, name, index, bits, bf16)
   local bytes = read(path)
   local header = st_split(bytes)
   local at = header:find('"' .. name .. '"', 1, true)
   local b = tonumber(header:match('"data_offsets":%[(%d+),', at))
-  local pos = 8 + #header + b + 4 * index + 1
-  write(path, bytes:sub(1, pos - 1) .. string.pack("<I4", bits) .. bytes:sub(pos + 4))
+  local size = bf16 and 2 or 4
+  local pos = 8 + #header + b + size * index + 1
+  write(path, bytes:sub(1, pos - 1) .. string.pack(bf16 and "<I2" or "<I4", bits) .. bytes:sub(pos + size))
 end
 function M.weights_nan()
   poison(tiny_model(IN .. "/model") .. "/model.safetensors", "model.layers.1.mlp.up_proj.weight", 70, 0x7fc00000)
+end
+-- In the bf16 sharded checkpoint: +inf in the embedding (shard 1), row 300.
+function M.weights_inf_bf16()
+  poison(sharded_model(IN .. "/model") .. "/model-00001-of-00003.safetensors", "model.embed_tokens.weight",
+         300 * 48 + 2, 0x7f80, true) -- shape [320, 48]
 end
 -- (with a valid direction for `upstream attribute`)
 function M.weights_inf()
@@ -442,6 +449,11 @@ end
 -- A direction that is all zeros (no direction at all).
 function M.direction_zero()
   st_write(IN .. "/direction.safetensors", {{"direction", {64}}})
+end
+
+-- A direction with a NaN in it.
+function M.direction_nan()
+  st_write(IN .. "/direction.safetensors", {{"direction", {64}, function(i) return i == 9 and 0 / 0 or i end}})
 end
 
 -- Difference-of-means candidates (5 positions x 4 layers x 64), as `upstream directions` writes.

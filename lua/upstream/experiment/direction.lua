@@ -188,8 +188,8 @@ Experiment.direction = step("direction", function(self, spec)
   local unit, norm = core.normalize(vec)
   -- A zero or non-finite vector has no direction: every R and dR of the run would be NaN.
   if not (norm > 0 and norm < math.huge) then
-    util.fail("direction: %s has norm %s; a direction must be a non-zero vector of finite numbers",
-              result.path or ("the " .. from .. " direction"), tostring(norm))
+    util.fail("direction: %s %s; a direction must be a non-zero vector of finite numbers",
+              result.path or ("the " .. from .. " direction"), norm == 0 and "is all zeros" or "holds NaN or infinite values")
   end
   result.vector, result.norm = unit, norm
   -- Where the direction lives, by name: r is a difference of the block inputs at its layer, so
