@@ -67,7 +67,7 @@ FILE *up_fs_open_temp(const char *path, char **tmp_out, up_error *err) {
         }
         FILE *fp = fd < 0 ? NULL : fdopen(fd, "wb");
         if (!fp) {
-            up_error_set(err, UP_ERR_IO, "cannot create %s: %s", tmp, strerror(errno));
+            up_error_set(err, UP_ERR_IO, "cannot create %s: %s", path, strerror(errno)); /* tmp is ours */
             if (fd >= 0) close(fd), unlink(tmp);
             free(tmp);
             return NULL;

@@ -689,27 +689,28 @@ up_status up_safetensors_writer_close(up_safetensors_writer *w, up_error *err) {
         s = up_error_set(err, UP_ERR_NOMEM, "%s: out of memory", w->path);
         goto done;
     }
+    /* Messages name w->path, the file the caller asked for: tmp is removed on failure. */
     fp = fopen(tmp, "wb");
     if (!fp) {
-        s = up_error_set(err, UP_ERR_IO, "cannot create %s: %s", tmp, strerror(errno));
+        s = up_error_set(err, UP_ERR_IO, "cannot create %s: %s", w->path, strerror(errno));
         goto done;
     }
     unsigned char len8[8];
     for (int i = 0; i < 8; i++) len8[i] = (unsigned char)((uint64_t)padded >> (8 * i));
     static const char spaces[8] = "        ";
-    if ((s = write_all(fp, len8, 8, tmp, err)) || (s = write_all(fp, header, hlen, tmp, err)) ||
-        (s = write_all(fp, spaces, padded - hlen, tmp, err)))
+    if ((s = write_all(fp, len8, 8, w->path, err)) || (s = write_all(fp, header, hlen, w->path, err)) ||
+        (s = write_all(fp, spaces, padded - hlen, w->path, err)))
         goto done;
     for (int i = 0; i < w->n; i++)
-        if ((s = write_all(fp, w->entries[i].data, w->entries[i].bytes, tmp, err))) goto done;
+        if ((s = write_all(fp, w->entries[i].data, w->entries[i].bytes, w->path, err))) goto done;
     if (fflush(fp) != 0 || fsync(fileno(fp)) != 0) {
-        s = up_error_set(err, UP_ERR_IO, "cannot write %s: %s", tmp, strerror(errno));
+        s = up_error_set(err, UP_ERR_IO, "cannot write %s: %s", w->path, strerror(errno));
         goto done;
     }
     int rc = fclose(fp);
     fp = NULL;
     if (rc != 0) {
-        s = up_error_set(err, UP_ERR_IO, "cannot write %s: %s", tmp, strerror(errno));
+        s = up_error_set(err, UP_ERR_IO, "cannot write %s: %s", w->path, strerror(errno));
         goto done;
     }
 done:

@@ -431,6 +431,11 @@ local function cfg(text) write(IN .. "/upstream.cfg", text) end
 function M.cfg_unknown_key() cfg('threads = 1;\nresluts = "out";\n') end
 function M.cfg_type_error() cfg('threads = 1;\ncache = 3;\n') end
 function M.cfg_syntax() cfg('threads = 1;\nmodels: { tiny: { path = "x" ; };\n') end
+-- The experiment's own section sets its integer param to a string.
+function M.cfg_experiment_param()
+  cfg(read(SRC .. "/tests/experiment/upstream.cfg"):gsub('"%.%./', '"' .. SRC .. '/tests/')
+      .. '\nexperiments: { probe: { latent = "three"; }; };\n')
+end
 function M.cfg_template()
   cfg(read(SRC .. "/tests/experiment/upstream.cfg"):gsub('template = "gemma"', 'template = "gemmma"')
       :gsub('"%.%./', '"' .. SRC .. '/tests/'))
@@ -455,6 +460,9 @@ end
 function M.direction_nan()
   st_write(IN .. "/direction.safetensors", {{"direction", {64}, function(i) return i == 9 and 0 / 0 or i end}})
 end
+
+-- A .npy direction whose header is cut short (magic and version, then nothing).
+function M.direction_npy() write(IN .. "/direction.npy", "\x93NUMPY\x01\x00\x76\x00{'descr': '<f4', ") end
 
 -- Difference-of-means candidates (5 positions x 4 layers x 64), as `upstream directions` writes.
 function M.direction_candidates()

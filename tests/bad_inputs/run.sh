@@ -14,7 +14,8 @@
 #      stderr is one line that matches the case's message (an extended regex), with no Lua
 #      stack, no "bad argument #n to '?'" and no C source position; no temporary file
 #      (*.tmp.*) is left under RUN; nothing outside RUN changed (the inputs, HOME, TMPDIR:
-#      names, sizes and times); nothing new appeared in the source tree.
+#      names, sizes and times); nothing new appeared in the source tree; README.md's table
+#      lists the case.
 # --catalogue FILE runs another catalogue; --expect-fail inverts the verdict (every case must
 # fail a check: the runner's own test, selftest.tsv, one violation a case).
 # UPSTREAM_BAD_KEEP=1 keeps the scratch directories and prints where.
@@ -83,6 +84,9 @@ while IFS=$'\t' read -r id make status pattern command; do
   [ -z "$tmps" ] || problems+=("temporary files left: $tmps")
   [ "$(snapshot "$w")" = "$before" ] ||
     problems+=("wrote outside its run directory: $(diff <(echo "$before") <(snapshot "$w") | grep '^[<>]' | head -3 | tr '\n' ' ')")
+  # README.md's table says what upstream answers to each case: it lists every one.
+  [ "$catalogue" != "$here/catalogue.tsv" ] || grep -qF "| \`$id\` |" "$here/README.md" ||
+    problems+=("not in README.md's table")
   news=$(source_news "$log.mark" | head -3)
   [ -z "$news" ] || problems+=("wrote into the source tree: $news")
   if [ ${#problems[@]} -gt 0 ]; then
