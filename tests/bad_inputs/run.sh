@@ -42,9 +42,11 @@ unset UPSTREAM_CONFIG UPSTREAM_MODEL UPSTREAM_TRACEBACK
 
 # What a case may not touch: everything in its scratch directory but RUN.
 snapshot() { find "$1" -path "$1/run" -prune -o -printf '%P %s %T@ %m\n' | sort; }
-# New files in the source tree (build directories and .git aside).
+# New files in the source tree (build directories, the one holding upstream among them, and
+# .git aside).
+bin=$(dirname "$exe")
 source_news() {
-  find "$src" \( -name '.git' -o -path "$src/build*" \) -prune -o -newer "$1" -type f -print
+  find "$src" \( -name '.git' -o -path "$src/build*" -o -path "$bin" \) -prune -o -newer "$1" -type f -print
 }
 
 fails=0 cases=0
