@@ -176,7 +176,7 @@ function M.model(cfg, name)
   if not entry.path then error(("models.%s: no path"):format(name), 0) end
   if not util.exists(entry.path .. "/config.json") then
     local hint = name == "organism" and " (the model organism is not built yet: see README, or pass --model)" or ""
-    error(("model '%s': no checkpoint at %s%s"):format(name, entry.path, hint), 0)
+    error(("model '%s': no checkpoint at %s (no config.json there)%s"):format(name, entry.path, hint), 0)
   end
   entry.tokenizer = entry.tokenizer or entry.path
   entry.template = entry.template or "gemma"
