@@ -10,6 +10,8 @@
  *   tok:post_instruction_count([template]) -> integer
  *   tok:vocab_size(), tok:bos_id(), tok:eos_id()  -> integer (-1 if none)
  *   tok:close()                    frees now (also __close / __gc; idempotent)
+ *   upstream.chat_templates()      -> {names}  the templates core/text/chat.c knows
+ *   upstream.chat_template_known(name) -> boolean  (aliases such as "gemma2" included)
  *
  * Ids are the model's 0-based token ids in 1-based Lua arrays. Error rule for this family:
  * everything raises — misuse with luaL_argerror, failures (missing file, unsupported
@@ -203,6 +205,20 @@ static const luaL_Reg metamethods[] = {
     {NULL, NULL},
 };
 
+static int l_chat_templates(lua_State *L) {
+    lua_newtable(L);
+    for (int i = 0; up_chat_template_at(i); i++) {
+        lua_pushstring(L, up_chat_template_at(i)->name);
+        lua_rawseti(L, -2, i + 1);
+    }
+    return 1;
+}
+
+static int l_chat_template_known(lua_State *L) {
+    lua_pushboolean(L, up_chat_template_find(luaL_checkstring(L, 1)) != NULL);
+    return 1;
+}
+
 void up_lua_register_tokenizer(lua_State *L) {
     if (luaL_newmetatable(L, UP_TOKENIZER_MT)) {
         luaL_setfuncs(L, metamethods, 0);
@@ -212,4 +228,8 @@ void up_lua_register_tokenizer(lua_State *L) {
     lua_pop(L, 1);
     lua_pushcfunction(L, l_new);
     lua_setfield(L, -2, "tokenizer");
+    lua_pushcfunction(L, l_chat_templates);
+    lua_setfield(L, -2, "chat_templates");
+    lua_pushcfunction(L, l_chat_template_known);
+    lua_setfield(L, -2, "chat_template_known");
 }

@@ -1,4 +1,5 @@
 /* upstream — the host program: subcommands, or a Lua script with the `upstream` module. */
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,6 +34,10 @@ static void usage(FILE *f) {
 }
 
 int main(int argc, char **argv) {
+    /* A file-size limit (ulimit -f) would kill the process mid-write with SIGXFSZ; ignored, the
+     * write fails with EFBIG instead, and the writer reports it and removes its temporary file,
+     * as for a full disk (ENOSPC). */
+    signal(SIGXFSZ, SIG_IGN);
     if (argc < 2) {
         usage(stderr);
         return 2;

@@ -67,7 +67,7 @@ FILE *up_fs_open_temp(const char *path, char **tmp_out, up_error *err) {
         }
         FILE *fp = fd < 0 ? NULL : fdopen(fd, "wb");
         if (!fp) {
-            up_error_set(err, UP_ERR_IO, "cannot create %s: %s", tmp, strerror(errno));
+            up_error_set(err, UP_ERR_IO, "cannot create %s: %s", path, strerror(errno)); /* tmp is ours */
             if (fd >= 0) close(fd), unlink(tmp);
             free(tmp);
             return NULL;
@@ -92,7 +92,8 @@ up_status up_fs_write_atomic(const char *path, const void *data, size_t len, up_
     if (!f) return err ? err->status : UP_ERR_IO;
     up_status s = UP_OK;
     int bad = fwrite(data, 1, len, f) != len;
-    if (fclose(f) != 0 || bad) s = up_error_set(err, UP_ERR_IO, "cannot write %s: %s", tmp, strerror(errno));
+    /* The message names path, not tmp: tmp is removed, and path is the file the user knows. */
+    if (fclose(f) != 0 || bad) s = up_error_set(err, UP_ERR_IO, "cannot write %s: %s", path, strerror(errno));
     s = up_fs_replace(tmp, path, s, err);
     free(tmp);
     return s;

@@ -237,7 +237,7 @@ up_status up_hash_path(const char *path, const char *memo_dir, char hex[UP_HASH_
     closedir(d);
     up_hasher *h = NULL;
     if (!st) {
-        qsort(names, n, sizeof *names, cmp_names);
+        if (n) qsort(names, n, sizeof *names, cmp_names); /* an empty directory has no list */
         st = up_hasher_init(&h, err);
     }
     for (size_t i = 0; !st && i < n; i++) {

@@ -157,11 +157,39 @@ static up_status alloc_layers(up_model *m, up_error *err) {
     return UP_OK;
 }
 
+/* Index of the first NaN or infinity among n stored values, or -1; *count gets how many.
+ * Every value is read (a vectorised pass; a second one only when something is wrong). */
+static int64_t first_nonfinite(const void *data, up_dtype dtype, int64_t n, int64_t *count) {
+    const uint32_t *f32 = data;
+    const uint16_t *h16 = data;
+    /* exponent bits all ones = NaN or infinity */
+    const uint32_t mask = dtype == UP_DTYPE_F32 ? 0x7f800000u : dtype == UP_DTYPE_BF16 ? 0x7f80u : 0x7c00u;
+    int any = 0;
+    if (dtype == UP_DTYPE_F32)
+        for (int64_t i = 0; i < n; i++) any |= (f32[i] & mask) == mask;
+    else
+        for (int64_t i = 0; i < n; i++) any |= (h16[i] & mask) == mask;
+    *count = 0;
+    if (!any) return -1;
+    int64_t first = -1;
+    for (int64_t i = 0; i < n; i++) {
+        uint32_t bits = dtype == UP_DTYPE_F32 ? f32[i] : h16[i];
+        if ((bits & mask) == mask) {
+            if (first < 0) first = i;
+            (*count)++;
+        }
+    }
+    return first;
+}
+
+/* Looks up a weight, checks its shape against config.json and its dtype, and refuses a NaN or
+ * an infinity in it: a corrupt weight would otherwise turn every table of a run into NaN with
+ * nothing to say where it came from. */
 static up_status find_weight(up_safetensors *st, const char *dir, const char *name, int64_t rows,
                              int64_t cols, up_weight *out, up_error *err) {
     up_tensor t;
-    up_status s = up_safetensors_find(st, name, &t, err);
-    if (s) return up_error_prefix(err, "%s", dir);
+    up_status s = up_safetensors_find(st, name, &t, err); /* its message names the file */
+    if (s) return s;
     int ok = cols ? (t.ndim == 2 && t.shape[0] == rows && t.shape[1] == cols) : (t.ndim == 1 && t.shape[0] == rows);
     if (!ok) {
         char got[128] = "";
@@ -176,6 +204,18 @@ static up_status find_weight(up_safetensors *st, const char *dir, const char *na
     if (t.dtype != UP_DTYPE_F32 && t.dtype != UP_DTYPE_BF16 && t.dtype != UP_DTYPE_F16)
         return up_error_set(err, UP_ERR_UNSUPPORTED, "%s: tensor %s has dtype %s; weights must be F32, BF16 or F16",
                             dir, name, up_dtype_name(t.dtype));
+    int64_t n_bad, bad = first_nonfinite(t.data, t.dtype, rows * (cols ? cols : 1), &n_bad);
+    if (bad >= 0) {
+        float v;
+        up_convert_to_f32(&v, (const char *)t.data + bad * (int64_t)up_dtype_size(t.dtype), t.dtype, 1);
+        char at[64];
+        if (cols) snprintf(at, sizeof at, "[%lld, %lld]", (long long)(bad / cols), (long long)(bad % cols));
+        else snprintf(at, sizeof at, "[%lld]", (long long)bad);
+        return up_error_set(err, UP_ERR_FORMAT,
+                            "%s: tensor %s holds %s at %s (%lld NaN or infinite values in all); "
+                            "the checkpoint is corrupt, and every output computed with it would be NaN",
+                            dir, name, isnan(v) ? "NaN" : v > 0 ? "+inf" : "-inf", at, (long long)n_bad);
+    }
     out->data = t.data;
     out->dtype = t.dtype;
     return UP_OK;

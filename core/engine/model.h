@@ -10,6 +10,8 @@
  * dtype per matrix, norms may differ); compute is always fp32. Every field
  * that changes the math is read from config.json; a missing required field or
  * an unknown architecture is UP_ERR_UNSUPPORTED/UP_ERR_FORMAT naming the key.
+ * Every weight is read once at load: a NaN or infinity in any of them is UP_ERR_FORMAT naming
+ * the tensor and the first bad element (a run would otherwise print NaN tables).
  * The family enum leaves room for Gemma-1 and Llama-style models.
  *
  * Ownership: up_model owns the mappings and its small allocations;

@@ -260,7 +260,10 @@ up_status up_npz_open(up_npz **out, const char *path, up_error *err) {
         up_status st = code == ZIP_ER_NOENT || code == ZIP_ER_OPEN || code == ZIP_ER_READ
                            ? UP_ERR_IO : UP_ERR_FORMAT;
         if (code == ZIP_ER_MEMORY) st = UP_ERR_NOMEM;
-        up_error_set(err, st, "%s: cannot open as a zip archive: %s", path, zip_error_strerror(&ze));
+        /* An .npz cut short loses its central directory at the end, so libzip calls it "Not a
+         * zip archive"; say that it may be truncated. */
+        up_error_set(err, st, "%s: cannot open as a zip archive: %s%s", path, zip_error_strerror(&ze),
+                     code == ZIP_ER_NOZIP ? " (a truncated download, or not an .npz file)" : "");
         zip_error_fini(&ze);
         up_npz_close(npz);
         return st;

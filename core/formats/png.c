@@ -97,8 +97,11 @@ up_status up_png_write(const char *path, int w, int h, int channels, size_t stri
         s = up_error_set(err, UP_ERR_NOMEM, "%s: cannot create libpng structures", path);
         goto done;
     }
+    errno = 0;
     if (setjmp(png_jmpbuf(png))) {
-        s = up_error_set(err, UP_ERR_IO, "cannot write %s: %s", tmp, ctx.msg);
+        /* libpng says only "Write Error" when fwrite fails; errno says why (a full disk, a
+         * file-size limit). The message names the file the user asked for: tmp is removed. */
+        s = up_error_set(err, UP_ERR_IO, "cannot write %s: %s", path, errno ? strerror(errno) : ctx.msg);
         goto done;
     }
     png_init_io(png, fp);
@@ -117,9 +120,9 @@ done:
     png_destroy_write_struct(png ? &png : NULL, info ? &info : NULL);
     free(text);
     if (fflush(fp) != 0 || fsync(fileno(fp)) != 0) {
-        if (s == UP_OK) s = up_error_set(err, UP_ERR_IO, "cannot write %s: %s", tmp, strerror(errno));
+        if (s == UP_OK) s = up_error_set(err, UP_ERR_IO, "cannot write %s: %s", path, strerror(errno));
     }
-    if (fclose(fp) != 0 && s == UP_OK) s = up_error_set(err, UP_ERR_IO, "cannot close %s: %s", tmp, strerror(errno));
+    if (fclose(fp) != 0 && s == UP_OK) s = up_error_set(err, UP_ERR_IO, "cannot write %s: %s", path, strerror(errno));
     s = up_fs_replace(tmp, path, s, err);
     free(tmp);
     return s;

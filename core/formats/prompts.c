@@ -1,10 +1,13 @@
 #include "formats/prompts.h"
 
+#include <errno.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+
+#include "base/utf8.h"
 
 static up_status push(up_prompts *p, const char *s, size_t len, up_error *err) {
     if (p->n % 64 == 0) {
@@ -184,7 +187,7 @@ static int has_goal_header(const char *text, size_t header_len) {
 up_status up_prompts_load(up_prompts *out, const char *path, up_error *err) {
     memset(out, 0, sizeof *out);
     FILE *f = fopen(path, "rb");
-    if (!f) return up_error_set(err, UP_ERR_IO, "cannot open prompt file %s", path);
+    if (!f) return up_error_set(err, UP_ERR_IO, "cannot open prompt file %s: %s", path, strerror(errno));
     fseek(f, 0, SEEK_END);
     long size = ftell(f);
     fseek(f, 0, SEEK_SET);
@@ -199,6 +202,18 @@ up_status up_prompts_load(up_prompts *out, const char *path, up_error *err) {
     /* A UTF-8 byte order mark (spreadsheet exports write one) is not part of the first prompt. */
     const char *body = text;
     if (size >= 3 && !memcmp(text, "\xEF\xBB\xBF", 3)) body += 3, size -= 3;
+    /* Text that is not UTF-8 (a Latin-1 or Windows-1252 export) would reach the tokenizer as
+     * stray bytes and give other prompts than the file shows: refused, naming the line. */
+    for (size_t at = 0, line = 1; at < (size_t)size; line++) {
+        const char *end = memchr(body + at, '\n', (size_t)size - at);
+        size_t len = end ? (size_t)(end - body) - at : (size_t)size - at;
+        if (!up_utf8_valid(body + at, len)) {
+            free(text);
+            return up_error_set(err, UP_ERR_FORMAT, "%s:%zu: not UTF-8 text (save the file as UTF-8)", path,
+                                line);
+        }
+        at += len + 1;
+    }
     size_t first = 0;
     while (first < (size_t)size && strchr(" \t\r\n", body[first])) first++;
     const char *nl = memchr(body, '\n', (size_t)size);

@@ -8,7 +8,7 @@
  *   - CSV with a header row naming a `goal` column (AdvBench), RFC 4180 quoting; a file
  *     named *.csv is always CSV, so one without that column is an error, not lines;
  *   - otherwise plain text, one prompt per non-empty line (trailing CR stripped).
- * A leading UTF-8 byte order mark is skipped.
+ * A leading UTF-8 byte order mark is skipped; text that is not UTF-8 is an error naming the line.
  * The list owns its strings; up_prompts_free releases them. Errors name the file and the
  * line or element. */
 #ifndef UP_PROMPTS_H

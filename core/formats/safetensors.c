@@ -86,6 +86,27 @@ static uint64_t read_u64le(const unsigned char *p) {
     return v;
 }
 
+/* A JSON error in words. jansson reports a repeated name only as "duplicate object key" (its
+ * "near" part is dropped for long names), at the byte just past the name: the name is read
+ * back from text so the message can say which tensor is listed twice. */
+static up_status json_failure(up_error *err, const char *path, const char *what, const char *text,
+                              size_t len, const json_error_t *je) {
+    if (json_error_code(je) == json_error_duplicate_key && text && je->position > 0 &&
+        (size_t)je->position <= len) {
+        int end = je->position - 1;
+        while (end > 0 && text[end] != '"') end--;
+        int start = end - 1;
+        while (start >= 0 && !(text[start] == '"' && (start == 0 || text[start - 1] != '\\'))) start--;
+        if (start >= 0 && end > start)
+            return up_error_set(err, UP_ERR_FORMAT,
+                                "%s: %s lists \"%.*s\" twice (duplicate name at line %d); each "
+                                "tensor must appear once", path, what, end - start - 1,
+                                text + start + 1, je->line);
+    }
+    return up_error_set(err, UP_ERR_FORMAT, "%s: %s: %s (line %d, column %d)", path, what, je->text,
+                        je->line, je->column);
+}
+
 /* Maps PATH and parses its header into f. Entries are appended to *entries (grown as needed)
  * with file index `index`. Only checks local to the file happen here; overlap is checked once
  * all entries are in. */
@@ -142,9 +163,7 @@ static up_status map_file(st_file *f, int index, const char *path, st_entry **en
 
     json_error_t jerr;
     f->header = json_loadb((const char *)base + 8, (size_t)hlen, JSON_REJECT_DUPLICATES, &jerr);
-    if (!f->header)
-        return up_error_set(err, UP_ERR_FORMAT, "%s: header JSON: %s (line %d, column %d)", path,
-                            jerr.text, jerr.line, jerr.column);
+    if (!f->header) return json_failure(err, path, "header JSON", (const char *)base + 8, (size_t)hlen, &jerr);
     if (!json_is_object(f->header))
         return up_error_set(err, UP_ERR_FORMAT, "%s: header is not a JSON object", path);
 
@@ -230,7 +249,7 @@ static up_status map_file(st_file *f, int index, const char *path, st_entry **en
         if (e->end > f->data_size)
             return up_error_set(err, UP_ERR_FORMAT,
                                 "%s: tensor %s: data_offsets [%llu, %llu] run past the data area "
-                                "(%llu bytes)", path, key, (unsigned long long)e->begin,
+                                "(%llu bytes): the file is truncated or its header is wrong", path, key, (unsigned long long)e->begin,
                                 (unsigned long long)e->end, (unsigned long long)f->data_size);
         if (overflow || bytes != e->end - e->begin)
             return up_error_set(err, UP_ERR_FORMAT,
@@ -322,6 +341,20 @@ static up_status open_index(up_safetensors *st, const char *dir, const char *ind
                             up_error *err) {
     json_error_t jerr;
     json_t *root = json_load_file(index_path, JSON_REJECT_DUPLICATES, &jerr);
+    if (!root && json_error_code(&jerr) == json_error_duplicate_key) {
+        /* read the text back to name the tensor listed twice */
+        char *text = NULL;
+        size_t len = 0;
+        FILE *fp = fopen(index_path, "rb");
+        if (fp) {
+            text = malloc((size_t)jerr.position + 1);
+            if (text) len = fread(text, 1, (size_t)jerr.position, fp);
+            fclose(fp);
+        }
+        up_status s = json_failure(err, index_path, "weight_map", text, len, &jerr);
+        free(text);
+        return s;
+    }
     if (!root)
         return up_error_set(err, UP_ERR_FORMAT, "%s: %s (line %d, column %d)", index_path,
                             jerr.text, jerr.line, jerr.column);
@@ -656,27 +689,28 @@ up_status up_safetensors_writer_close(up_safetensors_writer *w, up_error *err) {
         s = up_error_set(err, UP_ERR_NOMEM, "%s: out of memory", w->path);
         goto done;
     }
+    /* Messages name w->path, the file the caller asked for: tmp is removed on failure. */
     fp = fopen(tmp, "wb");
     if (!fp) {
-        s = up_error_set(err, UP_ERR_IO, "cannot create %s: %s", tmp, strerror(errno));
+        s = up_error_set(err, UP_ERR_IO, "cannot create %s: %s", w->path, strerror(errno));
         goto done;
     }
     unsigned char len8[8];
     for (int i = 0; i < 8; i++) len8[i] = (unsigned char)((uint64_t)padded >> (8 * i));
     static const char spaces[8] = "        ";
-    if ((s = write_all(fp, len8, 8, tmp, err)) || (s = write_all(fp, header, hlen, tmp, err)) ||
-        (s = write_all(fp, spaces, padded - hlen, tmp, err)))
+    if ((s = write_all(fp, len8, 8, w->path, err)) || (s = write_all(fp, header, hlen, w->path, err)) ||
+        (s = write_all(fp, spaces, padded - hlen, w->path, err)))
         goto done;
     for (int i = 0; i < w->n; i++)
-        if ((s = write_all(fp, w->entries[i].data, w->entries[i].bytes, tmp, err))) goto done;
+        if ((s = write_all(fp, w->entries[i].data, w->entries[i].bytes, w->path, err))) goto done;
     if (fflush(fp) != 0 || fsync(fileno(fp)) != 0) {
-        s = up_error_set(err, UP_ERR_IO, "cannot write %s: %s", tmp, strerror(errno));
+        s = up_error_set(err, UP_ERR_IO, "cannot write %s: %s", w->path, strerror(errno));
         goto done;
     }
     int rc = fclose(fp);
     fp = NULL;
     if (rc != 0) {
-        s = up_error_set(err, UP_ERR_IO, "cannot write %s: %s", tmp, strerror(errno));
+        s = up_error_set(err, UP_ERR_IO, "cannot write %s: %s", w->path, strerror(errno));
         goto done;
     }
 done:

@@ -104,8 +104,9 @@ static up_status pick(const char *what, int ndim, const int64_t *shape, const vo
                                 (long long)shape[0], (long long)shape[1], d);
         const int p = up_position_resolve(pos, (int)shape[0]);
         if (p < 0 || p >= shape[0] || layer < 0 || layer >= shape[1])
-            return up_error_set(err, UP_ERR_INVALID, "%s: position %d / layer %d outside (%lld, %lld)", what, pos, layer,
-                                (long long)shape[0], (long long)shape[1]);
+            return up_error_set(err, UP_ERR_INVALID,
+                                "%s: no candidate at position %d, layer %d: it holds positions -%lld..-1 and layers "
+                                "0-%lld", what, pos, layer, (long long)shape[0], (long long)shape[1] - 1);
         offset = ((size_t)p * shape[1] + layer) * d;
     } else {
         char got[96] = "";
@@ -116,7 +117,7 @@ static up_status pick(const char *what, int ndim, const int64_t *shape, const vo
     }
     up_convert_to_f32(out, (const char *)data + offset * up_dtype_size(dtype), dtype, (size_t)d);
     for (int j = 0; j < d; j++)
-        if (!isfinite(out[j])) return up_error_set(err, UP_ERR_FORMAT, "%s: non-finite value at %d", what, j);
+        if (!isfinite(out[j])) return up_error_set(err, UP_ERR_FORMAT, "%s: element %d is NaN or infinite", what, j);
     return UP_OK;
 }
 

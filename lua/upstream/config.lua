@@ -143,6 +143,17 @@ function M.load(opts)
     if cli[path] then error(("--set %s: %s"):format(path, msg), 0) end
     where(path, msg)
   end)
+  -- A chat template is a row of core/text/chat.c: a misspelt name fails here, at its line,
+  -- not when the first prompt is encoded.
+  for _, name in ipairs(util.sorted_keys(tree.models or {})) do
+    local t = tree.models[name].template
+    if t and not core.chat_template_known(t) then
+      local key, known = "models." .. name .. ".template", core.chat_templates()
+      local msg = ("unknown chat template '%s'%s; known: %s"):format(t, util.suggest(t, known), table.concat(known, ", "))
+      if cli[key] then error(("--set %s: %s"):format(key, msg), 0) end
+      where(key, msg)
+    end
+  end
   resolve_paths(tree, "", base, cli)
   local cfg = merge(builtin(root, out), tree)
   cfg.file = file
@@ -165,7 +176,7 @@ function M.model(cfg, name)
   if not entry.path then error(("models.%s: no path"):format(name), 0) end
   if not util.exists(entry.path .. "/config.json") then
     local hint = name == "organism" and " (the model organism is not built yet: see README, or pass --model)" or ""
-    error(("model '%s': no checkpoint at %s%s"):format(name, entry.path, hint), 0)
+    error(("model '%s': no checkpoint at %s (no config.json there)%s"):format(name, entry.path, hint), 0)
   end
   entry.tokenizer = entry.tokenizer or entry.path
   entry.template = entry.template or "gemma"

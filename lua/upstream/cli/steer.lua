@@ -154,7 +154,7 @@ end
 
 -- One refusal substring per line, blank lines skipped; nil, status after the message.
 local function substrings(path)
-  local f = io.open(path, "r")
+  local f, why = io.open(path, "r")
   local list = {}
   if f then
     for line in f:lines() do
@@ -163,7 +163,8 @@ local function substrings(path)
     end
     f:close()
   end
-  if #list == 0 then return nil, usage_error("%s: %s", path, f and "no substrings in it" or "cannot read") end
+  if not f then return nil, usage_error("--substrings: cannot read %s", why) end -- why names the path
+  if #list == 0 then return nil, usage_error("%s: no substrings in it", path) end
   return list
 end
 

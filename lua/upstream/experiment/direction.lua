@@ -75,7 +75,15 @@ function Experiment:_candidates(spec)
   return cands, harmful, harmless, n_pos
 end
 
-local function candidate(cands, n_pos, pos, layer, d)
+-- The candidate at (pos, layer) of a (n_pos, n_layers, d) tensor; source names the tensor.
+local function candidate(cands, n_pos, pos, layer, d, source)
+  local n_layers = cands:shape()[2]
+  if layer < 0 or layer >= n_layers then
+    util.fail("direction: layer %d is not a layer of %s (%d layers: 0-%d)", layer, source, n_layers, n_layers - 1)
+  end
+  if pos >= 0 or -pos > n_pos then
+    util.fail("direction: pos %d is not a position of %s (%d positions: -%d..-1)", pos, source, n_pos, n_pos)
+  end
   local v = {}
   for j = 1, d do v[j] = cands:at(n_pos + pos + 1, layer + 1, j) end
   return v
@@ -114,9 +122,12 @@ Experiment.direction = step("direction", function(self, spec)
     elseif t.candidates then
       local shape = t.candidates:shape()
       if not result.pos or not result.layer then util.fail("direction: %s has candidates only; give pos and layer", dirfile) end
-      vec = candidate(t.candidates, shape[1], result.pos, result.layer, d)
+      vec = candidate(t.candidates, shape[1], result.pos, result.layer, d, dirfile)
     else
       util.fail("direction: %s has neither 'direction' nor 'candidates'", dirfile)
+    end
+    if #vec ~= d then
+      util.fail("direction: %s holds %d values, but model '%s' has d_model %d", dirfile, #vec, self.model_name, d)
     end
   elseif from == "means" or from == "select" then
     local cands, harmful, harmless, n_pos = self:_candidates(spec)
@@ -168,14 +179,18 @@ Experiment.direction = step("direction", function(self, spec)
     if not vec then
       result.pos = spec.pos or -1
       result.layer = spec.layer or self.target_layer or cfgm.n_layers // 2
-      if result.pos >= 0 or -result.pos > n_pos then util.fail("direction: pos must be in -%d..-1", n_pos) end
-      vec = candidate(cands, n_pos, result.pos, result.layer, d)
+      vec = candidate(cands, n_pos, result.pos, result.layer, d, "the difference-of-means candidates")
     end
     result.from = from
   else
     util.fail("direction: from must be auto, file, means or select, got '%s'", from)
   end
   local unit, norm = core.normalize(vec)
+  -- A zero or non-finite vector has no direction: every R and dR of the run would be NaN.
+  if not (norm > 0 and norm < math.huge) then
+    util.fail("direction: %s %s; a direction must be a non-zero vector of finite numbers",
+              result.path or ("the " .. from .. " direction"), norm == 0 and "is all zeros" or "holds NaN or infinite values")
+  end
   result.vector, result.norm = unit, norm
   -- Where the direction lives, by name: r is a difference of the block inputs at its layer, so
   -- steering or ablating it there needs no arithmetic (X:steer{direction = dir} adds it here).

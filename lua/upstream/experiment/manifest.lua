@@ -32,7 +32,8 @@ function Experiment:_base_manifest(opts)
   local entry = self.model_entry
   local tok_path = entry.tokenizer
   if util.exists(tok_path .. "/tokenizer.json") then tok_path = tok_path .. "/tokenizer.json" end
-  local cfg_json = core.json_read(entry.path .. "/config.json")
+  -- guarded: a malformed config.json is the user's file, named with the experiment's line
+  local cfg_json = util.guarded(core.json_read, entry.path .. "/config.json")
   return {
     experiment = {name = self.name, title = self.decl.title, file = self.file,
                   sha256 = exp_text and core.sha256(exp_text) or nil},

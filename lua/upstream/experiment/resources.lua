@@ -54,8 +54,19 @@ function Experiment:model()
   return self._model
 end
 
+-- A tokenizer whose ids run past the model's vocabulary belongs to another model: refused at
+-- load, naming both, rather than when the first such id reaches the embedding.
 function Experiment:tokenizer()
-  if not self._tok then self._tok = open_shared("tokenizer", self.model_entry.tokenizer, core.tokenizer) end
+  if not self._tok then
+    local tok = open_shared("tokenizer", self.model_entry.tokenizer, core.tokenizer)
+    local ok, c = pcall(core.json_read, self.model_entry.path .. "/config.json")
+    local vocab = ok and type(c) == "table" and math.tointeger(c.vocab_size)
+    if vocab and tok:vocab_size() > vocab then
+      util.fail("the tokenizer %s has %d ids, but model '%s' has a vocabulary of %d (config.json vocab_size): " ..
+                "they do not belong together", self.model_entry.tokenizer, tok:vocab_size(), self.model_name, vocab)
+    end
+    self._tok = tok
+  end
   return self._tok
 end
 

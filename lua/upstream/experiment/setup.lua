@@ -71,30 +71,35 @@ local function show(v)
   return table.concat(parts, ",")
 end
 
--- A param given by --set (text) must parse to the type of its declared default: an integer
--- for an integer, a number for a number, a boolean for a boolean, a list of numbers for a list
--- of numbers (integers or not: alphas = {-4, 0, 4} takes 0.5), a list of strings for one.
--- Returns the value; raises naming the key, the text and the default.
-local function checked_param(key, text, default)
-  local v = util.parse_value(text, default)
+-- A param's value must have the type of its declared default: an integer for an integer, a
+-- number for a number, a boolean for a boolean, a list of numbers for a list of numbers
+-- (integers or not: alphas = {-4, 0, 4} takes 0.5; one number makes a one-element list), a
+-- list of strings for one (entries made strings). Returns the value so coerced, and what it
+-- must be when it does not fit (nil when it does, or when the param has no default).
+local function fit_param(v, default)
   if default == nil then return v end
-  local function bad(what)
-    error(("--set %s=%s: must be %s, like the default %s"):format(key, text, what, show(default)), 0)
-  end
   local dt = math.type(default) or type(default)
-  if dt == "integer" and math.type(v) ~= "integer" then bad("an integer")
-  elseif dt == "float" and type(v) ~= "number" then bad("a number")
-  elseif dt == "boolean" and type(v) ~= "boolean" then bad("true or false")
+  if dt == "integer" and math.type(v) ~= "integer" then return v, "an integer"
+  elseif dt == "float" and type(v) ~= "number" then return v, "a number"
+  elseif dt == "boolean" and type(v) ~= "boolean" then return v, "true or false"
   elseif dt == "table" and #default > 0 then
     local kind = type(default[1])
     for _, x in ipairs(default) do if type(x) ~= kind then kind = nil end end
     if kind and type(v) ~= "table" then v = {v} end
     for i, x in ipairs((kind == "number" or kind == "string") and v or {}) do
       if kind == "number" and type(x) ~= "number" then
-        bad(("a list of numbers (entry %d, '%s', is not one)"):format(i, tostring(x)))
+        return v, ("a list of numbers (entry %d, '%s', is not one)"):format(i, tostring(x))
       elseif kind == "string" then v[i] = tostring(x) end
     end
   end
+  return v
+end
+
+-- A param given by --set (text): parsed, then fitted to its default; raises naming the key,
+-- the text and the default.
+local function checked_param(key, text, default)
+  local v, want = fit_param(util.parse_value(text, default), default)
+  if want then error(("--set %s=%s: must be %s, like the default %s"):format(key, text, want, show(default)), 0) end
   return v
 end
 
@@ -165,7 +170,16 @@ function M.new(decl)
         self._prompt_files[k] = M.prompt_file(("%s:%s: experiments.%s.%s"):format(cfg.file or "settings",
           tostring(line or "?"), decl.name, k), section[k], absolute(util.dirname(cfg.file or ".")))
       end
-    else params[k] = section[k] end
+    else
+      -- checked like a --set value, naming the settings file's line
+      local v, want = fit_param(type(section[k]) == "table" and util.copy(section[k]) or section[k], params[k])
+      if want then
+        local line = cfg.lines and cfg.lines[("experiments.%s.%s"):format(decl.name, k)]
+        error(("%s:%s: experiments.%s.%s: must be %s, like the default %s"):format(cfg.file or "settings",
+          tostring(line or "?"), decl.name, k, want, show(params[k])), 0)
+      end
+      params[k] = v
+    end
   end
   self.overrides = {}
   for _, s in ipairs(mine) do
@@ -200,13 +214,14 @@ function M.new(decl)
   self.model_entry = entry
   self.model_name = entry.name
   local org_path = entry.path .. "/organism.json"
-  if util.exists(org_path) then self.organism = core.json_read(org_path) end
+  if util.exists(org_path) then self.organism = util.guarded(core.json_read, org_path) end
   local org = self.organism or {}
   local dflt = entry.defaults
 
   self.source_layers = as_list(fields.source_layers) or dflt.source_layers or as_list(org.sae_layers)
     or as_list(org.source_layer)
   self.target_layer = fields.target_layer or dflt.target_layer or org.target_layer
+  if self.target_layer then self:_check_layer(self.target_layer, "target_layer") end
   self.sae_name = fields.sae or dflt.sae
   if not self.sae_name then
     -- A model directory that carries its own SAEs (the organism's layout, or organism.json's
@@ -241,10 +256,15 @@ function M.new(decl)
   -- Claim the run directories: mkdir fails when the name is taken, so two runs never share one.
   local results_base = absolute(cfg.results) .. "/" .. decl.name
   local plots_base = absolute(cfg.plots) .. "/" .. decl.name
-  for _, d in ipairs({results_base, plots_base}) do
+  -- A directory that cannot be made (a file in the way, no permission) fails here, naming
+  -- the setting, before anything is loaded or written.
+  local function claim_base(key, d)
     local mk, err = core.mkdirs(d)
-    if not mk then error(err, 0) end
+    if not mk then error(("cannot create the %s directory: %s (the setting '%s' must name a directory you can write)"):format(key, err, key), 0) end
   end
+  claim_base("results", results_base)
+  claim_base("plots", plots_base)
+  claim_base("cache", cfg.cache)
   -- Both directories must be new: a name taken in either (say plots left from a run whose
   -- results were deleted) moves on to the next suffix.
   local base_id = opts.run_id or os.date("!%Y%m%d-%H%M%S")
@@ -269,7 +289,6 @@ function M.new(decl)
   self.results_dir = results_base .. "/" .. id
   self.plots_dir = plots_base .. "/" .. id
   self.memo = cfg.cache .. "/filehash"
-  core.mkdirs(cfg.cache)
 
   self._manifest = self:_base_manifest(opts)
   -- The prompt files given in place of declared sets: path, sha256, count, and (once used) read.
