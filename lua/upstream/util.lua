@@ -15,6 +15,19 @@ local function is_library(source)
   return source:sub(1, 1) ~= "@" or source:sub(2, #libdir + 1) == libdir
 end
 
+-- Whether the file named at the head of an error message ("path:12: ...") is this library's.
+-- Lua shortens a long path to "...its/tail" (LUA_IDSIZE), so a tail counts when its start
+-- overlaps the end of libdir .. "/" by at least 12 characters (or all of it).
+local function names_library(id)
+  if id:sub(1, 3) ~= "..." then return is_library("@" .. id) end
+  local tail, dir = id:sub(4), libdir .. "/"
+  for k = math.min(#tail, #dir), math.min(12, #dir), -1 do
+    if dir:sub(-k) == tail:sub(1, k) then return true end
+  end
+  return false
+end
+M._names_library = names_library -- for tests
+
 -- "file:line" of the nearest caller outside the library, or nil (e.g. called from C only).
 function M.where(level)
   level = level or 2
@@ -45,7 +58,7 @@ function M.guarded(fn, ...)
     if not loc or e:sub(1, #file + 1) == file .. ":" then return e end
     -- The library's own file:line says nothing to the experiment's author: replace it.
     local lib = e:match("^[^:\n]*:%d+: ")
-    if lib and is_library("@" .. lib:match("^([^:]*)")) then e = e:sub(#lib + 1) end
+    if lib and names_library(lib:match("^([^:]*)")) then e = e:sub(#lib + 1) end
     return loc .. ": " .. e
   end, ...))
   if not res[1] then error(res[2], 0) end

@@ -9,10 +9,21 @@ local config = require "upstream.config"
 local report = require "upstream.report"
 local root = arg[1] or "."
 
-local passed, failed = 0, 0
-local function check(name, cond, detail)
-  if cond then passed = passed + 1
-  else failed = failed + 1; print("FAIL " .. name .. (detail and (": " .. tostring(detail)) or "")) end
+local t = dofile(root .. "/tests/experiment/harness.lua")
+local check = t.check
+
+-- An error raised in the library names the experiment's line, not the library's, also when Lua
+-- shortened the library's long path to "...tail" (a clone under a deep directory).
+do
+  local libdir = debug.getinfo(util.where, "S").source:match("^@(.*)/[^/]*$")
+  local long = libdir .. "/experiment/attribution.lua"
+  for _, id in ipairs({long, "..." .. long:sub(-56), "..." .. long:sub(-40)}) do
+    local ok, err = pcall(util.guarded, function() error(id .. ":84: the SAE reads layer 2", 0) end)
+    check("guarded strips the library's position " .. id, not ok and not err:find("attribution.lua", 1, true)
+          and err:find("the SAE reads layer 2$") ~= nil, err)
+  end
+  local ok, err = pcall(util.guarded, function() error(".../me/study/hug.lua:3: mine", 0) end)
+  check("guarded keeps a user's shortened position", not ok and err:find("hug.lua:3: mine", 1, true) ~= nil, err)
 end
 
 -- CSV: quoting round-trips; numbers keep float32 precision; column order is the record's.
@@ -188,5 +199,4 @@ do
   check("versions", upstream.versions().lua:match("^Lua 5%.4") ~= nil)
 end
 
-print(("%d passed, %d failed"):format(passed, failed))
-os.exit(failed == 0 and 0 or 1)
+t.finish()
