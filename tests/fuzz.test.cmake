@@ -15,8 +15,9 @@ include_guard(GLOBAL)
 
 set(UP_FUZZ_TARGETS
   tokenizer_load tokenizer_encode
-  safetensors safetensors_dir npy npz model sae_saelens prompts grid_cell)
-set(UP_FUZZ_LUA_TARGETS)
+  safetensors safetensors_dir npy npz model sae_saelens prompts grid_cell
+  settings set_value organism_json neuronpedia)
+set(UP_FUZZ_LUA_TARGETS settings set_value organism_json neuronpedia)
 set(UP_FUZZ_SRC ${CMAKE_SOURCE_DIR}/tests/fuzz)
 
 if(UP_FUZZ)

@@ -191,3 +191,61 @@ put("prompts", "bad_element.json", '["ok", 3, {"other": 1}]')
 put("prompts", "unterminated.csv", 'goal\n"never closed\n')
 put("prompts", "empty", "")
 put("prompts", "one_json_object", '{"harmful": ["a",\n "b"]}\n')
+
+# ---- the Lua readers ----
+SRC = os.path.normpath(os.path.join(ROOT, "..", ".."))
+def src(path):
+    with open(os.path.join(SRC, path), "rb") as f:
+        return f.read()
+
+# organism.json: the shipped organism's, trimmed to the fields its readers use, and variants.
+org = json.loads(src("models/organism/organism.json"))
+small = {k: org[k] for k in ("name", "sae", "sae_layers", "source_layer", "target_layer", "refusal_ids")}
+small["labels"] = {l: dict(list(v.items())[:4]) for l, v in list(org["labels"].items())[:2]}
+put("organism_json", "organism_small.json", json.dumps(small))
+put("organism_json", "labels_kinds.json", json.dumps({"source_layer": 1, "target_layer": 3, "sae": {"1": "sae/layer_1/params.npz"},
+    "labels": {"1": {"0": "refusal", "1": {"concept": "harm", "auroc": 0.9}, "2": {"share": 0.5, "tokens": [" a", "\n", " ", "b"]},
+                     "3": {"tokens": []}}}}))
+put("organism_json", "wrong_types.json", json.dumps({"source_layer": "1", "target_layer": 2.5, "sae": ["x"], "labels": {"1": 5}}))
+put("organism_json", "labels_not_object.json", json.dumps({"source_layer": 1, "target_layer": 2, "sae": {"1": 7}, "labels": 5}))
+put("organism_json", "null_tokens.json", json.dumps({"labels": {"0": {"0": {"tokens": [None, 3, True]}}}}))
+put("organism_json", "not_json", "{\"source_layer\": 1,")
+put("organism_json", "array.json", "[1, 2]")
+
+# Neuronpedia explanations export (for neuronpedia_id gemma-2-2b/{layer}-gemmascope-res-16k, layer 3).
+mid, lay = "gemma-2-2b", "3-gemmascope-res-16k"
+put("neuronpedia", "export.json", json.dumps([
+    {"modelId": mid, "layer": lay, "index": "0", "description": "refusal", "explanationModelName": "gpt-4o-mini", "typeName": "oai_token-act-pair"},
+    {"modelId": mid, "layer": lay, "index": 2, "description": "harm words"},
+    {"modelId": mid, "layer": lay, "index": "2", "description": "second explanation, not kept"},
+    {"modelId": mid, "layer": "4-gemmascope-res-16k", "index": "1", "description": "another layer"}]))
+put("neuronpedia", "empty.json", "[]")
+put("neuronpedia", "object.json", json.dumps({"explanations": []}))
+put("neuronpedia", "missing_field.json", json.dumps([{"modelId": mid, "layer": lay, "index": "1"}]))
+put("neuronpedia", "bad_index.json", json.dumps([{"modelId": mid, "layer": lay, "index": "-1", "description": "x"},
+                                                 {"modelId": mid, "layer": lay, "index": 1.5, "description": "y"}]))
+put("neuronpedia", "null_description.json", json.dumps([{"modelId": mid, "layer": lay, "index": 1, "description": None}]))
+put("neuronpedia", "not_json", "[{\"modelId\": ")
+
+# Settings files (libconfig).
+put("settings", "example.cfg", src("upstream.cfg.example"))
+put("settings", "experiment_test.cfg", src("tests/experiment/upstream.cfg"))
+put("settings", "labels_test.cfg", src("tests/experiment/labels.cfg"))
+put("settings", "unknown_key.cfg", 'threads = 2;\nmodles = { a = { path = "m"; }; };\n')
+put("settings", "type_error.cfg", 'threads = "two";\nsaes = { s = { path = "x/{layer}"; l0 = ["a"]; }; };\n')
+put("settings", "syntax_error.cfg", 'models = { a = { path = "m" }\n')
+put("settings", "sae_patterns.cfg", 'saes = { s = { path = "s/layer_{layer}/width_{width}/average_l0_{l0}/params.npz"; '
+    'l0 = [5]; layers = [0, 1]; neuronpedia_id = "m/{layer}-{nope}"; }; };\nmodels = { a = { path = "."; }; };\n')
+put("settings", "empty.cfg", "")
+put("settings", "include.cfg", '@include "missing.cfg"\nthreads = 1;\n')
+
+# --set values, one KEY=VALUE a line.
+put("set_value", "fields_and_params", "top_k=5\nsource_layers=1,2\nalphas=1,-2.5,3e2\nlabel=hello\n")
+put("set_value", "settings", "models.organism.template=gemma\nsaes.s.width=65k\nsaes.s.l0=1,2\nexperiments.demo.top_k=2\n")
+put("set_value", "bad_values", "top_k=abc\nsource_layers=x,y\n")
+put("set_value", "unknown", "topk=3\n")
+put("set_value", "no_key", "=5\n")
+put("set_value", "dots", "a..b=3\nmodels.=x\n.threads=1\n")
+put("set_value", "group_as_value", "models=3\n")
+put("set_value", "prompts", "prompts.harmful=p.txt\n")
+put("set_value", "empty_value", "label=\nsae=\n")

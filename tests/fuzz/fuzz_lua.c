@@ -1,0 +1,51 @@
+/* fuzz_lua — see fuzz_lua.h. */
+#include "fuzz_lua.h"
+
+#include <lauxlib.h>
+#include <lua.h>
+#include <lualib.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "cli.h"
+#include "fuzz_util.h"
+
+static lua_State *L;
+static int fault;
+
+/* Message handler: remembers whether the error is a fault, and adds the traceback to one. */
+static int handler(lua_State *S) {
+    fault = up_lua_is_fault(S) || !lua_isstring(S, 1);
+    const char *msg = lua_isstring(S, 1) ? lua_tostring(S, 1) : luaL_tolstring(S, 1, NULL);
+    luaL_traceback(S, S, msg, 1);
+    return 1;
+}
+
+int fuzz_lua_one(const char *driver, const uint8_t *data, size_t size) {
+    if (!L) {
+        L = luaL_newstate();
+        if (!L) abort();
+        up_lua_prepare_state(L);
+        char path[4096];
+        snprintf(path, sizeof path, "%s/%s.lua", UP_FUZZ_LUA, driver);
+        if (luaL_dofile(L, path) != LUA_OK || !lua_isfunction(L, -1)) {
+            fprintf(stderr, "fuzz_lua: driver %s: %s\n", path, lua_tostring(L, -1));
+            abort();
+        }
+        lua_setfield(L, LUA_REGISTRYINDEX, "fuzz.driver");
+    }
+    const char *dir = fuzz_dir();
+    lua_pushcfunction(L, handler);
+    lua_getfield(L, LUA_REGISTRYINDEX, "fuzz.driver");
+    lua_pushlstring(L, (const char *)data, size);
+    lua_pushstring(L, dir);
+    fault = 0;
+    if (lua_pcall(L, 2, 0, -4) != LUA_OK && fault) {
+        fprintf(stderr, "fuzz_lua: %s raised a fault, not a message for the user:\n%s\n", driver, lua_tostring(L, -1));
+        abort();
+    }
+    lua_settop(L, 0);
+    static unsigned runs;
+    if (++runs % 256 == 0) lua_gc(L, LUA_GCCOLLECT, 0);
+    return 0;
+}
