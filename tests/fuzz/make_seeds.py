@@ -2,7 +2,8 @@
 """Writes the seed corpora of the fuzz targets (tests/fuzz/seeds_NAME/) that are made rather than
 copied: small valid files of each format and edge cases the readers must refuse. Standard
 library only (no numpy): .npy headers and zip archives are written by hand / with zipfile.
-Seeds found by fuzzing (regress_*) are added by hand and never rewritten here.
+Seeds named regress_* replay a finding (README.md); the ones the fuzzer wrote itself are added
+by hand, not here.
 usage: make_seeds.py [SEED_ROOT]   (default: the directory of this script)"""
 import io, json, os, struct, sys, zipfile
 
@@ -153,7 +154,7 @@ put("model", "missing_tensor", SEP.join([json.dumps(cfg).encode(), weights(skip=
 put("model", "shape_disagrees", SEP.join([json.dumps(cfg).encode(), weights(reshape=[5])]))
 put("model", "config_only", json.dumps(cfg).encode())
 put("model", "wrong_types", json.dumps(dict(cfg, hidden_size="4", num_hidden_layers=1.5, tie_word_embeddings="yes")).encode())
-put("model", "absurd_sizes", SEP.join([json.dumps(dict(cfg, num_hidden_layers=2147483647, vocab_size=2147483647,
+put("model", "regress_absurd_sizes", SEP.join([json.dumps(dict(cfg, num_hidden_layers=2147483647, vocab_size=2147483647,
                                                         hidden_size=2147483646, intermediate_size=2147483647)).encode(), weights()]))
 put("model", "other_architecture", json.dumps({"architectures": ["LlamaForCausalLM"], "hidden_size": 4}).encode())
 put("model", "untied", SEP.join([json.dumps(dict(cfg, tie_word_embeddings=False)).encode(), weights()]))
@@ -206,8 +207,8 @@ put("organism_json", "organism_small.json", json.dumps(small))
 put("organism_json", "labels_kinds.json", json.dumps({"source_layer": 1, "target_layer": 3, "sae": {"1": "sae/layer_1/params.npz"},
     "labels": {"1": {"0": "refusal", "1": {"concept": "harm", "auroc": 0.9}, "2": {"share": 0.5, "tokens": [" a", "\n", " ", "b"]},
                      "3": {"tokens": []}}}}))
-put("organism_json", "wrong_types.json", json.dumps({"source_layer": "1", "target_layer": 2.5, "sae": ["x"], "labels": {"1": 5}}))
-put("organism_json", "labels_not_object.json", json.dumps({"source_layer": 1, "target_layer": 2, "sae": {"1": 7}, "labels": 5}))
+put("organism_json", "regress_wrong_types.json", json.dumps({"source_layer": "1", "target_layer": 2.5, "sae": ["x"], "labels": {"1": 5}}))
+put("organism_json", "regress_labels_not_object.json", json.dumps({"source_layer": 1, "target_layer": 2, "sae": {"1": 7}, "labels": 5}))
 put("organism_json", "null_tokens.json", json.dumps({"labels": {"0": {"0": {"tokens": [None, 3, True]}}}}))
 put("organism_json", "not_json", "{\"source_layer\": 1,")
 put("organism_json", "array.json", "[1, 2]")
@@ -244,7 +245,7 @@ put("set_value", "fields_and_params", "top_k=5\nsource_layers=1,2\nalphas=1,-2.5
 put("set_value", "settings", "models.organism.template=gemma\nsaes.s.width=65k\nsaes.s.l0=1,2\nexperiments.demo.top_k=2\n")
 put("set_value", "bad_values", "top_k=abc\nsource_layers=x,y\n")
 put("set_value", "unknown", "topk=3\n")
-put("set_value", "no_key", "=5\n")
+put("set_value", "regress_no_key", "=5\n")
 put("set_value", "dots", "a..b=3\nmodels.=x\n.threads=1\n")
 put("set_value", "group_as_value", "models=3\n")
 put("set_value", "prompts", "prompts.harmful=p.txt\n")
