@@ -47,6 +47,7 @@ seconds=${1:?usage: run.sh [--no-build] SECONDS [TARGET...]}
 shift
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || mapfile -t targets < <(all_targets)
+status=0
 for t in "${targets[@]}"; do
   bin=$out/build/fuzz_$t
   if [ ! -x "$bin" ]; then
@@ -58,10 +59,12 @@ for t in "${targets[@]}"; do
   dict=()
   [ -f "$src/tests/fuzz/$t.dict" ] && dict=(-dict="$src/tests/fuzz/$t.dict")
   echo "== fuzz_$t: $seconds s"
-  # One thread for OpenMP and OpenBLAS: fuzzers run side by side on few cores.
+  # One thread for OpenMP and OpenBLAS: fuzzers run side by side on few cores. A target that
+  # finds something stops; the next one still runs, and the exit status says so.
   OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 OMP_WAIT_POLICY=passive \
   ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1} \
     "$bin" -max_total_time="$seconds" -timeout=30 -rss_limit_mb=2048 -max_len=65536 \
       -print_final_stats=1 -artifact_prefix="$out/artifacts/${t}-" "${dict[@]}" \
-      "$out/corpus_$t" "$src/tests/fuzz/seeds_$t"
+      "$out/corpus_$t" "$src/tests/fuzz/seeds_$t" || { echo "== fuzz_$t FAILED"; status=1; }
 done
+exit $status
