@@ -7,6 +7,9 @@
  * the project's reader (writing it under dir, fuzz_util.h's scratch directory, where the reader
  * takes a path).
  *
+ * The fuzzer is guided by the Lua lines each input runs (a line hook feeding libFuzzer's extra
+ * counters) as well as by the C code's coverage.
+ *
  * Property: the reader returns, or raises an error meant for the user (error(msg, 0) or a
  * binding's message, a string); an error that is a fault (host rule up_lua_is_fault: a runtime
  * error in Lua code such as indexing nil, or a failed assert) or not a string aborts with its

@@ -3,9 +3,10 @@
 -- (lua_host.c: any argument holding an '='), and the experiment's constructor applies them
 -- (lua/upstream/experiment/setup.lua: split into the experiment's fields and params and
 -- settings, values read by util.parse_value, settings applied by config.load and checked
--- against the schema, fields against their declared types). The experiment runs on the
--- built-in organism with a settings file that keeps results, plots and the cache in the
--- harness's scratch directory.
+-- against the schema, fields against their declared types). The settings file keeps results,
+-- plots and the cache in the harness's scratch directory, and names a model that does not
+-- exist: the constructor applies and checks every --set before it looks the model up, and
+-- stops there (a --set model=organism goes on through the whole constructor).
 --
 -- Not fuzzed, to keep the harness to its scratch directory: values naming absolute paths, "~"
 -- or "..", and the keys results, plots and cache (a --set path is relative to the working
@@ -20,6 +21,7 @@ local settings = [[
 results = "results";
 plots = "plots";
 cache = "%s";
+model = "none";
 models = { organism = { defaults = { source_layers = [1]; }; }; };
 saes = { s = { path = "s/layer_{layer}/{width}/params.npz"; width = "16k"; l0 = [10, 20, 30]; model = "organism"; }; };
 experiments = { demo = { top_k = 3; }; };
