@@ -7,7 +7,8 @@
 # Two builds use this file:
 #   - the normal one (any compiler) registers, per target, the ctest test fuzz_NAME, which runs
 #     it for 20 s on its seed corpus; the test fuzz_build (a fixture they all require) first
-#     builds every target, once, through tests/fuzz/run.sh --build;
+#     builds every target, once, through tests/fuzz/run.sh --build; and fuzz_lua_replay, which
+#     replays the Lua targets' seeds through the plain host (tests/fuzz/replay_lua.sh);
 #   - the fuzz build that run.sh configures (clang, -DUP_FUZZ=ON, in <build>/fuzz/build, every
 #     layer compiled with -fsanitize=fuzzer-no-link,address,undefined) defines the executables.
 # Without clang or libFuzzer's runtime the tests are skipped (exit 77).
@@ -45,6 +46,8 @@ if(UP_FUZZ)
   list(TRANSFORM UP_FUZZ_TARGETS PREPEND fuzz_ OUTPUT_VARIABLE up_fuzz_all)
   add_dependencies(fuzz_all ${up_fuzz_all})
 else()
+  # The Lua targets' seeds replayed in the plain host: their regressions hold without clang too.
+  add_test(NAME fuzz_lua_replay COMMAND bash ${UP_FUZZ_SRC}/replay_lua.sh $<TARGET_FILE:upstream> ${UP_FUZZ_LUA_TARGETS})
   add_test(NAME fuzz_build COMMAND bash ${UP_FUZZ_SRC}/run.sh --build)
   set_tests_properties(fuzz_build PROPERTIES FIXTURES_SETUP fuzz_binaries SKIP_RETURN_CODE 77 TIMEOUT 1200
     ENVIRONMENT "UP_FUZZ_BUILD=${CMAKE_BINARY_DIR}/fuzz")
