@@ -63,6 +63,7 @@ for t in "${targets[@]}"; do
   # finds something stops; the next one still runs, and the exit status says so.
   OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 OMP_WAIT_POLICY=passive \
   ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1} \
+  LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$src/tests/fuzz/lsan.supp:print_suppressions=0} \
     "$bin" -max_total_time="$seconds" -timeout=30 -rss_limit_mb=2048 -max_len=65536 \
       -print_final_stats=1 -artifact_prefix="$out/artifacts/${t}-" "${dict[@]}" \
       "$out/corpus_$t" "$src/tests/fuzz/seeds_$t" || { echo "== fuzz_$t FAILED"; status=1; }
