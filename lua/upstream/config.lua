@@ -77,7 +77,8 @@ local function validate(tree, sch, prefix, where)
         table.sort(names)
         where(path, "unknown setting" .. util.suggest(k, names))
       elseif type(spec) == "table" then
-        if type(v) ~= "table" then where(path, "must be a group { ... }") end
+        -- A list ([...] or (...)) is a table too, keyed 1..n (found by tests/fuzz/fuzz_settings).
+        if type(v) ~= "table" or #v > 0 then where(path, "must be a group { ... }") end
         validate(v, spec, path, where)
       elseif not util.type_checks[spec](v) then
         where(path, ("must be %s, got %s"):format(spec, type(v)))
