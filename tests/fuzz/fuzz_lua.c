@@ -6,6 +6,7 @@
 #include <lualib.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "cli.h"
 #include "fuzz_util.h"
@@ -25,10 +26,17 @@ static void line_hook(lua_State *S, lua_Debug *ar) {
     fuzz_lua_lines[(h * 0xbf58476d1ce4e5b9u) >> 48]++;
 }
 
+/* Lua's own runtime errors, recognised by their words: a reader that catches one with pcall
+ * and raises it again with error() hides it from up_lua_is_fault, not from these. */
+static const char *const runtime_errors[] = {"attempt to ", "bad argument #", "table index is ",
+                                             "has no integer representation", "stack overflow"};
+
 /* Message handler: remembers whether the error is a fault, and adds the traceback to one. */
 static int handler(lua_State *S) {
     fault = up_lua_is_fault(S) || !lua_isstring(S, 1);
     const char *msg = lua_isstring(S, 1) ? lua_tostring(S, 1) : luaL_tolstring(S, 1, NULL);
+    for (size_t i = 0; i < sizeof runtime_errors / sizeof *runtime_errors; i++)
+        fault = fault || strstr(msg, runtime_errors[i]) != NULL;
     luaL_traceback(S, S, msg, 1);
     return 1;
 }
