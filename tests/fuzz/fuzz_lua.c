@@ -26,17 +26,30 @@ static void line_hook(lua_State *S, lua_Debug *ar) {
     fuzz_lua_lines[(h * 0xbf58476d1ce4e5b9u) >> 48]++;
 }
 
-/* Lua's own runtime errors, recognised by their words: a reader that catches one with pcall
- * and raises it again with error() hides it from up_lua_is_fault, not from these. */
-static const char *const runtime_errors[] = {"attempt to ", "bad argument #", "table index is ",
-                                             "has no integer representation", "stack overflow"};
+/* Whether msg is one of Lua's own runtime errors raised in the project's Lua code:
+ * "<lua dir>/....lua:LINE: attempt to ..." and the like. A reader that catches one with pcall and
+ * raises it again with error() hides it from up_lua_is_fault, not from this. Only the start of
+ * the message counts: a message may quote the input (a JSON error does), and the fuzzer would
+ * write those words there. */
+static int lua_runtime_error(const char *msg) {
+    static const char *const words[] = {"attempt to ", "table index is ", "has no integer representation",
+                                        "stack overflow", "invalid key to 'next'"};
+    const size_t dir = strlen(UP_LUA_DIR);
+    if (strncmp(msg, UP_LUA_DIR, dir) != 0 || msg[dir] != '/') return 0;
+    const char *p = strstr(msg, ".lua:");
+    if (!p || memchr(msg, ' ', (size_t)(p - msg))) return 0;
+    for (p += 5; *p >= '0' && *p <= '9'; p++) {}
+    if (strncmp(p, ": ", 2) != 0) return 0;
+    for (size_t i = 0; i < sizeof words / sizeof *words; i++)
+        if (!strncmp(p + 2, words[i], strlen(words[i]))) return 1;
+    return 0;
+}
 
 /* Message handler: remembers whether the error is a fault, and adds the traceback to one. */
 static int handler(lua_State *S) {
     fault = up_lua_is_fault(S) || !lua_isstring(S, 1);
     const char *msg = lua_isstring(S, 1) ? lua_tostring(S, 1) : luaL_tolstring(S, 1, NULL);
-    for (size_t i = 0; i < sizeof runtime_errors / sizeof *runtime_errors; i++)
-        fault = fault || strstr(msg, runtime_errors[i]) != NULL;
+    fault = fault || lua_runtime_error(msg);
     luaL_traceback(S, S, msg, 1);
     return 1;
 }

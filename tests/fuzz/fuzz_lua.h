@@ -12,9 +12,9 @@
  *
  * Property: the reader returns, or raises an error meant for the user (error(msg, 0) or a
  * binding's message, a string); an error that is a fault (host rule up_lua_is_fault: a runtime
- * error in Lua code such as indexing nil, or a failed assert; or a message in the words of
- * Lua's runtime errors, which a pcall and error() in between would otherwise pass off as the
- * user's) or not a string aborts with its traceback. Also no crash or sanitizer report in the C underneath. */
+ * error in Lua code such as indexing nil, or a failed assert; or a message that is one of Lua's
+ * runtime errors in the project's Lua code, which a pcall and error() in between would otherwise
+ * pass off as the user's) or not a string aborts with its traceback. Also no crash or sanitizer report in the C underneath. */
 #ifndef UP_FUZZ_LUA_H
 #define UP_FUZZ_LUA_H
 
