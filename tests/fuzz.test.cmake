@@ -48,6 +48,10 @@ if(UP_FUZZ)
 else()
   # The Lua targets' seeds replayed in the plain host: their regressions hold without clang too.
   add_test(NAME fuzz_lua_replay COMMAND bash ${UP_FUZZ_SRC}/replay_lua.sh $<TARGET_FILE:upstream> ${UP_FUZZ_LUA_TARGETS})
+endif()
+# The fuzz targets are built with the sanitizers anyway: the sanitizer pass (-DUP_SANITIZE=ON,
+# scripts/test-sanitize.sh) does not run them a second time.
+if(NOT UP_FUZZ AND NOT UP_SANITIZE)
   add_test(NAME fuzz_build COMMAND bash ${UP_FUZZ_SRC}/run.sh --build)
   set_tests_properties(fuzz_build PROPERTIES FIXTURES_SETUP fuzz_binaries SKIP_RETURN_CODE 77 TIMEOUT 1200
     ENVIRONMENT "UP_FUZZ_BUILD=${CMAKE_BINARY_DIR}/fuzz")
