@@ -132,6 +132,7 @@ function M.load(opts)
   for _, s in ipairs(opts.sets or {}) do
     local node, parts = tree, {}
     for part in s.key:gmatch("[^.]+") do parts[#parts + 1] = part end
+    if #parts == 0 then error(("--set %s: the key names no setting"):format(s.key), 0) end -- found by fuzz_set_value
     for i = 1, #parts - 1 do
       node[parts[i]] = node[parts[i]] or {}
       node = node[parts[i]]
