@@ -26,6 +26,14 @@ int up_cmd_run(int argc, char **argv);     /* `upstream run`: experiment options
  * (0 when it returns nothing) or 1 when it raises (the message goes to stderr). */
 int up_cmd_lua_module(const char *module, int argc, char **argv);
 
+/* The host's Lua state as every command gets it (standard libraries, upstream.core preloaded,
+ * lua/ on package.path), and its rule for an error: 1 when it is a fault to debug (raised by
+ * Lua code itself, such as indexing nil, or by assert), 0 when a message meant for the user;
+ * call from a message handler. Also used by the Lua fuzz targets (tests/fuzz/fuzz_lua.c). */
+struct lua_State;
+void up_lua_prepare_state(struct lua_State *L);
+int up_lua_is_fault(struct lua_State *L);
+
 /* Prints "upstream CMD: message" to stderr and returns 1 (the exit status of a failure). */
 int up_cli_fail(const char *cmd, const struct up_error *e);
 

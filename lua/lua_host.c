@@ -58,7 +58,7 @@ static int open_core(lua_State *L) {
  * indexing nil) or by a failed assert(). Errors raised by other C functions (error(), a
  * binding's luaL_error) carry a message meant for the user, often with the experiment's
  * file:line already in front. */
-static int is_fault(lua_State *L) {
+int up_lua_is_fault(lua_State *L) {
     lua_Debug ar;
     if (!lua_getstack(L, 1, &ar) || !lua_getinfo(L, "Sn", &ar)) return 1;
     return strcmp(ar.what, "C") != 0 || (ar.name && strcmp(ar.name, "assert") == 0);
@@ -67,7 +67,7 @@ static int is_fault(lua_State *L) {
 static int traceback(lua_State *L) {
     const char *msg = lua_tostring(L, 1);
     if (!msg) msg = luaL_tolstring(L, 1, NULL);
-    if (is_fault(L) || getenv("UPSTREAM_TRACEBACK")) luaL_traceback(L, L, msg, 1);
+    if (up_lua_is_fault(L) || getenv("UPSTREAM_TRACEBACK")) luaL_traceback(L, L, msg, 1);
     else lua_pushstring(L, msg);
     return 1;
 }
@@ -186,7 +186,7 @@ int up_cmd_run_lua(int argc, char **argv) {
 }
 
 /* Opens the standard libraries, preloads upstream.core and puts lua/ on package.path. */
-static void prepare_state(lua_State *L) {
+void up_lua_prepare_state(lua_State *L) {
     luaL_openlibs(L);
     luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
     lua_pushcfunction(L, open_core);
@@ -219,7 +219,7 @@ static void fail_open_runs(lua_State *L) {
 }
 
 static int run_script(lua_State *L, int argc, char **argv) {
-    prepare_state(L);
+    up_lua_prepare_state(L);
 
     lua_createtable(L, argc, 1);
     for (int i = 0; i < argc; i++) {
@@ -251,7 +251,7 @@ int up_cmd_lua_module(const char *module, int argc, char **argv) {
         fprintf(stderr, "upstream %s: cannot create a Lua state\n", argv[0]);
         return 1;
     }
-    prepare_state(L);
+    up_lua_prepare_state(L);
     int status = 1;
     lua_pushcfunction(L, traceback);
     lua_getglobal(L, "require");

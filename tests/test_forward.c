@@ -376,6 +376,30 @@ static void test_config_errors(void **state) {
     up_model *m = NULL;
     assert_int_not_equal(up_model_load(&m, dir, &e), UP_OK);
     assert_null(m);
+
+    /* An absurd num_hidden_layers is refused against the checkpoint, before anything is
+     * allocated by it (it was a calloc of hundreds of GB; found by tests/fuzz/fuzz_model). */
+    char src[600], text[4096], weights[600];
+    snprintf(src, sizeof src, "%s/golden/tiny_f32/config.json", UP_TEST_DIR);
+    f = fopen(src, "r");
+    assert_non_null(f);
+    size_t n = fread(text, 1, sizeof text - 1, f);
+    fclose(f);
+    text[n] = '\0';
+    char *layers = strstr(text, "\"num_hidden_layers\": 4,");
+    assert_non_null(layers);
+    f = fopen(path, "w");
+    fprintf(f, "%.*s\"num_hidden_layers\": 2000000000,%s", (int)(layers - text), text,
+            layers + strlen("\"num_hidden_layers\": 4,"));
+    fclose(f);
+    snprintf(src, sizeof src, "%s/golden/tiny_f32/model.safetensors", UP_TEST_DIR);
+    snprintf(weights, sizeof weights, "%s/model.safetensors", dir);
+    assert_int_equal(symlink(src, weights), 0);
+    assert_int_equal(up_model_load(&m, dir, &e), UP_ERR_FORMAT);
+    assert_non_null(strstr(e.msg, "num_hidden_layers 2000000000"));
+    assert_null(m);
+    remove(weights);
+    remove(path);
     rmdir(dir);
 }
 

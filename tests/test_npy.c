@@ -504,6 +504,9 @@ static void test_corrupt_members(void **state) {
         {"cut_header.npy", {NULL, 0}},
         {"pickle.npy", make_npy(1, "{'descr': '|O', 'fortran_order': False, 'shape': (1,), }",
                                 "\x80\x04N.", 4)},
+        /* A 1.0 header of 10 bytes (an empty dict) and data: reading a 2.0 prefix overran it
+         * (an AddressSanitizer report, found by tests/fuzz/fuzz_npz.c). */
+        {"empty_dict.npy", {(unsigned char *)memcpy(malloc(14), "\x93NUMPY\x01\x00\x00\x00" "abcd", 14), 14}},
     };
     npy_buf full = make_f32("(2, 3)", M23, 6);
     m[6].npy.p = full.p;
@@ -523,6 +526,7 @@ static void test_corrupt_members(void **state) {
         expect_member_error(npz, "tiny", UP_ERR_FORMAT, "tiny.npy");
         expect_member_error(npz, "cut_header", UP_ERR_FORMAT, "truncated");
         expect_member_error(npz, "pickle", UP_ERR_UNSUPPORTED, "|O");
+        expect_member_error(npz, "empty_dict", UP_ERR_FORMAT, "empty_dict.npy");
         expect_member_error(npz, "nothing_here", UP_ERR_INVALID, "no array");
         up_npz_close(npz);
     }

@@ -5,8 +5,8 @@
 #                     <build>/tokenizer-ref, once; skipped (77) without node/npm
 #   tok_conformance   our ids == the reference's over tests/tokenizer/corpus.txt on the real
 #                     Gemma-3 tokenizer.json; skipped without node
-#   tok_fuzz_load, tok_fuzz_encode
-#                     libFuzzer targets built with clang and run ~20 s each; skipped without clang
+# The tokenizer's fuzz targets (fuzz_tokenizer_load, fuzz_tokenizer_encode) are registered with
+# every other fuzz target in tests/fuzz.test.cmake.
 # bench_tokenizer (a benchmark, not a test) reads the same reference install.
 include_guard(GLOBAL)
 
@@ -26,11 +26,6 @@ add_test(NAME tok_conformance
          COMMAND bash ${UP_TOK_SRC}/conformance.sh ${CMAKE_SOURCE_DIR} ${UP_TOK_REF} $<TARGET_FILE:tok_conformance>)
 set_tests_properties(tok_conformance PROPERTIES FIXTURES_REQUIRED tok_reference SKIP_RETURN_CODE 77 TIMEOUT 600)
 
-foreach(target fuzz_tokenizer_load fuzz_tokenizer_encode)
-  string(REPLACE "fuzz_tokenizer_" "tok_fuzz_" name ${target})
-  add_test(NAME ${name} COMMAND bash ${CMAKE_SOURCE_DIR}/tests/fuzz/run.sh ${CMAKE_SOURCE_DIR} ${CMAKE_BINARY_DIR} ${target} 20)
-  set_tests_properties(${name} PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 300)
-endforeach()
 
 if(TARGET bench_tokenizer)
   target_compile_definitions(bench_tokenizer PRIVATE UP_BUILD_DIR="${CMAKE_BINARY_DIR}" UP_SOURCE_DIR="${CMAKE_SOURCE_DIR}")

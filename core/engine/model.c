@@ -241,7 +241,6 @@ up_status up_model_load(up_model **out, const char *dir, up_error *err) {
     if ((s = up_safetensors_open_dir(&st, dir, err))) goto fail;
     m->owner = st;
     m->dir = strdup(dir);
-    if ((s = alloc_layers(m, err))) goto fail;
     const up_model_config *c = &m->cfg;
     const int64_t d = c->d_model, q = (int64_t)c->n_heads * c->head_dim, kv = (int64_t)c->n_kv_heads * c->head_dim;
     if ((s = find_weight(st, dir, "model.embed_tokens.weight", c->vocab_size, d, &m->embed, err))) goto fail;
@@ -251,6 +250,15 @@ up_status up_model_load(up_model **out, const char *dir, up_error *err) {
     } else {
         m->lm_head = m->embed;
     }
+    /* The layer count sizes allocations: check it against the checkpoint first (11 tensors a
+     * layer), so an absurd num_hidden_layers is an error, not a huge calloc. d_model is already
+     * bounded by model.norm.weight's shape. */
+    if ((int64_t)c->n_layers * 11 > up_safetensors_count(st)) {
+        s = up_error_set(err, UP_ERR_FORMAT, "%s: config.json says num_hidden_layers %d, but the checkpoint holds %d tensors (11 a layer)",
+                         dir, c->n_layers, up_safetensors_count(st));
+        goto fail;
+    }
+    if ((s = alloc_layers(m, err))) goto fail;
     for (int l = 0; l < c->n_layers; l++) {
         up_layer_weights *w = &m->layers[l];
         char name[256];

@@ -365,13 +365,19 @@ static up_status reader_open(up_npz *npz, const char *key, member_reader *r, up_
     if (!r->zf)
         return up_error_set(err, UP_ERR_FORMAT, "%s: member %s.npy: %s", npz->path, key,
                             zip_strerror(npz->za));
+    /* Only the version's own prefix: a 1.0 header may be 10 bytes long, and reading 12 would
+     * overrun it (found by tests/fuzz/fuzz_npz.c). */
     unsigned char prefix[NPY_PREFIX_V2];
-    size_t have = sb.size < NPY_PREFIX_V2 ? (size_t)sb.size : NPY_PREFIX_V2;
+    size_t have = sb.size < NPY_PREFIX_V1 ? (size_t)sb.size : NPY_PREFIX_V1;
     up_status s = zread_exact(npz, r->zf, key, prefix, have, err);
+    if (s == UP_OK && have == NPY_PREFIX_V1 && prefix[6] >= 2 && sb.size >= NPY_PREFIX_V2) {
+        s = zread_exact(npz, r->zf, key, prefix + have, NPY_PREFIX_V2 - NPY_PREFIX_V1, err);
+        have = NPY_PREFIX_V2;
+    }
     size_t total = 0;
     if (s == UP_OK) s = header_size(prefix, have, &total, err);
     unsigned char *hdr = NULL;
-    if (s == UP_OK && total > sb.size)
+    if (s == UP_OK && (total > sb.size || total < have))
         s = up_error_set(err, UP_ERR_FORMAT, "header truncated (%zu of %zu bytes)",
                          (size_t)sb.size, total);
     if (s == UP_OK && !(hdr = malloc(total))) s = up_error_set(err, UP_ERR_NOMEM, "out of memory");

@@ -54,8 +54,8 @@
  * digits, so they read back bit for bit; NaN as null, infinities as "inf"/"-inf"), to a
  * temporary name then renamed, so a killed run leaves whole files only and the next run with
  * the same cache resumes where it stopped; a changed axis recomputes only the cells whose
- * keys are new. A file that is unreadable or does not carry its key is recomputed and
- * rewritten. File digests are memoised in CACHE/filehash (hash.h). Without a cache nothing
+ * keys are new. A file that is unreadable, does not carry its key or fails its own SHA-256
+ * check (a changed or truncated file) is recomputed and rewritten. File digests are memoised in CACHE/filehash (hash.h). Without a cache nothing
  * is hashed from disk and keys are still formed (they are what deduplicates cells).
  *
  * Determinism. The forward pass's bits depend on a row's place in its batch (OpenBLAS tiles

@@ -183,10 +183,42 @@ static void cell_file(const char *dir, const char *key, char *out, size_t size) 
     snprintf(out, size, "%s/%.2s/%s.json", dir, key, key);
 }
 
+/* A cell file ends with its own digest: the writer dumps the cell, then puts
+ * ",\n \"check\": \"<SHA-256 of that dump>\"\n}" in place of the dump's closing "\n}". The reader
+ * recomputes it over the same bytes, so a file changed or cut anywhere is a miss (jansson alone
+ * takes a digit changed inside a number, found by tests/fuzz/fuzz_grid_cell.c). */
+#define CHECK_HEAD ",\n \"check\": \""
+#define CHECK_TAIL "\"\n}"
+#define CHECK_BYTES (sizeof CHECK_HEAD - 1 + 64 + sizeof CHECK_TAIL - 1)
+
+/* The cell's JSON, when the file at path is whole (its check matches), else NULL. */
+static json_t *load_checked(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    char *text = NULL;
+    long size = fseek(f, 0, SEEK_END) == 0 ? ftell(f) : -1;
+    int ok = size >= (long)CHECK_BYTES + 2 && fseek(f, 0, SEEK_SET) == 0 && (text = malloc((size_t)size)) &&
+             fread(text, 1, (size_t)size, f) == (size_t)size;
+    fclose(f);
+    const size_t n = ok ? (size_t)size : 0, body = n - CHECK_BYTES; /* the dump without its "\n}" */
+    ok = ok && !memcmp(text + body, CHECK_HEAD, sizeof CHECK_HEAD - 1) &&
+         !memcmp(text + n - (sizeof CHECK_TAIL - 1), CHECK_TAIL, sizeof CHECK_TAIL - 1);
+    char want[UP_HASH_HEX], got[UP_HASH_HEX];
+    if (ok) {
+        memcpy(want, text + body + sizeof CHECK_HEAD - 1, 64);
+        want[64] = '\0';
+        memcpy(text + body, "\n}", 2); /* the dump as it was hashed */
+        ok = !up_hash_bytes(text, body + 2, got) && !strcmp(got, want);
+    }
+    json_t *o = ok ? json_loadb(text, body + 2, 0, NULL) : NULL;
+    free(text);
+    return o;
+}
+
 int grid_cache_read(const char *dir, int V, up_grid_cell *c) {
     char path[PATH_MAX];
     cell_file(dir, c->key, path, sizeof path);
-    json_t *o = json_load_file(path, 0, NULL);
+    json_t *o = load_checked(path);
     if (!o) return -1;
     int ok = json_is_object(o);
     const json_t *fmt = json_object_get(o, "format"), *key = json_object_get(o, "key");
@@ -245,8 +277,14 @@ up_status grid_cache_write(const char *dir, const up_grid_cell *c, const char *s
     /* 17 significant digits: every double reads back to the same bits. */
     char *text = json_dumps(o, JSON_INDENT(1) | JSON_REAL_PRECISION(17));
     json_decref(o);
-    if (!text) return up_error_set(err, UP_ERR_NOMEM, "grid cache: out of memory");
-    up_status s = up_fs_write_atomic(path, text, strlen(text), err);
-    free(text);
+    const size_t n = text ? strlen(text) : 0; /* ends with "\n}" */
+    char digest[UP_HASH_HEX], *sealed = text ? malloc(n - 2 + CHECK_BYTES + 1) : NULL;
+    if (!sealed || up_hash_bytes(text, n, digest)) {
+        free(text), free(sealed);
+        return up_error_set(err, UP_ERR_NOMEM, "grid cache: out of memory");
+    }
+    snprintf(sealed, n - 2 + CHECK_BYTES + 1, "%.*s" CHECK_HEAD "%s" CHECK_TAIL, (int)(n - 2), text, digest);
+    up_status s = up_fs_write_atomic(path, sealed, n - 2 + CHECK_BYTES, err);
+    free(text), free(sealed);
     return s;
 }

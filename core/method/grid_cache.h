@@ -14,7 +14,9 @@
  *
  * Cell files. CACHE/<key[0:2]>/<key>.json, written whole (a temporary name, then renamed) with
  * doubles to 17 significant digits, NaN as null and infinities as "inf"/"-inf", so a cell read
- * back is bit-identical to the one written. The spec is kept in the file for audits.
+ * back is bit-identical to the one written. The spec is kept in the file for audits. The last
+ * field, "check", is the SHA-256 of the file as it would be without it; a file whose check
+ * does not match (changed or cut anywhere) is a miss, recomputed and rewritten.
  *
  * Errors: the spec makers return NULL when out of memory (grid_run_spec also fails, with a
  * message, when an identity file cannot be hashed or the model has no directory to hash);

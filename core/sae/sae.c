@@ -262,8 +262,13 @@ static up_status load_weights(up_sae *sae, source *src, unsigned parts, const ch
             return s;
         if (thr_key) {
             if ((s = source_read(src, thr_key, sae->threshold, dsae, err))) return s;
-            if (log_thr)
-                for (size_t i = 0; i < dsae; i++) sae->threshold[i] = expf(sae->threshold[i]);
+            /* exp of a finite log_threshold above ~88.7 is +inf (found by fuzz_sae_saelens). */
+            for (size_t i = 0; log_thr && i < dsae; i++) {
+                const float log_value = sae->threshold[i];
+                if (!isfinite(sae->threshold[i] = expf(log_value)))
+                    return up_error_set(err, UP_ERR_FORMAT, "%s: %s[%zu] is %g, whose exp is not finite", src->file,
+                                        thr_key, i, (double)log_value);
+            }
         }
     }
     return UP_OK;

@@ -77,7 +77,8 @@ local function validate(tree, sch, prefix, where)
         table.sort(names)
         where(path, "unknown setting" .. util.suggest(k, names))
       elseif type(spec) == "table" then
-        if type(v) ~= "table" then where(path, "must be a group { ... }") end
+        -- A list ([...] or (...)) is a table too, keyed 1..n (found by tests/fuzz/fuzz_settings).
+        if type(v) ~= "table" or #v > 0 then where(path, "must be a group { ... }") end
         validate(v, spec, path, where)
       elseif not util.type_checks[spec](v) then
         where(path, ("must be %s, got %s"):format(spec, type(v)))
@@ -131,6 +132,7 @@ function M.load(opts)
   for _, s in ipairs(opts.sets or {}) do
     local node, parts = tree, {}
     for part in s.key:gmatch("[^.]+") do parts[#parts + 1] = part end
+    if #parts == 0 then error(("--set %s: the key names no setting"):format(s.key), 0) end -- found by fuzz_set_value
     for i = 1, #parts - 1 do
       node[parts[i]] = node[parts[i]] or {}
       node = node[parts[i]]

@@ -1,26 +1,71 @@
 #!/usr/bin/env bash
-# Builds one tokenizer fuzz target with clang's libFuzzer (+ASan, UBSan) and runs it for a
-# while on its seed corpus. New inputs go to BUILD_DIR/fuzz/corpus_TARGET, never the tree.
-# usage: run.sh SOURCE_DIR BUILD_DIR TARGET SECONDS     exit 77 (skip) when clang is absent
+# Builds the fuzz targets (tests/fuzz.test.cmake lists them) with clang's libFuzzer, ASan and UBSan,
+# and runs each for a while on its seed corpus.
+#
+# usage: run.sh [--no-build] SECONDS [TARGET...]   run TARGETs (default: all), SECONDS each
+#        run.sh --build                            only build (ctest's fuzz_build fixture)
+#
+# The fuzz build lives in $UP_FUZZ_BUILD (default <source>/build/fuzz): a CMake tree configured
+# with clang and -DUP_FUZZ=ON in $UP_FUZZ_BUILD/build. New inputs go to $UP_FUZZ_BUILD/corpus_NAME,
+# crashes to $UP_FUZZ_BUILD/artifacts/, never into the tree: a crash found is turned into a
+# regression seed by hand (tests/fuzz/README.md). Exit 77 (ctest: skipped) without clang or
+# libFuzzer's runtime.
 set -euo pipefail
-src=$1 build=$2 target=$3 seconds=$4
+src=$(cd "$(dirname "$0")/../.." && pwd)
+out=${UP_FUZZ_BUILD:-$src/build/fuzz}
 cc=${CLANG:-clang}
-if ! command -v "$cc" >/dev/null; then
-  echo "SKIP: clang not installed (Debian packages clang, libclang-rt-14-dev); $target not run"
-  exit 77
+
+build=1
+case "${1:-}" in
+  --build) build=only; shift ;;
+  --no-build) build=0; shift ;;
+esac
+
+all_targets() {
+  sed -n '/^set(UP_FUZZ_TARGETS/,/)/p' "$src/tests/fuzz.test.cmake" | tr -d '()' | tr ' ' '\n' \
+    | grep -v -e '^set$' -e '^UP_FUZZ_TARGETS$' -e '^$'
+}
+
+if [ "$build" != 0 ]; then
+  if ! command -v "$cc" >/dev/null; then
+    echo "SKIP: clang not installed (Debian packages clang, libclang-rt-14-dev); fuzz targets not built"
+    exit 77
+  fi
+  if ! echo 'int LLVMFuzzerTestOneInput(const char *d, long n) { return 0; }' \
+      | "$cc" -x c -fsanitize=fuzzer - -o /dev/null 2>/dev/null; then
+    echo "SKIP: clang cannot link -fsanitize=fuzzer: libFuzzer's runtime is missing (Debian: libclang-rt-14-dev)"
+    exit 77
+  fi
+  flags="-g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined"
+  cmake -S "$src" -B "$out/build" -DCMAKE_C_COMPILER="$cc" -DCMAKE_BUILD_TYPE=None -DUP_FUZZ=ON \
+    -DUP_NATIVE=OFF -DCMAKE_C_FLAGS="$flags" >/dev/null
+  cmake --build "$out/build" --target fuzz_all -j"${UP_FUZZ_JOBS:-2}"
+  [ "$build" = only ] && exit 0
 fi
-out=$build/fuzz
-mkdir -p "$out/corpus_$target"
-# The tokenizer is every core/text/tokenizer*.c (a glob, so a further split needs no edit here),
-# plus what those files and the fuzz targets call into: chat, and base's error and utf8.
-sources=("$src"/core/text/tokenizer*.c "$src/core/text/chat.c" "$src/core/base/error.c" "$src/core/base/utf8.c")
-# shellcheck disable=SC2046
-if ! "$cc" -std=gnu11 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -D_GNU_SOURCE \
-    -DUP_FUZZ_TINY="\"$src/tests/tokenizer/tiny/tokenizer.json\"" -I "$src/core" \
-    "$src/tests/fuzz/$target.c" "${sources[@]}" \
-    $(pkg-config --cflags --libs jansson) -o "$out/$target"; then
-  echo "cannot build $target with -fsanitize=fuzzer: libFuzzer's runtime is missing (Debian: libclang-rt-14-dev)"
-  exit 1
-fi
-"$out/$target" -max_total_time="$seconds" -rss_limit_mb=2048 -max_len=65536 -print_final_stats=1 \
-  "$out/corpus_$target" "$src/tests/fuzz/seeds_${target#fuzz_}"
+
+seconds=${1:?usage: run.sh [--no-build] SECONDS [TARGET...]}
+shift
+targets=("$@")
+[ ${#targets[@]} -gt 0 ] || mapfile -t targets < <(all_targets)
+status=0
+for t in "${targets[@]}"; do
+  bin=$out/build/fuzz_$t
+  if [ ! -x "$bin" ]; then
+    [ -x "$out/build" ] || { echo "SKIP: no fuzz build in $out (clang missing?)"; exit 77; }
+    echo "no fuzz target $bin (run.sh --build first; targets: $(all_targets | tr '\n' ' '))"
+    exit 1
+  fi
+  mkdir -p "$out/corpus_$t" "$out/artifacts"
+  dict=()
+  [ -f "$src/tests/fuzz/$t.dict" ] && dict=(-dict="$src/tests/fuzz/$t.dict")
+  echo "== fuzz_$t: $seconds s"
+  # One thread for OpenMP and OpenBLAS: fuzzers run side by side on few cores. A target that
+  # finds something stops; the next one still runs, and the exit status says so.
+  OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 OMP_WAIT_POLICY=passive \
+  ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1} \
+  LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$src/tests/fuzz/lsan.supp:print_suppressions=0} \
+    "$bin" -max_total_time="$seconds" -timeout=30 -rss_limit_mb=2048 -max_len=65536 \
+      -print_final_stats=1 -artifact_prefix="$out/artifacts/${t}-" "${dict[@]}" \
+      "$out/corpus_$t" "$src/tests/fuzz/seeds_$t" || { echo "== fuzz_$t FAILED"; status=1; }
+done
+exit $status

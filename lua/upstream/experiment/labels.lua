@@ -27,10 +27,11 @@ end
 -- then (none of those naming it) organism.json's top-activating tokens.
 function Experiment:label(layer, k, sae_name)
   local org = self.organism and self.organism.labels
-  local by_layer = org and org[tostring(layer)]
-  local org_entry = by_layer and by_layer[tostring(k)]
+  local by_layer = type(org) == "table" and org[tostring(layer)] or nil
+  local org_entry = type(by_layer) == "table" and by_layer[tostring(k)] or nil
   local name = org_entry
   if type(name) == "table" then name = name.concept or name.name end -- {"concept": ..., "auroc": ...}
+  if type(name) ~= "string" then name = nil end -- a hand-edited entry of another type names nothing
   sae_name = sae_name or self.sae_name or ""
   local entry = self.settings.saes[sae_name]
   if not name and entry then

@@ -37,6 +37,7 @@ local function split_sets(decl, sets)
   local mine, settings = {}, {}
   for _, kv in ipairs(sets or {}) do
     local key, value = kv:match("^([^=]+)=(.*)$")
+    if not key then error(("--set %s: takes KEY=VALUE, and the key is empty"):format(kv), 0) end
     local pkey = key:match("^params%.(.+)$")
     local set = key:match("^prompts%.(.+)$")
     if set and not (decl.prompts and decl.prompts[set] ~= nil) then
@@ -101,6 +102,27 @@ local function checked_param(key, text, default)
   local v, want = fit_param(util.parse_value(text, default), default)
   if want then error(("--set %s=%s: must be %s, like the default %s"):format(key, text, want, show(default)), 0) end
   return v
+end
+
+-- A model directory's organism.json (written by `upstream organism build`), with the types of
+-- the fields the experiment reads checked, so a file edited by hand fails with a message naming
+-- it and the field (found by tests/fuzz/fuzz_organism_json).
+local function read_organism(path)
+  local org = core.json_read(path)
+  local function bad(key, want) error(("%s: %s must be %s"):format(path, key, want), 0) end
+  if type(org) ~= "table" then bad("the file", "a JSON object") end
+  for _, k in ipairs({"source_layer", "target_layer"}) do
+    if org[k] ~= nil and math.type(org[k]) ~= "integer" then bad(k, "an integer") end
+  end
+  if org.sae_layers ~= nil and not util.type_checks.integers(org.sae_layers) then bad("sae_layers", "a list of integers") end
+  if org.sae ~= nil then
+    if type(org.sae) ~= "table" then bad("sae", 'an object {"LAYER": "path"}') end
+    for l, rel in pairs(org.sae) do
+      if type(rel) ~= "string" then bad("sae." .. tostring(l), "a path (a string)") end
+    end
+  end
+  if org.labels ~= nil and type(org.labels) ~= "table" then bad("labels", 'an object {"LAYER": {...}}') end
+  return org
 end
 
 local function as_list(v)
@@ -214,7 +236,7 @@ function M.new(decl)
   self.model_entry = entry
   self.model_name = entry.name
   local org_path = entry.path .. "/organism.json"
-  if util.exists(org_path) then self.organism = util.guarded(core.json_read, org_path) end
+  if util.exists(org_path) then self.organism = util.guarded(read_organism, org_path) end
   local org = self.organism or {}
   local dflt = entry.defaults
 

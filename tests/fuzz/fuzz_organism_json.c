@@ -1,0 +1,6 @@
+/* libFuzzer target: the Lua reader driven by tests/fuzz/lua/organism_json.lua (which says what it reads and
+ * checks), in the host's Lua state; the property is fuzz_lua.h's: a message for the user or
+ * success, never a fault. Build and run: tests/fuzz/run.sh. */
+#include "fuzz_lua.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) { return fuzz_lua_one("organism_json", data, size); }
