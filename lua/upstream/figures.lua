@@ -188,10 +188,11 @@ function M.install(X, step)
     local baseline
     if metric == "score" and n > 0 then baseline = base / n
     elseif metric == "dscore" or metric == "dR" then baseline = 0 end
+    local at, how = steered(s, where)
     return self:_figure("lines", {
       name = opts.name or ("dose_%s_%s%s"):format(s.label, metric, where == "all" and "" or ("_" .. where)),
-      title = ("Steering at %s: %s vs α"):format(steered(s, where), metric_titles[metric]),
-      subtitle = select(2, steered(s, where)),
+      title = ("Steering at %s: %s vs α"):format(at, metric_titles[metric]),
+      subtitle = how,
       xlabel = "steering coefficient α", ylabel = metric_names[metric], series = series, baseline = baseline,
       -- a rate and a probability keep their whole range, so 0.84 does not look like 0
       ymin = (metric == "refused" or metric == "p_refusal") and 0 or nil,
@@ -217,10 +218,11 @@ function M.install(X, step)
       end
     end
     if #x == 0 then util.fail("plot_linearity: no steered cell has both predicted and measured dR") end
+    local at, how = steered(s, where)
     return self:_figure("scatter", {
       name = opts.name or ("linearity_%s%s"):format(s.label, where == "all" and "" or ("_" .. where)),
-      title = ("First-order prediction vs measured ΔR — %s"):format(steered(s, where)),
-      subtitle = select(2, steered(s, where)),
+      title = ("First-order prediction vs measured ΔR — %s"):format(at),
+      subtitle = how,
       xlabel = #s.latents > 0 and #(s.vectors or {}) == 0 and "predicted ΔR = α · Σ_t RG[t, k]" or
         "predicted ΔR = α · Σ_t v · ∂R/∂h[t] (first order)", ylabel = "measured ΔR", x = x, y = y, group = group, identity = true,
       control = has_control and "random latents" or nil,

@@ -32,8 +32,7 @@ function Experiment:_base_manifest(opts)
   local entry = self.model_entry
   local tok_path = entry.tokenizer
   if util.exists(tok_path .. "/tokenizer.json") then tok_path = tok_path .. "/tokenizer.json" end
-  -- guarded: a malformed config.json is the user's file, named with the experiment's line
-  local cfg_json = util.guarded(core.json_read, entry.path .. "/config.json")
+  local cfg_json = self:_model_config()
   return {
     experiment = {name = self.name, title = self.decl.title, file = self.file,
                   sha256 = exp_text and core.sha256(exp_text) or nil},

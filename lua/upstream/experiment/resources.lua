@@ -70,13 +70,19 @@ function Experiment:tokenizer()
   return self._tok
 end
 
--- The model's layer count, from its config.json (no checkpoint load).
-function Experiment:_n_layers()
-  if not self._layer_count then
-    local ok, c = pcall(core.json_read, self.model_entry.path .. "/config.json")
-    self._layer_count = ok and type(c) == "table" and math.tointeger(c.num_hidden_layers) or nil
+-- The checkpoint's config.json, read once (no weights loaded) for the layer count, the thread
+-- rule and the manifest; a malformed one is the user's file, named with the experiment's line.
+function Experiment:_model_config()
+  if not self._config_json then
+    self._config_json = util.guarded(core.json_read, self.model_entry.path .. "/config.json")
   end
-  return self._layer_count
+  return self._config_json
+end
+
+-- The model's layer count, from its config.json.
+function Experiment:_n_layers()
+  local c = self:_model_config()
+  return type(c) == "table" and math.tointeger(c.num_hidden_layers) or nil
 end
 
 -- Raises "<what> N is not a layer of model 'M' (L layers: 0-(L-1))" unless 0 <= layer < L.

@@ -234,6 +234,7 @@ function M.new(decl)
 
   local entry = config.model(cfg, fields.model or cfg.model)
   self.model_entry = entry
+  self:_model_config() -- a malformed config.json fails here, before anything is made
   self.model_name = entry.name
   local org_path = entry.path .. "/organism.json"
   if util.exists(org_path) then self.organism = util.guarded(read_organism, org_path) end
@@ -269,8 +270,8 @@ function M.new(decl)
   -- products gain nothing from threads, and OpenMP/OpenBLAS waiting on a busy machine makes
   -- them many times slower. Any explicit threads setting (or --threads) is kept.
   if (cfg.threads or 0) <= 0 then
-    local okc, mc = pcall(core.json_read, entry.path .. "/config.json")
-    if okc and type(mc) == "table" and (mc.hidden_size or 0) > 0 and mc.hidden_size <= 256 then cfg.threads = 1 end
+    local mc = self:_model_config()
+    if type(mc) == "table" and (mc.hidden_size or 0) > 0 and mc.hidden_size <= 256 then cfg.threads = 1 end
   end
   self.seed = fields.seed or 0
   if cfg.threads and cfg.threads > 0 then core.set_threads(cfg.threads) end

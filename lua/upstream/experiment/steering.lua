@@ -113,8 +113,8 @@ Experiment.steer = step("steer", function(self, spec)
   end
   local objective = spec.objective or (a and a.direction) or self:direction()
   local target = spec.target or (a and a.target) or self.target_layer
-  local controls = sae and draw_controls(self.seed, layer, spec.controls or 0, sae:info().d_sae, latents) or {}
   if (spec.controls or 0) > 0 and not sae then util.fail("steer: controls are random latents; give latents too") end
+  local controls = sae and draw_controls(self.seed, layer, spec.controls or 0, sae:info().d_sae, latents) or {}
   local all = {}
   for _, k in ipairs(latents) do all[#all + 1] = k end
   for _, k in ipairs(controls) do all[#all + 1] = k end
