@@ -16,6 +16,7 @@
 
 #include "binding.h"
 #include "cli.h"
+#include "dist/dist.h"
 
 #define RUN_OPTIONS_KEY "upstream.run_options"
 
@@ -39,6 +40,7 @@ static const struct core_part {
     {"json", up_lua_register_json},
     {"system", up_lua_register_system},
     {"settings", up_lua_register_settings},
+    {"dist", up_lua_register_dist},
 };
 
 static int open_core(lua_State *L) {
@@ -218,6 +220,23 @@ static void fail_open_runs(lua_State *L) {
     lua_settop(L, msg);
 }
 
+/* Prints an error nothing caught, as "who: msg". Under several ranks (dist.h) an error every
+ * rank has (a collective's) is printed by rank 0 alone; an error of this rank only names the
+ * rank and host and ends the whole job, since the other ranks would wait for this one. Rank 0
+ * marks its open runs failed either way (the others have none on disk). */
+static void report_uncaught(lua_State *L, const char *who, const char *msg, int mark_runs) {
+    const int size = up_dist_size(), rank = up_dist_rank();
+    const char *shared = up_dist_shared_error();
+    const int collective = size > 1 && shared[0] && strstr(msg, shared);
+    if (size == 1 || (collective && rank == 0)) fprintf(stderr, "%s: %s\n", who, msg);
+    else if (!collective) fprintf(stderr, "%s: rank %d of %d on host %s: %s\n", who, rank, size, up_dist_host(rank), msg);
+    if (mark_runs && rank == 0) fail_open_runs(L);
+    if (size > 1 && !collective) {
+        fflush(stderr);
+        up_dist_abort(1);
+    }
+}
+
 static int run_script(lua_State *L, int argc, char **argv) {
     up_lua_prepare_state(L);
 
@@ -231,13 +250,12 @@ static int run_script(lua_State *L, int argc, char **argv) {
     int status = 0;
     lua_pushcfunction(L, traceback);
     if (luaL_loadfile(L, argv[0]) != LUA_OK) {
-        fprintf(stderr, "upstream: %s\n", lua_tostring(L, -1));
+        report_uncaught(L, "upstream", lua_tostring(L, -1), 0);
         status = 1;
     } else {
         for (int i = 1; i < argc; i++) lua_pushstring(L, argv[i]);
         if (lua_pcall(L, argc - 1, 0, 1) != LUA_OK) {
-            fprintf(stderr, "upstream: %s\n", lua_tostring(L, -1));
-            fail_open_runs(L);
+            report_uncaught(L, "upstream", lua_tostring(L, -1), 1);
             status = 1;
         }
     }
@@ -256,8 +274,10 @@ int up_cmd_lua_module(const char *module, int argc, char **argv) {
     lua_pushcfunction(L, traceback);
     lua_getglobal(L, "require");
     lua_pushstring(L, module);
+    char who[64];
+    snprintf(who, sizeof who, "upstream %s", argv[0]);
     if (lua_pcall(L, 1, 1, 1) != LUA_OK) {
-        fprintf(stderr, "upstream %s: %s\n", argv[0], lua_tostring(L, -1));
+        report_uncaught(L, who, lua_tostring(L, -1), 0);
     } else {
         lua_getfield(L, -1, "main");
         lua_createtable(L, argc, 0);
@@ -267,7 +287,7 @@ int up_cmd_lua_module(const char *module, int argc, char **argv) {
         }
         /* A command's errors are messages for its user; UPSTREAM_TRACEBACK=1 adds the stack. */
         if (lua_pcall(L, 1, 1, getenv("UPSTREAM_TRACEBACK") ? 1 : 0) != LUA_OK)
-            fprintf(stderr, "upstream %s: %s\n", argv[0], lua_tostring(L, -1));
+            report_uncaught(L, who, lua_tostring(L, -1), 0);
         else
             status = lua_isinteger(L, -1) ? (int)lua_tointeger(L, -1) : 0;
     }

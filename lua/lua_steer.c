@@ -81,6 +81,7 @@
 
 #include "base/clock.h"
 #include "binding.h"
+#include "dist/dist.h"
 #include "method/grid.h"
 #include "method/metrics.h"
 #include "engine/model.h"
@@ -619,7 +620,8 @@ static int g_run(lua_State *L) {
     o.stop_ids = lg->stop, o.n_stop = lg->n_stop;
     o.tok = tok;
     o.substrings = (const char *const *)lg->subs, o.n_substrings = lg->n_subs;
-    if (lg->progress) o.progress = on_progress, o.user = &pc;
+    /* The built-in bar is rank 0's alone in a job of several (dist.h). */
+    if (lg->progress == 2 || (lg->progress == 1 && up_dist_rank() == 0)) o.progress = on_progress, o.user = &pc;
     up_error e = {0};
     up_status st = up_grid_run(lg->g, &o, &e);
     if (pc.drawn) fputc('\n', stderr);

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "dist/dist.h"
 
 /* A command is a C function (run) or a Lua module whose main(args) runs it (module, found under
  * lua/ as lua/upstream/cli/NAME.lua; see up_cmd_lua_module). */
@@ -51,15 +52,28 @@ int main(int argc, char **argv) {
         printf("upstream %s\n", UP_VERSION);
         return 0;
     }
-    size_t n = strlen(cmd);
-    if (n > 4 && !strcmp(cmd + n - 4, ".lua")) return up_cmd_run_lua(argc - 1, argv + 1);
-    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++) {
-        if (!strcmp(cmd, commands[i].name)) {
-            if (commands[i].module) return up_cmd_lua_module(commands[i].module, argc - 1, argv + 1);
-            return commands[i].run(argc - 1, argv + 1);
-        }
+    /* Under mpirun or srun this process is one rank of a job (core/dist/dist.h); otherwise
+     * nothing happens here. Only rank 0 speaks on stdout: every rank runs the same script, and
+     * one copy of its output is the job's. */
+    up_error e = {0};
+    if (up_dist_init(&e)) {
+        fprintf(stderr, "upstream: %s\n", e.msg);
+        return 2;
     }
-    fprintf(stderr, "upstream: unknown command '%s'\n", cmd);
-    usage(stderr);
-    return 2;
+    if (up_dist_rank() != 0 && !getenv("UPSTREAM_ALL_RANKS_PRINT")) (void)!freopen("/dev/null", "w", stdout);
+    int status = -1;
+    size_t n = strlen(cmd);
+    if (n > 4 && !strcmp(cmd + n - 4, ".lua")) status = up_cmd_run_lua(argc - 1, argv + 1);
+    for (size_t i = 0; status < 0 && i < sizeof commands / sizeof commands[0]; i++) {
+        if (!strcmp(cmd, commands[i].name))
+            status = commands[i].module ? up_cmd_lua_module(commands[i].module, argc - 1, argv + 1)
+                                        : commands[i].run(argc - 1, argv + 1);
+    }
+    if (status < 0) {
+        fprintf(stderr, "upstream: unknown command '%s'\n", cmd);
+        usage(stderr);
+        status = 2;
+    }
+    up_dist_finalize();
+    return status;
 }

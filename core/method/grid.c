@@ -11,6 +11,7 @@
 
 #include "base/clock.h"
 #include "method/direction.h"
+#include "dist/dist.h"
 #include "method/grid_cache.h"
 #include "method/grid_impl.h"
 #include "method/grid_predict.h"
@@ -403,6 +404,7 @@ static int report(run_ctx *c) {
 
 static int step_hook(const up_hook_call *call, void *user) {
     run_ctx *c = user;
+    up_dist_service(); /* rank 0: other ranks' batches that finished meanwhile (dist.h) */
     c->p.step++;
     if (report(c)) {
         c->stopped = 1;
@@ -497,10 +499,119 @@ static up_status run_batch(run_ctx *c, up_state *s, run_bufs *bu, const int *idx
         }
         cell->state = UP_GRID_COMPUTED;
     }
+    return UP_OK;
+}
+
+/* ---- the batches as work units (dist.h) ---- */
+
+/* Cells travel between ranks as their cache files' bytes (bit-exact doubles, a SHA-256 check),
+ * each after its state and length: [u8 state][u64 n][n bytes]. */
+static up_status pack_cells(const up_grid *g, const int *idx, int n, up_dist_bytes *out, up_error *err) {
+    size_t used = 0;
+    char *buf = NULL;
+    for (int i = 0; i < n; i++) {
+        const up_grid_cell *c = &g->cells[idx[i]];
+        size_t len = 0;
+        char *text = grid_cell_encode(c, NULL, &len, err);
+        char *grown = text ? realloc(buf, used + 9 + len) : NULL;
+        if (!grown) {
+            free(text), free(buf);
+            return up_error_set(err, UP_ERR_NOMEM, "grid: out of memory packing cells");
+        }
+        buf = grown;
+        const uint64_t n64 = len;
+        buf[used] = (char)c->state;
+        memcpy(buf + used + 1, &n64, 8);
+        memcpy(buf + used + 9, text, len);
+        used += 9 + len;
+        free(text);
+    }
+    out->data = buf, out->size = used;
+    return UP_OK;
+}
+
+/* The inverse of pack_cells into the cells idx (their old outputs freed). */
+static up_status unpack_cells(up_grid *g, const int *idx, int n, const char *data, size_t size, up_error *err) {
+    const int V = g->m->cfg.vocab_size;
+    size_t off = 0;
+    for (int i = 0; i < n; i++) {
+        up_grid_cell *c = &g->cells[idx[i]];
+        uint64_t len = 0;
+        if (off + 9 > size || (memcpy(&len, data + off + 1, 8), len > size - off - 9))
+            return up_error_set(err, UP_ERR_FORMAT, "grid: a batch from another rank is cut short (cell %d of %d)", i + 1, n);
+        const int state = (unsigned char)data[off];
+        free(c->tokens), free(c->text);
+        c->tokens = NULL, c->text = NULL, c->n_tokens = 0;
+        if (grid_cell_decode(data + off + 9, (size_t)len, V, NULL, c))
+            return up_error_set(err, UP_ERR_FORMAT, "grid: cell %d of a batch from another rank does not read back", i + 1);
+        c->state = state;
+        off += 9 + (size_t)len;
+    }
+    return UP_OK;
+}
+
+typedef struct grid_job {
+    run_ctx *ctx;
+    up_state *s;
+    run_bufs *bu;
+    const int *pending;
+    const int *starts;  /* (n_batches + 1) batch b is pending[starts[b] .. starts[b+1]) */
+    char *const *specs;
+    const int *n_dups;
+    int arrived;        /* batches finished on every rank */
+} grid_job;
+
+static up_status batch_compute(int unit, void *user, up_dist_bytes *out, up_error *err) {
+    grid_job *J = user;
+    run_ctx *c = J->ctx;
+    up_grid *g = c->g;
+    const int j = J->starts[unit], B = J->starts[unit + 1] - j;
+    const int k = g->cells[J->pending[j]].decoding;
+    c->p.batch = unit + 1;
+    c->p.step = 0;
+    c->p.steps = g->decodings[k] > 0 ? g->decodings[k] : 1;
+    c->batch_rows = 0;
+    for (int b = 0; b < B; b++) c->batch_rows += J->n_dups[J->pending[j + b]];
+    c->batch_t0 = up_clock_seconds();
+    up_status st = run_batch(c, J->s, J->bu, J->pending + j, B, g->decodings[k], J->specs, J->n_dups, err);
+    if (st == UP_ERR_ABORTED && c->stopped)
+        return up_error_set(err, UP_ERR_ABORTED, "grid stopped by the progress callback after %d of %d cells", c->p.done,
+                            c->p.total);
+    if (st) return st;
+    c->compute_s += up_clock_seconds() - c->batch_t0;
+    return up_dist_size() > 1 ? pack_cells(g, J->pending + j, B, out, err) : UP_OK;
+}
+
+/* Rank 0: a finished batch (its own, or another rank's bytes) goes to the cache at once. */
+static up_status batch_arrived(int unit, const void *data, size_t size, void *user, up_error *err) {
+    grid_job *J = user;
+    run_ctx *c = J->ctx;
+    up_grid *g = c->g;
+    const up_grid_opts *o = c->o;
+    const int j = J->starts[unit], B = J->starts[unit + 1] - j;
+    const int *idx = J->pending + j;
+    up_status st;
+    if (g->cells[idx[0]].state == UP_GRID_PENDING) {
+        if ((st = unpack_cells(g, idx, B, data, size, err))) return st;
+        for (int b = 0; b < B; b++) g->cells[idx[b]].state = UP_GRID_COMPUTED;
+    }
     /* Every finished cell goes to disk before anything else can stop the run. */
     for (int b = 0; o->cache_dir && b < B; b++)
-        if ((st = grid_cache_write(o->cache_dir, &g->cells[idx[b]], specs[idx[b]], err))) return st;
-    for (int b = 0; b < B; b++) c->p.done += n_dups[idx[b]], c->p.computed += n_dups[idx[b]];
+        if ((st = grid_cache_write(o->cache_dir, &g->cells[idx[b]], J->specs[idx[b]], err))) return st;
+    for (int b = 0; b < B; b++) c->p.done += J->n_dups[idx[b]], c->p.computed += J->n_dups[idx[b]];
+    g->totals.computed += B;
+    g->totals.batches++;
+    J->arrived++;
+    /* The report after a batch; a batch of rank 0's own may be running (arrived from
+     * up_dist_service), so its step counts are put back. */
+    const int batch = c->p.batch, step = c->p.step, steps = c->p.steps;
+    c->p.step = c->p.steps = 0;
+    if (J->arrived == c->p.n_batches) c->p.batch = 0;
+    const int stop = report(c) && J->arrived < c->p.n_batches;
+    c->p.batch = batch, c->p.step = step, c->p.steps = steps;
+    if (stop)
+        return up_error_set(err, UP_ERR_ABORTED, "grid stopped by the progress callback after %d of %d cells", c->p.done,
+                            c->p.total);
     return UP_OK;
 }
 
@@ -517,6 +628,7 @@ static int cmp_key(const void *a, const void *b) {
 
 up_status up_grid_run(up_grid *g, const up_grid_opts *opts, up_error *err) {
     up_grid_opts o = opts ? *opts : up_grid_opts_default();
+    if (up_dist_rank() != 0) o.cache_dir = NULL; /* one cache, rank 0's: it writes every cell */
     const up_model *m = g->m;
     const int V = m->cfg.vocab_size;
     if (o.batch <= 0) return up_error_set(err, UP_ERR_INVALID, "grid: batch must be positive, got %d", o.batch);
@@ -601,6 +713,17 @@ up_status up_grid_run(up_grid *g, const up_grid_opts *opts, up_error *err) {
             }
         }
     }
+    /* Rank 0 holds the cache: every rank computes what it found missing. */
+    if (up_dist_size() > 1) {
+        void *data = pending;
+        size_t size = (size_t)n_pending * sizeof *pending;
+        if ((st = up_dist_share(&data, &size, err))) goto done;
+        if (up_dist_rank() != 0) {
+            n_pending = (int)(size / sizeof *pending);
+            if (n_pending) memcpy(pending, data, size);
+            free(data);
+        }
+    }
     /* Batches: runs of at most o.batch pending cells that share a decoding. The state is sized
      * for the whole grid, not for what is pending, so a resumed run computes in a state of the
      * same shape as an uninterrupted one. */
@@ -639,38 +762,36 @@ up_status up_grid_run(up_grid *g, const up_grid_opts *opts, up_error *err) {
             !bu.first || !bu.u_prompts || !bu.u_comps || !bu.u_lens || !bu.u_n || !bu.u_lp)
             st = up_error_set(err, UP_ERR_NOMEM, "grid: out of memory for batches of %d rows", max_rows);
         if (!st) st = up_state_init(&s, m, max_rows, max_len + max_new, err);
-        for (int j = 0; !st && j < n_pending;) {
+        int *starts = malloc((size_t)(n_batches + 1) * sizeof *starts);
+        if (!st && !starts) st = up_error_set(err, UP_ERR_NOMEM, "grid: out of memory");
+        for (int j = 0, b = 0; !st && j < n_pending; b++) {
             const int k = g->cells[pending[j]].decoding;
             int B = 0;
             while (j + B < n_pending && B < o.batch && g->cells[pending[j + B]].decoding == k) B++;
-            ctx.p.batch++;
-            ctx.p.step = 0;
-            ctx.p.steps = g->decodings[k] > 0 ? g->decodings[k] : 1;
-            ctx.batch_rows = 0;
-            for (int b = 0; b < B; b++) ctx.batch_rows += n_dups[pending[j + b]];
-            ctx.batch_t0 = up_clock_seconds();
-            st = run_batch(&ctx, s, &bu, pending + j, B, g->decodings[k], specs, n_dups, err);
-            if (st == UP_ERR_ABORTED && ctx.stopped)
-                st = up_error_set(err, UP_ERR_ABORTED, "grid stopped by the progress callback after %d of %d cells",
-                                  ctx.p.done, N);
-            if (st) break;
-            ctx.compute_s += up_clock_seconds() - ctx.batch_t0;
-            g->totals.computed += B;
-            g->totals.batches++;
+            starts[b] = j;
             j += B;
-            ctx.p.step = ctx.p.steps = 0;
-            const int last = j == n_pending;
-            if (last) ctx.p.batch = 0;
-            if (report(&ctx) && !last) {
-                st = up_error_set(err, UP_ERR_ABORTED, "grid stopped by the progress callback after %d of %d cells",
-                                  ctx.p.done, N);
-                break;
-            }
+            starts[b + 1] = j;
         }
+        grid_job job = {&ctx, s, &bu, pending, starts, specs, n_dups, 0};
+        const up_dist_job dj = {n_batches, batch_compute, batch_arrived, &job};
+        if (!st) st = up_dist_map(&dj, err);
+        free(starts);
         up_state_free(s);
         free(bu.prompts), free(bu.lens), free(bu.rows), free(bu.logits), free(bu.tokens), free(bu.n_tokens);
         free(bu.comps), free(bu.R), free(bu.lp);
         free(bu.first), free(bu.u_prompts), free(bu.u_comps), free(bu.u_lens), free(bu.u_n), free(bu.u_lp);
+        if (st) goto done;
+    }
+    /* Every rank gets every distinct cell rank 0 has (computed anywhere, or from its cache). */
+    if (up_dist_size() > 1) {
+        int n_own = 0;
+        for (int x = 0; x < N; x++)
+            if (owner[x] == x) pending[n_own++] = x;
+        up_dist_bytes all = {0};
+        if (up_dist_rank() == 0 && (st = pack_cells(g, pending, n_own, &all, err))) goto done;
+        if ((st = up_dist_share(&all.data, &all.size, err))) goto done;
+        if (up_dist_rank() != 0) st = unpack_cells(g, pending, n_own, all.data, all.size, err);
+        free(all.data);
         if (st) goto done;
     }
     /* Duplicates take their owner's outputs (deep copies: each cell owns its buffers). */

@@ -191,42 +191,35 @@ static void cell_file(const char *dir, const char *key, char *out, size_t size) 
 #define CHECK_TAIL "\"\n}"
 #define CHECK_BYTES (sizeof CHECK_HEAD - 1 + 64 + sizeof CHECK_TAIL - 1)
 
-/* The cell's JSON, when the file at path is whole (its check matches), else NULL. */
-static json_t *load_checked(const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    char *text = NULL;
-    long size = fseek(f, 0, SEEK_END) == 0 ? ftell(f) : -1;
-    int ok = size >= (long)CHECK_BYTES + 2 && fseek(f, 0, SEEK_SET) == 0 && (text = malloc((size_t)size)) &&
-             fread(text, 1, (size_t)size, f) == (size_t)size;
-    fclose(f);
-    const size_t n = ok ? (size_t)size : 0, body = n - CHECK_BYTES; /* the dump without its "\n}" */
-    ok = ok && !memcmp(text + body, CHECK_HEAD, sizeof CHECK_HEAD - 1) &&
-         !memcmp(text + n - (sizeof CHECK_TAIL - 1), CHECK_TAIL, sizeof CHECK_TAIL - 1);
+/* The cell's JSON, when text (n bytes, modified in place) is whole (its check matches), else NULL. */
+static json_t *parse_checked(char *text, size_t n) {
+    if (n < CHECK_BYTES + 2) return NULL;
+    const size_t body = n - CHECK_BYTES; /* the dump without its "\n}" */
+    if (memcmp(text + body, CHECK_HEAD, sizeof CHECK_HEAD - 1) ||
+        memcmp(text + n - (sizeof CHECK_TAIL - 1), CHECK_TAIL, sizeof CHECK_TAIL - 1))
+        return NULL;
     char want[UP_HASH_HEX], got[UP_HASH_HEX];
-    if (ok) {
-        memcpy(want, text + body + sizeof CHECK_HEAD - 1, 64);
-        want[64] = '\0';
-        memcpy(text + body, "\n}", 2); /* the dump as it was hashed */
-        ok = !up_hash_bytes(text, body + 2, got) && !strcmp(got, want);
-    }
-    json_t *o = ok ? json_loadb(text, body + 2, 0, NULL) : NULL;
-    free(text);
-    return o;
+    memcpy(want, text + body + sizeof CHECK_HEAD - 1, 64);
+    want[64] = '\0';
+    memcpy(text + body, "\n}", 2); /* the dump as it was hashed */
+    if (up_hash_bytes(text, body + 2, got) || strcmp(got, want)) return NULL;
+    return json_loadb(text, body + 2, 0, NULL);
 }
 
-int grid_cache_read(const char *dir, int V, up_grid_cell *c) {
-    char path[PATH_MAX];
-    cell_file(dir, c->key, path, sizeof path);
-    json_t *o = load_checked(path);
+int grid_cell_decode(const char *bytes, size_t size, int V, const char *want_key, up_grid_cell *c) {
+    char *text = malloc(size ? size : 1);
+    if (!text) return -1;
+    memcpy(text, bytes, size);
+    json_t *o = parse_checked(text, size);
+    free(text);
     if (!o) return -1;
     int ok = json_is_object(o);
     const json_t *fmt = json_object_get(o, "format"), *key = json_object_get(o, "key");
-    const json_t *toks = json_object_get(o, "tokens"), *text = json_object_get(o, "text");
+    const json_t *toks = json_object_get(o, "tokens"), *txt_j = json_object_get(o, "text");
     const json_t *match = json_object_get(o, "refusal_match");
     ok = ok && json_is_integer(fmt) && json_integer_value(fmt) == UP_GRID_FORMAT && json_is_string(key) &&
-         !strcmp(json_string_value(key), c->key) && json_is_array(toks) && json_is_integer(match) &&
-         (json_is_null(text) || json_is_string(text));
+         (!want_key || !strcmp(json_string_value(key), want_key)) && json_is_array(toks) && json_is_integer(match) &&
+         (json_is_null(txt_j) || json_is_string(txt_j));
     double score, p, R, lp, rep;
     ok = ok && !jget(o, "score", &score) && !jget(o, "p_refusal", &p) && !jget(o, "R", &R) && !jget(o, "logprob", &lp) &&
          !jget(o, "repetition", &rep);
@@ -239,7 +232,7 @@ int grid_cache_read(const char *dir, int V, up_grid_cell *c) {
         if (ok) ids[i] = (int32_t)json_integer_value(t);
     }
     char *txt = NULL;
-    if (ok && json_is_string(text)) ok = (txt = strdup(json_string_value(text))) != NULL;
+    if (ok && json_is_string(txt_j)) ok = (txt = strdup(json_string_value(txt_j))) != NULL;
     if (ok) {
         c->score = score, c->p_refusal = p, c->R = R, c->logprob = lp, c->repetition = rep;
         c->tokens = ids, c->n_tokens = n, c->text = txt;
@@ -252,15 +245,27 @@ int grid_cache_read(const char *dir, int V, up_grid_cell *c) {
     return ok ? 0 : -1;
 }
 
-up_status grid_cache_write(const char *dir, const up_grid_cell *c, const char *spec, up_error *err) {
-    char path[PATH_MAX], sub[PATH_MAX];
-    snprintf(sub, sizeof sub, "%s/%.2s", dir, c->key);
+int grid_cache_read(const char *dir, int V, up_grid_cell *c) {
+    char path[PATH_MAX];
     cell_file(dir, c->key, path, sizeof path);
-    if (up_mkdirs(sub)) return up_error_set(err, UP_ERR_IO, "grid cache: cannot create %s: %s", sub, strerror(errno));
+    FILE *f = fopen(path, "rb");
+    if (!f) return -1;
+    char *text = NULL;
+    long size = fseek(f, 0, SEEK_END) == 0 ? ftell(f) : -1;
+    int ok = size >= 0 && fseek(f, 0, SEEK_SET) == 0 && (text = malloc((size_t)size + 1)) &&
+             fread(text, 1, (size_t)size, f) == (size_t)size;
+    fclose(f);
+    ok = ok && !grid_cell_decode(text, (size_t)size, V, c->key, c);
+    free(text);
+    return ok ? 0 : -1;
+}
+
+char *grid_cell_encode(const up_grid_cell *c, const char *spec, size_t *size, up_error *err) {
     json_t *o = json_object(), *toks = json_array();
     if (!o || !toks) {
         json_decref(o), json_decref(toks);
-        return up_error_set(err, UP_ERR_NOMEM, "grid cache: out of memory");
+        up_error_set(err, UP_ERR_NOMEM, "grid cache: out of memory");
+        return NULL;
     }
     for (int i = 0; i < c->n_tokens; i++) json_array_append_new(toks, json_integer(c->tokens[i]));
     json_object_set_new(o, "format", json_integer(UP_GRID_FORMAT));
@@ -273,7 +278,7 @@ up_status grid_cache_write(const char *dir, const up_grid_cell *c, const char *s
     json_object_set_new(o, "refusal_match", json_integer(c->refusal_match));
     json_object_set_new(o, "logprob", jnum(c->logprob));
     json_object_set_new(o, "repetition", jnum(c->repetition));
-    json_object_set_new(o, "spec", json_string(spec));
+    json_object_set_new(o, "spec", spec ? json_string(spec) : json_null());
     /* 17 significant digits: every double reads back to the same bits. */
     char *text = json_dumps(o, JSON_INDENT(1) | JSON_REAL_PRECISION(17));
     json_decref(o);
@@ -281,10 +286,24 @@ up_status grid_cache_write(const char *dir, const up_grid_cell *c, const char *s
     char digest[UP_HASH_HEX], *sealed = text ? malloc(n - 2 + CHECK_BYTES + 1) : NULL;
     if (!sealed || up_hash_bytes(text, n, digest)) {
         free(text), free(sealed);
-        return up_error_set(err, UP_ERR_NOMEM, "grid cache: out of memory");
+        up_error_set(err, UP_ERR_NOMEM, "grid cache: out of memory");
+        return NULL;
     }
     snprintf(sealed, n - 2 + CHECK_BYTES + 1, "%.*s" CHECK_HEAD "%s" CHECK_TAIL, (int)(n - 2), text, digest);
-    up_status s = up_fs_write_atomic(path, sealed, n - 2 + CHECK_BYTES, err);
-    free(text), free(sealed);
+    free(text);
+    *size = n - 2 + CHECK_BYTES;
+    return sealed;
+}
+
+up_status grid_cache_write(const char *dir, const up_grid_cell *c, const char *spec, up_error *err) {
+    char path[PATH_MAX], sub[PATH_MAX];
+    snprintf(sub, sizeof sub, "%s/%.2s", dir, c->key);
+    cell_file(dir, c->key, path, sizeof path);
+    if (up_mkdirs(sub)) return up_error_set(err, UP_ERR_IO, "grid cache: cannot create %s: %s", sub, strerror(errno));
+    size_t n = 0;
+    char *sealed = grid_cell_encode(c, spec, &n, err);
+    if (!sealed) return err ? err->status : UP_ERR_NOMEM;
+    up_status s = up_fs_write_atomic(path, sealed, n, err);
+    free(sealed);
     return s;
 }

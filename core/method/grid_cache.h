@@ -41,6 +41,14 @@ char *grid_run_spec(const up_grid *g, const up_grid_opts *o, up_error *err);
 char *grid_cell_spec(const char *run_spec, const char *prompt_spec, const char *items_spec, int max_new_tokens,
                      char key[65]);
 
+/* A cell's outputs as the sealed bytes of its cache file (size set; the caller frees them);
+ * spec may be NULL (a cell sent between ranks, dist.h). NULL when out of memory. */
+char *grid_cell_encode(const up_grid_cell *c, const char *spec, size_t *size, up_error *err);
+
+/* Fills c's outputs (and state UP_GRID_CACHED) from sealed bytes (grid_cell_encode's), checked
+ * as a cache file is; want_key NULL accepts any key. 0, or -1 leaving c untouched. */
+int grid_cell_decode(const char *bytes, size_t size, int vocab_size, const char *want_key, up_grid_cell *c);
+
 /* Fills c's outputs (and state UP_GRID_CACHED) from the file of c->key; 0 on a hit, -1 on a
  * miss (no file, another format or key, anything unreadable), leaving c untouched. */
 int grid_cache_read(const char *dir, int vocab_size, up_grid_cell *c);

@@ -57,7 +57,7 @@ function M.new(label, total, opts)
   if tty == nil then tty = stream == io.stderr and core.isatty(2) end
   local clock = opts.clock or core.clock
   local t0 = opts.start or clock()
-  return setmetatable({label = label, total = total, done = 0, quiet = opts.quiet or false, stream = stream,
+  return setmetatable({label = label, total = total, done = 0, quiet = opts.quiet or core.dist.rank ~= 0, stream = stream,
                        tty = tty, unit = opts.unit and (" " .. opts.unit) or "", interval = opts.interval or M.interval,
                        clock = clock, t0 = t0, last = t0, base = 0, finished = false}, Bar)
 end

@@ -148,6 +148,9 @@ end
 -- Writes text to path atomically (temporary name in the same directory, then rename).
 local counter = 0
 function M.write_atomic(path, text)
+  -- A job of several ranks has one writer, rank 0 (upstream.dist): the others run the same
+  -- script and would write the same bytes to the same names.
+  if core.dist.rank ~= 0 then return path end
   counter = counter + 1
   local tmp = ("%s.tmp.%d.%d"):format(path, os.time(), counter)
   local f, err = io.open(tmp, "wb")

@@ -15,15 +15,16 @@ declare -A may_use=(
   [base]=""
   [formats]="base"
   [text]="base"
+  [dist]="base"
   [engine]="formats base"
   [sae]="engine formats base"
-  [method]="sae engine text formats base"
+  [method]="dist sae engine text formats base"
   [train]="sae engine formats base"
   [plot]="formats base"
 )
 # One header per layer to include.
 declare -A probe=(
-  [base]=base/error.h [formats]=formats/safetensors.h [text]=text/tokenizer.h
+  [base]=base/error.h [formats]=formats/safetensors.h [text]=text/tokenizer.h [dist]=dist/dist.h
   [engine]=engine/forward.h [sae]=sae/sae.h [method]=method/steer.h
   [train]=train/train.h [plot]=plot/plot.h
 )

@@ -61,7 +61,7 @@ local function run(argv)
   local bar <close> = progress.new("forward", #harmful + #harmless, {unit = "prompts"})
   local candidates = model:directions(harmful, harmless, {positions = n_pos, batch = batch,
     progress = progress.sets(bar, {#harmful, #harmless}, {"harmful", "harmless"})})
-  core.save_safetensors(o.out, {candidates = candidates}, {
+  if core.dist.rank == 0 then core.save_safetensors(o.out, {candidates = candidates}, {
     model = o.model, harmful = o.harmful, harmless = o.harmless, hook = "blocks.{l}.hook_resid_pre",
     n_harmful = tostring(#harmful), n_harmless = tostring(#harmless), positions = ("%d..-1"):format(-n_pos),
     chat_template = chat and "gemma" or "none"})

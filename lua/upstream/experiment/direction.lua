@@ -196,9 +196,9 @@ Experiment.direction = step("direction", function(self, spec)
   -- steering or ablating it there needs no arithmetic (X:steer{direction = dir} adds it here).
   result.hook = result.layer and ("blocks.%d.hook_resid_pre"):format(result.layer) or nil
   -- The unit vector every later step used, so a table can be recomputed without this run.
-  core.save_safetensors(self.results_dir .. "/direction.safetensors", {direction = unit},
+  if core.dist.rank == 0 then core.save_safetensors(self.results_dir .. "/direction.safetensors", {direction = unit},
     {from = result.from, layer = tostring(result.layer), pos = tostring(result.pos), norm = ("%.9g"):format(norm),
-     hook = result.hook})
+     hook = result.hook}) end
   if not self.target_layer then self.target_layer = result.layer end
   self._manifest.direction = {from = result.from, path = result.path, pos = result.pos, layer = result.layer,
                               hook = result.hook, norm = norm}

@@ -27,6 +27,13 @@ local function git_info(root)
   return {revision = rev, dirty = status:match("%S") ~= nil}
 end
 
+-- A file's or directory's SHA-256 for the manifest (memoised in the cache's filehash). Only
+-- rank 0 writes manifests, so the other ranks of a job skip the hashing (nil).
+function Experiment:_digest(path)
+  if core.dist.rank ~= 0 then return nil end
+  return core.hash_path(path, self.memo)
+end
+
 function Experiment:_base_manifest(opts)
   local exp_text = util.read_file(self.file)
   local entry = self.model_entry
@@ -43,14 +50,16 @@ function Experiment:_base_manifest(opts)
                run_id = opts.run_id, threads = opts.threads},
     overrides = self.overrides,
     settings = config.public(self.settings),
-    model = {name = entry.name, path = entry.path, sha256 = core.hash_path(entry.path, self.memo), config = cfg_json},
-    tokenizer = {path = tok_path, sha256 = util.exists(tok_path) and core.hash_path(tok_path, self.memo) or nil,
+    model = {name = entry.name, path = entry.path, sha256 = self:_digest(entry.path), config = cfg_json},
+    tokenizer = {path = tok_path, sha256 = util.exists(tok_path) and self:_digest(tok_path) or nil,
                  template = entry.template},
     organism = self.organism,
     saes = {},
     git = git_info(core.source_dir),
     versions = core.versions(),
     threads = core.threads(),
+    -- the processes of the job: threads is per rank (upstream.dist; one rank without mpirun)
+    ranks = {n = core.dist.size, hosts = core.dist.hosts, threads_per_rank = core.threads()},
     seed = self.seed,
     params = self.params,
     source_layers = self.source_layers,

@@ -52,7 +52,7 @@ function Experiment:_figure(kind, spec)
   local meta = {manifest = self:manifest_json(), experiment = self.name, run_id = self.run_id, figure = name}
   if args.meta then for k, v in pairs(args.meta) do meta[k] = v end end
   args.meta = meta
-  fn(args)
+  if core.dist.rank == 0 then fn(args) end -- one writer in a job of several ranks
   self._report:add{kind = "figure", name = name, path = args.path, caption = caption or spec.title}
   return args.path
 end
@@ -71,8 +71,9 @@ function Experiment:finish()
     m.finished = os.date("!%Y-%m-%dT%H:%M:%SZ")
     m.ms = manifest.elapsed_ms(self.started_wall)
     self:_write_manifest()
-    local text = self._report:render(self)
-    util.write_atomic(self.results_dir .. "/report.md", text)
+    if core.dist.rank == 0 then -- the writer; the other ranks of a job hashed nothing to report
+      util.write_atomic(self.results_dir .. "/report.md", self._report:render(self))
+    end
     for _, obj in pairs(self._saes) do release(obj) end
     release(self._tok)
     release(self._model)

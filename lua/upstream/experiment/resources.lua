@@ -122,7 +122,7 @@ function Experiment:sae(layer, name)
     self._saes[key] = open_shared("sae", path, core.sae)
     local info = self._saes[key]:info()
     self._manifest.saes[#self._manifest.saes + 1] = {name = name, layer = layer, path = path,
-      sha256 = core.hash_path(path, self.memo), d_sae = info.d_sae, architecture = info.architecture}
+      sha256 = self:_digest(path), d_sae = info.d_sae, architecture = info.architecture}
     self._sae_names = self._sae_names or {}
     self._sae_names[self._saes[key]] = name
   end

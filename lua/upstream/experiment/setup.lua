@@ -143,7 +143,7 @@ function M.new(decl)
   self.name = decl.name
   self.file = absolute(opts.script or file)
   self.started_wall = util.clock()
-  self.quiet = opts.quiet or false
+  self.quiet = opts.quiet or core.dist.rank ~= 0 -- one rank speaks for a job of several
   self._report = report.new(decl.title or decl.name, decl.description)
   self._tables, self._table_order = {}, {}
   self._figures = {}
@@ -277,36 +277,51 @@ function M.new(decl)
   if cfg.threads and cfg.threads > 0 then core.set_threads(cfg.threads) end
 
   -- Claim the run directories: mkdir fails when the name is taken, so two runs never share one.
+  -- Under several ranks (upstream.dist) rank 0 alone claims them and writes there; the others
+  -- learn the run id from it, and fail with it when the claim fails.
   local results_base = absolute(cfg.results) .. "/" .. decl.name
   local plots_base = absolute(cfg.plots) .. "/" .. decl.name
-  -- A directory that cannot be made (a file in the way, no permission) fails here, naming
-  -- the setting, before anything is loaded or written.
-  local function claim_base(key, d)
-    local mk, err = core.mkdirs(d)
-    if not mk then error(("cannot create the %s directory: %s (the setting '%s' must name a directory you can write)"):format(key, err, key), 0) end
+  local function claim_run()
+    -- A directory that cannot be made (a file in the way, no permission) fails here, naming
+    -- the setting, before anything is loaded or written.
+    local function claim_base(key, d)
+      local mk, err = core.mkdirs(d)
+      if not mk then error(("cannot create the %s directory: %s (the setting '%s' must name a directory you can write)"):format(key, err, key), 0) end
+    end
+    claim_base("results", results_base)
+    claim_base("plots", plots_base)
+    claim_base("cache", cfg.cache)
+    -- Both directories must be new: a name taken in either (say plots left from a run whose
+    -- results were deleted) moves on to the next suffix.
+    local base_id = opts.run_id or os.date("!%Y%m%d-%H%M%S")
+    local id, n = base_id, 1
+    while true do
+      local mk, err, why = core.mkdir(results_base .. "/" .. id)
+      if mk then
+        local pk, perr, pwhy = core.mkdir(plots_base .. "/" .. id)
+        if pk then break end
+        os.remove(results_base .. "/" .. id) -- empty, just made
+        if pwhy ~= "exists" then error(perr, 0) end
+        err, why = perr, pwhy
+      end
+      if why ~= "exists" or opts.run_id then
+        error(why == "exists" and ("run '%s' exists already in %s or %s; a run never overwrites another"):format(
+          id, results_base, plots_base) or err, 0)
+      end
+      n = n + 1
+      id = ("%s-%d"):format(base_id, n)
+    end
+    return id
   end
-  claim_base("results", results_base)
-  claim_base("plots", plots_base)
-  claim_base("cache", cfg.cache)
-  -- Both directories must be new: a name taken in either (say plots left from a run whose
-  -- results were deleted) moves on to the next suffix.
-  local base_id = opts.run_id or os.date("!%Y%m%d-%H%M%S")
-  local id, n = base_id, 1
-  while true do
-    local mk, err, why = core.mkdir(results_base .. "/" .. id)
-    if mk then
-      local pk, perr, pwhy = core.mkdir(plots_base .. "/" .. id)
-      if pk then break end
-      os.remove(results_base .. "/" .. id) -- empty, just made
-      if pwhy ~= "exists" then error(perr, 0) end
-      err, why = perr, pwhy
-    end
-    if why ~= "exists" or opts.run_id then
-      error(why == "exists" and ("run '%s' exists already in %s or %s; a run never overwrites another"):format(
-        id, results_base, plots_base) or err, 0)
-    end
-    n = n + 1
-    id = ("%s-%d"):format(base_id, n)
+  local id
+  if core.dist.size == 1 then
+    id = claim_run()
+  else
+    local ok, got = true, nil
+    if core.dist.rank == 0 then ok, got = pcall(claim_run) end
+    local all_ok, why = core.dist_agree(ok, not ok and tostring(got) or nil)
+    if not all_ok then error(why, 0) end
+    id = core.dist_share(core.dist.rank == 0 and got or nil)
   end
   self.run_id = id
   self.results_dir = results_base .. "/" .. id
