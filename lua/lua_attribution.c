@@ -9,6 +9,9 @@
  *                                                  include = {bool...}}
  *        opts as gradient plus score = "gradient"|"cosine"|"activation", include_bos = false,
  *        score_positions = {token indices, negative from the end} (S_k averages over these only)
+ *   model:attribute_all({{ids, sae, opts}, ...}[, progress = fn(done, total)]) -> {result, ...}
+ *        model:attribute for each, as work units over the job's ranks (core/dist/dist.h); every
+ *        rank gets every result, with one process's bits
  *   upstream.rank(scores, k[, "top"|"bottom"]) -> {{latent = k0, score = s}, ...} (0-based latents)
  *   model:directions(harmful, harmless[, {positions = 5, batch = 8, progress = fn(done, total)}])  (lists of id lists;
  *        progress is called after each batch of each set, harmful first)
@@ -73,65 +76,139 @@ int up_lua_model_gradient(lua_State *L) {
     return 2;
 }
 
-int up_lua_model_attribute(lua_State *L) {
-    up_model *m = up_lua_check_model(L, 1);
-    up_sae *sae = up_lua_check_sae(L, 3);
-    luaL_checktype(L, 4, LUA_TTABLE);
+/* One attribution's request from (ids at ids_idx, Sae at sae_idx, opts at opts_idx); the
+ * direction and positions stay on the stack (Lua-owned), the ids are malloc'd (*ids). */
+static void read_attribute_request(lua_State *L, const up_model *m, int ids_idx, int sae_idx, int opts_idx,
+                                   up_attribute_request *req, up_sae **sae_out, int32_t **ids) {
+    luaL_checkstack(L, 12, "attribute: too many requests");
+    up_sae *sae = up_lua_check_sae(L, sae_idx);
+    luaL_checktype(L, opts_idx, LUA_TTABLE);
     static const char *const fields[] = {"source", "target", "direction", "positions", "score", "include_bos",
                                          "score_positions", NULL};
-    up_lua_check_keys(L, 4, fields, "opts");
-    lua_getfield(L, 4, "score");
+    up_lua_check_keys(L, opts_idx, fields, "opts");
+    lua_getfield(L, opts_idx, "score");
     const char *kind_name = luaL_optstring(L, -1, "gradient");
     up_score_kind kind;
-    if (up_score_kind_parse(kind_name, &kind)) return luaL_argerror(L, 4, "score must be gradient, cosine or activation");
-    lua_getfield(L, 4, "include_bos");
+    if (up_score_kind_parse(kind_name, &kind)) luaL_argerror(L, opts_idx, "score must be gradient, cosine or activation");
+    lua_getfield(L, opts_idx, "include_bos");
     int include_bos = lua_toboolean(L, -1);
     lua_pop(L, 2);
     int n_score = 0, *score_pos = NULL;
-    if (lua_getfield(L, 4, "score_positions") != LUA_TNIL) {
+    if (lua_getfield(L, opts_idx, "score_positions") != LUA_TNIL) {
         score_pos = up_lua_read_ints(L, lua_gettop(L), "opts.score_positions", &n_score);
-        if (n_score == 0) return luaL_argerror(L, 4, "score_positions must not be empty");
+        if (n_score == 0) luaL_argerror(L, opts_idx, "score_positions must not be empty");
     }
-    lua_getfield(L, 4, "source");
+    lua_getfield(L, opts_idx, "source");
     int has_source = !lua_isnil(L, -1);
     lua_pop(L, 1);
     grad_opts o;
-    read_grad_opts(L, 4, m, &o);
+    read_grad_opts(L, opts_idx, m, &o);
     if (!has_source && sae->layer >= 0) o.source = sae->layer;
     int T;
-    int32_t *ids = up_lua_check_ids(L, 2, &T);
-    up_attribute_request req = {ids, T, o.source, o.obj, kind, include_bos, NULL, score_pos, n_score};
+    *ids = up_lua_check_ids(L, ids_idx, &T);
+    *req = (up_attribute_request){*ids, T, o.source, o.obj, kind, include_bos, NULL, score_pos, n_score};
+    *sae_out = sae;
+}
+
+/* Pushes an attribution's result table (model:attribute's). */
+static void push_attribute_result(lua_State *L, const up_attribute_result *r, int T, int K, int d) {
+    lua_newtable(L);
+    int64_t sk[1] = {K}, srg[2] = {T, K}, sg[2] = {T, d};
+    up_lua_tensor *t = up_lua_tensor_new(L, 1, sk);
+    for (int k = 0; k < K; k++) t->data[k] = (float)r->scores[k];
+    lua_setfield(L, -2, "scores");
+    t = up_lua_tensor_new(L, 2, srg);
+    memcpy(t->data, r->rg, (size_t)T * K * sizeof(float));
+    lua_setfield(L, -2, "rg");
+    if (r->acts) {
+        t = up_lua_tensor_new(L, 2, srg);
+        memcpy(t->data, r->acts, (size_t)T * K * sizeof(float));
+        lua_setfield(L, -2, "acts");
+    }
+    t = up_lua_tensor_new(L, 2, sg);
+    memcpy(t->data, r->grad, (size_t)T * d * sizeof(float));
+    lua_setfield(L, -2, "grad");
+    lua_pushnumber(L, r->R);
+    lua_setfield(L, -2, "R");
+    lua_createtable(L, T, 0);
+    for (int i = 0; i < T; i++) {
+        lua_pushboolean(L, r->include[i]);
+        lua_rawseti(L, -2, i + 1);
+    }
+    lua_setfield(L, -2, "include");
+}
+
+int up_lua_model_attribute(lua_State *L) {
+    up_model *m = up_lua_check_model(L, 1);
+    up_attribute_request req;
+    up_sae *sae;
+    int32_t *ids;
+    read_attribute_request(L, m, 2, 3, 4, &req, &sae, &ids);
     up_attribute_result r;
     up_error e = {0};
     up_status st = up_attribute(m, sae, &req, &r, &e);
     free(ids);
     if (st) return luaL_error(L, "%s", e.msg);
-    const int K = sae->d_sae, d = m->cfg.d_model;
-    lua_newtable(L);
-    int64_t sk[1] = {K}, srg[2] = {T, K}, sg[2] = {T, d};
-    up_lua_tensor *t = up_lua_tensor_new(L, 1, sk);
-    for (int k = 0; k < K; k++) t->data[k] = (float)r.scores[k];
-    lua_setfield(L, -2, "scores");
-    t = up_lua_tensor_new(L, 2, srg);
-    memcpy(t->data, r.rg, (size_t)T * K * sizeof(float));
-    lua_setfield(L, -2, "rg");
-    if (r.acts) {
-        t = up_lua_tensor_new(L, 2, srg);
-        memcpy(t->data, r.acts, (size_t)T * K * sizeof(float));
-        lua_setfield(L, -2, "acts");
-    }
-    t = up_lua_tensor_new(L, 2, sg);
-    memcpy(t->data, r.grad, (size_t)T * d * sizeof(float));
-    lua_setfield(L, -2, "grad");
-    lua_pushnumber(L, r.R);
-    lua_setfield(L, -2, "R");
-    lua_createtable(L, T, 0);
-    for (int i = 0; i < T; i++) {
-        lua_pushboolean(L, r.include[i]);
-        lua_rawseti(L, -2, i + 1);
-    }
-    lua_setfield(L, -2, "include");
+    push_attribute_result(L, &r, req.n_tok, sae->d_sae, m->cfg.d_model);
     up_attribute_result_free(&r);
+    return 1;
+}
+
+typedef struct attr_all_ctx {
+    lua_State *L;
+    int fn; /* stack index of the progress function, 0: none */
+} attr_all_ctx;
+
+static void attr_all_progress(int done, int total, void *user) {
+    attr_all_ctx *c = user;
+    if (!c->fn) return;
+    lua_pushvalue(c->L, c->fn);
+    lua_pushinteger(c->L, done);
+    lua_pushinteger(c->L, total);
+    /* Protected: an error must not jump out of a work-unit map (dist.h) with ranks waiting. A
+     * progress display that fails only stops displaying. */
+    if (lua_pcall(c->L, 2, 0, 0) != LUA_OK) {
+        lua_pop(c->L, 1);
+        c->fn = 0;
+    }
+}
+
+/* model:attribute_all({{ids, sae, opts}, ...}[, progress]) -> {result, ...}: model:attribute for
+ * each, spread over the job's ranks (up_attribute_all). */
+int up_lua_model_attribute_all(lua_State *L) {
+    up_model *m = up_lua_check_model(L, 1);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    if (!lua_isnoneornil(L, 3)) luaL_checktype(L, 3, LUA_TFUNCTION);
+    const int n = (int)luaL_len(L, 2);
+    /* Buffers as userdata, so an error raised while reading leaks nothing but ids. */
+    up_attribute_request *reqs = lua_newuserdatauv(L, (size_t)(n ? n : 1) * sizeof *reqs, 0);
+    const up_sae **saes = lua_newuserdatauv(L, (size_t)(n ? n : 1) * sizeof *saes, 0);
+    up_attribute_result *out = lua_newuserdatauv(L, (size_t)(n ? n : 1) * sizeof *out, 0);
+    int32_t **ids = lua_newuserdatauv(L, (size_t)(n ? n : 1) * sizeof *ids, 0);
+    memset(ids, 0, (size_t)(n ? n : 1) * sizeof *ids);
+    for (int i = 0; i < n; i++) {
+        lua_geti(L, 2, i + 1);
+        const int item = lua_gettop(L);
+        if (!lua_istable(L, item)) {
+            for (int j = 0; j < i; j++) free(ids[j]);
+            return luaL_error(L, "attribute_all: item %d must be {ids, sae, opts}", i + 1);
+        }
+        lua_geti(L, item, 1), lua_geti(L, item, 2), lua_geti(L, item, 3);
+        up_sae *sae;
+        read_attribute_request(L, m, item + 1, item + 2, item + 3, &reqs[i], &sae, &ids[i]);
+        saes[i] = sae;
+    }
+    attr_all_ctx ctx = {L, lua_isnoneornil(L, 3) ? 0 : 3};
+    up_error e = {0};
+    up_status st = up_attribute_all(m, saes, reqs, n, out, attr_all_progress, &ctx, &e);
+    for (int i = 0; i < n; i++) free(ids[i]);
+    if (st) return luaL_error(L, "%s", e.msg);
+    lua_createtable(L, n, 0);
+    for (int i = 0; i < n; i++) {
+        push_attribute_result(L, &out[i], reqs[i].n_tok, saes[i]->d_sae, m->cfg.d_model);
+        lua_rawseti(L, -2, i + 1);
+        up_attribute_result_free(&out[i]);
+    }
     return 1;
 }
 

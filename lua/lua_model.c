@@ -12,7 +12,7 @@
  *   model:save(dir)                  writes config.json + model.safetensors
  *   model:close()                    frees now (also __gc / __close; idempotent)
  * and, implemented beside their concept (model_methods.h; documented in those files' headers):
- *   model:gradient, :attribute, :directions       lua_attribution.c
+ *   model:gradient, :attribute(_all), :directions lua_attribution.c
  *   model:train, :eval_loss                       lua_train.c
  *   model:steer, :logprob, :select_direction      lua_steer.c
  * Misuse raises with luaL_argerror; failures raise with the core's message. */
@@ -217,6 +217,7 @@ void up_lua_register_model(lua_State *L) {
                                        {"close", m_gc},
                                        {"gradient", up_lua_model_gradient},
                                        {"attribute", up_lua_model_attribute},
+                                       {"attribute_all", up_lua_model_attribute_all},
                                        {"directions", up_lua_model_directions},
                                        {"train", up_lua_model_train},
                                        {"eval_loss", up_lua_model_eval_loss},

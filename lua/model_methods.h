@@ -10,6 +10,7 @@
 /* lua_attribution.c: the refusal gradient, latent scores, candidate directions */
 int up_lua_model_gradient(lua_State *L);
 int up_lua_model_attribute(lua_State *L);
+int up_lua_model_attribute_all(lua_State *L);
 int up_lua_model_directions(lua_State *L);
 
 /* lua_train.c: training in memory */

@@ -460,27 +460,32 @@ up_status up_dist_map(const up_dist_job *job, up_error *err) {
     return g_size > 1 ? shared(st, err) : st;
 }
 
+/* A binomial tree from rank 0: in round k (mask = 2^k) every rank below mask that has the
+ * bytes sends them to rank + mask, so N ranks are reached in ceil(log2 N) rounds and rank 0
+ * sends ceil(log2 N) copies, not N - 1. */
 up_status up_dist_share(void **data, size_t *size, up_error *err) {
     if (g_size == 1) return UP_OK;
-    if (g_rank == 0) {
-        const int64_t head = (int64_t)*size;
-        for (int r = 1; r < g_size; r++) send_message(TAG_SHARE, &head, 1, *data, *size, r);
-        return UP_OK;
+    void *buf = g_rank == 0 ? *data : NULL;
+    int64_t head = g_rank == 0 ? (int64_t)*size : 0;
+    for (int mask = 1; mask < g_size; mask <<= 1) {
+        if (g_rank < mask) {
+            if (g_rank + mask < g_size) send_message(TAG_SHARE, &head, 1, buf, (size_t)head, g_rank + mask);
+        } else if (g_rank < 2 * mask) {
+            const int from = g_rank - mask;
+            MPI_Status s;
+            wait_message(from, TAG_SHARE, &s);
+            MPI_Recv(&head, 1, MPI_INT64_T, from, TAG_SHARE, g_comm, MPI_STATUS_IGNORE);
+            buf = head > 0 ? malloc((size_t)head) : NULL;
+            if (head > 0 && !buf) {
+                /* Nothing sensible is left for this rank: the others wait on it. */
+                fprintf(stderr, "upstream: rank %d on host %s: out of memory for %lld shared bytes\n", g_rank,
+                        up_dist_host(g_rank), (long long)head);
+                up_dist_abort(1);
+            }
+            recv_bytes(buf, (size_t)head, from);
+        }
     }
-    MPI_Status s;
-    wait_message(0, TAG_SHARE, &s);
-    int64_t head;
-    MPI_Recv(&head, 1, MPI_INT64_T, 0, TAG_SHARE, g_comm, MPI_STATUS_IGNORE);
-    void *buf = head > 0 ? malloc((size_t)head) : NULL;
-    if (head > 0 && !buf) {
-        /* Nothing sensible is left for this rank: the others wait on it. */
-        fprintf(stderr, "upstream: rank %d on host %s: out of memory for %lld shared bytes\n", g_rank,
-                up_dist_host(g_rank), (long long)head);
-        up_dist_abort(1);
-    }
-    recv_bytes(buf, (size_t)head, 0);
-    *data = buf;
-    *size = (size_t)head;
+    if (g_rank != 0) *data = buf, *size = (size_t)head;
     (void)err;
     return UP_OK;
 }

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "dist/dist.h"
 #include "engine/blas.h"
 #include "engine/hooks.h"
 #include "engine/position.h"
@@ -139,5 +140,126 @@ up_status up_attribute(const up_model *m, const up_sae *sae, const up_attribute_
     free(h);
     if (!st) st = up_attribution_scores(sae, out->grad, T, out->include, req->kind, out->acts, out->rg, out->scores, err);
     if (st) up_attribute_result_free(out);
+    return st;
+}
+
+/* ---- many attributions as work units (dist.h) ---- */
+
+typedef struct attr_job {
+    const up_model *m;
+    const up_sae *const *saes;
+    const up_attribute_request *reqs;
+    up_attribute_result *out;
+    int n, done;
+    void (*progress)(int done, int total, void *user);
+    void *user;
+} attr_job;
+
+/* A result as bytes: R, then include, scores, grad, rg and (a flag, then) acts; the sizes come
+ * from the request and the SAE, which every rank has. */
+static size_t attr_bytes(const attr_job *J, int i, int with_acts) {
+    const size_t T = (size_t)J->reqs[i].n_tok, K = (size_t)J->saes[i]->d_sae, d = (size_t)J->m->cfg.d_model;
+    return sizeof(double) + T + K * sizeof(double) + T * d * sizeof(float) + T * K * sizeof(float) * (with_acts ? 2 : 1) + 1;
+}
+
+static char *put(char *p, const void *src, size_t n) {
+    memcpy(p, src, n);
+    return p + n;
+}
+
+static void pack_result(const attr_job *J, int i, char *p) {
+    const up_attribute_result *r = &J->out[i];
+    const size_t T = (size_t)J->reqs[i].n_tok, K = (size_t)J->saes[i]->d_sae, d = (size_t)J->m->cfg.d_model;
+    p = put(p, &r->R, sizeof r->R);
+    p = put(p, r->include, T);
+    p = put(p, r->scores, K * sizeof *r->scores);
+    p = put(p, r->grad, T * d * sizeof *r->grad);
+    p = put(p, r->rg, T * K * sizeof *r->rg);
+    *p++ = r->acts != NULL;
+    if (r->acts) put(p, r->acts, T * K * sizeof *r->acts);
+}
+
+static up_status unpack_result(const attr_job *J, int i, const char *p, size_t size, up_error *err) {
+    up_attribute_result *r = &J->out[i];
+    const size_t T = (size_t)J->reqs[i].n_tok, K = (size_t)J->saes[i]->d_sae, d = (size_t)J->m->cfg.d_model;
+    const size_t base = attr_bytes(J, i, 0);
+    if (size < base || (p[base - 1] && size != attr_bytes(J, i, 1)) || (!p[base - 1] && size != base))
+        return up_error_set(err, UP_ERR_FORMAT, "attribution %d of %d: its result came back with the wrong size", i + 1, J->n);
+    up_attribute_result_free(r);
+    r->include = malloc(T ? T : 1);
+    r->scores = malloc(K * sizeof *r->scores);
+    r->grad = malloc(T * d * sizeof *r->grad);
+    r->rg = malloc(T * K * sizeof *r->rg);
+    r->acts = p[base - 1] ? malloc(T * K * sizeof *r->acts) : NULL;
+    if (!r->include || !r->scores || !r->grad || !r->rg || (p[base - 1] && !r->acts)) {
+        up_attribute_result_free(r);
+        return up_error_set(err, UP_ERR_NOMEM, "out of memory for attribution results");
+    }
+    memcpy(&r->R, p, sizeof r->R), p += sizeof r->R;
+    memcpy(r->include, p, T), p += T;
+    memcpy(r->scores, p, K * sizeof *r->scores), p += K * sizeof *r->scores;
+    memcpy(r->grad, p, T * d * sizeof *r->grad), p += T * d * sizeof *r->grad;
+    memcpy(r->rg, p, T * K * sizeof *r->rg), p += T * K * sizeof *r->rg;
+    p++;
+    if (r->acts) memcpy(r->acts, p, T * K * sizeof *r->acts);
+    return UP_OK;
+}
+
+static up_status attr_compute(int unit, void *user, up_dist_bytes *out, up_error *err) {
+    attr_job *J = user;
+    up_status st = up_attribute(J->m, J->saes[unit], &J->reqs[unit], &J->out[unit], err);
+    if (st) return up_error_prefix(err, "attribution %d of %d", unit + 1, J->n);
+    if (up_dist_size() == 1) return UP_OK;
+    out->size = attr_bytes(J, unit, J->out[unit].acts != NULL);
+    if (!(out->data = malloc(out->size))) return up_error_set(err, UP_ERR_NOMEM, "out of memory for attribution results");
+    pack_result(J, unit, out->data);
+    return UP_OK;
+}
+
+static up_status attr_arrived(int unit, const void *data, size_t size, void *user, up_error *err) {
+    attr_job *J = user;
+    up_status st = J->out[unit].grad ? UP_OK : unpack_result(J, unit, data, size, err);
+    if (st) return st;
+    J->done++;
+    if (J->progress) J->progress(J->done, J->n, J->user);
+    return UP_OK;
+}
+
+up_status up_attribute_all(const up_model *m, const up_sae *const *saes, const up_attribute_request *reqs, int n,
+                           up_attribute_result *out, void (*progress)(int done, int total, void *user), void *user,
+                           up_error *err) {
+    memset(out, 0, (size_t)n * sizeof *out);
+    for (int i = 0; i < n; i++)
+        if (reqs[i].hooks) return up_error_set(err, UP_ERR_INVALID, "attribution %d of %d: hooks cannot be sent between ranks", i + 1, n);
+    attr_job J = {m, saes, reqs, out, n, 0, progress, user};
+    const up_dist_job job = {n, attr_compute, attr_arrived, &J};
+    up_status st = up_dist_map(&job, err);
+    /* Every rank takes rank 0's results, in request order. */
+    if (!st && up_dist_size() > 1) {
+        size_t total = 0;
+        for (int i = 0; up_dist_rank() == 0 && i < n; i++) total += attr_bytes(&J, i, out[i].acts != NULL);
+        void *all = up_dist_rank() == 0 ? malloc(total ? total : 1) : NULL;
+        if (up_dist_rank() == 0 && !all) {
+            st = up_error_set(err, UP_ERR_NOMEM, "out of memory for attribution results");
+            up_dist_abort(1); /* the other ranks are waiting for these bytes */
+        }
+        for (size_t i = 0, off = 0; up_dist_rank() == 0 && i < (size_t)n; i++) {
+            pack_result(&J, (int)i, (char *)all + off);
+            off += attr_bytes(&J, (int)i, out[i].acts != NULL);
+        }
+        if (!st) st = up_dist_share(&all, &total, err);
+        size_t off = 0;
+        for (int i = 0; !st && up_dist_rank() != 0 && i < n; i++) {
+            const char *p = (const char *)all + off;
+            const size_t base = attr_bytes(&J, i, 0);
+            const size_t len = off + base <= total && p[base - 1] ? attr_bytes(&J, i, 1) : base;
+            if (off + len > total) st = up_error_set(err, UP_ERR_FORMAT, "attribution results from rank 0 are cut short");
+            else st = unpack_result(&J, i, p, len, err);
+            off += len;
+        }
+        free(all);
+    }
+    if (st)
+        for (int i = 0; i < n; i++) up_attribute_result_free(&out[i]);
     return st;
 }

@@ -60,4 +60,13 @@ up_status up_attribute(const up_model *m, const up_sae *sae, const up_attribute_
                        up_attribute_result *out, up_error *err);
 void up_attribute_result_free(up_attribute_result *r);
 
+/* Many attributions, each a work unit over the job's ranks (dist.h): request i with saes[i]
+ * into out[i] (zeroed first; free each with up_attribute_result_free). Every rank gets every
+ * result, with the bits one process computes (an attribution depends on its request only).
+ * Requests must not carry hooks (a hook's state would not cross ranks). progress (may be NULL)
+ * is called on rank 0 as results come in, with how many are done. On error nothing is kept. */
+up_status up_attribute_all(const up_model *m, const up_sae *const *saes, const up_attribute_request *reqs, int n,
+                           up_attribute_result *out, void (*progress)(int done, int total, void *user), void *user,
+                           up_error *err);
+
 #endif

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "dist/dist.h"
 #include "engine/batch.h"
 #include "engine/hooks.h"
 #include "engine/position.h"
@@ -29,6 +30,60 @@ static int accumulate_hook(const up_hook_call *call, void *user) {
     return UP_HOOK_CONTINUE;
 }
 
+/* A batch of prompts is a work unit (dist.h): its sums (n_pos, n_layers, d) in double, from
+ * zero, are added to the total in batch order, so the bits do not depend on which rank ran
+ * which batch or when it came back. */
+typedef struct means_job {
+    accum a;                    /* a.mean: the running batch's sums */
+    const up_token_lists *p;
+    int batch;
+    up_state *s;
+    int32_t *tok;
+    int *pad;
+    size_t n_out;
+    double *total;              /* (n_out) batches added so far, in order */
+    double **held;              /* (n_batches) sums come in before their turn */
+    int next, done;             /* the next batch to add; prompts in */
+    up_progress_fn progress;
+    void *user;
+} means_job;
+
+static up_status means_compute(int unit, void *user, up_dist_bytes *out, up_error *err) {
+    means_job *J = user;
+    const up_model_config *c = &up_state_model(J->s)->cfg;
+    const int start = unit * J->batch, B = J->p->n - start < J->batch ? J->p->n - start : J->batch;
+    if (!(J->a.mean = calloc(J->n_out, sizeof *J->a.mean))) return up_error_set(err, UP_ERR_NOMEM, "out of memory");
+    up_hook hooks[2] = {{{UP_HOOK_RESID_PRE, UP_HOOK_ANY_LAYER}, accumulate_hook, &J->a},
+                        up_hook_stop((up_hook_point){UP_HOOK_RESID_PRE, c->n_layers - 1})};
+    up_hooks hk = {hooks, 2};
+    const int T = up_batch_left_pad(J->p->ids + start, J->p->lens + start, NULL, B, c->pad_id, J->tok, J->pad);
+    up_state_reset(J->s);
+    up_status st = up_forward(J->s, J->tok, J->pad, NULL, B, T, &hk, NULL, UP_LOGITS_NONE, err);
+    if (st) {
+        free(J->a.mean);
+        return st;
+    }
+    out->data = J->a.mean, out->size = J->n_out * sizeof *J->a.mean;
+    J->a.mean = NULL;
+    return UP_OK;
+}
+
+static up_status means_arrived(int unit, const void *data, size_t size, void *user, up_error *err) {
+    means_job *J = user;
+    if (size != J->n_out * sizeof(double)) return up_error_set(err, UP_ERR_FORMAT, "difference in means: a batch's sums came back cut short");
+    if (!(J->held[unit] = malloc(size))) return up_error_set(err, UP_ERR_NOMEM, "out of memory");
+    memcpy(J->held[unit], data, size);
+    for (; J->next * J->batch < J->p->n && J->held[J->next]; J->next++) {
+        for (size_t i = 0; i < J->n_out; i++) J->total[i] += J->held[J->next][i];
+        free(J->held[J->next]);
+        J->held[J->next] = NULL;
+    }
+    const int start = unit * J->batch;
+    J->done += J->p->n - start < J->batch ? J->p->n - start : J->batch;
+    if (J->progress) J->progress(J->done, J->p->n, J->user);
+    return UP_OK;
+}
+
 up_status up_direction_means(const up_model *m, const up_token_lists *p, int n_pos, int batch, double *mean,
                              up_progress_fn progress, void *user, up_error *err) {
     const up_model_config *c = &m->cfg;
@@ -44,25 +99,34 @@ up_status up_direction_means(const up_model *m, const up_token_lists *p, int n_p
     }
     const size_t n_out = (size_t)n_pos * c->n_layers * c->d_model;
     memset(mean, 0, n_out * sizeof *mean);
-    accum a = {mean, n_pos, c->n_layers, c->d_model};
-    up_hook hooks[2] = {{{UP_HOOK_RESID_PRE, UP_HOOK_ANY_LAYER}, accumulate_hook, &a},
-                        up_hook_stop((up_hook_point){UP_HOOK_RESID_PRE, c->n_layers - 1})};
-    up_hooks hk = {hooks, 2};
-    up_state *s = NULL;
-    int32_t *tok = malloc((size_t)batch * T_max * sizeof *tok);
-    int *pad = malloc((size_t)batch * sizeof *pad);
-    up_status st = tok && pad ? up_state_init(&s, m, batch, T_max, err) : up_error_set(err, UP_ERR_NOMEM, "out of memory");
-    for (int start = 0; !st && start < p->n; start += batch) {
-        const int B = p->n - start < batch ? p->n - start : batch;
-        const int T = up_batch_left_pad(p->ids + start, p->lens + start, NULL, B, c->pad_id, tok, pad);
-        up_state_reset(s);
-        st = up_forward(s, tok, pad, NULL, B, T, &hk, NULL, UP_LOGITS_NONE, err);
-        if (progress) progress(start + B, p->n, user);
+    means_job J = {{NULL, n_pos, c->n_layers, c->d_model}, p, batch, NULL, NULL, NULL, n_out, mean, NULL, 0, 0,
+                   progress, user};
+    const int n_batches = (p->n + batch - 1) / batch;
+    J.tok = malloc((size_t)batch * T_max * sizeof *J.tok);
+    J.pad = malloc((size_t)batch * sizeof *J.pad);
+    J.held = calloc((size_t)n_batches, sizeof *J.held);
+    up_status st = J.tok && J.pad && J.held ? up_state_init(&J.s, m, batch, T_max, err)
+                                            : up_error_set(err, UP_ERR_NOMEM, "out of memory");
+    if (!st) {
+        const up_dist_job job = {n_batches, means_compute, means_arrived, &J};
+        st = up_dist_map(&job, err);
+    }
+    if (!st && up_dist_size() > 1) { /* every rank takes rank 0's sums */
+        void *data = mean;
+        size_t size = n_out * sizeof *mean;
+        st = up_dist_share(&data, &size, err);
+        if (!st && up_dist_rank() != 0) {
+            if (size == n_out * sizeof *mean) memcpy(mean, data, size);
+            else st = up_error_set(err, UP_ERR_FORMAT, "difference in means: rank 0's sums have another size");
+            free(data);
+        }
     }
     for (size_t i = 0; !st && i < n_out; i++) mean[i] /= p->n;
-    up_state_free(s);
-    free(tok);
-    free(pad);
+    for (int b = 0; J.held && b < n_batches; b++) free(J.held[b]);
+    free(J.held);
+    up_state_free(J.s);
+    free(J.tok);
+    free(J.pad);
     return st;
 }
 

@@ -2,7 +2,9 @@
  *
  * For every layer l and each of the last n_pos positions of the chat-formatted prompts (the
  * post-instruction tokens), the mean of blocks.{l}.hook_resid_pre over harmful prompts minus
- * the mean over harmless ones. Means accumulate in double. Prompts are token id lists (the
+ * the mean over harmless ones. Means accumulate in double, each batch's sum from zero and the
+ * batches' sums added in batch order, so one process and N ranks (dist.h: a batch is a work
+ * unit) give the same bits. Prompts are token id lists (the
  * caller applies the chat template); they run in left-padded batches and the pass stops at
  * the last layer's input, so nothing above is computed.
  *

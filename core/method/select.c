@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "dist/dist.h"
 #include "method/metrics.h"
 #include "engine/batch.h"
 #include "engine/hooks.h"
@@ -369,6 +370,105 @@ static int sort_by_length(const up_token_lists *in, by_length *out) {
     return 0;
 }
 
+/* ---- candidates as work units (dist.h) ---- */
+
+typedef struct select_job {
+    scorer *sc;
+    const up_select_opts *o;
+    up_select_result *res;
+    const float *candidates;
+    const int *wanted;     /* unit -> candidate, first pass */
+    const ranked *order;   /* unit -> candidate, lazy filters pass */
+    int n_pos, d, L;
+    up_select_progress p;
+    unsigned char *done;   /* lazy filters: unit k has arrived */
+    int frontier;          /* lazy filters: units before it have arrived and failed */
+    int winner;            /* lazy filters: the first unit in order that passed, or -1 */
+} select_job;
+
+/* A candidate's scores travel as the bytes of its up_select_score. */
+static up_status send_score(const up_select_score *s, up_dist_bytes *out, up_error *err) {
+    if (up_dist_size() == 1) return UP_OK;
+    if (!(out->data = malloc(sizeof *s))) return up_error_set(err, UP_ERR_NOMEM, "direction selection: out of memory");
+    memcpy(out->data, s, sizeof *s);
+    out->size = sizeof *s;
+    return UP_OK;
+}
+
+static up_status take_score(up_select_score *s, const void *data, size_t size, up_error *err) {
+    if (up_dist_size() == 1) return UP_OK; /* computed in place */
+    if (size != sizeof *s) return up_error_set(err, UP_ERR_FORMAT, "direction selection: a candidate's scores came back cut short");
+    memcpy(s, data, sizeof *s);
+    return UP_OK;
+}
+
+static up_status candidate_compute(int unit, void *user, up_dist_bytes *out, up_error *err) {
+    select_job *J = user;
+    const int c = J->wanted[unit];
+    const float *r = J->candidates + (size_t)c * J->d;
+    up_select_score *s = &J->res->scores[c];
+    up_status st = UP_OK;
+    if (can_ablate(r, J->d)) {
+        st = score_bypass(J->sc, r, &s->bypass, err);
+        if (!st && J->o->mode == UP_SELECT_FULL) st = score_filters(J->sc, r, s->layer, &s->induce, &s->kl, err);
+    }
+    if (st) return up_error_prefix(err, "direction selection, candidate position %d layer %d", s->pos - J->n_pos, s->layer);
+    return send_score(s, out, err);
+}
+
+static up_status candidate_arrived(int unit, const void *data, size_t size, void *user, up_error *err) {
+    select_job *J = user;
+    up_select_score *s = &J->res->scores[J->wanted[unit]];
+    up_status st = take_score(s, data, size, err);
+    if (st) return st;
+    if (J->o->mode == UP_SELECT_FULL)
+        J->p.passed = s->layer < layer_cutoff(J->o, J->L) && !score_drops(s, J->o), J->p.n_passed += J->p.passed;
+    return report(J->o, &J->p, s, J->n_pos) ? stopped(err) : UP_OK;
+}
+
+static up_status filters_compute(int unit, void *user, up_dist_bytes *out, up_error *err) {
+    select_job *J = user;
+    const int c = J->order[unit].c;
+    up_select_score *s = &J->res->scores[c];
+    up_status st = score_filters(J->sc, J->candidates + (size_t)c * J->d, s->layer, &s->induce, &s->kl, err);
+    if (st) return up_error_prefix(err, "direction selection, candidate position %d layer %d", s->pos - J->n_pos, s->layer);
+    return send_score(s, out, err);
+}
+
+/* Rank 0: results come in any order; the winner is the first in bypass order that passes once
+ * every one before it is in (and failed). No unit after it is handed out from then on. */
+static up_status filters_arrived(int unit, const void *data, size_t size, void *user, up_error *err) {
+    select_job *J = user;
+    up_select_score *s = &J->res->scores[J->order[unit].c];
+    up_status st = take_score(s, data, size, err);
+    if (st) return st;
+    J->done[unit] = 1;
+    J->p.passed = !score_drops(s, J->o), J->p.n_passed += J->p.passed;
+    for (; J->winner < 0 && J->done[J->frontier]; J->frontier++) {
+        if (!score_drops(&J->res->scores[J->order[J->frontier].c], J->o)) {
+            J->winner = J->frontier;
+            up_dist_limit(J->winner + 1);
+        }
+    }
+    return report(J->o, &J->p, s, J->n_pos) ? stopped(err) : UP_OK;
+}
+
+/* Every rank takes rank 0's table of scores. */
+static up_status share_scores(up_select_result *res, int n_cand, up_error *err) {
+    if (up_dist_size() == 1) return UP_OK;
+    void *data = res->scores;
+    size_t size = (size_t)n_cand * sizeof *res->scores;
+    up_status st = up_dist_share(&data, &size, err);
+    if (st || up_dist_rank() == 0) return st;
+    if (size != (size_t)n_cand * sizeof *res->scores) {
+        free(data);
+        return up_error_set(err, UP_ERR_FORMAT, "direction selection: rank 0's scores have another size");
+    }
+    memcpy(res->scores, data, size);
+    free(data);
+    return UP_OK;
+}
+
 up_status up_select_direction(const up_model *m, const float *candidates, int n_pos, const up_token_lists *harmful_in,
                               const up_token_lists *harmless_in, const int32_t *refusal_ids, int n_refusal,
                               const up_select_opts *opts, up_select_result *res, up_error *err) {
@@ -428,50 +528,53 @@ up_status up_select_direction(const up_model *m, const float *candidates, int n_
     free(adds_at);
 
     /* Full: every wanted candidate's three scores, one candidate after another. Lazy: every
-     * wanted candidate's bypass first; the filters' scores come after, below. */
-    up_select_progress p = {o.mode == UP_SELECT_FULL ? UP_SELECT_PASS_ALL : UP_SELECT_PASS_BYPASS, 0, n_want, 0, 0, 0, 0,
-                            batch};
-    int n_order = 0, c = 0;
-    for (; !st && c < n_cand; c++) {
-        const float *r = candidates + (size_t)c * d;
-        up_select_score *s = &res->scores[c];
-        *s = (up_select_score){c / L, c % L, NAN, NAN, NAN, 0};
-        if (!want[c]) {
-            s->dropped = UP_SELECT_DROP_UNSCORED;
-            continue;
-        }
-        if (can_ablate(r, d)) {
-            st = score_bypass(&sc, r, &s->bypass, err);
-            if (!st && o.mode == UP_SELECT_FULL) st = score_filters(&sc, r, s->layer, &s->induce, &s->kl, err);
-        }
-        if (st) {
-            up_error_prefix(err, "direction selection, candidate position %d layer %d", s->pos - n_pos, s->layer);
-            break;
-        }
-        if (o.mode == UP_SELECT_FULL) p.passed = s->layer < layer_cutoff(&o, L) && !score_drops(s, &o), p.n_passed += p.passed;
-        if (isfinite(s->bypass)) order[n_order++] = (ranked){s->bypass, c};
-        if (report(&o, &p, s, n_pos)) st = stopped(err);
+     * wanted candidate's bypass first; the filters' scores come after, below. Each candidate is
+     * a work unit (dist.h): its scores depend on nothing but itself, so every rank gives the
+     * same bits, and rank 0 shares the table when they are all in. */
+    int *wanted = malloc((size_t)n_cand * sizeof *wanted), n_units = 0;
+    if (!st && !wanted) st = up_error_set(err, UP_ERR_NOMEM, "direction selection: out of memory");
+    for (int c = 0; !st && c < n_cand; c++) {
+        res->scores[c] = (up_select_score){c / L, c % L, NAN, NAN, NAN, want[c] ? 0 : UP_SELECT_DROP_UNSCORED};
+        if (want[c]) wanted[n_units++] = c;
     }
+    select_job J = {&sc, &o, res, candidates, wanted, NULL, n_pos, d, L,
+                    {o.mode == UP_SELECT_FULL ? UP_SELECT_PASS_ALL : UP_SELECT_PASS_BYPASS, 0, n_want, 0, 0, 0, 0, batch},
+                    NULL, 0, 0};
+    if (!st) {
+        const up_dist_job job = {n_units, candidate_compute, candidate_arrived, &J};
+        st = up_dist_map(&job, err);
+    }
+    if (!st) st = share_scores(res, n_cand, err);
+    int n_order = 0;
+    for (int k = 0; !st && k < n_units; k++)
+        if (isfinite(res->scores[wanted[k]].bypass)) order[n_order++] = (ranked){res->scores[wanted[k]].bypass, wanted[k]};
 
     /* Lazy: induce and KL in increasing bypass order until one candidate passes every filter;
      * it is the full rule's winner, since every candidate of lower bypass (or equal bypass and
-     * earlier) failed a filter. The rest keep their bypass, marked BYPASS_ONLY. */
+     * earlier) failed a filter. The rest keep their bypass, marked BYPASS_ONLY. Over several
+     * ranks the candidates after the winner may have been scored already (they ran beside it);
+     * their scores are dropped, so the table is the one process's. */
     if (!st && o.mode == UP_SELECT_LAZY) {
         qsort(order, (size_t)n_order, sizeof *order, by_bypass);
-        p = (up_select_progress){UP_SELECT_PASS_FILTERS, 0, n_order, 0, 0, 0, 0, batch};
-        int k = 0;
-        for (; !st && k < n_order && !p.n_passed; k++) {
-            up_select_score *s = &res->scores[order[k].c];
-            st = score_filters(&sc, candidates + (size_t)order[k].c * d, s->layer, &s->induce, &s->kl, err);
-            if (st) {
-                up_error_prefix(err, "direction selection, candidate position %d layer %d", s->pos - n_pos, s->layer);
-                break;
-            }
-            p.passed = !score_drops(s, &o), p.n_passed += p.passed;
-            if (report(&o, &p, s, n_pos)) st = stopped(err);
+        J.p = (up_select_progress){UP_SELECT_PASS_FILTERS, 0, n_order, 0, 0, 0, 0, batch};
+        J.order = order;
+        J.done = calloc((size_t)n_order + 1, 1);
+        J.frontier = 0, J.winner = -1;
+        if (!J.done) st = up_error_set(err, UP_ERR_NOMEM, "direction selection: out of memory");
+        if (!st) {
+            const up_dist_job job = {n_order, filters_compute, filters_arrived, &J};
+            st = up_dist_map(&job, err);
         }
-        for (; k < n_order; k++) res->scores[order[k].c].dropped = UP_SELECT_DROP_BYPASS_ONLY;
+        const int kept = J.winner >= 0 ? J.winner + 1 : n_order;
+        for (int k = kept; !st && k < n_order; k++) {
+            up_select_score *s = &res->scores[order[k].c];
+            s->induce = s->kl = NAN;
+            s->dropped = UP_SELECT_DROP_BYPASS_ONLY;
+        }
+        free(J.done);
+        if (!st) st = share_scores(res, n_cand, err);
     }
+    free(wanted);
     if (!st) res->best = up_select_pick(res->scores, n_cand, L, &o, &res->n_kept);
     if (sc.s) free_induce_cache(&sc);
     up_state_free(sc.s);

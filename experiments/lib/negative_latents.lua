@@ -47,10 +47,10 @@ function E.body(X)
 
     -- Mean S_k over the set, and how often each latent is in a prompt's own bottom list.
     local mean, in_bottom, ids = nil, {}, {}
-    local bar <close> = X:progress(set .. " prompts", #texts, {unit = "attributions"})
-    for i, p in ipairs(texts) do
-      local a = X:attribute{prompt = p, layer = src, direction = dir, sae = sae, label = ("%s%d"):format(set, i)}
-      bar:update(i)
+    -- One attribution per prompt, all at once (spread over the ranks of an mpirun job).
+    local specs = {}
+    for i, p in ipairs(texts) do specs[i] = {prompt = p, layer = src, direction = dir, sae = sae, label = ("%s%d"):format(set, i)} end
+    for _, a in ipairs(X:attribute_all(specs)) do
       ids[#ids + 1] = a.ids
       local v = a.scores:totable()
       if not mean then mean = {} for j = 1, #v do mean[j] = 0 end end

@@ -1,4 +1,4 @@
--- upstream.experiment.attribution: X:attribute (the refusal gradient onto an SAE's decoder
+-- upstream.experiment.attribution: X:attribute and X:attribute_all (the refusal gradient onto an SAE's decoder
 -- rows at a source layer: S_k and RG[t, k]) and the Attribution it returns, with its rankings
 -- and token tables (a ranking row names its score variant: score_kind). X:_prompt_label names
 -- each prompt (p1, p2, ... or the label given) and lists it in the table "prompts".
@@ -49,17 +49,19 @@ function Experiment:_prompt_label(prompt, ids, given)
   return label
 end
 
-Experiment.attribute = step("attribute", function(self, spec)
-  util.check_fields(spec, attribute_fields, "attribute")
-  if not spec.prompt then util.fail("attribute: field 'prompt' is required") end
+-- One attribution's request: everything X:attribute checks and derives before the gradient
+-- runs (`what` starts its error messages: "attribute", or "attribute_all: specs[i]").
+local function prepare(self, spec, what)
+  util.check_fields(spec, attribute_fields, what)
+  if not spec.prompt then util.fail("%s: field 'prompt' is required", what) end
   local layer = spec.layer or (self.source_layers and self.source_layers[1])
-  if not layer then util.fail("attribute: no source layer (declare source_layers or pass layer)") end
+  if not layer then util.fail("%s: no source layer (declare source_layers or pass layer)", what) end
   local dir = spec.direction or self:direction()
   local target = spec.target or self.target_layer
-  if not target then util.fail("attribute: no target layer") end
-  self:_check_layer(layer, "attribute: source layer")
-  self:_check_layer(target, "attribute: target layer")
-  if layer >= target then util.fail("attribute: source layer %d must be below the target layer %d", layer, target) end
+  if not target then util.fail("%s: no target layer", what) end
+  self:_check_layer(layer, what .. ": source layer")
+  self:_check_layer(target, what .. ": target layer")
+  if layer >= target then util.fail("%s: source layer %d must be below the target layer %d", what, layer, target) end
   local sae = type(spec.sae) == "string" and self:sae(layer, spec.sae) or spec.sae or self:sae(layer)
   local ids = type(spec.prompt) == "string" and self:encode(spec.prompt) or spec.prompt
   local positions
@@ -68,7 +70,7 @@ Experiment.attribute = step("attribute", function(self, spec)
     for t = 0, #ids - 1 do positions[#positions + 1] = t end
   elseif type(spec.positions) == "table" then positions = spec.positions
   elseif spec.positions ~= nil and spec.positions ~= "last" then
-    util.fail("attribute: positions must be \"last\", \"all\" or a list, got '%s'", spec.positions)
+    util.fail("%s: positions must be \"last\", \"all\" or a list, got '%s'", what, spec.positions)
   end
   -- The tokens S_k averages over: "all" (every token but BOS), "instruction" (the user's text
   -- inside the chat template: what differs between prompts), or a list of token indices.
@@ -77,24 +79,54 @@ Experiment.attribute = step("attribute", function(self, spec)
     score_positions = util.instruction_positions(self:tokenizer(), function(x) return self:encode(x) end, ids)
   elseif type(spec.score_positions) == "table" then score_positions = spec.score_positions
   elseif spec.score_positions ~= nil and spec.score_positions ~= "all" then
-    util.fail("attribute: score_positions must be \"all\", \"instruction\" or a list, got '%s'", spec.score_positions)
+    util.fail("%s: score_positions must be \"all\", \"instruction\" or a list, got '%s'", what, spec.score_positions)
   end
   local label = self:_prompt_label(spec.prompt, ids, spec.label)
-  self:log("attribute %s: layer %d -> target %d", label, layer, target)
-  local res = self:model():attribute(ids, sae, {source = layer, target = target, direction = direction_vector(dir),
-    score = spec.score or "gradient", include_bos = spec.include_bos or false, positions = positions,
-    score_positions = score_positions})
+  return {spec = spec, ids = ids, sae = sae, layer = layer, target = target, dir = dir, positions = positions,
+          label = label, opts = {source = layer, target = target, direction = direction_vector(dir),
+          score = spec.score or "gradient", include_bos = spec.include_bos or false, positions = positions,
+          score_positions = score_positions}}
+end
+
+-- The Attribution of a prepared request and its result (model:attribute's table).
+local function wrap(self, q, res)
+  local spec, ids = q.spec, q.ids
   local tok = self:tokenizer()
   local tokens = {}
   for i, id in ipairs(ids) do tokens[i] = tok:piece(id) or tostring(id) end
-  local a = setmetatable({
-    experiment = self, prompt = type(spec.prompt) == "string" and spec.prompt or tok:decode(ids), label = label,
-    ids = ids, tokens = tokens, layer = layer, target = target, R = res.R, scores = res.scores, rg = res.rg,
-    include = res.include, sae = sae, sae_name = (self._sae_names or {})[sae] or (type(spec.sae) == "string" and spec.sae) or "",
-    direction = dir, score_kind = spec.score or "gradient",
-    grad = res.grad, objective_positions = positions, -- the gradient and its objective's positions (nil: last), for steer
+  return setmetatable({
+    experiment = self, prompt = type(spec.prompt) == "string" and spec.prompt or tok:decode(ids), label = q.label,
+    ids = ids, tokens = tokens, layer = q.layer, target = q.target, R = res.R, scores = res.scores, rg = res.rg,
+    include = res.include, sae = q.sae,
+    sae_name = (self._sae_names or {})[q.sae] or (type(spec.sae) == "string" and spec.sae) or "",
+    direction = q.dir, score_kind = spec.score or "gradient",
+    grad = res.grad, objective_positions = q.positions, -- the gradient and its objective's positions (nil: last), for steer
   }, Attribution)
-  return a
+end
+
+Experiment.attribute = step("attribute", function(self, spec)
+  local q = prepare(self, spec, "attribute")
+  self:log("attribute %s: layer %d -> target %d", q.label, q.layer, q.target)
+  return wrap(self, q, self:model():attribute(q.ids, q.sae, q.opts))
+end)
+
+-- Many attributions at once: the same as X:attribute for each spec, in order, but computed as
+-- work units, so a job of several ranks (mpirun) spreads them; one progress bar for all.
+Experiment.attribute_all = step("attribute_all", function(self, specs)
+  if type(specs) ~= "table" then util.fail("attribute_all: expected a list of attribute specs, got %s", type(specs)) end
+  local qs, items = {}, {}
+  for i, spec in ipairs(specs) do
+    if type(spec) ~= "table" then util.fail("attribute_all: specs[%d] must be a table, got %s", i, type(spec)) end
+    qs[i] = prepare(self, spec, ("attribute_all: specs[%d]"):format(i))
+    items[i] = {qs[i].ids, qs[i].sae, qs[i].opts}
+  end
+  if #qs == 0 then return {} end
+  self:log("attribute_all: %d attributions", #qs)
+  local bar <close> = self:progress("attributions", #qs, {unit = "attributions"})
+  local results = self:model():attribute_all(items, function(done) bar:update(done) end)
+  local out = {}
+  for i, q in ipairs(qs) do out[i] = wrap(self, q, results[i]) end
+  return out
 end)
 
 function Attribution:sum_rg(k)
