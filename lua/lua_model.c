@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "binding.h"
+#include "dist/dist.h"
 #include "engine/forward.h"
 #include "engine/generate.h"
 #include "engine/hooks.h"
@@ -42,7 +43,9 @@ static int l_model(lua_State *L) {
     lm->m = NULL;
     luaL_setmetatable(L, UP_MODEL_MT);
     up_error e = {0};
-    if (up_model_load(&lm->m, dir, &e)) return luaL_error(L, "%s", e.msg);
+    /* Every rank of a job loads the model together (dist.h: a collective), so a rank that
+     * cannot (a file missing on its host) fails the job before any work, naming host and path. */
+    if (up_dist_agree(up_model_load(&lm->m, dir, &e), &e)) return luaL_error(L, "%s", e.msg);
     return 1;
 }
 

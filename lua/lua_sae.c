@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "binding.h"
+#include "dist/dist.h"
 #include "sae/sae.h"
 #include "train/sae_train.h" /* up_sae_pre_activations, up_sae_save_npz */
 
@@ -64,7 +65,8 @@ static int l_sae(lua_State *L) {
     if (!mask) return luaL_argerror(L, 2, "parts must be \"decoder\" or \"all\"");
     up_sae **slot = up_lua_push_sae_slot(L);
     up_error e = {0};
-    if (up_sae_load(slot, path, mask, &e)) return luaL_error(L, "%s", e.msg);
+    /* Loaded by every rank together, as models are (lua_model.c). */
+    if (up_dist_agree(up_sae_load(slot, path, mask, &e), &e)) return luaL_error(L, "%s", e.msg);
     if (layer == -1) up_sae_forget_hook(*slot);
     else if (layer >= 0 && up_sae_set_hook(*slot, layer, &e)) return luaL_error(L, "%s", e.msg);
     return 1;

@@ -24,6 +24,7 @@
 #include <sys/stat.h>
 
 #include "binding.h"
+#include "dist/dist.h"
 #include "text/chat.h"
 #include "text/tokenizer.h"
 
@@ -62,7 +63,8 @@ static int l_new(lua_State *L) {
     up_error err = {0};
     up_status st = stat(path, &sb) == 0 && S_ISDIR(sb.st_mode) ? up_tokenizer_load_dir(&u->tok, path, &err)
                                                               : up_tokenizer_load(&u->tok, path, &err);
-    if (st) return luaL_error(L, "upstream.tokenizer: %s", err.msg);
+    /* Loaded by every rank together, as models are (lua_model.c). */
+    if (up_dist_agree(st, &err)) return luaL_error(L, "upstream.tokenizer: %s", err.msg);
     return 1;
 }
 

@@ -14,6 +14,7 @@ packages=(
   clang libclang-rt-14-dev                                 # libFuzzer (clang and its runtime) for the tokenizer fuzz targets
   jq time                                                  # the real-scale benchmark (tests/bench/published_set.sh)
   python3                                                  # small checks in test scripts (CSV, JSON)
+  openmpi-bin libopenmpi-dev                               # one experiment over many processes (mpirun; core/dist)
 )
 
 missing=()

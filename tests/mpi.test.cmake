@@ -1,0 +1,19 @@
+# One experiment over MPI ranks (issue 19; core/dist/dist.h), when the build has MPI:
+#   mpi_published_set  experiments/all.lua on the organism as 1 process and as 2 ranks: the same
+#                      tables and direction, byte for byte; manifests record the ranks
+#   mpi_kill_rank      rank 1 of a 2-rank steering job SIGKILLed mid-grid: the job ends naming
+#                      the rank and host, and the rerun computes only the missing cells, with
+#                      the one-process tables
+#   mpi_load_failure   a rank whose model has no weights fails the job at load, before any work,
+#                      with one message naming the rank, host and path
+# Labelled mpi: the sanitizer pass leaves them out (Open MPI's own allocations would be leaks
+# to LeakSanitizer; the code they run is covered there by the one-process tests).
+include_guard(GLOBAL)
+if(UP_MPI AND MPI_C_FOUND)
+  foreach(t published_set kill_rank load_failure)
+    add_test(NAME mpi_${t} COMMAND bash ${CMAKE_SOURCE_DIR}/tests/mpi/${t}_test.sh
+                                   $<TARGET_FILE:upstream> ${CMAKE_SOURCE_DIR})
+    set_tests_properties(mpi_${t} PROPERTIES LABELS mpi TIMEOUT 600
+                         ENVIRONMENT "OMP_WAIT_POLICY=passive;OMP_NUM_THREADS=1;OPENBLAS_NUM_THREADS=1")
+  endforeach()
+endif()
