@@ -54,7 +54,9 @@ function M.command(run)
   end
 end
 
+-- Rank 0 alone reports for a job of several ranks (mpirun): the others ran the same command.
 function M.message(cmd, fmt, ...)
+  if require("upstream.core").dist.rank ~= 0 then return end
   io.stderr:write("upstream ", cmd, ": ", fmt:format(...), "\n")
 end
 

@@ -64,7 +64,7 @@ local function run(argv)
   if core.dist.rank == 0 then core.save_safetensors(o.out, {candidates = candidates}, {
     model = o.model, harmful = o.harmful, harmless = o.harmless, hook = "blocks.{l}.hook_resid_pre",
     n_harmful = tostring(#harmful), n_harmless = tostring(#harmless), positions = ("%d..-1"):format(-n_pos),
-    chat_template = chat and "gemma" or "none"})
+    chat_template = chat and "gemma" or "none"}) end
   args.message(CMD, "wrote %s: candidates [%d, %d, %d] from %d harmful and %d harmless prompts", o.out, n_pos,
             cfg.n_layers, cfg.d_model, #harmful, #harmless)
   return 0
