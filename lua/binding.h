@@ -46,7 +46,7 @@ void up_lua_register_plot(lua_State *L);        /* the table upstream.plot */
 void up_lua_register_json(lua_State *L);        /* json_encode / json_decode / json_read */
 void up_lua_register_system(lua_State *L);      /* digests, directories, versions, threads, clock */
 void up_lua_register_settings(lua_State *L);    /* settings */
-void up_lua_register_dist(lua_State *L);        /* dist (rank, size, hosts), dist_share, dist_agree */
+void up_lua_register_dist(lua_State *L);        /* dist (rank, size, hosts), dist_share, dist_agree, dist_stats */
 
 /* upstream.Tensor: a float32 n-d array owned by Lua (one malloc, freed by its __gc/__close). */
 typedef struct up_lua_tensor {

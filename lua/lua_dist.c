@@ -8,6 +8,10 @@
  *   upstream.dist_agree(ok, msg)
  *                          collective: true on every rank when every rank passed ok; else
  *                          false and the first failing rank's message, "rank R on host H: msg"
+ *   upstream.dist_stats()  the last work-unit map as this rank saw it: {units, units_remote,
+ *                          bytes, seconds} (units: results rank 0 accepted; units_remote: of them,
+ *                          or on another rank, those computed away from rank 0; bytes: result
+ *                          bytes sent to rank 0) — for benchmarks
  *
  * The experiment library uses them so that only rank 0 writes (lua/upstream/experiment); a
  * script of one's own needs them only to do something on one rank. */
@@ -41,6 +45,16 @@ static int l_agree(lua_State *L) {
     return 1;
 }
 
+static int l_stats(lua_State *L) {
+    const up_dist_stats st = up_dist_last_stats();
+    lua_createtable(L, 0, 4);
+    lua_pushinteger(L, st.units), lua_setfield(L, -2, "units");
+    lua_pushinteger(L, st.units_remote), lua_setfield(L, -2, "units_remote");
+    lua_pushnumber(L, st.bytes), lua_setfield(L, -2, "bytes");
+    lua_pushnumber(L, st.seconds), lua_setfield(L, -2, "seconds");
+    return 1;
+}
+
 void up_lua_register_dist(lua_State *L) {
     lua_createtable(L, 0, 5);
     lua_pushinteger(L, up_dist_rank()), lua_setfield(L, -2, "rank");
@@ -53,4 +67,5 @@ void up_lua_register_dist(lua_State *L) {
     lua_setfield(L, -2, "dist");
     lua_pushcfunction(L, l_share), lua_setfield(L, -2, "dist_share");
     lua_pushcfunction(L, l_agree), lua_setfield(L, -2, "dist_agree");
+    lua_pushcfunction(L, l_stats), lua_setfield(L, -2, "dist_stats");
 }

@@ -95,6 +95,9 @@ typedef struct scorer {
      * runs whole (more than UP_SELECT_REUSE_MAX_BYTES). */
     up_state_snapshot **snap; /* (harmless batches) */
     float **resid;            /* (harmless batches * n_layers); NULL where no candidate adds */
+    const unsigned char *adds_at; /* (n_layers) the layers a scored candidate adds at */
+    int cache_tried;          /* the cache is made by a rank's first induce, not before: a rank
+                                 of a job that scores no induce (dist.h) never pays for it */
 } scorer;
 
 /* Runs rows [start, start + B) of a row list whose row k is prompt list->ids[k % list->n] under
@@ -223,6 +226,11 @@ static up_status induce_rerun(scorer *sc, int j, const float *r, int layer, doub
 
 static up_status score_filters(scorer *sc, const float *r, int layer, double *induce, double *kl, up_error *err) {
     const int n = sc->harmless->n, L = up_state_model(sc->s)->cfg.n_layers;
+    if (!sc->cache_tried) {
+        sc->cache_tried = 1;
+        up_status st = prepare_induce_cache(sc, sc->adds_at, err);
+        if (st) return st;
+    }
     up_steer ablate = up_steer_ablate(r);
     up_steer add = up_steer_add((up_hook_point){UP_HOOK_RESID_PRE, layer}, r, 1.0f);
     const up_steer_row rows[2] = {{&ablate, 1}, {&add, 1}}; /* rows [0, n): KL; [n, 2n): induce */
@@ -253,33 +261,92 @@ static up_status score_filters(scorer *sc, const float *r, int layer, double *in
 
 /* The unsteered baselines: mean refusal scores of both sets and the harmless logits, over the
  * rows harmful then harmless in shared batches. */
+/* A batch of the baselines' rows (harmful, then harmless) is a work unit (dist.h); its result
+ * is the rows' refusal scores, then the harmless rows' logits. */
+typedef struct baseline_job {
+    scorer *sc;
+    double *score;  /* (nh + nl) every row's refusal score */
+} baseline_job;
+
+static int baseline_rows(const scorer *sc, int unit, int *start) {
+    const int n = sc->harmful->n + sc->harmless->n;
+    *start = unit * sc->batch;
+    return n - *start < sc->batch ? n - *start : sc->batch;
+}
+
+static up_status baseline_compute(int unit, void *user, up_dist_bytes *out, up_error *err) {
+    baseline_job *J = user;
+    scorer *sc = J->sc;
+    const int nh = sc->harmful->n;
+    int start;
+    const int B = baseline_rows(sc, unit, &start);
+    for (int b = 0; b < B; b++) {
+        const int k = start + b;
+        const up_token_lists *list = k < nh ? sc->harmful : sc->harmless;
+        sc->prompts[b] = list->ids[k < nh ? k : k - nh], sc->lens[b] = list->lens[k < nh ? k : k - nh];
+    }
+    up_steer_batch bt = {sc->prompts, sc->lens, B, NULL, NULL, sc->refusal_ids, sc->n_refusal, 0, NULL, 0, 0};
+    up_steer_out o = {sc->score, sc->logits, NULL, NULL, NULL};
+    up_status st = up_steer_run(sc->s, &bt, &o, err);
+    if (st) return st;
+    const size_t size = (size_t)B * sizeof(double) + (size_t)B * sc->V * sizeof(float);
+    if (!(out->data = malloc(size))) return up_error_set(err, UP_ERR_NOMEM, "direction selection: out of memory");
+    out->size = size;
+    memcpy(out->data, sc->score, (size_t)B * sizeof(double));
+    memcpy((char *)out->data + (size_t)B * sizeof(double), sc->logits, (size_t)B * sc->V * sizeof(float));
+    return UP_OK;
+}
+
+static up_status baseline_arrived(int unit, const void *data, size_t size, void *user, up_error *err) {
+    baseline_job *J = user;
+    scorer *sc = J->sc;
+    const int nh = sc->harmful->n;
+    int start;
+    const int B = baseline_rows(sc, unit, &start);
+    if (size != (size_t)B * sizeof(double) + (size_t)B * sc->V * sizeof(float))
+        return up_error_set(err, UP_ERR_FORMAT, "direction selection: a baseline batch came back cut short");
+    const float *logits = (const float *)((const char *)data + (size_t)B * sizeof(double));
+    memcpy(J->score + start, data, (size_t)B * sizeof(double));
+    for (int b = 0; b < B; b++)
+        if (start + b >= nh)
+            memcpy(sc->base + (size_t)(start + b - nh) * sc->V, logits + (size_t)b * sc->V, (size_t)sc->V * sizeof *sc->base);
+    return UP_OK;
+}
+
+/* The unsteered baselines: mean refusal scores of both sets and the harmless logits, over the
+ * rows harmful then harmless in shared batches; every rank takes rank 0's. */
 static up_status score_baselines(scorer *sc, up_select_result *res, up_error *err) {
     const int nh = sc->harmful->n, nl = sc->harmless->n;
-    double sum_h = 0, sum_l = 0;
-    for (int start = 0; start < nh + nl; start += sc->batch) {
-        const int B = nh + nl - start < sc->batch ? nh + nl - start : sc->batch;
-        for (int b = 0; b < B; b++) {
-            const int k = start + b;
-            const up_token_lists *list = k < nh ? sc->harmful : sc->harmless;
-            sc->prompts[b] = list->ids[k < nh ? k : k - nh], sc->lens[b] = list->lens[k < nh ? k : k - nh];
+    baseline_job J = {sc, malloc((size_t)(nh + nl) * sizeof(double))};
+    if (!J.score) return up_error_set(err, UP_ERR_NOMEM, "direction selection: out of memory");
+    const up_dist_job job = {(nh + nl + sc->batch - 1) / sc->batch, baseline_compute, baseline_arrived, &J};
+    up_status st = up_dist_map(&job, err);
+    if (!st && up_dist_size() > 1) {
+        const size_t n_score = (size_t)(nh + nl) * sizeof(double), n_base = (size_t)nl * sc->V * sizeof(float);
+        char *all = up_dist_rank() == 0 ? malloc(n_score + n_base) : NULL;
+        size_t size = n_score + n_base;
+        if (up_dist_rank() == 0) {
+            if (!all) up_dist_abort(1); /* the other ranks wait for these bytes */
+            memcpy(all, J.score, n_score), memcpy(all + n_score, sc->base, n_base);
         }
-        up_steer_batch bt = {sc->prompts, sc->lens, B, NULL, NULL, sc->refusal_ids, sc->n_refusal, 0, NULL, 0, 0};
-        up_steer_out out = {sc->score, sc->logits, NULL, NULL, NULL};
-        up_status st = up_steer_run(sc->s, &bt, &out, err);
-        if (st) return st;
-        for (int b = 0; b < B; b++) {
-            const int k = start + b;
-            if (k < nh) {
-                sum_h += sc->score[b];
-            } else {
-                sum_l += sc->score[b];
-                memcpy(sc->base + (size_t)(k - nh) * sc->V, sc->logits + (size_t)b * sc->V, (size_t)sc->V * sizeof *sc->base);
-            }
+        void *data = all;
+        st = up_dist_share(&data, &size, err);
+        if (!st && up_dist_rank() != 0) {
+            if (size != n_score + n_base) st = up_error_set(err, UP_ERR_FORMAT, "direction selection: rank 0's baselines have another size");
+            else memcpy(J.score, data, n_score), memcpy(sc->base, (char *)data + n_score, n_base);
         }
+        if (up_dist_rank() == 0) free(all);
+        else free(data);
     }
+    double sum_h = 0, sum_l = 0;
+    for (int k = 0; !st && k < nh + nl; k++) {
+        if (k < nh) sum_h += J.score[k];
+        else sum_l += J.score[k];
+    }
+    free(J.score);
     res->base_harmful = sum_h / nh;
     res->base_harmless = sum_l / nl;
-    return UP_OK;
+    return st;
 }
 
 static up_status check_prompts(const up_token_lists *p, const char *what, int *max_len, up_error *err) {
@@ -512,7 +579,7 @@ up_status up_select_direction(const up_model *m, const float *candidates, int n_
     ranked *order = malloc((size_t)n_cand * sizeof *order);
     scorer sc = {NULL, batch, V, harmful, harmless, refusal_ids, n_refusal, malloc((size_t)harmless->n * V * sizeof(float)),
                  malloc(batch * sizeof *sc.prompts), malloc(batch * sizeof *sc.lens), malloc(batch * sizeof *sc.rows),
-                 malloc(batch * sizeof *sc.score), malloc((size_t)batch * V * sizeof *sc.logits), NULL, NULL};
+                 malloc(batch * sizeof *sc.score), malloc((size_t)batch * V * sizeof *sc.logits), NULL, NULL, NULL, 0};
     if (!res->scores || !order || !sc.base || !sc.prompts || !sc.lens || !sc.rows || !sc.score || !sc.logits)
         st = up_error_set(err, UP_ERR_NOMEM, "direction selection: out of memory");
     else
@@ -524,8 +591,7 @@ up_status up_select_direction(const up_model *m, const float *candidates, int n_
     unsigned char *adds_at = calloc((size_t)L, 1);
     if (!st && !adds_at) st = up_error_set(err, UP_ERR_NOMEM, "direction selection: out of memory");
     for (int c = 0; !st && c < n_cand; c++) adds_at[c % L] |= want[c];
-    if (!st) st = prepare_induce_cache(&sc, adds_at, err);
-    free(adds_at);
+    sc.adds_at = adds_at;
 
     /* Full: every wanted candidate's three scores, one candidate after another. Lazy: every
      * wanted candidate's bypass first; the filters' scores come after, below. Each candidate is
@@ -577,6 +643,7 @@ up_status up_select_direction(const up_model *m, const float *candidates, int n_
     free(wanted);
     if (!st) res->best = up_select_pick(res->scores, n_cand, L, &o, &res->n_kept);
     if (sc.s) free_induce_cache(&sc);
+    free(adds_at);
     up_state_free(sc.s);
     free(want);
     free(order);

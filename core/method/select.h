@@ -39,7 +39,8 @@
  * then harmless rows.
  * What does not change between candidates is computed once: KL's reference logits, and, for
  * induce, each harmless batch's unsteered pass with its residual stream before every layer a
- * scored candidate adds at. A candidate at layer ℓ then reruns its batches from block ℓ only
+ * scored candidate adds at (made by the first induce a process runs, so a rank of a job that
+ * runs none never makes it). A candidate at layer ℓ then reruns its batches from block ℓ only
  * (forward.h's snapshots), with the bits of the whole steered pass; that saves ℓ/n_layers of
  * its induce work. The cache takes, per harmless batch, rows x padded length x (d_model per
  * such layer + the keys and values of every layer) floats; above UP_SELECT_REUSE_MAX_BYTES in
@@ -52,6 +53,12 @@
  * run, its scores are NaN and its mask is UP_SELECT_DROP_UNSCORED ("unscored", plus LAYER
  * where that filter applies). Among the scored candidates the rule is the same. A candidate
  * of norm 0 cannot be ablated: its scores are NaN and it is dropped as non-finite.
+ *
+ * Over several processes (dist.h) the baselines' batches and the candidates are work units:
+ * every rank takes rank 0's baselines and scores, so the result is one process's, bit for bit.
+ * Lazy mode's filter pass hands candidates out in bypass order; the ones scored beside the
+ * winner (after it in that order) are dropped back to BYPASS_ONLY, as one process has them.
+ * Progress reports then come in the order candidates finish.
  *
  * Progress: opts.progress is called after each candidate a pass finishes (up_select_progress:
  * which pass, done of total, the candidate, whether it passed every filter); a non-zero
