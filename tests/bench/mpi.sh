@@ -23,11 +23,12 @@ while [ $# -gt 0 ]; do
 done
 [ -f "$dir/.complete" ] || { echo "mpi bench: no checkpoint in $dir; make it with tests/bench/published_set.sh first" >&2; exit 2; }
 command -v mpirun >/dev/null || { echo "mpi bench: no mpirun (scripts/install-deps.sh installs Open MPI)" >&2; exit 2; }
-. "$src/tests/mpi/launch.sh"
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 out=${out:-$tmp/mpi-bench.jsonl}
 : >"$out"
-"$src/build/bench_machine" 2>/dev/null | tee "$tmp/machine.txt" || true
+echo "this machine, every core:"
+"$src/build/bench_machine" 2>/dev/null || true
+. "$src/tests/mpi/launch.sh"
 
 run() { # run MODE LABEL RANKS THREADS
   local mode=$1 label=$2 ranks=$3 threads=$4 line
@@ -39,7 +40,7 @@ run() { # run MODE LABEL RANKS THREADS
   fi
   local mem
   mem=$(cat "$tmp/$label".rank*.json | jq -s -c .)
-  echo "$line" | jq -c --arg label "$label" --argjson mem "$mem" '. + {config: $label, memory: $mem}' | tee -a "$out"
+  echo "$line" | jq -c --arg cfg "$label" --argjson mem "$mem" '. + {config: $cfg, memory: $mem}' | tee -a "$out"
 }
 run select "1x2" 1 2
 run select "2x1" 2 1
