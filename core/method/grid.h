@@ -65,6 +65,13 @@
  * written) therefore resumes with the same batches and gives the same bits as one that was
  * never stopped. Cells read from the cache are bit-identical to when they were computed.
  *
+ * Many processes (dist.h). The batches above are work units: every rank forms the same ones
+ * (rank 0 reads the cache and tells the others what is missing; the others ignore cache_dir),
+ * each batch runs whole on one rank, and its cells come back to rank 0 as their cache files'
+ * bytes; rank 0 writes each to the cache as it arrives and then sends every rank every cell,
+ * so each rank's grid ends with the same cells, bit for bit as one process. The predictions'
+ * gradients are units too, one prompt each. Progress is rank 0's to report.
+ *
  * Progress. opts.progress is called after every batch and after every forward pass inside a
  * batch (prefill and each decode step), with counts, rates and an ETA; returning non-zero
  * stops the run: cells already written stay cached, the running batch is dropped, and

@@ -3,9 +3,11 @@
 #include "method/grid_predict.h"
 
 #include <limits.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "dist/dist.h"
 #include "engine/backward.h"
 #include "engine/position.h"
 
@@ -109,11 +111,13 @@ static const float *supplied(const grid_prompt *pr, int layer) {
     return NULL;
 }
 
-up_status grid_predict(up_grid *g, up_error *err) {
+/* One prompt's predictions, pred[i] per intervention (NaN where not predictable): a work unit
+ * (dist.h), since its gradients are a backward pass each. */
+static up_status predict_prompt(up_grid *g, int p, double *pred_out, up_error *err) {
     const int L = g->obj_layer, d = g->m->cfg.d_model;
     up_objective obj = {L, g->obj_dir, g->obj_positions, g->n_obj_positions};
-    /* Per source layer l at [l + 1]: the gradient in use for the current prompt, and the
-     * buffer of one computed here (NULL when it was supplied). */
+    /* Per source layer l at [l + 1]: the gradient in use, and the buffer of one computed here
+     * (NULL when it was supplied). */
     const float **grads = calloc((size_t)L + 1, sizeof *grads);
     float **computed = calloc((size_t)L + 1, sizeof *computed);
     if (!grads || !computed) {
@@ -121,41 +125,88 @@ up_status grid_predict(up_grid *g, up_error *err) {
         return up_error_set(err, UP_ERR_NOMEM, "grid: out of memory");
     }
     up_status st = UP_OK;
-    for (int p = 0; !st && p < g->n_prompts; p++) {
-        const grid_prompt *pr = &g->prompts[p];
-        const int T = pr->n;
-        for (int i = 0; !st && i < g->n_ivs; i++) {
-            const grid_interv *iv = &g->ivs[i];
-            if (!predictable(iv, L)) continue;
-            double pred = 0;
-            for (int j = 0; !st && j < iv->n_items; j++) {
-                const up_steer *s = &iv->items[j];
-                if (s->alpha == 0) continue;
-                const int l = source_layer(s, L);
-                if (!grads[l + 1] && !(grads[l + 1] = supplied(pr, l))) {
-                    if (!(computed[l + 1] = malloc((size_t)T * d * sizeof(float)))) {
-                        st = up_error_set(err, UP_ERR_NOMEM, "grid: out of memory");
-                        break;
-                    }
-                    st = up_gradient(g->m, pr->ids, NULL, 1, T, l, &obj, NULL, NULL, computed[l + 1], NULL, err);
-                    if (st) break;
-                    grads[l + 1] = computed[l + 1];
+    const grid_prompt *pr = &g->prompts[p];
+    const int T = pr->n;
+    for (int i = 0; !st && i < g->n_ivs; i++) {
+        const grid_interv *iv = &g->ivs[i];
+        pred_out[i] = NAN;
+        if (!predictable(iv, L)) continue;
+        double pred = 0;
+        for (int j = 0; !st && j < iv->n_items; j++) {
+            const up_steer *s = &iv->items[j];
+            if (s->alpha == 0) continue;
+            const int l = source_layer(s, L);
+            if (!grads[l + 1] && !(grads[l + 1] = supplied(pr, l))) {
+                if (!(computed[l + 1] = malloc((size_t)T * d * sizeof(float)))) {
+                    st = up_error_set(err, UP_ERR_NOMEM, "grid: out of memory");
+                    break;
                 }
-                double sum = 0;
-                for (int t = 0; t < T; t++) {
-                    if (!steered_at(s, t, T)) continue;
-                    const float *gt = grads[l + 1] + (size_t)t * d;
-                    for (int k = 0; k < d; k++) sum += (double)s->vec[k] * gt[k];
-                }
-                pred += (double)s->alpha * sum;
+                st = up_gradient(g->m, pr->ids, NULL, 1, T, l, &obj, NULL, NULL, computed[l + 1], NULL, err);
+                if (st) break;
+                grads[l + 1] = computed[l + 1];
             }
-            if (!st)
-                for (int k = 0; k < up_grid_n_decodings(g); k++)
-                    g->cells[up_grid_index(g, p, i, k)].predicted_dR = pred;
+            double sum = 0;
+            for (int t = 0; t < T; t++) {
+                if (!steered_at(s, t, T)) continue;
+                const float *gt = grads[l + 1] + (size_t)t * d;
+                for (int k = 0; k < d; k++) sum += (double)s->vec[k] * gt[k];
+            }
+            pred += (double)s->alpha * sum;
         }
-        for (int l = 0; l <= L; l++) free(computed[l]), computed[l] = NULL, grads[l] = NULL;
+        pred_out[i] = pred;
     }
+    for (int l = 0; l <= L; l++) free(computed[l]);
     free(grads), free(computed);
+    return st;
+}
+
+typedef struct predict_job {
+    up_grid *g;
+    double *pred; /* (n_prompts, n_ivs) */
+} predict_job;
+
+static up_status predict_compute(int unit, void *user, up_dist_bytes *out, up_error *err) {
+    predict_job *J = user;
+    double *row = J->pred + (size_t)unit * J->g->n_ivs;
+    up_status st = predict_prompt(J->g, unit, row, err);
+    if (st || up_dist_size() == 1) return st;
+    out->size = (size_t)J->g->n_ivs * sizeof *row;
+    if (!(out->data = malloc(out->size))) return up_error_set(err, UP_ERR_NOMEM, "grid: out of memory");
+    memcpy(out->data, row, out->size);
+    return UP_OK;
+}
+
+static up_status predict_arrived(int unit, const void *data, size_t size, void *user, up_error *err) {
+    predict_job *J = user;
+    if (up_dist_size() == 1) return UP_OK; /* computed in place */
+    if (size != (size_t)J->g->n_ivs * sizeof(double))
+        return up_error_set(err, UP_ERR_FORMAT, "grid: a prompt's predictions came back cut short");
+    memcpy(J->pred + (size_t)unit * J->g->n_ivs, data, size);
+    return UP_OK;
+}
+
+up_status grid_predict(up_grid *g, up_error *err) {
+    const size_t n = (size_t)g->n_prompts * g->n_ivs;
+    predict_job J = {g, malloc((n ? n : 1) * sizeof(double))};
+    if (!J.pred) return up_error_set(err, UP_ERR_NOMEM, "grid: out of memory");
+    const up_dist_job job = {g->n_prompts, predict_compute, predict_arrived, &J};
+    up_status st = up_dist_map(&job, err);
+    if (!st && up_dist_size() > 1) { /* every rank takes rank 0's predictions */
+        void *data = J.pred;
+        size_t size = n * sizeof(double);
+        st = up_dist_share(&data, &size, err);
+        if (!st && up_dist_rank() != 0) {
+            if (size == n * sizeof(double)) memcpy(J.pred, data, size);
+            else st = up_error_set(err, UP_ERR_FORMAT, "grid: rank 0's predictions have another size");
+            free(data);
+        }
+    }
+    for (int p = 0; !st && p < g->n_prompts; p++)
+        for (int i = 0; i < g->n_ivs; i++)
+            if (predictable(&g->ivs[i], g->obj_layer))
+                for (int k = 0; k < up_grid_n_decodings(g); k++)
+                    g->cells[up_grid_index(g, p, i, k)].predicted_dR = J.pred[(size_t)p * g->n_ivs + i];
+    free(J.pred);
     if (st) up_error_prefix(err, "grid prediction");
     return st;
 }

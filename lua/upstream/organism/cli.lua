@@ -78,6 +78,12 @@ end
 -- The command line (upstream organism ...). The host already prefixes "upstream organism: ",
 -- so the library's own "organism: " prefix is dropped from a failure's message.
 function M.main(args)
+  -- Training is one process's work (no step of it is shared out), and every rank would train
+  -- and save the same model over the others' files.
+  if require("upstream.core").dist.size > 1 then
+    error(("runs as one process, not as %d MPI ranks: start it without mpirun or srun"):format(
+      require("upstream.core").dist.size), 0)
+  end
   local ok, res = xpcall(main, function(e)
     local msg = type(e) == "string" and e:gsub("^organism: ", "") or tostring(e)
     return os.getenv("UPSTREAM_TRACEBACK") and debug.traceback(msg, 2) or msg
