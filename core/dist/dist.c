@@ -27,19 +27,13 @@
 #include <mpi.h>
 #endif
 
-static int g_rank = 0, g_size = 1, g_started = 0;
+static int g_rank = 0, g_size = 1;
 static char **g_hosts; /* (g_size) */
 static char g_host0[256];
 static up_dist_stats g_stats;
 static char g_shared_error[sizeof ((up_error *)0)->msg];
 
 const char *up_dist_shared_error(void) { return g_shared_error; }
-
-/* Collective failures are remembered by message (up_dist_shared_error). */
-static up_status shared(up_status st, const up_error *err) {
-    if (st && err) snprintf(g_shared_error, sizeof g_shared_error, "%s", err->msg);
-    return st;
-}
 
 int up_dist_rank(void) { return g_rank; }
 int up_dist_size(void) { return g_size; }
@@ -122,6 +116,13 @@ up_status up_dist_agree(up_status st, up_error *err) { return st; }
 #else /* UP_HAVE_MPI */
 
 enum { TAG_RESULT = 1, TAG_DATA, TAG_UNIT, TAG_FINAL, TAG_SHARE, TAG_AGREE };
+static int g_started = 0;
+
+/* Collective failures are remembered by message (up_dist_shared_error). */
+static up_status shared(up_status st, const up_error *err) {
+    if (st && err) snprintf(g_shared_error, sizeof g_shared_error, "%s", err->msg);
+    return st;
+}
 #define CHUNK ((size_t)1 << 30) /* MPI counts are int: larger payloads go in pieces */
 
 static MPI_Comm g_comm = MPI_COMM_NULL;
