@@ -283,6 +283,12 @@ static void *dispatcher(void *unused) {
             }
         }
         pthread_mutex_lock(&M.mu);
+        if (a && a->status) { /* a failed unit: no more units for anyone, from now on */
+            char msg[sizeof M.ferr.msg];
+            snprintf(msg, sizeof msg, "%.*s", (int)a->size, a->data ? (const char *)a->data : "");
+            fail_locked(a->status, a->rank, msg);
+            free(a->data), free(a), a = NULL;
+        }
         if (a) {
             if (M.tail) M.tail->next = a;
             else M.head = a;
@@ -310,13 +316,7 @@ static void deliver(void) {
         const up_status failed = M.failed;
         pthread_mutex_unlock(&M.mu);
         if (!a) return;
-        if (a->status) {
-            pthread_mutex_lock(&M.mu);
-            char msg[sizeof M.ferr.msg];
-            snprintf(msg, sizeof msg, "%.*s", (int)a->size, a->data ? (const char *)a->data : "");
-            fail_locked(a->status, a->rank, msg);
-            pthread_mutex_unlock(&M.mu);
-        } else if (!failed && a->unit < g_limit) {
+        if (!failed && a->unit < g_limit) {
             up_error e = {0};
             up_status st = M.job->arrived(a->unit, a->data, a->size, M.job->user, &e);
             g_stats.units++, g_stats.units_remote++;
