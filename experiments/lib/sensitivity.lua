@@ -119,16 +119,24 @@ function E.body(X)
   end
 
   -- Each sweep's attributions go out at once (X:attribute_all: one progress bar, and spread
-  -- over the ranks of a job started with mpirun), then its tables and figures are made.
-  local ref = {}
-  X:section("Reference rankings")
-  local ref_specs = {}
-  for i, name in ipairs(cases) do
-    ref_specs[i] = {prompt = C.cases[name].prompt, layer = src, direction = dir, sae = sae, label = name}
+  -- over the ranks of a job started with mpirun), then its tables and figures are made:
+  -- build(add) calls add(key, spec) for each, in order; the result maps key -> Attribution.
+  local function attribute_each(build)
+    local keys, specs = {}, {}
+    build(function(key, spec) keys[#keys + 1], specs[#specs + 1] = key, spec end)
+    local got, out = X:attribute_all(specs), {}
+    for i, key in ipairs(keys) do out[key] = got[i] end
+    return out
   end
-  local ref_list = X:attribute_all(ref_specs)
-  for i, name in ipairs(cases) do
-    ref[name] = ref_list[i]
+  local function at(name, setting) return name .. "@" .. tostring(setting) end
+
+  X:section("Reference rankings")
+  local ref = attribute_each(function(add)
+    for _, name in ipairs(cases) do
+      add(name, {prompt = C.cases[name].prompt, layer = src, direction = dir, sae = sae, label = name})
+    end
+  end)
+  for _, name in ipairs(cases) do
     X:table("reference", ref[name]:ranking(k), {title = ("Reference rankings: layer %d -> %d, top and bottom %d"):format(
       src, target, k), show = 2 * k})
   end
@@ -136,20 +144,19 @@ function E.body(X)
   -- 1. Paraphrases: every prompt against every other (case studies side by side).
   X:section("Paraphrases")
   local all, names = {}, {}
-  local para_specs = {}
-  for _, name in ipairs(cases) do
-    for i, p in ipairs(C.case_prompts(X, name).paraphrases) do
-      para_specs[#para_specs + 1] = {prompt = p, layer = src, direction = dir, sae = sae, label = ("%s_para%d"):format(name, i)}
+  local para = attribute_each(function(add)
+    for _, name in ipairs(cases) do
+      for i, p in ipairs(C.case_prompts(X, name).paraphrases) do
+        local label = ("%s_para%d"):format(name, i)
+        add(label, {prompt = p, layer = src, direction = dir, sae = sae, label = label})
+      end
     end
-  end
-  local para = X:attribute_all(para_specs)
-  local next_para = 0
+  end)
   for _, name in ipairs(cases) do
     all[#all + 1], names[#names + 1] = ref[name], name
     for i in ipairs(C.case_prompts(X, name).paraphrases) do
       local label = ("%s_para%d"):format(name, i)
-      next_para = next_para + 1
-      local a = para[next_para]
+      local a = para[label]
       all[#all + 1], names[#names + 1] = a, label
       add(name, "paraphrase", name, label, ref[name], a, {})
     end
@@ -201,21 +208,20 @@ function E.body(X)
   if not any then
     X:note(("Source layers not swept: the SAE of layer %d cannot be applied at other layers (%s)."):format(src, tostring(why)))
   else
-    local specs = {}
-    for _, name in ipairs(cases) do
-      for _, l in ipairs(sweep) do
-        if l < target and l ~= src then
-          specs[#specs + 1] = {prompt = C.cases[name].prompt, layer = l, direction = dir, sae = any, label = name}
+    local got = attribute_each(function(add)
+      for _, name in ipairs(cases) do
+        for _, l in ipairs(sweep) do
+          if l < target and l ~= src then
+            add(at(name, l), {prompt = C.cases[name].prompt, layer = l, direction = dir, sae = any, label = name})
+          end
         end
       end
-    end
-    local got, next_got = X:attribute_all(specs), 0
+    end)
     for _, name in ipairs(cases) do
       local xs, js, ts = {}, {}, {}
       for _, l in ipairs(sweep) do
         if l < target then
-          local a = ref[name]
-          if l ~= src then next_got = next_got + 1; a = got[next_got] end
+          local a = l == src and ref[name] or got[at(name, l)]
           local r = add(name, "source_layer", ("L%d"):format(src), ("L%d"):format(l), ref[name], a, {})
           xs[#xs + 1], js[#js + 1], ts[#ts + 1] = l, r.jaccard, r.kendall == r.kendall and r.kendall or false
         end
@@ -230,18 +236,17 @@ function E.body(X)
   -- Source layers with SAEs of their own: other dictionaries, compared by decoder directions.
   local own = {}
   for _, l in ipairs(sweep) do if l ~= src and l < target and C.has_sae(X, l) then own[#own + 1] = l end end
-  local own_specs = {}
-  for _, l in ipairs(own) do
-    for _, name in ipairs(cases) do
-      own_specs[#own_specs + 1] = {prompt = C.cases[name].prompt, layer = l, direction = dir, sae = X:sae(l), label = name}
+  local own_got = attribute_each(function(add)
+    for _, l in ipairs(own) do
+      for _, name in ipairs(cases) do
+        add(at(name, l), {prompt = C.cases[name].prompt, layer = l, direction = dir, sae = X:sae(l), label = name})
+      end
     end
-  end
-  local own_got, next_own = X:attribute_all(own_specs), 0
+  end)
   for _, l in ipairs(own) do
     local other = X:sae(l)
     for _, name in ipairs(cases) do
-      next_own = next_own + 1
-      local a = own_got[next_own]
+      local a = own_got[at(name, l)]
       local ta, tb = ref[name]:top_latents(k), a:top_latents(k)
       local matched, mean_cos = match(sae, ta, other, tb, P.match_cos)
       add(name, "source_layer_sae", ("L%d"):format(src), ("L%d"):format(l), ref[name], nil, {matched = matched,
@@ -259,22 +264,20 @@ function E.body(X)
   local targets = list(P.targets)
   if #targets == 0 then for L = src + 1, n_layers - 1 do targets[#targets + 1] = L end end
   local target_series = {}
-  local target_specs = {}
-  for _, name in ipairs(cases) do
-    for _, L in ipairs(targets) do
-      if L > src and L < n_layers and L ~= target then
-        target_specs[#target_specs + 1] = {prompt = C.cases[name].prompt, layer = src, target = L, direction = dir,
-          sae = sae, label = name}
+  local target_got = attribute_each(function(add)
+    for _, name in ipairs(cases) do
+      for _, L in ipairs(targets) do
+        if L > src and L < n_layers and L ~= target then
+          add(at(name, L), {prompt = C.cases[name].prompt, layer = src, target = L, direction = dir, sae = sae, label = name})
+        end
       end
     end
-  end
-  local target_got, next_target = X:attribute_all(target_specs), 0
+  end)
   for _, name in ipairs(cases) do
     local xs, js, ts = {}, {}, {}
     for _, L in ipairs(targets) do
       if L > src and L < n_layers then
-        local a = ref[name]
-        if L ~= target then next_target = next_target + 1; a = target_got[next_target] end
+        local a = L == target and ref[name] or target_got[at(name, L)]
         local r = add(name, "target_layer", ("L%d"):format(target), ("L%d"):format(L), ref[name], a, {})
         xs[#xs + 1], js[#js + 1], ts[#ts + 1] = L, r.jaccard, r.kendall == r.kendall and r.kendall or false
       end
@@ -317,24 +320,21 @@ function E.body(X)
   end
   local dir_names, dir_vals = {}, {}
   for _, ch in ipairs(choices) do ch.v = cand(ch.pos, ch.layer) end
-  local dir_specs = {}
-  for _, ch in ipairs(choices) do
-    if ch.v then
+  local dir_got = attribute_each(function(add)
+    for ci, ch in ipairs(choices) do
       for _, name in ipairs(cases) do
-        dir_specs[#dir_specs + 1] = {prompt = C.cases[name].prompt, layer = src, direction = ch.v, sae = sae, label = name}
+        if ch.v then add(at(name, ci), {prompt = C.cases[name].prompt, layer = src, direction = ch.v, sae = sae, label = name}) end
       end
     end
-  end
-  local dir_got, next_dir = X:attribute_all(dir_specs), 0
-  for _, ch in ipairs(choices) do
+  end)
+  for ci, ch in ipairs(choices) do
     local v = ch.v
     if v then
       local label = ("pos %d L%d"):format(ch.pos, ch.layer)
       dir_names[#dir_names + 1] = label
       local cosv = C.cosine(v, dir.vector)
       for ni, name in ipairs(cases) do
-        next_dir = next_dir + 1
-        local a = dir_got[next_dir]
+        local a = dir_got[at(name, ci)]
         local r = add(name, "direction", ("%s pos %s L%s"):format(dir.from, tostring(dir.pos), tostring(dir.layer)), label,
           ref[name], a, {direction_cosine = cosv})
         dir_vals[ni] = dir_vals[ni] or {}
@@ -356,18 +356,16 @@ function E.body(X)
   X:section("Score variant")
   local variants = {"cosine", "activation"}
   local var_vals = {}
-  local var_specs = {}
-  for _, score in ipairs(variants) do
-    for _, name in ipairs(cases) do
-      var_specs[#var_specs + 1] = {prompt = C.cases[name].prompt, layer = src, direction = dir, sae = sae, label = name,
-        score = score}
+  local var_got = attribute_each(function(add)
+    for _, score in ipairs(variants) do
+      for _, name in ipairs(cases) do
+        add(at(name, score), {prompt = C.cases[name].prompt, layer = src, direction = dir, sae = sae, label = name, score = score})
+      end
     end
-  end
-  local var_got, next_var = X:attribute_all(var_specs), 0
+  end)
   for vi, score in ipairs(variants) do
     for ni, name in ipairs(cases) do
-      next_var = next_var + 1
-      local a = var_got[next_var]
+      local a = var_got[at(name, score)]
       local r = add(name, "score", "gradient", score, ref[name], a, {})
       var_vals[ni] = var_vals[ni] or {}
       var_vals[ni][vi] = r.jaccard
@@ -393,23 +391,23 @@ function E.body(X)
   if #widths == 0 or not X.sae_name then
     X:note("One SAE at the source layer: SAE widths not compared (register others for this model in upstream.cfg).")
   else
-    local width_specs, width_saes = {}, {}
-    for _, n in ipairs(widths) do
-      local ok, other = pcall(X.sae, X, src, n)
-      if ok then
-        width_saes[n] = other
-        for _, name in ipairs(cases) do
-          width_specs[#width_specs + 1] = {prompt = C.cases[name].prompt, layer = src, direction = dir, sae = other, label = name}
+    local width_saes = {}
+    local width_got = attribute_each(function(add)
+      for _, n in ipairs(widths) do
+        local ok, other = pcall(X.sae, X, src, n)
+        if ok then
+          width_saes[n] = other
+          for _, name in ipairs(cases) do
+            add(at(name, n), {prompt = C.cases[name].prompt, layer = src, direction = dir, sae = other, label = name})
+          end
         end
       end
-    end
-    local width_got, next_width = X:attribute_all(width_specs), 0
+    end)
     for _, n in ipairs(widths) do
       local other = width_saes[n]
       if other then
         for _, name in ipairs(cases) do
-          next_width = next_width + 1
-          local a = width_got[next_width]
+          local a = width_got[at(name, n)]
           local ta, tb = ref[name]:top_latents(k), a:top_latents(k)
           local matched, mean_cos = match(sae, ta, other, tb, P.match_cos)
           add(name, "sae_width", X.sae_name, n, ref[name], nil, {matched = matched, mean_max_cos = mean_cos,

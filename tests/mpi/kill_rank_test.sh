@@ -6,10 +6,7 @@
 # usage: kill_rank_test.sh UPSTREAM_BINARY SOURCE_DIR
 set -u
 exe=$1 src=$2
-. "$src/tests/mpi/launch.sh"
-tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
-fails=0
-bad() { echo "FAIL: $*"; fails=$((fails + 1)); }
+. "$src/tests/mpi/common.sh"
 # batch=1, as kill_grid_test.sh: a rerun then forms the same batches whatever the kill left.
 args=(--config "$src/tests/experiment/upstream.cfg" --quiet --set batch=1 --set n_cases=1
       --set alphas="$(seq -s, -10 10)" --set controls=16 --set results="$tmp/results" --set plots="$tmp/plots")

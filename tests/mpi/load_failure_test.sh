@@ -6,10 +6,7 @@
 # usage: load_failure_test.sh UPSTREAM_BINARY SOURCE_DIR
 set -u
 exe=$1 src=$2
-. "$src/tests/mpi/launch.sh"
-tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
-fails=0
-bad() { echo "FAIL: $*"; fails=$((fails + 1)); }
+. "$src/tests/mpi/common.sh"
 mkdir -p "$tmp/broken"
 cp "$src/tests/golden/tiny_f32/config.json" "$tmp/broken/"
 args=(--config "$src/tests/experiment/upstream.cfg" --quiet --set results="$tmp/results" --set plots="$tmp/plots"

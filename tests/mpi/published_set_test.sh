@@ -6,10 +6,7 @@
 # usage: published_set_test.sh UPSTREAM_BINARY SOURCE_DIR
 set -u
 exe=$1 src=$2
-. "$src/tests/mpi/launch.sh"
-tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
-fails=0
-bad() { echo "FAIL: $*"; fails=$((fails + 1)); }
+. "$src/tests/mpi/common.sh"
 
 mkdir -p "$tmp/one" "$tmp/two"
 (cd "$tmp/one" && "$exe" run "$src/experiments/all.lua" --run-id r >out.txt 2>err.txt) || { cat "$tmp/one/err.txt"; echo "FAIL: one process"; exit 1; }
