@@ -25,5 +25,15 @@ m="$tmp/results/example/r/manifest.json"
 [ -f "$m" ] && grep -q '"status": "failed"' "$m" || bad "rank 0's run is not marked failed"
 [ -z "$(find "$tmp/results" -name '*.csv' 2>/dev/null)" ] || bad "tables were written"
 [ -z "$(find "$tmp/cache" -name '*.json' -path '*grid*' 2>/dev/null)" ] || bad "grid cells were computed"
+
+run2=("$exe" run "$src/experiments/example.lua" --config "$src/tests/experiment/upstream.cfg" --quiet
+      --set results="$tmp/results2" --set plots="$tmp/plots2" --set cache="$tmp/cache2" --run-id r)
+timeout 120 mpirun "${mpi_flags[@]}" -n 1 "${run2[@]}" : -n 1 "${run2[@]}" --set models.tiny.path="$tmp/nothere" \
+  >"$tmp/out2.txt" 2>"$tmp/err2.txt"
+rc=$?
+[ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] || bad "no checkpoint: exit status $rc (0: no failure; 124: the job hung)"
+grep -q "rank 1 of 2 on host $host: .*$tmp/nothere" "$tmp/err2.txt" || bad "no checkpoint: the error does not name rank 1, $host and the path: $(head -3 "$tmp/err2.txt")"
+[ ! -e "$tmp/results2/example/r" ] && [ ! -e "$tmp/plots2/example/r" ] || bad "no checkpoint: a run directory was made"
+
 [ "$fails" -eq 0 ] && echo "a rank without the model fails the job at load: $(grep -m1 'rank 1 on host' "$tmp/err.txt")"
 [ "$fails" -eq 0 ]

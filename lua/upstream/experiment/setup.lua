@@ -317,6 +317,9 @@ function M.new(decl)
   if core.dist.size == 1 then
     id = claim_run()
   else
+    -- Every rank has passed its checks (settings, model entry, config.json) before anything is
+    -- made: a rank that failed has ended the job naming itself, and no run directory is left.
+    core.dist_agree(true)
     local ok, got = true, nil
     if core.dist.rank == 0 then ok, got = pcall(claim_run) end
     local all_ok, why = core.dist_agree(ok, not ok and tostring(got) or nil)
