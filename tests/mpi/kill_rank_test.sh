@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# One rank of a 2-rank steering job killed mid-grid (SIGKILL, rank 1, once the cache holds a
-# third of the cells): the job must end (not hang) with a message naming the rank and its host,
-# every cell finished before the kill must be in the cache, and the rerun (2 ranks, same cache)
-# must compute only the missing cells and give the tables of one process never killed.
+# One rank of a 2-rank steering job killed mid-grid (SIGKILL, once the cache holds a third of
+# the cells; rank 1, then in a second job rank 0, the writer): the job must end (not hang) with
+# a message naming the rank and its host, every cell finished before the kill must be in the
+# cache, and the rerun (2 ranks, same cache) must compute only the missing cells and give the
+# tables of one process never killed.
 # usage: kill_rank_test.sh UPSTREAM_BINARY SOURCE_DIR
 set -u
 exe=$1 src=$2
@@ -18,47 +19,50 @@ computed() { grep -o '"computed": [0-9]*' "$tmp/results/example/$1/manifest.json
 total=$(cells cache_ref)
 
 export UP_KILL_TEST=$tmp
-mpi_launch 2 -x UP_KILL_TEST "$exe" run "$src/experiments/example.lua" "${args[@]}" --set cache="$tmp/cache" --run-id killed \
-  >"$tmp/out.txt" 2>"$tmp/err.txt" &
-launcher=$!
-# Rank 1 of this job: the process whose environment has rank 1 and this test's tag.
-rank1=""
-for _ in $(seq 1 3000); do
-  for e in /proc/[0-9]*/environ; do
-    { env=$(tr '\0' '\n' <"$e"); } 2>/dev/null || continue
-    grep -qx "UP_KILL_TEST=$tmp" <<<"$env" && grep -qx OMPI_COMM_WORLD_RANK=1 <<<"$env" && rank1=${e//[!0-9]/}
-  done
-  [ -n "$rank1" ] && break
-  kill -0 "$launcher" 2>/dev/null || break
-  sleep 0.01
-done
-for _ in $(seq 1 3000); do # up to 30 s for the cache to reach a third of the cells
-  [ "$(cells cache)" -ge $((total / 3)) ] && break
-  kill -0 "$launcher" 2>/dev/null || break
-  sleep 0.01
-done
-[ -n "$rank1" ] || { cat "$tmp/err.txt"; echo "FAIL: no rank 1 to kill (the job ended first?)"; exit 1; }
-kill -9 "$rank1"
-for _ in $(seq 1 600); do kill -0 "$launcher" 2>/dev/null || break; sleep 0.1; done
-if kill -0 "$launcher" 2>/dev/null; then
-  bad "the job still runs 60 s after rank 1 was killed"
-  kill -9 "$launcher"
-fi
-wait "$launcher"; rc=$?
-[ "$rc" -ne 0 ] || bad "the job exited 0 after a rank was killed"
 host=$(hostname)
-grep -q "rank 1" "$tmp/err.txt" || bad "the message does not name rank 1: $(cat "$tmp/err.txt")"
-grep -q "$host" "$tmp/err.txt" || bad "the message does not name the host $host: $(cat "$tmp/err.txt")"
-before=$(cells cache)
-echo "rank 1 killed with $before of $total cells cached; launcher said: $(grep -m1 "rank 1" "$tmp/err.txt")"
-[ "$before" -gt 0 ] || bad "nothing finished before the kill is in the cache"
-
-mpi_launch 2 "$exe" run "$src/experiments/example.lua" "${args[@]}" --set cache="$tmp/cache" --run-id rerun \
-  >/dev/null 2>"$tmp/err2.txt" || { cat "$tmp/err2.txt"; bad "the rerun failed"; }
-got=$(computed rerun)
-[ "$got" -eq $((total - before)) ] || bad "the rerun computed $got cells, not the $((total - before)) missing"
-for t in $(cd "$tmp/results/example/ref" && ls *.csv); do
-  cmp -s "$tmp/results/example/ref/$t" "$tmp/results/example/rerun/$t" || bad "$t differs from the one-process run"
-done
-[ "$fails" -eq 0 ] && echo "kill one rank: the job ended naming rank 1 on $host; the rerun computed the $got missing cells"
+trial() { # trial RANK: kill that rank of a 2-rank job mid-grid, then rerun on the same cache
+  local victim=$1 cache=cache_k$1 pid="" e env rc before got t
+  mpi_launch 2 -x UP_KILL_TEST "$exe" run "$src/experiments/example.lua" "${args[@]}" --set cache="$tmp/$cache" \
+    --run-id "killed$victim" >"$tmp/out$victim.txt" 2>"$tmp/err$victim.txt" &
+  local launcher=$!
+  # The victim: the process whose environment has its rank and this test's tag.
+  for _ in $(seq 1 3000); do
+    for e in /proc/[0-9]*/environ; do
+      { env=$(tr '\0' '\n' <"$e"); } 2>/dev/null || continue
+      grep -qx "UP_KILL_TEST=$tmp" <<<"$env" && grep -qx "OMPI_COMM_WORLD_RANK=$victim" <<<"$env" && pid=${e//[!0-9]/}
+    done
+    [ -n "$pid" ] && break
+    kill -0 "$launcher" 2>/dev/null || break
+    sleep 0.01
+  done
+  for _ in $(seq 1 3000); do # up to 30 s for the cache to reach a third of the cells
+    [ "$(cells "$cache")" -ge $((total / 3)) ] && break
+    kill -0 "$launcher" 2>/dev/null || break
+    sleep 0.01
+  done
+  [ -n "$pid" ] || { cat "$tmp/err$victim.txt"; bad "no rank $victim to kill (the job ended first?)"; return; }
+  kill -9 "$pid"
+  for _ in $(seq 1 600); do kill -0 "$launcher" 2>/dev/null || break; sleep 0.1; done
+  if kill -0 "$launcher" 2>/dev/null; then
+    bad "the job still runs 60 s after rank $victim was killed"
+    kill -9 "$launcher"
+  fi
+  wait "$launcher"; rc=$?
+  [ "$rc" -ne 0 ] || bad "the job exited 0 after rank $victim was killed"
+  grep -q "rank $victim" "$tmp/err$victim.txt" || bad "the message does not name rank $victim: $(cat "$tmp/err$victim.txt")"
+  grep -q "$host" "$tmp/err$victim.txt" || bad "the message does not name the host $host: $(cat "$tmp/err$victim.txt")"
+  before=$(cells "$cache")
+  echo "rank $victim killed with $before of $total cells cached; launcher said: $(grep -m1 "rank $victim" "$tmp/err$victim.txt")"
+  [ "$before" -gt 0 ] || bad "rank $victim: nothing finished before the kill is in the cache"
+  mpi_launch 2 "$exe" run "$src/experiments/example.lua" "${args[@]}" --set cache="$tmp/$cache" --run-id "rerun$victim" \
+    >/dev/null 2>"$tmp/rerun$victim.txt" || { cat "$tmp/rerun$victim.txt"; bad "rank $victim: the rerun failed"; return; }
+  got=$(computed "rerun$victim")
+  [ "$got" -eq $((total - before)) ] || bad "rank $victim: the rerun computed $got cells, not the $((total - before)) missing"
+  for t in $(cd "$tmp/results/example/ref" && ls *.csv); do
+    cmp -s "$tmp/results/example/ref/$t" "$tmp/results/example/rerun$victim/$t" || bad "rank $victim: $t differs from the one-process run"
+  done
+}
+trial 1 # a worker
+trial 0 # the writer itself: what it wrote before is whole, and enough to resume
+[ "$fails" -eq 0 ] && echo "kill one rank (1, then 0): each job ended naming the rank on $host; each rerun computed only the missing cells"
 [ "$fails" -eq 0 ]
