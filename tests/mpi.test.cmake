@@ -1,9 +1,10 @@
 # One experiment over MPI ranks (issue 19; core/dist/dist.h), when the build has MPI:
 #   mpi_published_set  experiments/all.lua on the organism as 1 process and as 2 ranks: the same
-#                      tables and direction, byte for byte; manifests record the ranks
-#   mpi_kill_rank      rank 1, then rank 0, of a 2-rank steering job SIGKILLed mid-grid: the job ends naming
-#                      the rank and host, and the rerun computes only the missing cells, with
-#                      the one-process tables
+#                      tables and direction, byte for byte; manifests record the ranks; and
+#                      `upstream steer` as 3 ranks prints one process's table
+#   mpi_kill_rank      rank 1, then rank 0, of a 2-rank steering job SIGKILLed mid-grid: the
+#                      job ends naming the rank and host, and the rerun computes only the
+#                      missing cells, with the one-process tables
 #   mpi_load_failure   a rank whose model has no weights fails the job at load, before any work,
 #                      with one message naming the rank, host and path
 #   mpi_dist_units     tests/test_dist.c as 3 ranks: the map's contract with remote ranks

@@ -4,9 +4,9 @@
  * post-instruction tokens), the mean of blocks.{l}.hook_resid_pre over harmful prompts minus
  * the mean over harmless ones. Means accumulate in double, each batch's sum from zero and the
  * batches' sums added in batch order, so one process and N ranks (dist.h: a batch is a work
- * unit) give the same bits. Prompts are token id lists (the
- * caller applies the chat template); they run in left-padded batches and the pass stops at
- * the last layer's input, so nothing above is computed.
+ * unit) give the same bits. Prompts are token id lists (the caller applies the chat template);
+ * they run in left-padded batches and the pass stops at the last layer's input, so nothing
+ * above is computed.
  *
  * Candidates are stored (n_pos, n_layers, d): index i is position i - n_pos from the end
  * (i = n_pos - 1 is the last token). Selection among them (bypass/induce/KL) is not here.
