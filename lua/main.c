@@ -1,11 +1,14 @@
 /* upstream — the host program: subcommands, or a Lua script with the `upstream` module. */
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "dist/dist.h"
+#include "engine/blas.h"
 
 /* A command is a C function (run) or a Lua module whose main(args) runs it (module, found under
  * lua/ as lua/upstream/cli/NAME.lua; see up_cmd_lua_module). */
@@ -32,6 +35,22 @@ static void usage(FILE *f) {
                "       upstream FILE.lua [args]\n\ncommands:\n");
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         fprintf(f, "  %-11s %s\n", commands[i].name, commands[i].summary);
+}
+
+/* Ranks that share a host share its cores: unless told (OMP_NUM_THREADS, OPENBLAS_NUM_THREADS,
+ * or later --threads / the threads setting), each rank takes the cores it may run on (its
+ * affinity: a launcher that binds a rank to one core leaves it one) divided among the ranks of
+ * its host, so N ranks on one machine do not run N times its cores in threads. */
+static void default_rank_threads(void) {
+    if (up_dist_size() == 1 || getenv("OMP_NUM_THREADS") || getenv("OPENBLAS_NUM_THREADS")) return;
+    int local = 0;
+    for (int r = 0; r < up_dist_size(); r++) local += !strcmp(up_dist_host(r), up_dist_host(up_dist_rank()));
+    cpu_set_t set;
+    const long online = sysconf(_SC_NPROCESSORS_ONLN);
+    const int mine = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : (int)online;
+    int n = (int)(online / (local > 0 ? local : 1));
+    if (mine < n) n = mine;
+    up_blas_set_threads(n > 0 ? n : 1);
 }
 
 int main(int argc, char **argv) {
@@ -61,6 +80,7 @@ int main(int argc, char **argv) {
         return 2;
     }
     if (up_dist_rank() != 0 && !getenv("UPSTREAM_ALL_RANKS_PRINT")) (void)!freopen("/dev/null", "w", stdout);
+    default_rank_threads();
     int status = -1;
     size_t n = strlen(cmd);
     if (n > 4 && !strcmp(cmd + n - 4, ".lua")) status = up_cmd_run_lua(argc - 1, argv + 1);
