@@ -45,6 +45,12 @@ const char *up_dist_host(int rank) {
     return g_host0;
 }
 
+void up_dist_out_of_memory(const char *what) {
+    fprintf(stderr, "upstream: rank %d on host %s: out of memory for %s\n", g_rank, up_dist_host(g_rank), what);
+    fflush(stderr);
+    up_dist_abort(1);
+}
+
 int up_dist_have_mpi(void) {
 #ifdef UP_HAVE_MPI
     return 1;
@@ -267,16 +273,8 @@ static void *dispatcher(void *unused) {
             a = calloc(1, sizeof *a);
             void *data = head[2] > 0 ? malloc((size_t)head[2]) : NULL;
             if (!a || (head[2] > 0 && !data)) {
-                /* Take the bytes off the wire anyway, then fail the map. */
-                char sink[4096];
-                for (int64_t left = head[2]; left > 0;) {
-                    recv_bytes(sink, (size_t)(left < (int64_t)sizeof sink ? left : (int64_t)sizeof sink), src);
-                    left -= (int64_t)sizeof sink;
-                }
-                free(a), free(data), a = NULL;
-                pthread_mutex_lock(&M.mu);
-                fail_locked(UP_ERR_NOMEM, 0, "dist: out of memory for a unit's result");
-                pthread_mutex_unlock(&M.mu);
+                /* The bytes are on their way and the other ranks wait on this one. */
+                up_dist_out_of_memory("a work unit's result from another rank");
             } else {
                 recv_bytes(data, (size_t)head[2], src);
                 *a = (arrival){NULL, (int)head[0], src, (up_status)head[1], data, (size_t)head[2]};
@@ -439,7 +437,7 @@ static up_status map_worker(const up_dist_job *job, up_error *err) {
     const size_t n = (size_t)fin[1] < sizeof msg - 1 ? (size_t)fin[1] : sizeof msg - 1;
     char *buf = fin[1] > 0 ? malloc((size_t)fin[1]) : NULL;
     if (fin[1] > 0) {
-        if (!buf) up_dist_abort(1);
+        if (!buf) up_dist_out_of_memory("a map's final message");
         recv_bytes(buf, (size_t)fin[1], 0);
         memcpy(msg, buf, n);
     }
@@ -477,12 +475,7 @@ up_status up_dist_share(void **data, size_t *size, up_error *err) {
             wait_message(from, TAG_SHARE, &s);
             MPI_Recv(&head, 1, MPI_INT64_T, from, TAG_SHARE, g_comm, MPI_STATUS_IGNORE);
             buf = head > 0 ? malloc((size_t)head) : NULL;
-            if (head > 0 && !buf) {
-                /* Nothing sensible is left for this rank: the others wait on it. */
-                fprintf(stderr, "upstream: rank %d on host %s: out of memory for %lld shared bytes\n", g_rank,
-                        up_dist_host(g_rank), (long long)head);
-                up_dist_abort(1);
-            }
+            if (head > 0 && !buf) up_dist_out_of_memory("bytes shared by rank 0"); /* the others wait on it */
             recv_bytes(buf, (size_t)head, from);
         }
     }
@@ -504,7 +497,7 @@ up_status up_dist_agree(up_status st, up_error *err) {
             int64_t head[2];
             MPI_Recv(head, 2, MPI_INT64_T, r, TAG_AGREE, g_comm, MPI_STATUS_IGNORE);
             char *m = head[1] > 0 ? calloc(1, (size_t)head[1] + 1) : NULL;
-            if (head[1] > 0 && !m) up_dist_abort(1);
+            if (head[1] > 0 && !m) up_dist_out_of_memory("another rank's error message");
             recv_bytes(m, (size_t)head[1], r);
             if (head[0] && !first.status)
                 up_error_set(&first, (up_status)head[0], "rank %d on host %s: %s", r, up_dist_host(r), m ? m : "failed");
@@ -526,7 +519,7 @@ up_status up_dist_agree(up_status st, up_error *err) {
     msg = p;
     int status = 0, off = 0;
     char *text = calloc(1, len + 1);
-    if (!text) up_dist_abort(1);
+    if (!text) up_dist_out_of_memory("the agreed error message");
     memcpy(text, msg, len);
     free(msg);
     sscanf(text, "%d %n", &status, &off);

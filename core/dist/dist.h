@@ -31,7 +31,10 @@
  * MPI's mpirun names the rank and host); what rank 0 was given before that stays given.
  *
  * Not re-entrant: no dist call inside compute or arrived but up_dist_service / up_dist_limit.
- * Errors: up_status with a message. */
+ * Errors: up_status with a message. The one exception to core's rule that it never prints or
+ * exits (error.h): a rank that cannot allocate the bytes another rank is sending it (out of
+ * memory mid-message) prints why, naming itself, and ends the job (up_dist_out_of_memory), since the
+ * ranks waiting on it could never go on. */
 #ifndef UP_DIST_H
 #define UP_DIST_H
 
@@ -51,6 +54,10 @@ int up_dist_have_mpi(void);          /* 1 when the build has MPI */
 
 /* Ends every rank at once with exit status `code` (MPI_Abort); without MPI, exit(code). */
 void up_dist_abort(int code) __attribute__((noreturn));
+
+/* Out of memory in the middle of a collective (the exception in the header): prints
+ * "upstream: rank R on host H: out of memory for WHAT" and ends the job with status 1. */
+void up_dist_out_of_memory(const char *what) __attribute__((noreturn));
 
 /* A unit's result: malloc'd bytes that up_dist_map takes over (and frees). */
 typedef struct up_dist_bytes {

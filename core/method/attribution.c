@@ -239,10 +239,7 @@ up_status up_attribute_all(const up_model *m, const up_sae *const *saes, const u
         size_t total = 0;
         for (int i = 0; up_dist_rank() == 0 && i < n; i++) total += attr_bytes(&J, i, out[i].acts != NULL);
         void *all = up_dist_rank() == 0 ? malloc(total ? total : 1) : NULL;
-        if (up_dist_rank() == 0 && !all) {
-            st = up_error_set(err, UP_ERR_NOMEM, "out of memory for attribution results");
-            up_dist_abort(1); /* the other ranks are waiting for these bytes */
-        }
+        if (up_dist_rank() == 0 && !all) up_dist_out_of_memory("the attributions' results"); /* the others wait */
         for (size_t i = 0, off = 0; up_dist_rank() == 0 && i < (size_t)n; i++) {
             pack_result(&J, (int)i, (char *)all + off);
             off += attr_bytes(&J, (int)i, out[i].acts != NULL);

@@ -788,7 +788,8 @@ up_status up_grid_run(up_grid *g, const up_grid_opts *opts, up_error *err) {
         for (int x = 0; x < N; x++)
             if (owner[x] == x) pending[n_own++] = x;
         up_dist_bytes all = {0};
-        if (up_dist_rank() == 0 && (st = pack_cells(g, pending, n_own, &all, err))) goto done;
+        if (up_dist_rank() == 0 && pack_cells(g, pending, n_own, &all, err))
+            up_dist_out_of_memory("the grid's cells"); /* the other ranks wait for them */
         if ((st = up_dist_share(&all.data, &all.size, err))) goto done;
         if (up_dist_rank() != 0) st = unpack_cells(g, pending, n_own, all.data, all.size, err);
         free(all.data);

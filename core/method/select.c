@@ -326,7 +326,7 @@ static up_status score_baselines(scorer *sc, up_select_result *res, up_error *er
         char *all = up_dist_rank() == 0 ? malloc(n_score + n_base) : NULL;
         size_t size = n_score + n_base;
         if (up_dist_rank() == 0) {
-            if (!all) up_dist_abort(1); /* the other ranks wait for these bytes */
+            if (!all) up_dist_out_of_memory("the selection's baselines"); /* the other ranks wait for them */
             memcpy(all, J.score, n_score), memcpy(all + n_score, sc->base, n_base);
         }
         void *data = all;
