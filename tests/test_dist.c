@@ -3,7 +3,7 @@
  * computed exactly once and arrives once on rank 0; a limit set in arrived stops the handing
  * out and drops later results; an error in a unit, wherever it ran, comes back to every rank
  * with the same status and message, naming the rank and host when there are several; share
- * and agree give every rank rank 0's bytes and the first failure. */
+ * (and share_into) and agree give every rank rank 0's bytes and the first failure. */
 #include "testutil.h"
 
 #include <stdlib.h>
@@ -128,6 +128,11 @@ static void test_share_and_agree(void **state) {
         snprintf(want, sizeof want, "rank %d on host %s", last, up_dist_host(last));
         assert_non_null(strstr(e.msg, want));
     }
+    /* Into an array every rank sizes alike: rank 0's values everywhere. */
+    int arr[5];
+    for (int i = 0; i < 5; i++) arr[i] = 100 * up_dist_rank() + i;
+    assert_int_equal(up_dist_share_into(arr, sizeof arr, "test array", &e), UP_OK);
+    for (int i = 0; i < 5; i++) assert_int_equal(arr[i], i);
     /* The empty share: NULL and 0 elsewhere. */
     void *none = NULL;
     size_t zero = 0;

@@ -51,6 +51,18 @@ void up_dist_out_of_memory(const char *what) {
     up_dist_abort(1);
 }
 
+up_status up_dist_share_into(void *buf, size_t size, const char *what, up_error *err) {
+    if (g_size == 1) return UP_OK;
+    void *data = buf;
+    size_t got = size;
+    up_status st = up_dist_share(&data, &got, err);
+    if (st || g_rank == 0) return st;
+    if (got == size) memcpy(buf, data, size);
+    else st = up_error_set(err, UP_ERR_FORMAT, "%s: rank 0 sent %zu bytes, not %zu", what, got, size);
+    free(data);
+    return st;
+}
+
 int up_dist_have_mpi(void) {
 #ifdef UP_HAVE_MPI
     return 1;

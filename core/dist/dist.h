@@ -90,6 +90,11 @@ void up_dist_service(void);
  * are replaced by a malloc'd copy (the caller frees it; NULL when size is 0). */
 up_status up_dist_share(void **data, size_t *size, up_error *err);
 
+/* Collective: rank 0's `size` bytes at buf replace the same `size` bytes at buf on every other
+ * rank (an array whose size every rank knows); no-op with one rank. `what` names it in the
+ * error when rank 0's size differs. */
+up_status up_dist_share_into(void *buf, size_t size, const char *what, up_error *err);
+
 /* Collective: every rank passes its own status and error (err->msg read when st != UP_OK);
  * every rank gets back the first failure by rank order ("rank R on host H: msg"), or UP_OK.
  * For steps that can fail on one host only, e.g. loading a model from a local path. */

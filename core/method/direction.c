@@ -111,16 +111,7 @@ up_status up_direction_means(const up_model *m, const up_token_lists *p, int n_p
         const up_dist_job job = {n_batches, means_compute, means_arrived, &J};
         st = up_dist_map(&job, err);
     }
-    if (!st && up_dist_size() > 1) { /* every rank takes rank 0's sums */
-        void *data = mean;
-        size_t size = n_out * sizeof *mean;
-        st = up_dist_share(&data, &size, err);
-        if (!st && up_dist_rank() != 0) {
-            if (size == n_out * sizeof *mean) memcpy(mean, data, size);
-            else st = up_error_set(err, UP_ERR_FORMAT, "difference in means: rank 0's sums have another size");
-            free(data);
-        }
-    }
+    if (!st) st = up_dist_share_into(mean, n_out * sizeof *mean, "difference in means", err); /* rank 0's sums */
     for (size_t i = 0; !st && i < n_out; i++) mean[i] /= p->n;
     for (int b = 0; J.held && b < n_batches; b++) free(J.held[b]);
     free(J.held);

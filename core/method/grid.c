@@ -431,7 +431,7 @@ typedef struct run_bufs {
 } run_bufs;
 
 static up_status run_batch(run_ctx *c, up_state *s, run_bufs *bu, const int *idx, int B, int max_new,
-                           char *const *specs, const int *n_dups, up_error *err) {
+                           up_error *err) {
     up_grid *g = c->g;
     const up_grid_opts *o = c->o;
     const int V = g->m->cfg.vocab_size;
@@ -573,7 +573,7 @@ static up_status batch_compute(int unit, void *user, up_dist_bytes *out, up_erro
     c->batch_rows = 0;
     for (int b = 0; b < B; b++) c->batch_rows += J->n_dups[J->pending[j + b]];
     c->batch_t0 = up_clock_seconds();
-    up_status st = run_batch(c, J->s, J->bu, J->pending + j, B, g->decodings[k], J->specs, J->n_dups, err);
+    up_status st = run_batch(c, J->s, J->bu, J->pending + j, B, g->decodings[k], err);
     if (st == UP_ERR_ABORTED && c->stopped)
         return up_error_set(err, UP_ERR_ABORTED, "grid stopped by the progress callback after %d of %d cells", c->p.done,
                             c->p.total);

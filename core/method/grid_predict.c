@@ -191,16 +191,7 @@ up_status grid_predict(up_grid *g, up_error *err) {
     if (!J.pred) return up_error_set(err, UP_ERR_NOMEM, "grid: out of memory");
     const up_dist_job job = {g->n_prompts, predict_compute, predict_arrived, &J};
     up_status st = up_dist_map(&job, err);
-    if (!st && up_dist_size() > 1) { /* every rank takes rank 0's predictions */
-        void *data = J.pred;
-        size_t size = n * sizeof(double);
-        st = up_dist_share(&data, &size, err);
-        if (!st && up_dist_rank() != 0) {
-            if (size == n * sizeof(double)) memcpy(J.pred, data, size);
-            else st = up_error_set(err, UP_ERR_FORMAT, "grid: rank 0's predictions have another size");
-            free(data);
-        }
-    }
+    if (!st) st = up_dist_share_into(J.pred, n * sizeof(double), "grid predictions", err); /* rank 0's */
     for (int p = 0; !st && p < g->n_prompts; p++)
         for (int i = 0; i < g->n_ivs; i++)
             if (predictable(&g->ivs[i], g->obj_layer))

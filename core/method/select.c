@@ -321,23 +321,8 @@ static up_status score_baselines(scorer *sc, up_select_result *res, up_error *er
     if (!J.score) return up_error_set(err, UP_ERR_NOMEM, "direction selection: out of memory");
     const up_dist_job job = {(nh + nl + sc->batch - 1) / sc->batch, baseline_compute, baseline_arrived, &J};
     up_status st = up_dist_map(&job, err);
-    if (!st && up_dist_size() > 1) {
-        const size_t n_score = (size_t)(nh + nl) * sizeof(double), n_base = (size_t)nl * sc->V * sizeof(float);
-        char *all = up_dist_rank() == 0 ? malloc(n_score + n_base) : NULL;
-        size_t size = n_score + n_base;
-        if (up_dist_rank() == 0) {
-            if (!all) up_dist_out_of_memory("the selection's baselines"); /* the other ranks wait for them */
-            memcpy(all, J.score, n_score), memcpy(all + n_score, sc->base, n_base);
-        }
-        void *data = all;
-        st = up_dist_share(&data, &size, err);
-        if (!st && up_dist_rank() != 0) {
-            if (size != n_score + n_base) st = up_error_set(err, UP_ERR_FORMAT, "direction selection: rank 0's baselines have another size");
-            else memcpy(J.score, data, n_score), memcpy(sc->base, (char *)data + n_score, n_base);
-        }
-        if (up_dist_rank() == 0) free(all);
-        else free(data);
-    }
+    if (!st) st = up_dist_share_into(J.score, (size_t)(nh + nl) * sizeof(double), "selection baselines", err);
+    if (!st) st = up_dist_share_into(sc->base, (size_t)nl * sc->V * sizeof(float), "selection baseline logits", err);
     double sum_h = 0, sum_l = 0;
     for (int k = 0; !st && k < nh + nl; k++) {
         if (k < nh) sum_h += J.score[k];
@@ -522,18 +507,7 @@ static up_status filters_arrived(int unit, const void *data, size_t size, void *
 
 /* Every rank takes rank 0's table of scores. */
 static up_status share_scores(up_select_result *res, int n_cand, up_error *err) {
-    if (up_dist_size() == 1) return UP_OK;
-    void *data = res->scores;
-    size_t size = (size_t)n_cand * sizeof *res->scores;
-    up_status st = up_dist_share(&data, &size, err);
-    if (st || up_dist_rank() == 0) return st;
-    if (size != (size_t)n_cand * sizeof *res->scores) {
-        free(data);
-        return up_error_set(err, UP_ERR_FORMAT, "direction selection: rank 0's scores have another size");
-    }
-    memcpy(res->scores, data, size);
-    free(data);
-    return UP_OK;
+    return up_dist_share_into(res->scores, (size_t)n_cand * sizeof *res->scores, "direction selection scores", err);
 }
 
 up_status up_select_direction(const up_model *m, const float *candidates, int n_pos, const up_token_lists *harmful_in,
